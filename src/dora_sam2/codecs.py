@@ -1,0 +1,241 @@
+"""Arrow messages <-> Frame, Prompt, Masks.
+
+Every decoder either returns a valid domain object or raises InputError naming the input and the
+problem; nothing else escapes (the fuzz tests hold it to that).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Prompt
+from .geometry import BOX_FORMATS, to_xyxy
+
+RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
+COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def decode_frame(input_id: str, value, metadata: dict) -> Frame:
+    encoding = str(metadata.get("encoding", "bgr8")).lower()
+    data = _uint8_buffer(input_id, value)
+    if encoding in RAW_ENCODINGS:
+        rgb = _decode_raw(input_id, data, encoding, metadata)
+    elif encoding in COMPRESSED_ENCODINGS:
+        rgb = _decode_compressed(input_id, data, encoding)
+    else:
+        known = ", ".join([*RAW_ENCODINGS, *sorted(COMPRESSED_ENCODINGS)])
+        raise InputError(input_id, f"unknown image encoding {encoding!r} (expected one of {known})")
+    return Frame(input_id, rgb, _timestamp(metadata), encoding)
+
+
+def _uint8_buffer(input_id: str, value) -> np.ndarray:
+    if isinstance(value, (bytes, bytearray)):
+        return np.frombuffer(value, np.uint8)
+    if not isinstance(value, pa.Array) or value.type != pa.uint8():
+        kind = value.type if isinstance(value, pa.Array) else type(value).__name__
+        raise InputError(input_id, f"expected a flat UInt8 array of pixels or encoded bytes, got {kind}")
+    if value.null_count:
+        raise InputError(input_id, "image array contains nulls")
+    return value.to_numpy(zero_copy_only=False)
+
+
+def _decode_raw(input_id: str, data: np.ndarray, encoding: str, metadata: dict) -> np.ndarray:
+    width, height = _positive_int(input_id, metadata, "width"), _positive_int(input_id, metadata, "height")
+    channels = RAW_ENCODINGS[encoding]
+    if data.size != width * height * channels:
+        raise InputError(
+            input_id,
+            f"{data.size} bytes do not make a {width}x{height} {encoding} image "
+            f"({width * height * channels} expected)",
+        )
+    image = data.reshape(height, width, channels)
+    if encoding == "bgr8":
+        return np.ascontiguousarray(image[..., ::-1])
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    return image.copy()  # the Arrow buffer is dora's shared memory: own the pixels
+
+
+def _decode_compressed(input_id: str, data: np.ndarray, encoding: str) -> np.ndarray:
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise InputError(input_id, f"could not decode {data.size} bytes as {encoding} (truncated or corrupt)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _positive_int(input_id: str, metadata: dict, key: str) -> int:
+    raw = metadata.get(key)
+    if raw is None:
+        raise InputError(input_id, f"metadata '{key}' is missing (needed for raw pixel encodings)")
+    try:
+        number = int(raw)
+    except (TypeError, ValueError):
+        raise InputError(input_id, f"metadata '{key}' is {raw!r}, not an integer") from None
+    if number <= 0 or number != float(raw):
+        raise InputError(input_id, f"metadata '{key}' is {raw!r}, not a positive integer")
+    return number
+
+
+def _timestamp(metadata: dict) -> datetime | None:
+    ts = metadata.get("timestamp")
+    return ts if isinstance(ts, datetime) else None
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
+    """dora-yolo's length-1 struct (bbox, conf?, labels?) or a flat numeric N*4 array."""
+    if isinstance(value, pa.StructArray):
+        flat = _struct_list(input_id, value, "bbox", required=True)
+        labels = _struct_list(input_id, value, "labels", required=False)
+    else:
+        flat, labels = value, metadata.get("labels")
+    coords = _finite_floats(input_id, flat, "box coordinates")
+    if coords.size % 4:
+        raise InputError(input_id, f"{coords.size} box coordinates is not a multiple of 4")
+    boxes = to_xyxy(coords, _box_format(input_id, metadata))
+    reversed_ = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if reversed_.any():
+        i = int(np.argmax(reversed_))
+        raise InputError(input_id, f"box {i} {boxes[i].tolist()} has no area (reversed or empty corners)")
+    labels = _labels(input_id, labels, len(boxes))
+    return Prompt.from_boxes(input_id, boxes, labels, **_routing(metadata))
+
+
+def decode_points(input_id: str, value, metadata: dict) -> Prompt:
+    """Flat x,y pairs (labels in metadata) or a length-1 struct with `points` and `labels`; one object."""
+    if isinstance(value, pa.StructArray):
+        flat = _struct_list(input_id, value, "points", required=True)
+        raw_labels = _struct_list(input_id, value, "labels", required=False)
+    else:
+        flat, raw_labels = value, metadata.get("labels")
+    coords = _finite_floats(input_id, flat, "point coordinates")
+    if coords.size == 0 or coords.size % 2:
+        raise InputError(input_id, f"expected x,y pairs, got {coords.size} numbers")
+    points = coords.reshape(-1, 2)
+    point_labels = _point_labels(input_id, raw_labels, len(points))
+    object_id = metadata.get("object_id")
+    routing = _routing(metadata)
+    if isinstance(object_id, int) and not isinstance(object_id, bool):
+        routing["object_ids"] = (object_id,)
+    label = metadata.get("label")
+    return Prompt.from_points(input_id, points, point_labels, str(label) if label is not None else "", **routing)
+
+
+def _struct_list(input_id: str, value: pa.StructArray, field: str, required: bool):
+    if len(value) != 1:
+        raise InputError(input_id, f"expected a struct array of length 1, got length {len(value)}")
+    if value.type.get_field_index(field) < 0:
+        if required:
+            raise InputError(input_id, f"struct has no field '{field}' (fields: {[f.name for f in value.type]})")
+        return None
+    column = value.field(field)
+    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        raise InputError(input_id, f"struct field '{field}' should be a list, got {column.type}")
+    return column[0].values if column[0].is_valid else pa.array([], column.type.value_type)
+
+
+def _finite_floats(input_id: str, value, what: str) -> np.ndarray:
+    if isinstance(value, pa.Array):
+        if not (pa.types.is_integer(value.type) or pa.types.is_floating(value.type)):
+            raise InputError(input_id, f"{what} should be numbers, got {value.type}")
+        if value.null_count:
+            raise InputError(input_id, f"{what} contain nulls")
+        array = value.to_numpy(zero_copy_only=False).astype(np.float32)
+    else:
+        raise InputError(input_id, f"expected a numeric Arrow array of {what}, got {type(value).__name__}")
+    if not np.isfinite(array).all():
+        raise InputError(input_id, f"{what} contain NaN or infinity")
+    return array
+
+
+def _box_format(input_id: str, metadata: dict) -> str:
+    fmt = metadata.get("format")
+    if fmt is None:
+        # The upstream node put the box format in `encoding`; dora-yolo's `encoding` is the image's (bgr8).
+        encoding = str(metadata.get("encoding", "")).lower()
+        fmt = encoding if encoding in BOX_FORMATS else "xyxy"
+    fmt = str(fmt).lower()
+    if fmt not in BOX_FORMATS:
+        raise InputError(input_id, f"unknown box format {fmt!r} (expected one of {', '.join(BOX_FORMATS)})")
+    return fmt
+
+
+def _labels(input_id: str, raw, count: int) -> tuple[str, ...]:
+    if raw is None:
+        return ("",) * count
+    labels = raw.to_pylist() if isinstance(raw, pa.Array) else raw
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+        raise InputError(input_id, f"labels should be a list of strings, got {type(labels).__name__}")
+    if len(labels) == 0:
+        return ("",) * count
+    if len(labels) != count:
+        raise InputError(input_id, f"{len(labels)} labels for {count} boxes")
+    return tuple("" if label is None else str(label) for label in labels)
+
+
+def _point_labels(input_id: str, raw, count: int) -> np.ndarray:
+    if raw is None:
+        return np.full(count, FOREGROUND, np.int64)
+    labels = raw.to_pylist() if isinstance(raw, pa.Array) else raw
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, (list, tuple)):
+        raise InputError(input_id, f"point labels should be a list of 1 (foreground) / 0 (background), got {labels!r}")
+    if len(labels) != count:
+        raise InputError(input_id, f"{len(labels)} point labels for {count} points")
+    try:
+        values = [int(label) for label in labels]
+    except (TypeError, ValueError):
+        raise InputError(input_id, f"point labels should be 1 or 0, got {labels!r}") from None
+    if any(v not in (FOREGROUND, BACKGROUND) for v in values) or any(
+        isinstance(label, float) and not math.isfinite(label) for label in labels
+    ):
+        raise InputError(input_id, f"point labels should be 1 (foreground) or 0 (background), got {labels!r}")
+    return np.array(values, np.int64)
+
+
+def _routing(metadata: dict) -> dict:
+    image_id = metadata.get("image_id")
+    return {
+        "image_id": str(image_id) if image_id is not None else None,
+        "timestamp": _timestamp(metadata),
+    }
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+def masks_metadata(masks: Masks) -> dict:
+    """Python types only: dora turns numpy scalars, dicts and None into strings."""
+    metadata = {
+        "width": int(masks.width),
+        "height": int(masks.height),
+        "num_masks": len(masks),
+        "labels": list(masks.labels),
+        "scores": [float(s) for s in masks.scores],
+        "image_id": masks.image_id,
+        "primitive": "masks",
+    }
+    if masks.timestamp is not None:
+        metadata["timestamp"] = masks.timestamp
+    if masks.track_ids is not None:
+        metadata["track_ids"] = [int(t) for t in masks.track_ids]
+    return metadata
+
+
+def encode_masks_uint8(masks: Masks) -> pa.Array:
+    """N*H*W UInt8, 1 = object: what the seed's consumer code reshapes with `.to_numpy()`."""
+    return pa.array(masks.masks.reshape(-1).view(np.uint8))
+
+
+def encode_masks_bool(masks: Masks) -> pa.Array:
+    """N*H*W BooleanArray: what the upstream node, dora-rerun and dora-object-to-pose read."""
+    return pa.array(masks.masks.reshape(-1), type=pa.bool_())

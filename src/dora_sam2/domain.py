@@ -1,0 +1,119 @@
+"""The node's vocabulary: a camera `Frame`, a `Prompt` saying what to segment, the `Masks` that answer it.
+
+Each is validated once, when it is built (by the codecs); past that, code trusts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+# Point labels as SAM2's prompt encoder reads them.
+BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
+
+
+class InputError(ValueError):
+    """A message the node cannot use. Its text is the one log line the user sees."""
+
+    def __init__(self, input_id: str, problem: str):
+        super().__init__(f"input '{input_id}': {problem}")
+        self.input_id = input_id
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera image, decoded to RGB."""
+
+    image_id: str  # the dataflow input it came from, e.g. "image" or "image_left"
+    rgb: np.ndarray  # (H, W, 3) uint8
+    timestamp: datetime | None  # the camera's, as dora forwards it; None on dora 0.5
+    encoding: str  # what the camera sent, so drawings can be sent back in its channel order
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What to segment on one frame: N objects, each given by a few labelled points.
+
+    A box is two points labelled BOX_TOP_LEFT and BOX_BOTTOM_RIGHT, which is how SAM2 itself
+    encodes boxes, so boxes and clicks share one representation and one batched decoder call.
+    `points` is (N, K, 2) in frame pixels, `point_labels` (N, K); objects with fewer than K points
+    are padded with label PAD.
+    """
+
+    PAD = -10  # transformers' "ignore this point" label
+
+    input_id: str
+    points: np.ndarray  # (N, K, 2) float32, pixel coordinates of the source frame
+    point_labels: np.ndarray  # (N, K) int64
+    labels: tuple[str, ...]  # one per object: the detector's class name, or ""
+    image_id: str | None = None  # which camera; None means the only (or first) one
+    timestamp: datetime | None = None  # the frame the prompt was computed on
+    object_ids: tuple[int, ...] | None = None  # the click UI's object index, when it sends one
+
+    def __post_init__(self):
+        n = self.points.shape[0]
+        assert self.points.ndim == 3 and self.points.shape[2] == 2, self.points.shape
+        assert self.point_labels.shape == self.points.shape[:2], (self.point_labels.shape, self.points.shape)
+        assert len(self.labels) == n, (len(self.labels), n)
+
+    @property
+    def num_objects(self) -> int:
+        return self.points.shape[0]
+
+    @classmethod
+    def from_boxes(cls, input_id: str, boxes_xyxy: np.ndarray, labels=None, **kw) -> "Prompt":
+        boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 2, 2)
+        point_labels = np.tile(np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64), (len(boxes), 1))
+        labels = tuple(labels) if labels else ("",) * len(boxes)
+        return cls(input_id, boxes, point_labels, labels, **kw)
+
+    @classmethod
+    def from_points(cls, input_id: str, points_xy: np.ndarray, point_labels, label: str = "", **kw) -> "Prompt":
+        points = np.asarray(points_xy, np.float32).reshape(1, -1, 2)
+        point_labels = np.asarray(point_labels, np.int64).reshape(1, -1)
+        return cls(input_id, points, point_labels, (label,), **kw)
+
+    def with_points(self, points: np.ndarray) -> "Prompt":
+        return Prompt(
+            self.input_id, points.astype(np.float32), self.point_labels, self.labels,
+            self.image_id, self.timestamp, self.object_ids,
+        )
+
+
+@dataclass(frozen=True)
+class Masks:
+    """The answer to one prompt: N binary masks over the source frame, parallel to labels and scores."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    scores: np.ndarray  # (N,) float32: SAM2's predicted IoU per mask
+    labels: tuple[str, ...]
+    image_id: str
+    timestamp: datetime | None
+    track_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        assert self.masks.ndim == 3 and self.masks.dtype == np.bool_, (self.masks.shape, self.masks.dtype)
+        assert len(self.scores) == len(self.labels) == len(self.masks), (
+            len(self.scores), len(self.labels), len(self.masks))
+
+    def __len__(self) -> int:
+        return self.masks.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.masks.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.masks.shape[2]

@@ -1,0 +1,138 @@
+"""Frames + prompts -> masks. No dora here: the engine is driven (and tested) on its own."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+
+from .domain import Frame, InputError, Masks, Prompt
+
+log = logging.getLogger("dora_sam2")
+
+# dora carries timestamps to about 1 us; frames of any real camera are milliseconds apart.
+TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
+
+
+class FrameBuffer:
+    """The last few frames of one camera, so a prompt lands on the frame it was computed on."""
+
+    def __init__(self, size: int):
+        self._frames: deque[Frame] = deque(maxlen=size)
+
+    def add(self, frame: Frame) -> None:
+        self._frames.append(frame)
+
+    @property
+    def newest(self) -> Frame | None:
+        return self._frames[-1] if self._frames else None
+
+    def find(self, timestamp) -> Frame | None:
+        """The frame taken at `timestamp`, or None when it is not (or no longer) kept."""
+        for frame in reversed(self._frames):
+            if frame.timestamp is not None and abs(frame.timestamp - timestamp) <= TIMESTAMP_TOLERANCE:
+                return frame
+        return None
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage since the last `reset`: what the stats line and the benchmark report."""
+
+    encode: float = 0.0
+    decode: float = 0.0
+    encodes: int = 0
+    answers: int = 0
+
+
+class Segmenter:
+    """Keeps recent frames per camera and answers prompts on them, encoding each frame at most once."""
+
+    def __init__(self, model, frame_buffer: int = 30, default_camera: str | None = None, embeddings_kept: int = 2):
+        self.model = model
+        self.default_camera = default_camera  # where prompts without an image_id go; else the first seen
+        self._frame_buffer = frame_buffer
+        self._cameras: dict[str, FrameBuffer] = {}
+        # Keyed by the Frame object itself: a frame is encoded once however many prompts land on it.
+        self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
+        self._embeddings_kept = embeddings_kept
+        self._warned: dict[str, float] = {}
+        self.times = StageTimes()
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._cameras)
+
+    def add_frame(self, frame: Frame) -> None:
+        if frame.image_id not in self._cameras:
+            self._cameras[frame.image_id] = FrameBuffer(self._frame_buffer)
+        self._cameras[frame.image_id].add(frame)
+
+    def segment(self, prompt: Prompt) -> Masks:
+        frame = self.frame_for(prompt)
+        if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
+            masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
+        else:
+            embedding = self.embedding(frame)
+            started = time.perf_counter()
+            masks, scores = self.model.predict(embedding, prompt)
+            self.times.decode += time.perf_counter() - started
+        self.times.answers += 1
+        return Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
+
+    def frame_for(self, prompt: Prompt) -> Frame:
+        """The frame the prompt was computed on; the newest one, said out loud, when that is gone."""
+        camera = self._camera(prompt)
+        if prompt.timestamp is None:  # dora 0.5 carries no timestamps: the newest frame is all we know
+            return camera.newest
+        frame = camera.find(prompt.timestamp)
+        if frame is not None:
+            return frame
+        newest = camera.newest
+        if newest.timestamp is not None:
+            lag_ms = (newest.timestamp - prompt.timestamp).total_seconds() * 1e3
+            self._warn_every(
+                prompt.input_id, 10.0,
+                f"input '{prompt.input_id}': no kept frame has the prompt's timestamp (newest frame is "
+                f"{lag_ms:+.0f} ms from it); answering on the newest frame. Forward the image's metadata "
+                "(its `timestamp`) on prompts to segment the exact frame.",
+            )
+        return newest
+
+    def embedding(self, frame: Frame):
+        key = id(frame)
+        cached = self._embeddings.get(key)
+        if cached is not None and cached[0] is frame:
+            self._embeddings.move_to_end(key)
+            return cached[1]
+        started = time.perf_counter()
+        embedding = self.model.encode(frame)
+        self.times.encode += time.perf_counter() - started
+        self.times.encodes += 1
+        self._embeddings[key] = (frame, embedding)
+        while len(self._embeddings) > self._embeddings_kept:
+            self._embeddings.popitem(last=False)
+        return embedding
+
+    def _camera(self, prompt: Prompt) -> FrameBuffer:
+        if prompt.image_id is not None:
+            camera = self._cameras.get(prompt.image_id)
+            if camera is None:
+                seen = ", ".join(self._cameras) or "none yet"
+                raise InputError(prompt.input_id, f"image_id {prompt.image_id!r} names no camera input (seen: {seen})")
+            return camera
+        if not self._cameras:
+            raise InputError(prompt.input_id, "prompt arrived before any image; it is dropped")
+        if self.default_camera in self._cameras:
+            return self._cameras[self.default_camera]
+        return next(iter(self._cameras.values()))
+
+    def _warn_every(self, key: str, seconds: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -seconds) >= seconds:
+            self._warned[key] = now
+            log.warning(message)

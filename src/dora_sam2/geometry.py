@@ -1,0 +1,38 @@
+"""Coordinate maths between the camera frame and SAM2's square model frame. Pure numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOX_FORMATS = ("xyxy", "xywh")
+
+
+def to_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
+    """(N, 4) boxes in `fmt` to corner form.
+
+    `xywh` is centre x, centre y, width, height: what ultralytics and dora-yolo write.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if fmt == "xyxy":
+        return boxes.copy()
+    if fmt == "xywh":
+        cx, cy, w, h = boxes.T
+        return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    raise ValueError(f"unknown box format {fmt!r}")
+
+
+def clip_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clamp (..., 2) pixel coordinates into the frame, so a box partly outside keeps its inside part."""
+    out = np.array(points, np.float32, copy=True)
+    np.clip(out[..., 0], 0, width, out=out[..., 0])
+    np.clip(out[..., 1], 0, height, out=out[..., 1])
+    return out
+
+
+def to_model_frame(points: np.ndarray, width: int, height: int, model_size: int) -> np.ndarray:
+    """Scale (..., 2) pixel coordinates of a WxH frame into the model's square input.
+
+    SAM2 resizes the whole frame to model_size x model_size without padding, so x and y scale apart.
+    """
+    scale = np.array([model_size / width, model_size / height], np.float32)
+    return np.asarray(points, np.float32) * scale

@@ -1,0 +1,255 @@
+"""SAM2 through transformers' `Sam2Model`, with our own pre/post-processing (no torchvision).
+
+Like Meta's image predictor: `encode` computes a frame's embedding once, `predict` decodes any
+number of prompts against it in one batched call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .domain import Frame, Prompt
+from .geometry import clip_points, to_model_frame
+from .settings import Settings
+
+log = logging.getLogger("dora_sam2")
+
+# SAM2's input normalisation (ImageNet statistics), applied after scaling pixels to [0, 1].
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+
+
+class ModelLoadError(Exception):
+    """The model cannot be had. Its text is the one sentence telling the user what to do."""
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """A frame's encoder output: reused by every prompt on that frame."""
+
+    features: list  # transformers' multi-level image embeddings, batch of 1
+    width: int
+    height: int
+
+
+class Sam2ImageModel:
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str):
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.name = name
+        self.input_size = int(model.config.prompt_encoder_config.image_size)
+        self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def load(cls, settings: Settings) -> "Sam2ImageModel":
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        started = time.perf_counter()
+        model = _load_sam2(settings.model).to(device).eval()
+        self = cls(model, device, dtype, settings.model)
+        log.info(
+            "model %s on %s, %s, loaded in %.1f s",
+            settings.model, device, str(dtype).removeprefix("torch."), time.perf_counter() - started,
+        )
+        return self
+
+    # -- the two calls the engine makes
+
+    @torch.inference_mode()
+    def encode(self, frame: Frame) -> ImageEmbedding:
+        with self._autocast():
+            features = self.model.get_image_embeddings(self.preprocess(frame.rgb))
+        return ImageEmbedding(features, frame.width, frame.height)
+
+    @torch.inference_mode()
+    def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) bool masks and (N,) predicted IoU, in the prompt's object order."""
+        n = prompt.num_objects
+        if n == 0:
+            return np.zeros((0, embedding.height, embedding.width), bool), np.zeros(0, np.float32)
+        points = self.model_points(prompt, embedding.width, embedding.height)
+        with self._autocast():
+            out = self.model(
+                image_embeddings=embedding.features,
+                input_points=torch.from_numpy(points)[None].to(self.device),
+                input_labels=torch.from_numpy(prompt.point_labels)[None].to(self.device),
+                # One mask per object; for an ambiguous single click SAM2 itself falls back to the
+                # best of its three candidates (dynamic multimask via stability).
+                multimask_output=False,
+            )
+        masks = self.postprocess(out.pred_masks[0, :, 0], embedding.width, embedding.height)
+        scores = out.iou_scores[0, :, 0].float().cpu().numpy()
+        return masks, scores
+
+    # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised, resized to the square model input."""
+        pixels = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        size = (self.input_size, self.input_size)
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return (pixels - self._mean) / self._std
+
+    def model_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
+        return to_model_frame(clip_points(prompt.points, width, height), width, height, self.input_size)
+
+    @staticmethod
+    def postprocess(low_res_logits: torch.Tensor, width: int, height: int) -> np.ndarray:
+        """(N, h, w) mask logits -> (N, H, W) bool: one batched bilinear upsample, then logit > 0."""
+        upsampled = F.interpolate(
+            low_res_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
+        )
+        return (upsampled[:, 0] > 0).cpu().numpy()
+
+    def warmup(self, width: int = 640, height: int = 480) -> float:
+        """One encode and decode, so the first real frame does not pay for lazy initialisation."""
+        started = time.perf_counter()
+        frame = Frame("warmup", np.full((height, width, 3), 127, np.uint8), None, "rgb8")
+        box = Prompt.from_boxes("warmup", np.array([[width / 4, height / 4, width * 3 / 4, height * 3 / 4]]))
+        self.predict(self.encode(frame), box)
+        return time.perf_counter() - started
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+# ---------------------------------------------------------------------------- device and dtype
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"DEVICE={name} but this torch build sees no CUDA GPU: set DEVICE=cpu (or auto), "
+                "or install a CUDA build of torch."
+            )
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"DEVICE={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("DEVICE=mps but Metal is not available here: set DEVICE=cpu (or auto).")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` picks the fastest dtype that is numerically safe on the device (applied as autocast)."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls run natively (2.5x faster than fp32 on our 2-core machine)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _load_sam2(source: str):
+    from transformers import AutoConfig, Sam2Model  # heavy: imported when the node starts, not at import
+
+    local = _local_checkpoint(source)
+    with _quiet_hub():
+        try:
+            config = _from_cache_or_hub(AutoConfig.from_pretrained, source, local)
+        except OSError as error:
+            raise ModelLoadError(_explain_missing(source, local, error)) from None
+        if config.model_type not in SAM2_MODEL_TYPES:
+            raise ModelLoadError(
+                f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
+                "such as facebook/sam2.1-hiera-tiny or to a directory holding one."
+            )
+        try:
+            return _from_cache_or_hub(Sam2Model.from_pretrained, source, local)
+        except OSError as error:
+            raise ModelLoadError(_explain_missing(source, local, error)) from None
+
+
+def _local_checkpoint(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"MODEL={source} is not a directory: set MODEL to a directory holding a SAM2 checkpoint "
+                "(config.json and model.safetensors) or to a hub id such as facebook/sam2.1-hiera-tiny."
+            )
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"MODEL={source} holds no config.json: point MODEL at a directory saved with "
+                "save_pretrained (config.json and model.safetensors), or at a hub id."
+            )
+        return path
+    return None
+
+
+def _from_cache_or_hub(load, source: str, local: Path | None):
+    """The local cache first: no network round trip when the weights are already here."""
+    if local is not None:
+        return load(str(local), local_files_only=True)
+    try:
+        return load(source, local_files_only=True)
+    except OSError:
+        log.info("fetching %s from the Hugging Face hub (first run only)", source)
+        return load(source)
+
+
+def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
+    text = str(error)
+    if local is not None:
+        return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
+    if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
+        return (
+            f"MODEL={source} is not in the Hugging Face cache and the hub cannot be reached: connect this "
+            "machine to the internet once (the weights are then cached), or download the model elsewhere "
+            f"(`hf download {source} --local-dir sam2-model`) and set MODEL to that directory."
+        )
+    return (
+        f"MODEL={source} was not found on the Hugging Face hub: use one of facebook/sam2.1-hiera-tiny, "
+        "-small, -base-plus, -large (or facebook/sam2-hiera-*), or a local checkpoint directory."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """The hub's retry warnings and progress bars would bury the one line that matters."""
+    import huggingface_hub.utils as hub_utils
+    import transformers
+
+    hub_level = hub_utils.logging.get_verbosity()
+    tf_level = transformers.logging.get_verbosity()
+    hub_utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hub_utils.logging.set_verbosity(hub_level)
+        transformers.logging.set_verbosity(tf_level)

@@ -1,0 +1,165 @@
+"""The dora adapter: events in, messages out. All the thinking happens in the engine."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from . import codecs
+from .domain import InputError, Masks, Prompt
+from .engine import Segmenter
+from .model import ModelLoadError, Sam2ImageModel
+from .settings import ConfigError, Settings
+
+log = logging.getLogger("dora_sam2")
+
+PROMPT_DECODERS = {"bbox": codecs.decode_boxes, "boxes2d": codecs.decode_boxes, "points": codecs.decode_points}
+OUTPUTS = ("mask", "masks")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2: %(message)s", stream=sys.stderr)
+    try:
+        settings = Settings.from_env()
+        model = Sam2ImageModel.load(settings)
+    except (ConfigError, ModelLoadError) as error:
+        log.error("%s", error)
+        sys.exit(1)
+    if settings.warmup:
+        log.info("warm-up: first encode + decode took %.2f s", model.warmup())
+
+    from dora import Node  # imported here so that `--help`-style tooling never needs a dataflow
+
+    node = Node()
+    config = _node_config(node)
+    segmenter = Segmenter(model, settings.frame_buffer, default_camera=_default_camera(config["inputs"]))
+    Sam2Node(node, segmenter, config["outputs"], settings.stats_every_s).run()
+
+
+class Sam2Node:
+    def __init__(self, node, segmenter: Segmenter, declared_outputs, stats_every_s: float = 10.0):
+        self.node = node
+        self.segmenter = segmenter
+        self.outputs = [name for name in OUTPUTS if name in declared_outputs]
+        if not self.outputs:
+            log.warning("the dataflow declares none of the outputs %s for this node: nothing will be sent", OUTPUTS)
+        self.stats = Stats(stats_every_s)
+        self._ignored_inputs: set[str] = set()
+
+    def run(self) -> None:
+        for events in event_batches(self.node):
+            self.handle(events)
+        self.stats.report(self.segmenter, final=True)
+
+    def handle(self, events: list[dict]) -> None:
+        """One batch of queued events: keep every frame, answer only the newest prompt per source."""
+        newest: dict[tuple[str, str | None], Prompt] = {}
+        for event in events:
+            if event["type"] != "INPUT":
+                continue
+            input_id = event["id"]
+            try:
+                if input_id.startswith("image"):
+                    self.segmenter.add_frame(codecs.decode_frame(input_id, event["value"], event["metadata"]))
+                elif input_id in PROMPT_DECODERS:
+                    prompt = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
+                    key = (input_id, prompt.image_id)
+                    self.stats.skipped += key in newest
+                    newest[key] = prompt
+                else:
+                    self._ignore(input_id)
+            except InputError as error:
+                log.warning("%s", error)
+        for prompt in newest.values():
+            self.answer(prompt)
+        self.stats.report(self.segmenter)
+
+    def answer(self, prompt: Prompt) -> None:
+        try:
+            masks = self.segmenter.segment(prompt)
+        except InputError as error:
+            log.warning("%s", error)
+            return
+        except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
+            log.error("input '%s': segmentation failed on this frame (%s: %s); skipping it",
+                      prompt.input_id, type(error).__name__, error)
+            return
+        self.send(masks)
+
+    def send(self, masks: Masks) -> None:
+        metadata = codecs.masks_metadata(masks)
+        if "mask" in self.outputs:
+            self.node.send_output("mask", codecs.encode_masks_uint8(masks), metadata)
+        if "masks" in self.outputs:
+            self.node.send_output("masks", codecs.encode_masks_bool(masks), metadata)
+        self.stats.answered(masks)
+
+    def _ignore(self, input_id: str) -> None:
+        if input_id not in self._ignored_inputs:
+            self._ignored_inputs.add(input_id)
+            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points); ignoring it", input_id)
+
+
+class Stats:
+    """Counts what was answered and skipped, and says so every `every_s` seconds."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self.answers = 0
+        self.skipped = 0
+        self.latency_sum = 0.0
+        self._last = time.monotonic()
+
+    def answered(self, masks: Masks) -> None:
+        self.answers += 1
+        if masks.timestamp is not None:
+            self.latency_sum += (datetime.now(timezone.utc) - masks.timestamp).total_seconds()
+
+    def report(self, segmenter: Segmenter, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and (self.every_s <= 0 or now - self._last < self.every_s):
+            return
+        times = segmenter.times
+        per_answer = max(self.answers, 1)
+        log.info(
+            "%sanswered %d prompts, skipped %d stale ones; mean latency %.0f ms; "
+            "%d encodes (%.0f ms each), decode %.0f ms per answer",
+            "final: " if final else "", self.answers, self.skipped, 1e3 * self.latency_sum / per_answer,
+            times.encodes, 1e3 * times.encode / max(times.encodes, 1), 1e3 * times.decode / per_answer,
+        )
+        self._last = now
+
+
+def event_batches(node):
+    """Each wait for an event also takes whatever queued behind it, so stale work can be skipped."""
+    while True:
+        event = node.next()
+        if event is None:
+            return
+        yield [event, *_drain(node)]
+
+
+def _drain(node) -> list:
+    try:
+        return list(node.drain() or [])
+    except (RuntimeError, AttributeError):  # the channel closes while a dataflow ends; dora 0.5 has no drain
+        return []
+
+
+def _node_config(node) -> dict:
+    try:
+        config = node.node_config()
+        return {"inputs": list(config.get("inputs", {})), "outputs": list(config.get("outputs", []))}
+    except AttributeError:  # dora 0.5: send on every output we know; undeclared ones are dropped by dora
+        return {"inputs": [], "outputs": list(OUTPUTS)}
+
+
+def _default_camera(inputs: list[str]) -> str | None:
+    cameras = sorted(name for name in inputs if name.startswith("image"))
+    return "image" if "image" in cameras else (cameras[0] if cameras else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Write a SAM2 checkpoint with random weights: for plumbing, format and cost checks where no weights
+can be downloaded. Its masks are meaningless.
+
+    dora-sam2-random-model DIR [--size tiny|test] [--seed 0]
+
+`tiny` has exactly the layout and cost of facebook/sam2.1-hiera-tiny (156 MB); `test` is a 2 M-parameter
+model of the same architecture that makes the test suite fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SIZES = ("tiny", "test")
+
+
+def make_random_model(directory, size: str = "test", seed: int = 0) -> Path:
+    import torch
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    config = Sam2VideoConfig() if size == "tiny" else _test_config(Sam2VideoConfig)
+    Sam2VideoModel(config).save_pretrained(directory)
+    return directory
+
+
+def _test_config(config_class):
+    # Every stage and both attention kinds of Hiera stay; only widths and depths shrink.
+    return config_class(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model",
+                hidden_size=16,
+                embed_dim_per_stage=[16, 32, 64, 128],
+                blocks_per_stage=[1, 1, 2, 1],
+                num_attention_heads_per_stage=[1, 1, 2, 2],
+                global_attention_blocks=[3],  # a global block may not open a stage (it would pool)
+            ),
+            backbone_channel_list=[128, 64, 32, 16],
+            fpn_hidden_size=32,
+        ),
+        prompt_encoder_config=dict(hidden_size=32),
+        mask_decoder_config=dict(hidden_size=32, iou_head_hidden_dim=32, mlp_dim=64, num_attention_heads=2),
+        memory_attention_hidden_size=32,
+        memory_encoder_hidden_size=32,
+        memory_encoder_output_channels=16,
+        mem_dim=16,
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory")
+    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = make_random_model(args.directory, args.size, args.seed)
+    print(f"random-weight SAM2 ({args.size}) written to {path}: set MODEL={path} (masks are meaningless)")
+
+
+if __name__ == "__main__":
+    main()

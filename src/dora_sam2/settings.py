@@ -1,0 +1,80 @@
+"""The node's settings, read once from the environment (the dataflow YAML's `env:`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ConfigError(Exception):
+    """A setting the node cannot start with. Its text is the one sentence the user sees."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    frame_buffer: int = 30  # frames kept per camera to match a prompt to the frame it was computed on
+    stats_every_s: float = 10.0  # period of the "answered / skipped / latency" log line; 0 turns it off
+    warmup: bool = True
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        env = os.environ if env is None else env
+        device = env.get("DEVICE", "auto").strip().lower() or "auto"
+        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise ConfigError(f"DEVICE={device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
+        dtype = env.get("DTYPE", "auto").strip().lower() or "auto"
+        if dtype not in DTYPES:
+            raise ConfigError(f"DTYPE={dtype!r} is not one of {', '.join(DTYPES)}.")
+        return cls(
+            model=env.get("MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
+            device=device,
+            dtype=dtype,
+            frame_buffer=_int(env, "FRAME_BUFFER", cls.frame_buffer, minimum=1),
+            stats_every_s=_float(env, "STATS_EVERY", cls.stats_every_s, minimum=0.0),
+            warmup=_bool(env, "WARMUP", cls.warmup),
+        )
+
+
+def _int(env, key: str, default: int, minimum: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not an integer.") from None
+    if value < minimum:
+        raise ConfigError(f"{key}={value} is below its minimum of {minimum}.")
+    return value
+
+
+def _float(env, key: str, default: float, minimum: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number.") from None
+    if not value >= minimum:
+        raise ConfigError(f"{key}={value} is below its minimum of {minimum}.")
+    return value
+
+
+def _bool(env, key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}={raw!r} is not a boolean (use 1 or 0).")
