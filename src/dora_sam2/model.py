@@ -217,6 +217,10 @@ def _from_cache_or_hub(load, source: str, local: Path | None):
     try:
         return load(source, local_files_only=True)
     except OSError:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise
         log.info("fetching %s from the Hugging Face hub (first run only)", source)
         return load(source)
 

@@ -1,0 +1,93 @@
+"""Shared fixtures: a random-weight SAM2 made by the suite, and a runner for real `dora run` dataflows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dora_sam2.random_model import make_random_model
+
+ROOT = Path(__file__).resolve().parents[1]
+NODES = ROOT / "tests" / "nodes"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A small random-weight SAM2 (the real architecture, shrunk): fast, and meaningless masks."""
+    return make_random_model(tmp_path_factory.mktemp("model") / "sam2-test", size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def model(model_dir):
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.settings import Settings
+
+    return Sam2ImageModel.load(Settings(model=str(model_dir), dtype="float32"))
+
+
+@dataclass
+class DataflowRun:
+    returncode: int
+    log: str
+    out: Path
+
+    def events(self, name: str = "out") -> list[dict]:
+        path = self.out / name / "events.jsonl"
+        if not path.exists():
+            return []
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        for event in events:
+            event["value"] = np.load(self.out / name / f"{event['index']:04d}.npy")
+        return events
+
+    def node_log(self, node_id: str) -> list[str]:
+        """The lines a node wrote, as `dora run` relays them (`... stdout <node>: <line>`)."""
+        return [line.split(f" {node_id}: ", 1)[1] for line in self.log.splitlines()
+                if f" {node_id}: " in line and (" stdout " in line or " stderr " in line)]
+
+
+def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_after: str | None = None,
+                 env: dict | None = None) -> DataflowRun:
+    """Run a dataflow with `dora run` in tmp_path. `$NODES`, `$OUT`, `$PY` in the YAML are filled in."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    text = textwrap.dedent(yaml_text)
+    for key, value in {"$NODES": str(NODES), "$OUT": str(out), "$ROOT": str(ROOT)}.items():
+        text = text.replace(key, value)
+    dataflow = tmp_path / "dataflow.yml"
+    dataflow.write_text(text)
+    command = [str(BIN / "dora"), "run", str(dataflow)]
+    if stop_after:
+        command += ["--stop-after", stop_after]
+    full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
+                    HF_HUB_OFFLINE="1", STATS_EVERY="0", WARMUP="0", **(env or {}))
+    result = subprocess.run(command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+    log = result.stdout + result.stderr
+    (tmp_path / "dora.log").write_text(log)
+    return DataflowRun(result.returncode, log, out)
+
+
+def assert_no_traceback(run: DataflowRun) -> None:
+    assert "Traceback" not in run.log, run.log[-4000:]
+
+
+@pytest.fixture
+def dataflow(tmp_path):
+    def _run(yaml_text: str, **kwargs) -> DataflowRun:
+        return run_dataflow(tmp_path, yaml_text, **kwargs)
+    return _run
+
+
+def requires_dora():
+    return pytest.mark.skipif(shutil.which("dora", path=str(BIN)) is None, reason="dora-rs-cli is not installed")

@@ -1,0 +1,44 @@
+"""Stand-in for dora-yolo 0.5.0: on each image, sends `bbox` exactly as it does.
+
+A length-1 struct (bbox: list<float32> flattened, conf: list<float32>, labels: list<string>), the image's
+metadata passed through (encoding, width, height and, in dora 1.x, its timestamp) plus `format` and
+`primitive: boxes2d`. Env BOXES: JSON list of [x1, y1, x2, y2, label]; FORMAT xyxy | xywh;
+EMPTY_EVERY: every Nth image gets an empty detection (0 = never); EVERY: answer every Nth image only.
+"""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+from dora import Node
+
+
+def main():
+    boxes = json.loads(os.environ.get("BOXES", "[[100, 100, 300, 300, \"cup\"]]"))
+    fmt = os.environ.get("FORMAT", "xyxy")
+    empty_every, every = int(os.environ.get("EMPTY_EVERY", "0")), int(os.environ.get("EVERY", "1"))
+    node = Node()
+    seen = 0
+    for event in node:
+        if event["type"] != "INPUT":
+            continue
+        seen += 1
+        if (seen - 1) % every:
+            continue
+        chosen = [] if empty_every and seen % empty_every == 0 else boxes
+        coords = np.array([b[:4] for b in chosen], np.float32).reshape(-1, 4)
+        if fmt == "xywh":
+            coords = np.concatenate([(coords[:, :2] + coords[:, 2:]) / 2, coords[:, 2:] - coords[:, :2]], axis=1)
+        value = pa.array([{
+            "bbox": coords.ravel().tolist(),
+            "conf": [0.9] * len(chosen),
+            "labels": [b[4] for b in chosen],
+        }], type=pa.struct([("bbox", pa.list_(pa.float32())), ("conf", pa.list_(pa.float32())),
+                            ("labels", pa.list_(pa.string()))]))
+        metadata = dict(event["metadata"], format=fmt, primitive="boxes2d")
+        node.send_output("bbox", value, metadata)
+
+
+if __name__ == "__main__":
+    main()

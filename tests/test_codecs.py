@@ -1,0 +1,224 @@
+"""Every decoder, on what the neighbouring nodes really send and on what they should never send."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dora_sam2 import codecs
+from dora_sam2.domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, InputError, Masks
+
+RNG = np.random.default_rng(7)
+BGR = RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+TS = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def yolo_struct(coords, labels=None, conf=True):
+    fields = {"bbox": list(map(float, coords))}
+    types = [("bbox", pa.list_(pa.float32()))]
+    if conf:
+        fields["conf"] = [0.5] * (len(coords) // 4)
+        types.append(("conf", pa.list_(pa.float32())))
+    if labels is not None:
+        fields["labels"] = labels
+        types.append(("labels", pa.list_(pa.string())))
+    return pa.array([fields], type=pa.struct(types))
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+@pytest.mark.parametrize("encoding,payload", [
+    ("bgr8", BGR.ravel()),
+    ("rgb8", BGR[..., ::-1].ravel()),
+    ("BGR8", BGR.ravel()),  # case-insensitive, as some cameras write it
+])
+def test_raw_colour_frames_decode_to_rgb(encoding, payload):
+    frame = codecs.decode_frame("image", pa.array(payload), {"encoding": encoding, "width": 64, "height": 48,
+                                                              "timestamp": TS})
+    np.testing.assert_array_equal(frame.rgb, BGR[..., ::-1])
+    assert (frame.width, frame.height, frame.timestamp, frame.image_id) == (64, 48, TS, "image")
+
+
+@pytest.mark.parametrize("encoding", ["gray8", "mono8"])
+def test_grey_frames_become_three_equal_channels(encoding):
+    grey = BGR[..., 0]
+    frame = codecs.decode_frame("image", pa.array(grey.ravel()), {"encoding": encoding, "width": 64, "height": 48})
+    for channel in range(3):
+        np.testing.assert_array_equal(frame.rgb[..., channel], grey)
+
+
+@pytest.mark.parametrize("encoding,ext", [("png", ".png"), ("bmp", ".bmp"), ("webp", ".webp"),
+                                          ("jpeg", ".jpg"), ("jpg", ".jpg")])
+def test_compressed_frames_decode_like_opencv(encoding, ext):
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else []  # 101 = lossless webp
+    data = cv2.imencode(ext, BGR, params)[1].ravel()
+    frame = codecs.decode_frame("image", pa.array(data), {"encoding": encoding})
+    expected = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(frame.rgb, expected)
+    if encoding in ("png", "bmp", "webp"):  # lossless: the exact pixels come back
+        np.testing.assert_array_equal(frame.rgb, BGR[..., ::-1])
+
+
+def test_frame_pixels_do_not_alias_the_arrow_buffer():
+    """dora reuses its shared-memory buffers: a kept frame must own its pixels."""
+    payload = pa.array(BGR[..., ::-1].ravel())
+    frame = codecs.decode_frame("image", payload, {"encoding": "rgb8", "width": 64, "height": 48})
+    assert not np.shares_memory(frame.rgb, payload.to_numpy(zero_copy_only=False))
+
+
+@pytest.mark.parametrize("value,metadata,message", [
+    (pa.array(np.zeros(10, np.uint8)), {"encoding": "bgr8", "width": 64, "height": 48}, "10 bytes do not make"),
+    (pa.array(np.zeros(10, np.uint8)), {"encoding": "nv12", "width": 2, "height": 5}, "unknown image encoding"),
+    (pa.array(np.zeros(12, np.uint8)), {"encoding": "bgr8", "height": 2}, "'width' is missing"),
+    (pa.array(np.zeros(12, np.uint8)), {"encoding": "bgr8", "width": "two", "height": 2}, "not an integer"),
+    (pa.array(np.zeros(12, np.uint8)), {"encoding": "bgr8", "width": -2, "height": -2}, "not a positive integer"),
+    (pa.array(np.zeros(12, np.uint8)), {"encoding": "bgr8", "width": 2.5, "height": 2}, "not a positive integer"),
+    (pa.array(np.zeros(12, np.float32)), {"encoding": "bgr8", "width": 2, "height": 2}, "got float"),
+    (pa.array([1, None, 3], pa.uint8()), {"encoding": "gray8", "width": 3, "height": 1}, "nulls"),
+    (pa.array(np.zeros(0, np.uint8)), {"encoding": "jpeg"}, "could not decode 0 bytes"),
+])
+def test_bad_frames_raise_one_clear_error(value, metadata, message):
+    with pytest.raises(InputError, match=message) as error:
+        codecs.decode_frame("image_left", value, metadata)
+    assert str(error.value).startswith("input 'image_left': ")
+
+
+def test_truncated_jpeg_is_rejected():
+    data = cv2.imencode(".jpg", BGR)[1].ravel()
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        codecs.decode_frame("image", pa.array(data[: len(data) // 3]), {"encoding": "jpeg"})
+
+
+# ---------------------------------------------------------------------------- boxes
+
+
+def test_dora_yolo_struct_with_its_passed_through_image_metadata():
+    value = yolo_struct([10, 20, 110, 220, 5, 6, 50, 60], ["cup", "person"])
+    metadata = {"encoding": "bgr8", "width": 640, "height": 480, "format": "xyxy", "primitive": "boxes2d",
+                "timestamp": TS}
+    prompt = codecs.decode_boxes("bbox", value, metadata)
+    np.testing.assert_array_equal(prompt.points, [[[10, 20], [110, 220]], [[5, 6], [50, 60]]])
+    np.testing.assert_array_equal(prompt.point_labels, [[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]] * 2)
+    assert prompt.labels == ("cup", "person") and prompt.timestamp == TS and prompt.image_id is None
+
+
+def test_xywh_is_centre_and_size_as_ultralytics_writes_it():
+    prompt = codecs.decode_boxes("bbox", yolo_struct([100, 50, 40, 20]), {"format": "xywh"})
+    np.testing.assert_allclose(prompt.points[0], [[80, 40], [120, 60]])
+
+
+def test_box_format_falls_back_to_encoding_then_xyxy():
+    flat = pa.array(np.array([100, 50, 40, 20], np.float32))
+    as_xywh = codecs.decode_boxes("boxes2d", flat, {"encoding": "xywh"})
+    np.testing.assert_allclose(as_xywh.points[0], [[80, 40], [120, 60]])
+    # dora-yolo's `encoding` is the image's (bgr8): not a box format, so the default xyxy applies
+    with pytest.raises(InputError, match="has no area"):  # 100,50 -> 40,20 is reversed in xyxy
+        codecs.decode_boxes("bbox", flat, {"encoding": "bgr8"})
+
+
+def test_flat_boxes_take_labels_and_image_id_from_metadata():
+    flat = pa.array(np.array([0, 0, 10, 10, 5, 5, 20, 30], np.int32))
+    prompt = codecs.decode_boxes("boxes2d", flat, {"labels": ["a", "b"], "image_id": "image_right"})
+    assert prompt.labels == ("a", "b") and prompt.image_id == "image_right" and prompt.num_objects == 2
+
+
+def test_empty_detection_is_a_prompt_with_no_objects():
+    prompt = codecs.decode_boxes("bbox", yolo_struct([], []), {"format": "xyxy"})
+    assert prompt.num_objects == 0 and prompt.labels == ()
+
+
+@pytest.mark.parametrize("value,metadata,message", [
+    (pa.array([1, 2, 3, 4, 5], pa.float32()), {}, "5 box coordinates is not a multiple of 4"),
+    (pa.array([np.nan, 2, 3, 4], pa.float32()), {}, "NaN or infinity"),
+    (pa.array([1, 2, np.inf, 4], pa.float64()), {}, "NaN or infinity"),
+    (pa.array([30, 2, 3, 40], pa.float32()), {}, "box 0 .* has no area"),
+    (pa.array([1, 2, 1, 40], pa.float32()), {}, "has no area"),
+    (pa.array([1, 2, 3, 4], pa.float32()), {"format": "polygon"}, "unknown box format 'polygon'"),
+    (pa.array([1, 2, 3, 4], pa.float32()), {"labels": ["a", "b"]}, "2 labels for 1 boxes"),
+    (pa.array([1, 2, 3, 4], pa.float32()), {"labels": "cup"}, "list of strings"),
+    (pa.array(["1", "2", "3", "4"]), {}, "should be numbers"),
+    (pa.array([1, None, 3, 4], pa.float32()), {}, "contain nulls"),
+    (pa.array([{"box": [1.0]}]), {}, "no field 'bbox'"),
+    (pa.array([{"bbox": 1.0}]), {}, "should be a list"),
+    (pa.concat_arrays([yolo_struct([1, 2, 3, 4]), yolo_struct([1, 2, 3, 4])]), {}, "length 1, got length 2"),
+    (yolo_struct([1, 2, 3, 4], ["a", "b"]), {}, "2 labels for 1 boxes"),
+])
+def test_bad_boxes_raise_one_clear_error(value, metadata, message):
+    with pytest.raises(InputError, match=message):
+        codecs.decode_boxes("bbox", value, metadata)
+
+
+# ---------------------------------------------------------------------------- points
+
+
+def test_points_default_to_foreground():
+    prompt = codecs.decode_points("points", pa.array([10.0, 20.0, 30.0, 40.0]), {})
+    assert prompt.num_objects == 1
+    np.testing.assert_array_equal(prompt.points, [[[10, 20], [30, 40]]])
+    np.testing.assert_array_equal(prompt.point_labels, [[1, 1]])
+
+
+def test_point_labels_from_metadata_keep_background_clicks():
+    prompt = codecs.decode_points("points", pa.array([10, 20, 30, 40, 50, 60], pa.int64()),
+                                  {"labels": [1, 0, 0], "object_id": 3, "timestamp": TS})
+    np.testing.assert_array_equal(prompt.point_labels, [[1, 0, 0]])
+    assert prompt.object_ids == (3,) and prompt.timestamp == TS
+
+
+def test_points_struct_with_labels():
+    value = pa.array([{"points": [1.0, 2.0, 3.0, 4.0], "labels": [0, 1]}])
+    prompt = codecs.decode_points("points", value, {})
+    np.testing.assert_array_equal(prompt.point_labels, [[0, 1]])
+
+
+@pytest.mark.parametrize("value,metadata,message", [
+    (pa.array([1.0, 2.0, 3.0]), {}, "expected x,y pairs, got 3 numbers"),
+    (pa.array([], pa.float32()), {}, "expected x,y pairs, got 0 numbers"),
+    (pa.array([1.0, 2.0]), {"labels": [1, 0]}, "2 point labels for 1 points"),
+    (pa.array([1.0, 2.0]), {"labels": [2]}, "1 \\(foreground\\) or 0"),
+    (pa.array([1.0, 2.0]), {"labels": ["fg"]}, "should be 1 or 0"),
+    (pa.array([1.0, 2.0]), {"labels": "1"}, "list of 1"),
+    (pa.array([1.0, np.nan]), {}, "NaN"),
+])
+def test_bad_points_raise_one_clear_error(value, metadata, message):
+    with pytest.raises(InputError, match=message):
+        codecs.decode_points("points", value, metadata)
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+def make_masks(n=2, h=3, w=4):
+    masks = RNG.random((n, h, w)) > 0.5
+    return Masks(masks, np.linspace(0.1, 0.9, n).astype(np.float32), tuple(f"obj{i}" for i in range(n)),
+                 "image", TS, track_ids=tuple(range(7, 7 + n)))
+
+
+def test_uint8_output_is_what_the_seed_consumer_reshapes():
+    masks = make_masks(n=1)
+    value = codecs.encode_masks_uint8(masks)
+    assert value.type == pa.uint8()
+    np.testing.assert_array_equal(value.to_numpy().reshape(3, 4), masks.masks[0].astype(np.uint8))
+
+
+def test_boolean_output_round_trips():
+    masks = make_masks(n=3)
+    value = codecs.encode_masks_bool(masks)
+    assert value.type == pa.bool_()
+    np.testing.assert_array_equal(value.to_numpy(zero_copy_only=False).reshape(3, 3, 4), masks.masks)
+
+
+def test_metadata_holds_python_types_only():
+    metadata = codecs.masks_metadata(make_masks(n=2))
+    assert metadata == {
+        "width": 4, "height": 3, "num_masks": 2, "labels": ["obj0", "obj1"],
+        "scores": pytest.approx([0.1, 0.9]), "image_id": "image", "primitive": "masks",
+        "timestamp": TS, "track_ids": [7, 8],
+    }
+    for value in [*metadata.values(), *metadata["scores"], *metadata["track_ids"]]:
+        assert type(value).__module__ in ("builtins", "datetime"), type(value)

@@ -1,0 +1,248 @@
+"""End-to-end: real `dora run` dataflows around the real node, with the suite's random-weight SAM2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import SHARED_DATA, assert_no_traceback
+
+pytestmark = pytest.mark.dataflow
+
+
+def sam2_node(model_dir, inputs: dict, outputs=("mask",), env: dict | None = None) -> str:
+    """The node under test, wired the way a user writes it: `path: dora-sam2`."""
+    env = {"MODEL": str(model_dir), "DTYPE": "float32", **(env or {})}
+    return (
+        "  - id: sam2\n    path: dora-sam2\n"
+        f"    inputs: {json.dumps(inputs)}\n    outputs: {json.dumps(list(outputs))}\n    env: {json.dumps(env)}\n"
+    )
+
+
+def test_seed_pipeline_gives_masks_the_seed_consumer_reads(dataflow, model_dir):
+    """The seed's detection + segmentation wiring, verbatim ids: `bbox` in, `mask` out."""
+    boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"]]
+    run = dataflow(f"""
+nodes:
+  - id: camera
+    path: $NODES/camera.py
+    outputs: [image]
+    env: {{FRAMES: "6", FPS: "3"}}
+  - id: yolo
+    path: $NODES/detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env:
+      BOXES: '{json.dumps(boxes)}'
+      EMPTY_EVERY: "3"
+{sam2_node(model_dir, {"image": "camera/image", "bbox": "yolo/bbox"})}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT_DIR: $OUT/out}}
+""")
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    events = run.events()
+    assert len(events) == 6, [e["metadata"].get("num_masks") for e in events]
+    for event in events:
+        meta = event["metadata"]
+        n = meta["num_masks"]
+        assert event["type"] == "uint8"
+        assert (meta["width"], meta["height"], meta["primitive"]) == (640, 480, "masks")
+        assert event["value"].size == n * 640 * 480
+        assert set(np.unique(event["value"])) <= {0, 1}
+        assert len(meta["scores"]) == n and all(isinstance(s, float) for s in meta["scores"])
+        assert meta["image_id"] == "image"
+        assert "datetime" in meta["timestamp"]
+    assert [e["metadata"]["num_masks"] for e in events] == [2, 2, 0, 2, 2, 0]
+    assert [e["metadata"]["labels"] for e in events if e["metadata"]["num_masks"]] == [["cup", "bottle"]] * 4
+
+
+def test_seed_consumer_code_runs_unchanged_on_one_object(dataflow, model_dir):
+    run = dataflow(f"""
+nodes:
+  - id: camera
+    path: $NODES/camera.py
+    outputs: [image]
+    env: {{FRAMES: "4", FPS: "3"}}
+  - id: yolo
+    path: $NODES/detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{FORMAT: xywh}}
+{sam2_node(model_dir, {"image": "camera/image", "bbox": "yolo/bbox"})}
+  - id: consumer
+    path: $NODES/seed_consumer.py
+    inputs: {{mask: sam2/mask}}
+""")
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    coverage_lines = [line for line in run.node_log("consumer") if line.startswith("Object covers")]
+    assert len(coverage_lines) == 4, run.node_log("consumer")
+
+
+# ---------------------------------------------------------------------------- scripted messages
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def frame_message(rgb: np.ndarray, index: int, output: str = "image", encoding: str = "rgb8"):
+    """An image message stamped with a known timestamp, so prompts can name the exact frame."""
+    h, w = rgb.shape[:2]
+    return (0.15, output, pa.array(rgb.ravel()),
+            {"encoding": encoding, "width": w, "height": h, "timestamp": T0 + timedelta(seconds=index)})
+
+
+def write_script(tmp_path, steps) -> str:
+    path = tmp_path / "script.pkl"
+    path.write_bytes(pickle.dumps(steps))
+    return str(path)
+
+
+def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
+                collect: dict | None = None) -> str:
+    collect = collect or {name: f"sam2/{name}" for name in sam2_outputs}
+    return f"""
+nodes:
+  - id: player
+    path: $NODES/player.py
+    outputs: {json.dumps(list(player_outputs))}
+    env: {{SCRIPT: {script}, LINGER: "1"}}
+{sam2_node(model_dir, sam2_inputs, sam2_outputs)}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {json.dumps(collect)}
+    env: {{OUT_DIR: $OUT/out}}
+"""
+
+
+def scene(width=640, height=480, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_upstream_conventions_are_a_drop_in(dataflow, model_dir, tmp_path):
+    """dora-sam2 0.5.0's wiring: `boxes2d` flat xyxy with `encoding: xyxy` and `image_id`, `masks` out."""
+    boxes = pa.array(np.array([10, 20, 200, 220, 300, 100, 500, 400], np.float32))
+    steps = [
+        frame_message(scene(), 0),
+        (0.1, "boxes2d", boxes, {"encoding": "xyxy", "image_id": "image", "timestamp": T0}),
+    ]
+    run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "boxes2d"],
+                               {"image": "player/image", "boxes2d": "player/boxes2d"}, ("masks",)))
+    assert run.returncode == 0, run.log[-4000:]
+    [event] = run.events()
+    assert event["type"] == "bool" and event["id"] == "masks"
+    assert event["value"].shape == (2 * 480 * 640,)
+    assert event["metadata"]["num_masks"] == 2 and event["metadata"]["labels"] == ["", ""]
+
+
+def test_points_with_background_labels(dataflow, model_dir, tmp_path):
+    points = pa.array(np.array([320, 240, 50, 50, 600, 400], np.float32))
+    steps = [
+        frame_message(scene(), 0),
+        (0.1, "points", points, {"labels": [1, 0, 0], "timestamp": T0}),
+        (0.1, "points", pa.array(np.array([100, 100], np.float32)), {"timestamp": T0}),
+    ]
+    run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "points"],
+                               {"image": "player/image", "points": "player/points"}, ("mask", "masks")))
+    assert run.returncode == 0, run.log[-4000:]
+    events = run.events()
+    assert sorted(e["id"] for e in events) == ["mask", "mask", "masks", "masks"]
+    for event in events:
+        assert event["metadata"]["num_masks"] == 1
+        assert event["value"].size == 480 * 640
+
+
+def test_several_cameras_prompts_name_their_frame(dataflow, model_dir, tmp_path):
+    left, right = scene(640, 480, 1), scene(320, 240, 2)
+    box = pa.array(np.array([10, 10, 100, 100], np.float32))
+    steps = [
+        frame_message(left, 0, "image_left"),
+        frame_message(right, 0, "image_right"),  # the same timestamp on both cameras: image_id decides
+        (0.1, "bbox", box, {"image_id": "image_right", "timestamp": T0}),
+        (0.3, "bbox", box, {"image_id": "image_left", "timestamp": T0}),
+        (0.3, "bbox", box, {"timestamp": T0}),  # no image_id: the first camera (sorted), image_left
+    ]
+    run = dataflow(player_flow(
+        model_dir, write_script(tmp_path, steps), ["image_left", "image_right", "bbox"],
+        {"image_left": "player/image_left", "image_right": "player/image_right", "bbox": "player/bbox"}))
+    assert run.returncode == 0, run.log[-4000:]
+    answers = [(e["metadata"]["image_id"], e["metadata"]["width"], e["metadata"]["height"]) for e in run.events()]
+    assert answers == [("image_right", 320, 240), ("image_left", 640, 480), ("image_left", 640, 480)]
+
+
+def test_bad_input_is_one_log_line_and_the_node_keeps_answering(dataflow, model_dir, tmp_path):
+    good_box = (0.15, "bbox", pa.array(np.array([10, 10, 100, 100], np.float32)), {"timestamp": T0})
+    bad = [
+        ("bbox", pa.array(np.array([10, 10, 100, 100], np.float32)), {"timestamp": T0}, "before any image"),
+        ("image", pa.array(np.zeros(100, np.uint8)), {"encoding": "rgb8", "width": 640, "height": 480},
+         "bytes do not make"),
+        ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "yuv420", "width": 5, "height": 2},
+         "unknown image encoding"),
+        ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "rgb8"}, "'width' is missing"),
+        ("image", pa.array(np.frombuffer(b"\xff\xd8\xff\xe0\x00\x10JFIF", np.uint8)), {"encoding": "jpeg"},
+         "could not decode"),
+        ("image", pa.array([1.0, 2.0]), {"encoding": "rgb8", "width": 1, "height": 1}, "expected a flat UInt8"),
+        ("bbox", pa.array([np.nan, 1, 2, 3], pa.float32()), {}, "NaN"),
+        ("bbox", pa.array([100, 100, 10, 10], pa.float32()), {}, "has no area"),
+        ("bbox", pa.array([1, 2, 3, 4, 5], pa.float32()), {}, "not a multiple of 4"),
+        ("bbox", pa.array([1, 2, 30, 40], pa.float32()), {"format": "cxcywhr"}, "unknown box format"),
+        ("bbox", pa.array([1, 2, 30, 40], pa.float32()), {"labels": ["a", "b"]}, "2 labels for 1 boxes"),
+        ("bbox", pa.array(["x", "y"]), {}, "should be numbers"),
+        ("points", pa.array([1, 2, 3], pa.float32()), {}, "expected x,y pairs"),
+        ("points", pa.array([1, 2, 3, 4], pa.float32()), {"labels": [1]}, "1 point labels for 2 points"),
+        ("points", pa.array([1, 2], pa.float32()), {"labels": [7]}, "should be 1 (foreground) or 0"),
+        ("bbox", pa.array([1, 2, 30, 40], pa.float32()), {"image_id": "image_rear"}, "names no camera"),
+    ]
+    steps = [(0.05, output, value, meta) for output, value, meta, _ in bad[:1]]
+    steps.append(frame_message(scene(), 0))
+    for output, value, meta, _ in bad[1:]:
+        steps += [(0.05, output, value, meta), good_box]
+    run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "bbox", "points"],
+                               {"image": "player/image", "bbox": "player/bbox", "points": "player/points"}))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    sam2_lines = run.node_log("sam2")
+    for _, _, _, expected in bad:
+        matching = [line for line in sam2_lines if expected in line]
+        assert len(matching) == 1, (expected, sam2_lines)
+        assert "input '" in matching[0]
+    answers = run.events()
+    assert len(answers) == len(bad) - 1  # every good box after the first frame is answered
+    assert all(e["metadata"]["num_masks"] == 1 for e in answers)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cups.mp4").exists(), reason="../shared/data/cups.mp4 is not here")
+def test_real_clip_through_opencv_video_capture(dataflow, model_dir):
+    """The real camera node reading the real clip, resized as a user would configure it."""
+    run = dataflow(f"""
+nodes:
+  - id: camera
+    path: opencv-video-capture
+    inputs: {{tick: dora/timer/millis/200}}
+    outputs: [image]
+    env: {{CAPTURE_PATH: {SHARED_DATA / "cups.mp4"}, IMAGE_WIDTH: "640", IMAGE_HEIGHT: "360"}}
+  - id: yolo
+    path: $NODES/detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '[[200, 100, 400, 300, "cup"]]'}}
+{sam2_node(model_dir, {"image": "camera/image", "bbox": "yolo/bbox"})}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT_DIR: $OUT/out}}
+""", stop_after="8s")
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    events = run.events()
+    assert len(events) >= 3, run.log[-4000:]
+    for event in events:
+        assert (event["metadata"]["width"], event["metadata"]["height"]) == (640, 360)
+        assert event["value"].size == 640 * 360

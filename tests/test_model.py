@@ -1,0 +1,89 @@
+"""The backend on the suite's random-weight SAM2: geometry in and out of the model, batching, dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dora_sam2.domain import Frame, Prompt
+from dora_sam2.model import PIXEL_MEAN, PIXEL_STD, Sam2ImageModel, resolve_dtype
+
+W, H = 640, 480
+
+
+def frame(rgb=None) -> Frame:
+    rgb = np.random.default_rng(3).integers(0, 255, (H, W, 3), dtype=np.uint8) if rgb is None else rgb
+    return Frame("image", rgb, None, "rgb8")
+
+
+def test_preprocess_stretches_the_frame_onto_the_square_input(model):
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:240, 320:] = 255  # top-right quadrant white
+    pixels = model.preprocess(rgb)
+    assert pixels.shape == (1, 3, 1024, 1024)
+    mean, std = torch.tensor(PIXEL_MEAN).view(3, 1, 1), torch.tensor(PIXEL_STD).view(3, 1, 1)
+    unnormalised = pixels[0] * std + mean
+    assert torch.allclose(unnormalised[:, 100, 800], torch.ones(3), atol=1e-4)  # inside the quadrant
+    assert torch.allclose(unnormalised[:, 800, 100], torch.zeros(3), atol=1e-4)  # outside
+    assert torch.allclose(unnormalised[:, 505, 505], torch.zeros(3), atol=1e-4)  # just outside its corner
+
+
+def test_box_reaches_the_prompt_encoder_in_model_coordinates(model):
+    seen = {}
+    hook = model.model.prompt_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    try:
+        model.predict(model.encode(frame()), Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240]])))
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(seen["input_points"].numpy(), [[[[102.4, 102.4], [512.0, 512.0]]]], rtol=1e-6)
+    np.testing.assert_array_equal(seen["input_labels"].numpy(), [[[2, 3]]])
+
+
+def test_postprocess_puts_low_res_logits_back_on_the_frame():
+    """A positive patch on the 256x256 grid where the box is must come back as a 640x480 mask on the box."""
+    logits = torch.full((1, 256, 256), -10.0)
+    # box (64, 48)-(320, 240) on 640x480 is x 25.6..128, y 25.6..128 on the 256 grid
+    logits[0, 26:128, 26:128] = 10.0
+    mask = Sam2ImageModel.postprocess(logits, W, H)[0]
+    assert mask.shape == (H, W) and mask.dtype == np.bool_
+    ys, xs = np.nonzero(mask)
+    assert abs(xs.min() - 64) <= 3 and abs(xs.max() - 319) <= 3
+    assert abs(ys.min() - 48) <= 3 and abs(ys.max() - 239) <= 3
+
+
+def test_predict_returns_one_mask_per_object_at_frame_size(model):
+    embedding = model.encode(frame())
+    prompt = Prompt.from_boxes("bbox", np.array([[10, 10, 100, 100], [200, 150, 600, 470], [0, 0, 640, 480]]))
+    masks, scores = model.predict(embedding, prompt)
+    assert masks.shape == (3, H, W) and masks.dtype == np.bool_
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_batched_decode_equals_one_by_one(model):
+    embedding = model.encode(frame())
+    boxes = np.array([[10, 10, 100, 100], [200, 150, 600, 470], [300, 20, 340, 400]], np.float32)
+    batched, batched_scores = model.predict(embedding, Prompt.from_boxes("bbox", boxes))
+    for i, box in enumerate(boxes):
+        single, score = model.predict(embedding, Prompt.from_boxes("bbox", box[None]))
+        assert (single[0] == batched[i]).mean() > 0.999
+        assert score[0] == pytest.approx(batched_scores[i], abs=1e-4)
+
+
+def test_bfloat16_autocast_agrees_with_float32(model):
+    """The fast path must not change what the encoder sees. (Random-weight mask logits sit near 0, so
+    masks themselves flip sign under any noise; the embeddings are the meaningful comparison.)"""
+    fast = Sam2ImageModel(model.model, model.device, torch.bfloat16, model.name)
+    for fp32, bf16 in zip(model.encode(frame()).features, fast.encode(frame()).features):
+        similarity = torch.nn.functional.cosine_similarity(fp32.flatten().float(), bf16.flatten().float(), dim=0)
+        assert similarity > 0.99
+
+
+def test_auto_dtype_on_cpu_follows_the_hardware(monkeypatch):
+    import dora_sam2.model as backend
+    monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16

@@ -1,0 +1,73 @@
+"""Starting the node: a bad setting or a missing model is one sentence and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dora_sam2.settings import ConfigError, Settings
+
+BIN = Path(sys.executable).parent
+
+
+def start(env: dict) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("MODEL", "DEVICE", "DTYPE")}
+    full.update(HF_HUB_OFFLINE="1", **env)
+    return subprocess.run([str(BIN / "dora-sam2")], env=full, capture_output=True, text=True, timeout=120)
+
+
+def one_sentence(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    return errors[0]
+
+
+def test_offline_without_cached_weights_says_what_to_do():
+    line = one_sentence(start({}))
+    assert "facebook/sam2.1-hiera-tiny" in line and "internet" in line and "set MODEL" in line
+
+
+@pytest.mark.parametrize("model,expected", [
+    ("/no/such/dir", "is not a directory"),
+    ("./", "holds no config.json"),
+])
+def test_bad_model_directories(model, expected):
+    assert expected in one_sentence(start({"MODEL": model}))
+
+
+def test_a_checkpoint_that_is_not_sam2(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert "not SAM2" in one_sentence(start({"MODEL": str(tmp_path)}))
+
+
+def test_cuda_asked_for_on_a_machine_without_it():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert "sees no CUDA GPU" in one_sentence(start({"DEVICE": "cuda"}))
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"DEVICE": "tpu"}, "DEVICE='tpu' is not one of"),
+    ({"DTYPE": "int8"}, "DTYPE='int8' is not one of"),
+    ({"FRAME_BUFFER": "0"}, "FRAME_BUFFER=0 is below its minimum"),
+    ({"FRAME_BUFFER": "many"}, "is not an integer"),
+    ({"WARMUP": "maybe"}, "is not a boolean"),
+])
+def test_bad_settings(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+    assert message.split("=")[0] in one_sentence(start(env))
+
+
+def test_settings_defaults_and_overrides():
+    assert Settings.from_env({}) == Settings()
+    settings = Settings.from_env({"MODEL": "facebook/sam2.1-hiera-large", "DEVICE": "CUDA:1", "DTYPE": "bfloat16"})
+    assert (settings.model, settings.device, settings.dtype) == ("facebook/sam2.1-hiera-large", "cuda:1", "bfloat16")
