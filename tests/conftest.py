@@ -18,6 +18,7 @@ from dora_sam2.random_model import make_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ROOT / "tests" / "nodes"
+EXAMPLES = ROOT / "examples" / "nodes"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 
@@ -63,7 +64,7 @@ def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_afte
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     text = textwrap.dedent(yaml_text)
-    for key, value in {"$NODES": str(NODES), "$OUT": str(out), "$ROOT": str(ROOT)}.items():
+    for key, value in {"$NODES": str(NODES), "$EXAMPLES": str(EXAMPLES), "$OUT": str(out), "$ROOT": str(ROOT)}.items():
         text = text.replace(key, value)
     dataflow = tmp_path / "dataflow.yml"
     dataflow.write_text(text)

@@ -30,11 +30,11 @@ def test_seed_pipeline_gives_masks_the_seed_consumer_reads(dataflow, model_dir):
     run = dataflow(f"""
 nodes:
   - id: camera
-    path: $NODES/camera.py
+    path: $EXAMPLES/camera.py
     outputs: [image]
     env: {{FRAMES: "6", FPS: "3"}}
   - id: yolo
-    path: $NODES/detector.py
+    path: $EXAMPLES/fixed_detector.py
     inputs: {{image: camera/image}}
     outputs: [bbox]
     env:
@@ -68,11 +68,11 @@ def test_seed_consumer_code_runs_unchanged_on_one_object(dataflow, model_dir):
     run = dataflow(f"""
 nodes:
   - id: camera
-    path: $NODES/camera.py
+    path: $EXAMPLES/camera.py
     outputs: [image]
     env: {{FRAMES: "4", FPS: "3"}}
   - id: yolo
-    path: $NODES/detector.py
+    path: $EXAMPLES/fixed_detector.py
     inputs: {{image: camera/image}}
     outputs: [bbox]
     env: {{FORMAT: xywh}}
@@ -229,7 +229,7 @@ nodes:
     outputs: [image]
     env: {{CAPTURE_PATH: {SHARED_DATA / "cups.mp4"}, IMAGE_WIDTH: "640", IMAGE_HEIGHT: "360"}}
   - id: yolo
-    path: $NODES/detector.py
+    path: $EXAMPLES/fixed_detector.py
     inputs: {{image: camera/image}}
     outputs: [bbox]
     env: {{BOXES: '[[200, 100, 400, 300, "cup"]]'}}

@@ -49,8 +49,8 @@ def test_prompt_lands_on_the_frame_it_was_computed_on(recording):
     for f in stream:
         segmenter.add_frame(f)
     # dora carries timestamps to about 1 us: a forwarded stamp a few us off still names its frame
-    answer = segmenter.segment(box(stream[1].timestamp + timedelta(microseconds=3)))
-    assert recording.encoded == [stream[1]]
+    frame, answer = segmenter.segment(box(stream[1].timestamp + timedelta(microseconds=3)))
+    assert recording.encoded == [stream[1]] and frame is stream[1]
     assert answer.timestamp == stream[1].timestamp and answer.image_id == "image"
 
 
@@ -72,7 +72,7 @@ def test_a_prompt_whose_frame_is_gone_is_answered_on_the_newest_and_said(recordi
     for f in stream:
         segmenter.add_frame(f)
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
-        answer = segmenter.segment(box(stream[0].timestamp))  # evicted: only the last 3 are kept
+        _, answer = segmenter.segment(box(stream[0].timestamp))  # evicted: only the last 3 are kept
         segmenter.segment(box(stream[0].timestamp))
     assert answer.timestamp == stream[-1].timestamp
     warnings = [r.getMessage() for r in caplog.records if "no kept frame has the prompt's timestamp" in r.getMessage()]
@@ -85,14 +85,14 @@ def test_without_timestamps_the_newest_frame_is_used_quietly(recording, caplog):
     for f in stream:
         segmenter.add_frame(f)
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
-        assert segmenter.segment(box(None)).timestamp == stream[-1].timestamp
+        assert segmenter.segment(box(None))[1].timestamp == stream[-1].timestamp
     assert not caplog.records
 
 
 def test_empty_detection_is_answered_without_encoding(recording):
     segmenter = Segmenter(recording)
     segmenter.add_frame(frames(1)[0])
-    answer = segmenter.segment(Prompt.from_boxes("bbox", np.zeros((0, 4)), timestamp=T0))
+    _, answer = segmenter.segment(Prompt.from_boxes("bbox", np.zeros((0, 4)), timestamp=T0))
     assert answer.masks.shape == (0, 48, 64) and len(answer.scores) == 0
     assert recording.encoded == []
 
@@ -103,8 +103,8 @@ def test_cameras_are_kept_apart(recording):
     left = frames(1, "image_left", (48, 64))[0]
     segmenter.add_frame(right)
     segmenter.add_frame(left)
-    assert segmenter.segment(box(T0, image_id="image_right")).masks.shape == (1, 24, 32)
-    assert segmenter.segment(box(T0)).masks.shape == (1, 48, 64)  # the default camera, not the first seen
+    assert segmenter.segment(box(T0, image_id="image_right"))[1].masks.shape == (1, 24, 32)
+    assert segmenter.segment(box(T0))[1].masks.shape == (1, 48, 64)  # the default camera, not the first seen
 
 
 @pytest.mark.parametrize("prepare,prompt,message", [

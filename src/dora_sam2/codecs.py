@@ -239,3 +239,14 @@ def encode_masks_uint8(masks: Masks) -> pa.Array:
 def encode_masks_bool(masks: Masks) -> pa.Array:
     """N*H*W BooleanArray: what the upstream node, dora-rerun and dora-object-to-pose read."""
     return pa.array(masks.masks.reshape(-1), type=pa.bool_())
+
+
+def encode_overlay(frame: Frame, rgb):
+    """A drawn frame as an `image` message: rgb8 back to an rgb8 camera, bgr8 otherwise."""
+    encoding = "rgb8" if frame.encoding == "rgb8" else "bgr8"
+    pixels = rgb if encoding == "rgb8" else rgb[..., ::-1]
+    metadata = {"encoding": encoding, "width": frame.width, "height": frame.height, "primitive": "image",
+                "image_id": frame.image_id}
+    if frame.timestamp is not None:
+        metadata["timestamp"] = frame.timestamp
+    return pa.array(np.ascontiguousarray(pixels).reshape(-1)), metadata

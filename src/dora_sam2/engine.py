@@ -72,7 +72,8 @@ class Segmenter:
             self._cameras[frame.image_id] = FrameBuffer(self._frame_buffer)
         self._cameras[frame.image_id].add(frame)
 
-    def segment(self, prompt: Prompt) -> Masks:
+    def segment(self, prompt: Prompt) -> tuple[Frame, Masks]:
+        """The masks for a prompt, with the frame they were computed on."""
         frame = self.frame_for(prompt)
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
             masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
@@ -82,7 +83,7 @@ class Segmenter:
             masks, scores = self.model.predict(embedding, prompt)
             self.times.decode += time.perf_counter() - started
         self.times.answers += 1
-        return Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
+        return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
 
     def frame_for(self, prompt: Prompt) -> Frame:
         """The frame the prompt was computed on; the newest one, said out loud, when that is gone."""

@@ -7,8 +7,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import codecs
-from .domain import InputError, Masks, Prompt
+from . import codecs, overlay
+from .domain import Frame, InputError, Masks, Prompt
 from .engine import Segmenter
 from .model import ModelLoadError, Sam2ImageModel
 from .settings import ConfigError, Settings
@@ -16,7 +16,7 @@ from .settings import ConfigError, Settings
 log = logging.getLogger("dora_sam2")
 
 PROMPT_DECODERS = {"bbox": codecs.decode_boxes, "boxes2d": codecs.decode_boxes, "points": codecs.decode_points}
-OUTPUTS = ("mask", "masks")
+OUTPUTS = ("mask", "masks", "overlay")
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ class Sam2Node:
 
     def answer(self, prompt: Prompt) -> None:
         try:
-            masks = self.segmenter.segment(prompt)
+            frame, masks = self.segmenter.segment(prompt)
         except InputError as error:
             log.warning("%s", error)
             return
@@ -86,14 +86,16 @@ class Sam2Node:
             log.error("input '%s': segmentation failed on this frame (%s: %s); skipping it",
                       prompt.input_id, type(error).__name__, error)
             return
-        self.send(masks)
+        self.send(frame, masks)
 
-    def send(self, masks: Masks) -> None:
+    def send(self, frame: Frame, masks: Masks) -> None:
         metadata = codecs.masks_metadata(masks)
         if "mask" in self.outputs:
             self.node.send_output("mask", codecs.encode_masks_uint8(masks), metadata)
         if "masks" in self.outputs:
             self.node.send_output("masks", codecs.encode_masks_bool(masks), metadata)
+        if "overlay" in self.outputs:  # drawn only when a dataflow asks for it
+            self.node.send_output("overlay", *codecs.encode_overlay(frame, overlay.draw(frame, masks)))
         self.stats.answered(masks)
 
     def _ignore(self, input_id: str) -> None:

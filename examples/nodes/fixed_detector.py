@@ -1,4 +1,4 @@
-"""Stand-in for dora-yolo 0.5.0: on each image, sends `bbox` exactly as it does.
+"""A detector that always sees the same boxes: a stand-in for dora-yolo 0.5.0, sending `bbox` exactly as it does.
 
 A length-1 struct (bbox: list<float32> flattened, conf: list<float32>, labels: list<string>), the image's
 metadata passed through (encoding, width, height and, in dora 1.x, its timestamp) plus `format` and

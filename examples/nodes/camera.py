@@ -1,0 +1,60 @@
+"""A camera for demos and tests: plays VIDEO (a file) to its end, else FRAMES frames of a synthetic scene.
+
+Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata), and
+unlike it ends cleanly at the end of a file, so a dataflow on a clip finishes on its own.
+Env: VIDEO, FRAMES (synthetic scene length), FPS, WIDTH, HEIGHT, ENCODING (bgr8 | rgb8 | jpeg),
+OUTPUT (output id, default image).
+"""
+
+import os
+import time
+
+import cv2
+import numpy as np
+import pyarrow as pa
+from dora import Node
+
+
+def synthetic(frames: int, width: int, height: int):
+    """A red block sliding right and a green disc, on grey."""
+    for index in range(frames):
+        image = np.full((height, width, 3), 96, np.uint8)
+        x = (index * 7) % max(width // 2, 1)
+        cv2.rectangle(image, (x + 20, height // 4), (x + width // 4, height // 2), (0, 0, 220), -1)
+        cv2.circle(image, (width * 3 // 4, height * 2 // 3), min(width, height) // 8, (0, 200, 0), -1)
+        yield image
+
+
+def video(path: str, width: int, height: int):
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise SystemExit(f"camera: cannot open VIDEO={path}")
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return
+        yield cv2.resize(image, (width, height))
+
+
+def encode(bgr: np.ndarray, encoding: str) -> np.ndarray:
+    if encoding == "jpeg":
+        return cv2.imencode(".jpg", bgr)[1].ravel()
+    if encoding == "rgb8":
+        return bgr[..., ::-1].ravel()
+    return bgr.ravel()
+
+
+def main():
+    width, height = int(os.environ.get("WIDTH", "640")), int(os.environ.get("HEIGHT", "480"))
+    fps, encoding = float(os.environ.get("FPS", "5")), os.environ.get("ENCODING", "bgr8")
+    output, path = os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
+    frames = video(path, width, height) if path else synthetic(int(os.environ.get("FRAMES", "10")), width, height)
+    node = Node()
+    for bgr in frames:
+        metadata = {"encoding": encoding, "width": width, "height": height, "primitive": "image"}
+        node.send_output(output, pa.array(encode(bgr, encoding)), metadata)
+        time.sleep(1.0 / fps)
+
+
+if __name__ == "__main__":
+    main()
