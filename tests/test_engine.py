@@ -24,8 +24,11 @@ class Recording:
         self.encoded.append(frame)
         return self.model.encode(frame)
 
-    def predict(self, embedding, prompt):
-        return self.model.predict(embedding, prompt)
+    def decode(self, embedding, prompt):
+        return self.model.decode(embedding, prompt)
+
+    def postprocess(self, logits, width, height):
+        return self.model.postprocess(logits, width, height)
 
 
 def frames(n, camera="image", size=(48, 64), start=T0):

@@ -45,6 +45,7 @@ class StageTimes:
 
     encode: float = 0.0
     decode: float = 0.0
+    postprocess: float = 0.0
     encodes: int = 0
     answers: int = 0
 
@@ -80,8 +81,11 @@ class Segmenter:
         else:
             embedding = self.embedding(frame)
             started = time.perf_counter()
-            masks, scores = self.model.predict(embedding, prompt)
-            self.times.decode += time.perf_counter() - started
+            logits, scores = self.model.decode(embedding, prompt)
+            decoded = time.perf_counter()
+            masks = self.model.postprocess(logits, frame.width, frame.height)
+            self.times.decode += decoded - started
+            self.times.postprocess += time.perf_counter() - decoded
         self.times.answers += 1
         return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
 

@@ -1,7 +1,7 @@
 """SAM2 through transformers' `Sam2Model`, with our own pre/post-processing (no torchvision).
 
-Like Meta's image predictor: `encode` computes a frame's embedding once, `predict` decodes any
-number of prompts against it in one batched call.
+Like Meta's image predictor: `encode` computes a frame's embedding once, `decode` runs any number of
+objects against it in one batched call (decoder.py), `postprocess` brings the masks to the frame.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .decoder import decode_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
 from .settings import Settings
@@ -50,6 +51,8 @@ class Sam2ImageModel:
         self.input_size = int(model.config.prompt_encoder_config.image_size)
         self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+        with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
+            self._image_pe = model.get_image_wide_positional_embeddings()
 
     @classmethod
     def load(cls, settings: Settings) -> "Sam2ImageModel":
@@ -75,22 +78,29 @@ class Sam2ImageModel:
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) bool masks and (N,) predicted IoU, in the prompt's object order."""
-        n = prompt.num_objects
-        if n == 0:
-            return np.zeros((0, embedding.height, embedding.width), bool), np.zeros(0, np.float32)
-        points = self.model_points(prompt, embedding.width, embedding.height)
+        logits, scores = self.decode(embedding, prompt)
+        return self.postprocess(logits, embedding.width, embedding.height), scores
+
+    @torch.inference_mode()
+    def decode(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[torch.Tensor, np.ndarray]:
+        """Low-resolution mask logits (N, h, w) and predicted IoU (N,): all objects in one batched call."""
+        if prompt.num_objects == 0:
+            size = self.model.prompt_encoder.mask_input_size
+            return torch.zeros((0, *size), device=self.device), np.zeros(0, np.float32)
+        points = torch.from_numpy(self.model_points(prompt, embedding.width, embedding.height))[None]
+        labels = torch.from_numpy(prompt.point_labels)[None]
         with self._autocast():
-            out = self.model(
-                image_embeddings=embedding.features,
-                input_points=torch.from_numpy(points)[None].to(self.device),
-                input_labels=torch.from_numpy(prompt.point_labels)[None].to(self.device),
-                # One mask per object; for an ambiguous single click SAM2 itself falls back to the
-                # best of its three candidates (dynamic multimask via stability).
-                multimask_output=False,
+            sparse, dense = self.model.prompt_encoder(
+                input_points=points.to(self.device), input_labels=labels.to(self.device),
+                input_boxes=None, input_masks=None,
             )
-        masks = self.postprocess(out.pred_masks[0, :, 0], embedding.width, embedding.height)
-        scores = out.iou_scores[0, :, 0].float().cpu().numpy()
-        return masks, scores
+            # One mask per object; for an ambiguous single click SAM2 itself falls back to the best
+            # of its three candidates (dynamic multimask via stability), as multimask_output=False does.
+            logits, iou = decode_masks(
+                self.model.mask_decoder, embedding.features[-1], self._image_pe, sparse, dense,
+                embedding.features[:-1],
+            )
+        return logits[:, 0], iou[:, 0].float().cpu().numpy()
 
     # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
 

@@ -1,0 +1,104 @@
+"""SAM2's mask decoder for N objects on one image, without replicating the image N times.
+
+transformers' `Sam2MaskDecoder.forward` copies the image embedding, its positional encoding and both
+high-resolution feature maps once per object before doing anything (about 14 MB per object for
+hiera-tiny), then projects those identical copies N times. On a CPU that copying, not arithmetic, is
+most of the cost of a box. This module runs the same layers with the same weights, but:
+
+- tensors that are the same for every object (the image before the first image update, positional
+  encodings, high-resolution features) keep a batch of 1 and are broadcast;
+- in the first block, where every object attends to the same image, the key/value projections are
+  computed once and all objects' queries go through one attention call.
+
+The results match transformers' forward (tests/test_decoder.py holds it to that).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def decode_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_features):
+    """Low-resolution mask logits (N, 1, 4H, 4W) and predicted IoU (N, 1) for N prompts on one image.
+
+    image_embedding, image_pe, dense: (1, C, H, W); sparse: (1, N, T, C) from the prompt encoder;
+    high_res_features: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)]. Single-mask output, as
+    `multimask_output=False` gives it (with SAM2's fallback to the most stable of its 3 candidates).
+    """
+    n = sparse.shape[1]
+    _, channels, height, width = image_embedding.shape
+    output_tokens = torch.cat(
+        [decoder.obj_score_token.weight, decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0
+    )
+    tokens = torch.cat([output_tokens.expand(n, -1, -1), sparse[0]], dim=1).to(decoder.iou_token.weight.dtype)
+    image = (image_embedding + dense).flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
+    pe = image_pe.flatten(2).transpose(1, 2)
+
+    queries, keys = _two_way_transformer(decoder.transformer, tokens, image, pe)
+
+    iou_token_out = queries[:, 1]
+    mask_tokens_out = queries[:, 2 : 2 + decoder.num_mask_tokens]
+    feat_s0, feat_s1 = high_res_features
+    embedded = keys.transpose(1, 2).reshape(n, channels, height, width)
+    upscaled = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(embedded) + feat_s1))
+    upscaled = decoder.activation(decoder.upscale_conv2(upscaled) + feat_s0)
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+    )
+    masks = (hyper_in @ upscaled.flatten(2)).view(n, decoder.num_mask_tokens, *upscaled.shape[-2:])
+    iou = decoder.iou_prediction_head(iou_token_out)
+
+    if decoder.dynamic_multimask_via_stability:
+        best_masks, best_iou = decoder._dynamic_multimask_via_stability(masks[None], iou[None])
+        return best_masks[0], best_iou[0]
+    return masks[:, :1], iou[:, :1]
+
+
+def _two_way_transformer(transformer, point_embeddings, image, image_pe):
+    queries, keys = point_embeddings, image
+    for layer in transformer.layers:
+        queries, keys = _two_way_block(layer, queries, keys, point_embeddings, image_pe)
+    attended = _attention(transformer.final_attn_token_to_image, queries + point_embeddings, keys + image_pe, keys)
+    return transformer.layer_norm_final_attn(queries + attended), keys
+
+
+def _two_way_block(layer, queries, keys, query_pe, key_pe):
+    if layer.skip_first_layer_pe:
+        queries = _attention(layer.self_attn, queries, queries, queries)
+    else:
+        query = queries + query_pe
+        queries = queries + _attention(layer.self_attn, query, query, queries)
+    queries = layer.layer_norm1(queries)
+
+    attended = _attention(layer.cross_attn_token_to_image, queries + query_pe, keys + key_pe, keys)
+    queries = layer.layer_norm2(queries + attended)
+    queries = layer.layer_norm3(queries + layer.mlp(queries))
+
+    # keys may still be the shared (1, HW, C) image here; from this update on they are per object
+    attended = _attention(layer.cross_attn_image_to_token, keys + key_pe, queries + query_pe, queries)
+    return queries, layer.layer_norm4(keys + attended)
+
+
+def _attention(attn, query, key, value):
+    """transformers' Sam2Attention, where either side may have a batch of 1 shared by all N objects."""
+    q = _split_heads(attn.q_proj(query), attn)
+    k = _split_heads(attn.k_proj(key), attn)
+    v = _split_heads(attn.v_proj(value), attn)
+    if k.shape[0] == 1 and q.shape[0] > 1:
+        # Every object attends to the same keys: one call with all objects' queries side by side.
+        n, heads, length, dim = q.shape
+        stacked = q.transpose(0, 1).reshape(1, heads, n * length, dim)
+        out = F.scaled_dot_product_attention(stacked, k, v, scale=attn.scaling)
+        out = out.reshape(heads, n, length, dim).transpose(0, 1)
+    else:
+        if q.shape[0] == 1 and k.shape[0] > 1:
+            q = q.expand(k.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
+    batch, heads, length, dim = out.shape
+    return attn.o_proj(out.transpose(1, 2).reshape(batch, length, heads * dim))
+
+
+def _split_heads(x, attn):
+    batch, length, _ = x.shape
+    return x.view(batch, length, attn.num_attention_heads, attn.head_dim).transpose(1, 2)
