@@ -220,12 +220,19 @@ def test_bad_input_is_one_log_line_and_the_node_keeps_answering(dataflow, model_
 
 @pytest.mark.skipif(not (SHARED_DATA / "cups.mp4").exists(), reason="../shared/data/cups.mp4 is not here")
 def test_real_clip_through_opencv_video_capture(dataflow, model_dir):
-    """The real camera node reading the real clip, resized as a user would configure it."""
+    """The real camera node reading the real clip, resized as a user would configure it.
+
+    Its ticks come from a ticker that ends, so the camera (which stops when `tick` closes) and then
+    the whole dataflow end on their own, however long the model takes to load."""
     run = dataflow(f"""
 nodes:
+  - id: ticker
+    path: $NODES/ticker.py
+    outputs: [tick]
+    env: {{TICKS: "8", INTERVAL: "0.4"}}
   - id: camera
     path: opencv-video-capture
-    inputs: {{tick: dora/timer/millis/200}}
+    inputs: {{tick: ticker/tick}}
     outputs: [image]
     env: {{CAPTURE_PATH: {SHARED_DATA / "cups.mp4"}, IMAGE_WIDTH: "640", IMAGE_HEIGHT: "360"}}
   - id: yolo
@@ -238,7 +245,7 @@ nodes:
     path: $NODES/collector.py
     inputs: {{mask: sam2/mask}}
     env: {{OUT_DIR: $OUT/out}}
-""", stop_after="8s")
+""")
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     events = run.events()
