@@ -66,7 +66,7 @@ def test_each_frame_is_encoded_once_however_many_prompts(recording):
         segmenter.segment(box(stream[2].timestamp, n=2))
     segmenter.segment(box(stream[0].timestamp))
     assert recording.encoded == [stream[2], stream[0]]
-    assert segmenter.times.encodes == 2 and segmenter.times.answers == 4
+    assert segmenter.stages.calls["encode"] == 2 and segmenter.stages.calls["prompt_decode"] == 4
 
 
 def test_a_prompt_whose_frame_is_gone_is_answered_on_the_newest_and_said(recording, caplog):

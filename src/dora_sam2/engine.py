@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt
+from .stats import Stages
 
 log = logging.getLogger("dora_sam2")
 
@@ -39,17 +39,6 @@ class FrameBuffer:
         return None
 
 
-@dataclass
-class StageTimes:
-    """Seconds spent per stage since the last `reset`: what the stats line and the benchmark report."""
-
-    encode: float = 0.0
-    decode: float = 0.0
-    postprocess: float = 0.0
-    encodes: int = 0
-    answers: int = 0
-
-
 class Segmenter:
     """Keeps recent frames per camera and answers prompts on them, encoding each frame at most once."""
 
@@ -62,7 +51,7 @@ class Segmenter:
         self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
         self._embeddings_kept = embeddings_kept
         self._warned: dict[str, float] = {}
-        self.times = StageTimes()
+        self.stages = Stages()
 
     @property
     def cameras(self) -> list[str]:
@@ -80,13 +69,10 @@ class Segmenter:
             masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
         else:
             embedding = self.embedding(frame)
-            started = time.perf_counter()
-            logits, scores = self.model.decode(embedding, prompt)
-            decoded = time.perf_counter()
-            masks = self.model.postprocess(logits, frame.width, frame.height)
-            self.times.decode += decoded - started
-            self.times.postprocess += time.perf_counter() - decoded
-        self.times.answers += 1
+            with self.stages.time("prompt_decode"):
+                logits, scores = self.model.decode(embedding, prompt)
+            with self.stages.time("postprocess"):
+                masks = self.model.postprocess(logits, frame.width, frame.height)
         return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
 
     def frame_for(self, prompt: Prompt) -> Frame:
@@ -114,10 +100,8 @@ class Segmenter:
         if cached is not None and cached[0] is frame:
             self._embeddings.move_to_end(key)
             return cached[1]
-        started = time.perf_counter()
-        embedding = self.model.encode(frame)
-        self.times.encode += time.perf_counter() - started
-        self.times.encodes += 1
+        with self.stages.time("encode"):
+            embedding = self.model.encode(frame)
         self._embeddings[key] = (frame, embedding)
         while len(self._embeddings) > self._embeddings_kept:
             self._embeddings.popitem(last=False)

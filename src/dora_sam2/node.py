@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from datetime import datetime, timezone
 
 from . import codecs, overlay
 from .domain import Frame, InputError, Masks, Prompt
 from .engine import Segmenter
 from .model import ModelLoadError, Sam2ImageModel
 from .settings import ConfigError, Settings
+from .stats import Stats
 
 log = logging.getLogger("dora_sam2")
 
@@ -35,7 +34,10 @@ def main() -> None:
     node = Node()
     config = _node_config(node)
     segmenter = Segmenter(model, settings.frame_buffer, default_camera=_default_camera(config["inputs"]))
-    Sam2Node(node, segmenter, config["outputs"], settings.stats_every_s).run()
+    sam2 = Sam2Node(node, segmenter, config["outputs"], settings.stats_every_s)
+    sam2.run()
+    if settings.stats_file:
+        sam2.stats.write(settings.stats_file)
 
 
 class Sam2Node:
@@ -45,13 +47,13 @@ class Sam2Node:
         self.outputs = [name for name in OUTPUTS if name in declared_outputs]
         if not self.outputs:
             log.warning("the dataflow declares none of the outputs %s for this node: nothing will be sent", OUTPUTS)
-        self.stats = Stats(stats_every_s)
+        self.stats = Stats(segmenter.stages, stats_every_s)
         self._ignored_inputs: set[str] = set()
 
     def run(self) -> None:
         for events in event_batches(self.node):
             self.handle(events)
-        self.stats.report(self.segmenter, final=True)
+        self.stats.report(final=True)
 
     def handle(self, events: list[dict]) -> None:
         """One batch of queued events: keep every frame, answer only the newest prompt per source."""
@@ -62,7 +64,9 @@ class Sam2Node:
             input_id = event["id"]
             try:
                 if input_id.startswith("image"):
-                    self.segmenter.add_frame(codecs.decode_frame(input_id, event["value"], event["metadata"]))
+                    with self.segmenter.stages.time("frame_decode"):
+                        frame = codecs.decode_frame(input_id, event["value"], event["metadata"])
+                    self.segmenter.add_frame(frame)
                 elif input_id in PROMPT_DECODERS:
                     prompt = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
                     key = (input_id, prompt.image_id)
@@ -74,7 +78,7 @@ class Sam2Node:
                 log.warning("%s", error)
         for prompt in newest.values():
             self.answer(prompt)
-        self.stats.report(self.segmenter)
+        self.stats.report()
 
     def answer(self, prompt: Prompt) -> None:
         try:
@@ -89,6 +93,11 @@ class Sam2Node:
         self.send(frame, masks)
 
     def send(self, frame: Frame, masks: Masks) -> None:
+        with self.segmenter.stages.time("send"):
+            self._send(frame, masks)
+        self.stats.answered(masks.timestamp)
+
+    def _send(self, frame: Frame, masks: Masks) -> None:
         metadata = codecs.masks_metadata(masks)
         if "mask" in self.outputs:
             self.node.send_output("mask", codecs.encode_masks_uint8(masks), metadata)
@@ -96,42 +105,11 @@ class Sam2Node:
             self.node.send_output("masks", codecs.encode_masks_bool(masks), metadata)
         if "overlay" in self.outputs:  # drawn only when a dataflow asks for it
             self.node.send_output("overlay", *codecs.encode_overlay(frame, overlay.draw(frame, masks)))
-        self.stats.answered(masks)
 
     def _ignore(self, input_id: str) -> None:
         if input_id not in self._ignored_inputs:
             self._ignored_inputs.add(input_id)
             log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points); ignoring it", input_id)
-
-
-class Stats:
-    """Counts what was answered and skipped, and says so every `every_s` seconds."""
-
-    def __init__(self, every_s: float):
-        self.every_s = every_s
-        self.answers = 0
-        self.skipped = 0
-        self.latency_sum = 0.0
-        self._last = time.monotonic()
-
-    def answered(self, masks: Masks) -> None:
-        self.answers += 1
-        if masks.timestamp is not None:
-            self.latency_sum += (datetime.now(timezone.utc) - masks.timestamp).total_seconds()
-
-    def report(self, segmenter: Segmenter, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and (self.every_s <= 0 or now - self._last < self.every_s):
-            return
-        times = segmenter.times
-        per_answer = max(self.answers, 1)
-        log.info(
-            "%sanswered %d prompts, skipped %d stale ones; mean latency %.0f ms; "
-            "%d encodes (%.0f ms each), decode %.0f ms per answer",
-            "final: " if final else "", self.answers, self.skipped, 1e3 * self.latency_sum / per_answer,
-            times.encodes, 1e3 * times.encode / max(times.encodes, 1), 1e3 * times.decode / per_answer,
-        )
-        self._last = now
 
 
 def event_batches(node):

@@ -22,6 +22,9 @@ class Settings:
     frame_buffer: int = 30  # frames kept per camera to match a prompt to the frame it was computed on
     stats_every_s: float = 10.0  # period of the "answered / skipped / latency" log line; 0 turns it off
     warmup: bool = True
+    threads: int = 0  # torch CPU threads; 0 = the cores this process may run on
+    compile: bool = False  # torch.compile the image encoder (slow start, faster frames on some machines)
+    stats_file: str = ""  # where to write the final stats as JSON (the benchmark reads it)
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -39,6 +42,9 @@ class Settings:
             frame_buffer=_int(env, "FRAME_BUFFER", cls.frame_buffer, minimum=1),
             stats_every_s=_float(env, "STATS_EVERY", cls.stats_every_s, minimum=0.0),
             warmup=_bool(env, "WARMUP", cls.warmup),
+            threads=_int(env, "THREADS", cls.threads, minimum=0),
+            compile=_bool(env, "COMPILE", cls.compile),
+            stats_file=env.get("STATS_FILE", "").strip(),
         )
 
 
