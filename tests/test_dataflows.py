@@ -290,6 +290,11 @@ nodes:
     assert counts["answers"] == len(answers) and counts["skipped"] > 0
     assert counts["answers"] + counts["skipped"] == 40  # every prompt answered or counted, none lost
     assert counts["stage_calls"]["encode"] == counts["answers"]  # one encode per answered frame
-    stamps = [e["metadata"]["timestamp"]["datetime"] for e in answers]
+    stamps = [stamp(e) for e in answers]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    assert len(frames) == 40 and stamps[-1] == frames[-1]["metadata"]["timestamp"]["datetime"]
+    # dora carries timestamps to about 1 us: the same instant can read 1 us apart at two receivers
+    assert len(frames) == 40 and abs(stamps[-1] - stamp(frames[-1])) <= timedelta(microseconds=5)
+
+
+def stamp(event) -> datetime:
+    return datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
