@@ -59,8 +59,10 @@ class DataflowRun:
 
 
 def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_after: str | None = None,
-                 env: dict | None = None) -> DataflowRun:
-    """Run a dataflow with `dora run` in tmp_path. `$NODES`, `$OUT`, `$PY` in the YAML are filled in."""
+                 env: dict | None = None, cwd: Path | None = None) -> DataflowRun:
+    """Run a dataflow with `dora run` (from tmp_path unless cwd is given); its YAML is written to tmp_path.
+
+    `$NODES`, `$EXAMPLES`, `$OUT` and `$ROOT` in the YAML are filled in."""
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     text = textwrap.dedent(yaml_text)
@@ -73,7 +75,7 @@ def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_afte
         command += ["--stop-after", stop_after]
     full_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
                     HF_HUB_OFFLINE="1", STATS_EVERY="0", WARMUP="0", **(env or {}))
-    result = subprocess.run(command, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=cwd or tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
     log = result.stdout + result.stderr
     (tmp_path / "dora.log").write_text(log)
     return DataflowRun(result.returncode, log, out)

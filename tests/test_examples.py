@@ -36,12 +36,15 @@ def test_a_broken_dataflow_does_not_validate(tmp_path):
 
 @pytest.mark.dataflow
 def test_demo_dataflow_writes_annotated_frames(tmp_path, model_dir):
+    """Run from the repository root, as demo.sh does. There dora 1.x's `uv run which` must leave the
+    project alone (pyproject's tool.uv managed = false): a uv sync would swap in a CUDA torch."""
     out = tmp_path / "demo"
     run = run_dataflow(tmp_path, (ROOT / "examples" / "demo.yml").read_text().replace(
-        "path: nodes/", f"path: {ROOT}/examples/nodes/"), env={
+        "path: nodes/", f"path: {ROOT}/examples/nodes/"), cwd=ROOT, env={
         "MODEL": str(model_dir), "OUT_DIR": str(out), "FRAMES": "6",
         "BOXES": '[[20, 90, 160, 180, "block"], [430, 190, 530, 290, "disc"]]'})
     assert run.returncode == 0, run.log[-4000:]
+    assert not (ROOT / "uv.lock").exists()
     frames = sorted(out.glob("frame_*.png"))
     assert frames and (out / "overlay.mp4").stat().st_size > 0
     assert any("block covers" in line for line in run.node_log("report"))
