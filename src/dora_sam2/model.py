@@ -7,6 +7,7 @@ objects against it in one batched call (decoder.py), `postprocess` brings the ma
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -53,7 +54,11 @@ class Sam2ImageModel:
         self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
         with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
-            self._image_pe = model.get_image_wide_positional_embeddings()
+            self._image_pe = model.get_image_wide_positional_embeddings().to(dtype)
+        # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
+        # per-object image copies: a decoder that is in the fast dtype throughout skips both (4 M
+        # parameters, copied once). The encoder stays under autocast, which is faster there.
+        self._decoder = model.mask_decoder if dtype == torch.float32 else copy.deepcopy(model.mask_decoder).to(dtype)
 
     @classmethod
     def load(cls, settings: Settings) -> "Sam2ImageModel":
@@ -102,12 +107,14 @@ class Sam2ImageModel:
                 input_points=points.to(self.device), input_labels=labels.to(self.device),
                 input_boxes=None, input_masks=None,
             )
-            # One mask per object; for an ambiguous single click SAM2 itself falls back to the best
-            # of its three candidates (dynamic multimask via stability), as multimask_output=False does.
-            logits, iou = decode_masks(
-                self.model.mask_decoder, embedding.features[-1], self._image_pe, sparse, dense,
-                embedding.features[:-1],
-            )
+        # One mask per object; for an ambiguous single click SAM2 itself falls back to the best of its
+        # three candidates (dynamic multimask via stability), as multimask_output=False does.
+        features = [f.to(self.dtype) for f in embedding.features]
+        logits, iou = decode_masks(
+            self._decoder, features[-1], self._image_pe, sparse.to(self.dtype), dense.to(self.dtype), features[:-1]
+        )
+        if not (torch.isfinite(iou).all() and torch.isfinite(logits).all()):
+            raise FloatingPointError("the model produced NaN or infinite outputs")
         return logits[:, 0], iou[:, 0].float().cpu().numpy()
 
     # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
