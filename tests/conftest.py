@@ -16,6 +16,8 @@ import pytest
 
 from dora_sam2.random_model import make_random_model
 
+collect_ignore = ["nodes"]  # dora node scripts, run by dataflows: importing one would start a node
+
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ROOT / "tests" / "nodes"
 EXAMPLES = ROOT / "examples" / "nodes"

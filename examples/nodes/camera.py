@@ -1,7 +1,8 @@
 """A camera for demos and tests: plays VIDEO (a file) to its end, else FRAMES frames of a synthetic scene.
 
-Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata), and
-unlike it ends cleanly at the end of a file, so a dataflow on a clip finishes on its own.
+Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata): one
+frame per `tick` input when it has one (like opencv-video-capture), else at FPS. Unlike it, it ends
+cleanly at the end of a file, so a dataflow on a clip finishes on its own; it stops on STOP too.
 Env: VIDEO, FRAMES (synthetic scene length), FPS, WIDTH, HEIGHT, ENCODING (bgr8 | rgb8 | jpeg),
 OUTPUT (output id, default image).
 """
@@ -51,9 +52,24 @@ def main():
     frames = video(path, width, height) if path else synthetic(int(os.environ.get("FRAMES", "10")), width, height)
     node = Node()
     for bgr in frames:
+        if not wait_for_tick(node, 1.0 / fps):
+            return
         metadata = {"encoding": encoding, "width": width, "height": height, "primitive": "image"}
         node.send_output(output, pa.array(encode(bgr, encoding)), metadata)
-        time.sleep(1.0 / fps)
+
+
+def wait_for_tick(node, period: float) -> bool:
+    """True when the next frame is due: on a `tick` input, else after `period`. False on STOP."""
+    event = node.next(timeout=period)
+    while event is not None:
+        if event["type"] == "STOP" or (event["type"] == "INPUT_CLOSED" and event.get("id") == "tick"):
+            return False
+        if event["type"] == "INPUT" and event["id"] == "tick":
+            return True
+        if event["type"] == "ERROR":  # dora 1.x: the timeout expired, no tick input is wired
+            return True
+        event = node.next(timeout=period)
+    return False
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""Reading dora-sam2's answers in your own node: decode once, then ask questions of the masks.
+
+    from dora_sam2.masks import decode_masks, coverage, centroids
+    for event in node:
+        if event["type"] == "INPUT" and event["id"] == "mask":
+            masks = decode_masks(event)          # (N, H, W) bool, N may be 0
+            print(coverage(masks), centroids(masks))
+
+Every helper takes the (N, H, W) bool stack and answers for all N objects at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timedelta
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+
+def decode_masks(event) -> np.ndarray:
+    """(N, H, W) bool from a `mask` (UInt8) or `masks` (Boolean) message; N = 0 for an empty answer.
+
+    >>> decode_masks({"value": pa.array([0, 1, 1, 0], pa.uint8()), "metadata": {"width": 2, "height": 2}})[0]
+    array([[False,  True],
+           [ True, False]])
+    """
+    value, metadata = event["value"], event["metadata"]
+    width, height = int(metadata["width"]), int(metadata["height"])
+    if not isinstance(value, pa.Array) or not (value.type == pa.uint8() or value.type == pa.bool_()):
+        raise ValueError(f"expected a UInt8 or Boolean mask array, got {getattr(value, 'type', type(value))}")
+    flat = value.to_numpy(zero_copy_only=False)
+    if flat.size % (width * height):
+        raise ValueError(f"{flat.size} mask values are not a whole number of {width}x{height} masks")
+    return flat.reshape(-1, height, width).astype(bool, copy=False)
+
+
+def area(masks: np.ndarray) -> np.ndarray:
+    """Pixels per object, (N,)."""
+    return masks.reshape(len(masks), -1).sum(axis=1)
+
+
+def coverage(masks: np.ndarray) -> np.ndarray:
+    """Fraction of the frame each object covers, (N,).
+
+    >>> coverage(np.ones((1, 2, 2), bool))
+    array([1.])
+    """
+    return area(masks) / float(masks.shape[1] * masks.shape[2])
+
+
+def centroids(masks: np.ndarray) -> np.ndarray:
+    """(N, 2) centre (x, y) of each object; NaN for an empty mask.
+
+    >>> centroids(np.pad(np.ones((1, 2, 2), bool), ((0, 0), (0, 1), (1, 0))))
+    array([[1.5, 0.5]])
+    """
+    n, h, w = masks.shape
+    pixels = area(masks).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = masks.sum(axis=1) @ np.arange(w) / pixels
+        y = masks.sum(axis=2) @ np.arange(h) / pixels
+    return np.stack([x, y], axis=1).reshape(n, 2)
+
+
+def bounding_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy boxes (inclusive pixel bounds) around each object; NaN rows for empty masks.
+
+    >>> bounding_boxes(np.pad(np.ones((1, 2, 3), bool), ((0, 0), (1, 0), (2, 0))))
+    array([[2., 1., 4., 2.]])
+    """
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
+    boxes = np.full((len(masks), 4), np.nan)
+    present = cols.any(axis=1)
+    w, h = cols.shape[1], rows.shape[1]
+    boxes[present, 0] = np.argmax(cols[present], axis=1)
+    boxes[present, 1] = np.argmax(rows[present], axis=1)
+    boxes[present, 2] = w - 1 - np.argmax(cols[present][:, ::-1], axis=1)
+    boxes[present, 3] = h - 1 - np.argmax(rows[present][:, ::-1], axis=1)
+    return boxes
+
+
+def overlaps(masks: np.ndarray) -> np.ndarray:
+    """(N, N) pixels shared by each pair of objects; the diagonal is each object's area.
+
+    One matrix product, not N^2 comparisons: flat masks as float32 count exactly up to 16 M pixels.
+    """
+    flat = masks.reshape(len(masks), -1).astype(np.float32)
+    return np.rint(flat @ flat.T).astype(np.int64)
+
+
+def colliding_pairs(masks: np.ndarray, min_pixels: int = 1) -> list[tuple[int, int]]:
+    """The (i, j), i < j, of objects that share at least `min_pixels` pixels: the seed's collision check.
+
+    >>> m = np.zeros((3, 4, 4), bool); m[0, :2] = True; m[1, 1:3] = True; m[2, 3:] = True
+    >>> colliding_pairs(m)
+    [(0, 1)]
+    """
+    shared = np.triu(overlaps(masks), k=1)
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(shared >= min_pixels))]
+
+
+def extract(image: np.ndarray, masks: np.ndarray, transparent: bool = False) -> np.ndarray:
+    """The objects alone: black elsewhere, or (transparent=True) an (H, W, 4) image with alpha 0 elsewhere."""
+    keep = masks.any(axis=0)
+    if transparent:
+        return np.dstack([image, np.where(keep, 255, 0).astype(np.uint8)])
+    return np.where(keep[..., None], image, 0).astype(image.dtype)
+
+
+def inpaint_mask(masks: np.ndarray, grow: int = 0) -> np.ndarray:
+    """(H, W) uint8, 255 where any object is (grown by `grow` pixels to cover its edge): for cv2.inpaint.
+
+    Object removal, as the seed does it: `cv2.inpaint(image, inpaint_mask(masks, 3), 3, cv2.INPAINT_TELEA)`.
+    """
+    union = masks.any(axis=0).astype(np.uint8) * 255
+    if grow > 0:
+        union = cv2.dilate(union, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return union
+
+
+class RecentFrames:
+    """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`).
+
+    >>> frames = RecentFrames()
+    """
+
+    TOLERANCE = timedelta(microseconds=5)  # dora carries timestamps to about 1 us
+
+    def __init__(self, size: int = 30):
+        self._frames: deque[tuple[datetime, np.ndarray]] = deque(maxlen=size)
+
+    def add(self, event) -> None:
+        """Keep an `image` event (bgr8 or rgb8 raw pixels) under its timestamp."""
+        metadata = event["metadata"]
+        if "timestamp" not in metadata:
+            return
+        pixels = event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
+        self._frames.append((metadata["timestamp"], pixels))
+
+    def find(self, timestamp: datetime) -> np.ndarray | None:
+        for stamp, pixels in reversed(self._frames):
+            if abs(stamp - timestamp) <= self.TOLERANCE:
+                return pixels
+        return None

@@ -1,0 +1,122 @@
+"""The seed's applications and the overlay, in one real dataflow with the random-weight model."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_dataflow
+from dora_sam2.masks import bounding_boxes
+
+pytestmark = pytest.mark.dataflow
+APPS = ROOT / "examples" / "nodes"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, model_dir):
+    tmp = tmp_path_factory.mktemp("apps")
+    boxes = [[100, 100, 300, 300, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
+    result = run_dataflow(tmp, f"""
+nodes:
+  - id: camera
+    path: {APPS}/camera.py
+    outputs: [image]
+    env: {{FRAMES: "4", FPS: "2"}}
+  - id: yolo
+    path: {APPS}/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '{json.dumps(boxes)}'}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: [mask, overlay]
+    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+  - id: remove
+    path: {APPS}/remove_objects.py
+    inputs: {{image: camera/image, mask: sam2/mask}}
+    outputs: [image]
+  - id: extract
+    path: {APPS}/extract_objects.py
+    inputs: {{image: camera/image, mask: sam2/mask}}
+    outputs: [image]
+  - id: collide
+    path: {APPS}/collisions.py
+    inputs: {{mask: sam2/mask}}
+    outputs: [collisions]
+  - id: out
+    path: $NODES/collector.py
+    inputs:
+      frame: camera/image
+      mask: sam2/mask
+      overlay: sam2/overlay
+      removed: remove/image
+      extracted: extract/image
+      collisions: collide/collisions
+    env: {{OUT_DIR: $OUT/out}}
+""")
+    assert result.returncode == 0, result.log[-4000:]
+    return result
+
+
+def by_frame(run):
+    """Every output grouped by the camera frame it came from (timestamps to the millisecond)."""
+    groups: dict[str, dict] = {}
+    for event in run.events():
+        key = datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"]).isoformat(timespec="milliseconds")
+        groups.setdefault(key, {})[event["id"]] = event
+    answered = [g for g in groups.values() if "mask" in g and "frame" in g]
+    assert len(answered) >= 2
+    return answered
+
+
+def image(event):
+    meta = event["metadata"]
+    return event["value"].reshape(int(meta["height"]), int(meta["width"]), -1)
+
+
+def masks_of(event):
+    meta = event["metadata"]
+    return event["value"].reshape(-1, int(meta["height"]), int(meta["width"])).astype(bool)
+
+
+def test_overlay_differs_where_the_masks_are_and_not_elsewhere(run):
+    for group in by_frame(run):
+        frame, overlay, masks = image(group["frame"]), image(group["overlay"]), masks_of(group["mask"])
+        assert group["overlay"]["metadata"]["encoding"] == "bgr8"
+        changed = (frame != overlay).any(axis=2)
+        union = masks.any(0).astype(np.uint8)
+        inside = cv2.erode(union, np.ones((5, 5), np.uint8)).astype(bool)
+        assert changed[inside].all()
+        allowed = cv2.dilate(union, np.ones((9, 9), np.uint8)).astype(bool)
+        for x1, y1, _, _ in bounding_boxes(masks):  # each caption sits just above its mask
+            if not np.isnan(x1):
+                allowed[max(int(y1) - 22, 0):int(y1) + 2, int(x1):int(x1) + 260] = True
+        assert not changed[~allowed].any()
+
+
+def test_extraction_keeps_objects_and_blacks_out_the_rest(run):
+    for group in by_frame(run):
+        frame, extracted, union = image(group["frame"]), image(group["extracted"]), masks_of(group["mask"]).any(0)
+        np.testing.assert_array_equal(extracted[union], frame[union])
+        assert (extracted[~union] == 0).all()
+
+
+def test_removal_changes_only_the_objects(run):
+    for group in by_frame(run):
+        frame, removed, masks = image(group["frame"]), image(group["removed"]), masks_of(group["mask"])
+        grown = cv2.dilate(masks.any(0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        np.testing.assert_array_equal(removed[~grown], frame[~grown])
+
+
+def test_collisions_are_the_pairs_whose_masks_share_pixels(run):
+    for group in by_frame(run):
+        masks = masks_of(group["mask"])
+        expected = [i for a in range(len(masks)) for b in range(a + 1, len(masks))
+                    if np.logical_and(masks[a], masks[b]).any() for i in (a, b)]
+        assert group["collisions"]["value"].tolist() == expected
+        assert len(group["collisions"]["metadata"]["labels"]) == len(expected) // 2

@@ -1,0 +1,88 @@
+"""The consumer helpers, against hand-built masks and independent computations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dora_sam2 import codecs
+from dora_sam2.domain import Masks
+from dora_sam2.masks import (RecentFrames, area, bounding_boxes, centroids, colliding_pairs, coverage,
+                             decode_masks, extract, inpaint_mask, overlaps)
+
+
+def stack():
+    m = np.zeros((3, 6, 8), bool)
+    m[0, 1:3, 2:5] = True      # 2x3 block
+    m[1, 2:5, 4:7] = True      # overlaps block 0 at (2, 4)
+    return m                   # object 2 is empty
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("encode", [codecs.encode_masks_uint8, codecs.encode_masks_bool])
+def test_decode_round_trips_both_outputs(n, encode):
+    masks = np.random.default_rng(n).random((n, 6, 8)) > 0.5
+    answer = Masks(masks, np.zeros(n, np.float32), ("",) * n, "image", None)
+    event = {"value": encode(answer), "metadata": codecs.masks_metadata(answer)}
+    decoded = decode_masks(event)
+    assert decoded.shape == (n, 6, 8) and decoded.dtype == np.bool_
+    np.testing.assert_array_equal(decoded, masks)
+
+
+def test_decode_rejects_what_is_not_masks():
+    with pytest.raises(ValueError, match="UInt8 or Boolean"):
+        decode_masks({"value": pa.array([1.0]), "metadata": {"width": 1, "height": 1}})
+    with pytest.raises(ValueError, match="whole number"):
+        decode_masks({"value": pa.array([1, 0, 1], pa.uint8()), "metadata": {"width": 2, "height": 1}})
+
+
+def test_area_coverage_centroid_box():
+    m = stack()
+    np.testing.assert_array_equal(area(m), [6, 9, 0])
+    np.testing.assert_allclose(coverage(m), [6 / 48, 9 / 48, 0])
+    c = centroids(m)
+    np.testing.assert_allclose(c[:2], [[3.0, 1.5], [5.0, 3.0]])
+    assert np.isnan(c[2]).all()
+    b = bounding_boxes(m)
+    np.testing.assert_array_equal(b[:2], [[2, 1, 4, 2], [4, 2, 6, 4]])
+    assert np.isnan(b[2]).all()
+
+
+def test_overlaps_and_collisions_match_pairwise_and():
+    m = stack()
+    expected = np.array([[np.logical_and(a, b).sum() for b in m] for a in m])
+    np.testing.assert_array_equal(overlaps(m), expected)
+    assert colliding_pairs(m) == [(0, 1)]
+    assert colliding_pairs(m, min_pixels=2) == []
+
+
+def test_extract_black_and_transparent():
+    m = stack()
+    image = np.random.default_rng(0).integers(1, 255, (6, 8, 3), dtype=np.uint8)
+    black = extract(image, m)
+    union = m.any(0)
+    np.testing.assert_array_equal(black[union], image[union])
+    assert (black[~union] == 0).all()
+    rgba = extract(image, m, transparent=True)
+    assert rgba.shape == (6, 8, 4) and (rgba[union, 3] == 255).all() and (rgba[~union, 3] == 0).all()
+
+
+def test_inpaint_mask_covers_objects_and_grows():
+    m = stack()
+    plain, grown = inpaint_mask(m), inpaint_mask(m, grow=1)
+    assert set(np.unique(plain)) == {0, 255}
+    np.testing.assert_array_equal(plain > 0, m.any(0))
+    assert (grown >= plain).all() and grown.sum() > plain.sum()
+
+
+def test_recent_frames_find_by_timestamp_within_dora_precision():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    frames = RecentFrames(size=2)
+    for i in range(3):
+        frames.add({"value": pa.array(np.full(12, i, np.uint8)),
+                    "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i)}})
+    assert frames.find(t0) is None  # evicted
+    assert frames.find(t0 + timedelta(seconds=2, microseconds=1))[0, 0, 0] == 2
