@@ -72,6 +72,8 @@ class Sam2Node:
                     key = (input_id, prompt.image_id)
                     self.stats.skipped += key in newest
                     newest[key] = prompt
+                elif input_id == "reset":
+                    continue  # segment mode keeps no objects between prompts: nothing to drop
                 else:
                     self._ignore(input_id)
             except InputError as error:
@@ -109,7 +111,7 @@ class Sam2Node:
     def _ignore(self, input_id: str) -> None:
         if input_id not in self._ignored_inputs:
             self._ignored_inputs.add(input_id)
-            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points); ignoring it", input_id)
+            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points, reset); ignoring it", input_id)
 
 
 def event_batches(node):

@@ -1,0 +1,202 @@
+"""The click node: its HTTP side in pytest, and the real page in headless Chromium in a real dataflow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import BIN, EXAMPLES, NODES, ROOT
+from dora_sam2.click import ClickServer, LiveView, click_message
+from dora_sam2.domain import Frame
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+T0 = datetime(2026, 4, 1, 8, 30, 0, 123456, tzinfo=timezone.utc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server():
+    view = LiveView()
+    server = ClickServer(view, "127.0.0.1", free_port()).start()
+    yield server
+    server.stop()
+
+
+def post(server, path, body):
+    request = urllib.request.Request(server.address + path.lstrip("/"), data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        return urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_page_is_served(server):
+    page = urllib.request.urlopen(server.address, timeout=5).read().decode()
+    assert "EventSource" in page and "contextmenu" in page
+
+
+def test_clicks_become_points_messages_on_the_clicked_frame(server):
+    status = post(server, "/points", {"object": 2, "timestamp": T0.isoformat(),
+                                      "points": [[10, 20, 1], [30.5, 40, 0]]})
+    assert status == 204
+    output, value, metadata = server.outbox.get(timeout=2)
+    assert output == "points"
+    assert value.to_pylist() == [10, 20, 30.5, 40]
+    assert metadata == {"labels": [1, 0], "object_id": 2, "label": "object 2", "timestamp": T0}
+
+
+@pytest.mark.parametrize("body", [{"points": []}, {"points": [[1, 2]]}, {"points": [[1, 2, 5]]},
+                                  {"points": "x"}, {"points": [[1, 2, 1]], "timestamp": "yesterday"}])
+def test_bad_clicks_are_refused(server, body):
+    assert post(server, "/points", body) == 400
+    assert server.outbox.empty()
+
+
+def test_reset_is_sent_and_forgets_masks(server):
+    server.view.show_masks(np.ones((1, 4, 4), bool), ["object 0"], [0.8])
+    assert post(server, "/reset", {}) == 204
+    assert server.outbox.get(timeout=2)[0] == "reset"
+    assert server.view._drawable(4, 4) is None
+
+
+def test_frames_stream_with_their_timestamp_and_masks(server):
+    stream = urllib.request.urlopen(server.address + "events", timeout=5)
+    frame = Frame("image", np.full((48, 64, 3), 100, np.uint8), T0, "bgr8")
+    server.view.show_masks(np.pad(np.ones((1, 10, 10), bool), ((0, 0), (0, 38), (0, 54))), ["object 0"], [0.8])
+    server.view.show_frame(frame)
+    line = b""
+    while not line.startswith(b"data: "):
+        line = stream.readline()
+    message = json.loads(line[6:])
+    assert (message["width"], message["height"], message["masks"]) == (64, 48, 1)
+    assert datetime.fromisoformat(message["timestamp"]) == T0
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(message["jpeg"]), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (48, 64, 3)
+    assert abs(int(image[5, 5, 2]) - 100) > 20 and abs(int(image[40, 60, 2]) - 100) < 8  # tinted where the mask is
+
+
+def test_click_message_rejects_labels_other_than_0_and_1():
+    with pytest.raises(ValueError):
+        click_message({"points": [[1, 2, 2]]})
+
+
+# ---------------------------------------------------------------------------- the real page
+
+
+@pytest.mark.dataflow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_clicks_in_chromium_reach_sam2_and_its_mask_is_drawn(tmp_path, model_dir):
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    port, out = free_port(), tmp_path / "out"
+    dataflow = tmp_path / "interactive.yml"
+    dataflow.write_text(f"""
+nodes:
+  - id: camera
+    path: {EXAMPLES}/camera.py
+    inputs: {{tick: dora/timer/millis/200}}
+    outputs: [image]
+    env: {{FRAMES: "100000"}}
+  - id: click
+    path: dora-sam2-click
+    inputs: {{image: camera/image, mask: sam2/mask}}
+    outputs: [points, reset]
+    env: {{PORT: "{port}"}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, points: click/points}}
+    outputs: [mask]
+    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+  - id: out
+    path: {NODES}/collector.py
+    inputs: {{points: click/points, mask: sam2/mask}}
+    env: {{OUT_DIR: "{out}"}}
+""")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    log = open(tmp_path / "dora.log", "w")
+    dora = subprocess.Popen([str(BIN / "dora"), "run", str(dataflow)], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            _open_when_served(page, f"http://127.0.0.1:{port}/")
+            page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
+            box = page.locator("#view").bounding_box()
+            scale = box["width"] / 640
+            page.mouse.click(box["x"] + 200 * scale, box["y"] + 150 * scale)
+            clicked = time.monotonic()
+            page.wait_for_function("+document.body.dataset.masks >= 1", timeout=60_000)
+            delay = time.monotonic() - clicked
+            page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
+            _wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
+                                  for e in _events(out)))
+            page.wait_for_timeout(1500)  # let the two-point answer come back and be drawn
+            page.screenshot(path=str(tmp_path / "click.png"))
+            browser.close()
+        print(f"click to mask drawn: {delay * 1e3:.0f} ms")
+    finally:
+        dora.send_signal(signal.SIGINT)
+        try:
+            dora.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dora.kill()
+        log.close()
+    events = _events(out)
+    points = [e for e in events if e["id"] == "points"]
+    assert points, (tmp_path / "dora.log").read_text()[-3000:]
+    last = points[-1]
+    assert last["metadata"]["labels"] == [1, 0]
+    coords = np.load(out / f"{last['index']:04d}.npy").reshape(-1, 2)
+    np.testing.assert_allclose(coords, [[200, 150], [400, 300]], atol=2)
+    assert "datetime" in last["metadata"]["timestamp"]  # the displayed frame's, for SAM2 to match
+    assert any(e["id"] == "mask" for e in events)
+    if os.environ.get("SAVE_SCREENSHOT"):
+        shutil.copy(tmp_path / "click.png", ROOT / "docs" / "click.png")
+
+
+def _events(out: Path) -> list[dict]:
+    path = out / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition did not come true in time")
+        time.sleep(0.2)
+
+
+def _open_when_served(page, url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            page.goto(url, timeout=5_000)
+            return
+        except Exception:  # the node is still loading the model; the port is not open yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,106 @@
+"""SAM2 on its own machine: a coordinator and two daemons on loopback, nodes placed by machine id, as a
+user puts the camera on the robot and SAM2 on a GPU box (examples/distributed.yml)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, EXAMPLES, NODES
+
+pytestmark = pytest.mark.dataflow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def cluster(tmp_path, model_dir):
+    """One coordinator and daemons `robot` and `gpu`, all on 127.0.0.1; yields the coordinator port.
+
+    Only the `gpu` daemon's environment names the model, as on a real GPU box: nodes inherit their
+    daemon's environment, so SAM2 can only start where dora placed it."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    env.pop("MODEL", None)
+    port, zenoh = free_port(), free_port()
+    logs, processes = [], []
+
+    def start(name, *args, extra_env=None):
+        log = open(tmp_path / f"{name}.log", "w")
+        logs.append(log)
+        processes.append(subprocess.Popen([str(BIN / "dora"), *args], cwd=tmp_path, env={**env, **(extra_env or {})},
+                                          stdout=log, stderr=subprocess.STDOUT))
+
+    start("coordinator", "coordinator", "--interface", "127.0.0.1", "--port", str(port))
+    wait_for_port(port)
+    for machine, machine_env in (("robot", {}), ("gpu", {"MODEL": str(model_dir), "DTYPE": "float32"})):
+        start(f"daemon-{machine}", "daemon", "--machine-id", machine, "--coordinator-addr", "127.0.0.1",
+              "--coordinator-port", str(port), "--local-listen-port", str(free_port()),
+              "--zenoh-peer", f"tcp/127.0.0.1:{zenoh}", extra_env=machine_env)
+    time.sleep(3)
+    try:
+        yield port, env
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+def test_sam2_on_a_second_daemon_answers_the_first(cluster, tmp_path):
+    port, env = cluster
+    out = tmp_path / "out"
+    dataflow = tmp_path / "distributed.yml"
+    dataflow.write_text(f"""
+nodes:
+  - id: camera
+    deploy: {{machine: robot}}
+    path: {EXAMPLES}/camera.py
+    outputs: [image]
+    env: {{FRAMES: "6", FPS: "3"}}
+  - id: yolo
+    deploy: {{machine: robot}}
+    path: {EXAMPLES}/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+  - id: sam2
+    deploy: {{machine: gpu}}
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: [mask]  # MODEL comes from the gpu daemon's environment
+  - id: out
+    deploy: {{machine: robot}}
+    path: {NODES}/collector.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT_DIR: "{out}"}}
+""")
+    result = subprocess.run([str(BIN / "dora"), "start", str(dataflow), "--coordinator-addr", "127.0.0.1",
+                             "--coordinator-port", str(port), "--attach"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=240)
+    logs = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("daemon-*.log"))
+    assert result.returncode == 0, logs[-4000:]
+    events = (out / "events.jsonl").read_text().splitlines() if (out / "events.jsonl").exists() else []
+    assert len(events) == 6, logs[-4000:]

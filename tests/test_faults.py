@@ -1,0 +1,153 @@
+"""Faults: a camera that dies, a stop with work queued, a model that fails on one frame, no model."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from conftest import run_dataflow
+from dora_sam2.engine import Segmenter
+from dora_sam2.node import Sam2Node
+
+
+def sam2_lines(run):
+    return run.node_log("sam2")
+
+
+@pytest.mark.dataflow
+def test_camera_dying_mid_run_leaves_the_node_answering_and_ending_cleanly(tmp_path, model_dir):
+    box = pa.array(np.array([5, 5, 40, 40], np.float32))
+    script = tmp_path / "prompts.pkl"
+    script.write_bytes(pickle.dumps([(1.5, "bbox", box, {})] + [(0.3, "bbox", box, {})] * 2))
+    run = run_dataflow(tmp_path, f"""
+nodes:
+  - id: camera
+    path: $NODES/dying_camera.py
+    outputs: [image]
+  - id: prompts
+    path: $NODES/player.py
+    outputs: [bbox]
+    env: {{SCRIPT: "{script}"}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: prompts/bbox}}
+    outputs: [mask]
+    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT_DIR: $OUT/out}}
+""")
+    assert run.returncode != 0 and "camera unplugged" in run.log  # dora reports the camera's failure
+    assert "sam2 finished successfully" in run.log
+    assert not any("Traceback" in line for line in sam2_lines(run))
+    answers = run.events()
+    assert len(answers) == 3  # all sent after the camera died: answered on the last frame it kept
+    assert all(a["metadata"]["width"] == 64 for a in answers)
+
+
+@pytest.mark.dataflow
+def test_stop_with_work_queued_ends_cleanly(tmp_path, model_dir):
+    run = run_dataflow(tmp_path, f"""
+nodes:
+  - id: camera
+    path: $EXAMPLES/camera.py
+    inputs: {{tick: dora/timer/millis/40}}
+    outputs: [image]
+    env: {{FRAMES: "100000"}}
+  - id: yolo
+    path: $EXAMPLES/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: [mask]
+    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+""", stop_after="8s")
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    final = [line for line in sam2_lines(run) if "final: answered" in line]
+    assert len(final) == 1 and "answered 0 " not in final[0]
+
+
+@pytest.mark.dataflow
+def test_no_model_fails_the_dataflow_with_one_sentence(tmp_path):
+    run = run_dataflow(tmp_path, """
+nodes:
+  - id: camera
+    path: $EXAMPLES/camera.py
+    outputs: [image]
+  - id: sam2
+    path: dora-sam2
+    inputs: {image: camera/image}
+    outputs: [mask]
+    env: {MODEL: /no/such/model}
+""")
+    assert run.returncode != 0
+    assert "ERROR dora-sam2: MODEL=/no/such/model is not a directory" in run.log
+    # dora's report quotes the node's stderr: that one sentence, no traceback (the camera's own
+    # traceback is dora's cascade: its Node() fails once sam2 has exited)
+    report = run.log.split("Node `sam2` failed", 1)[1].splitlines()
+    rules = [i for i, line in enumerate(report) if line.startswith("-----")][:2]
+    stderr = [line for line in report[rules[0] + 1:rules[1]] if line.strip()]
+    assert len(stderr) == 1 and stderr[0].startswith("ERROR dora-sam2: "), stderr
+
+
+class RecordingNode:
+    """Stands in for dora's Node where a real one cannot fail on cue: it only records outputs."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send_output(self, output_id, value, metadata):
+        self.sent.append((output_id, metadata))
+
+
+class FailsOnce:
+    """The real model, failing the way models fail (out of memory, NaN) on its second frame."""
+
+    def __init__(self, model, failure):
+        self.model, self.failure, self.encodes = model, failure, 0
+
+    def encode(self, frame):
+        self.encodes += 1
+        embedding = self.model.encode(frame)
+        if self.encodes == 2:
+            if self.failure == "oom":
+                raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            with torch.inference_mode():
+                embedding.features[-1].fill_(float("nan"))
+        return embedding
+
+    def decode(self, embedding, prompt):
+        return self.model.decode(embedding, prompt)
+
+    def postprocess(self, logits, width, height):
+        return self.model.postprocess(logits, width, height)
+
+
+def image_event(i):
+    return {"type": "INPUT", "id": "image", "value": pa.array(np.full(48 * 64 * 3, 30 * i, np.uint8)),
+            "metadata": {"encoding": "bgr8", "width": 64, "height": 48}}
+
+
+BOX = {"type": "INPUT", "id": "bbox", "value": pa.array(np.array([5, 5, 40, 40], np.float32)), "metadata": {}}
+
+
+@pytest.mark.parametrize("failure,logged", [("oom", "MemoryError: CUDA out of memory"),
+                                            ("nan", "FloatingPointError: the model produced NaN")])
+def test_a_frame_the_model_fails_on_is_logged_and_the_next_is_answered(model, caplog, failure, logged):
+    node = RecordingNode()
+    sam2 = Sam2Node(node, Segmenter(FailsOnce(model, failure)), ["mask"], stats_every_s=0)
+    with caplog.at_level(logging.ERROR, logger="dora_sam2"):
+        for i in range(3):
+            sam2.handle([image_event(i), BOX])
+    assert len(node.sent) == 2  # frames 1 and 3
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "input 'bbox': segmentation failed on this frame" in record.getMessage() and logged in record.getMessage()
