@@ -112,29 +112,8 @@ def dataflow(model_dir: str, node: str, boxes: int, dtype: str, args, seconds: f
         tmp = Path(tmp)
         stats, probe = tmp / "stats.json", tmp / "latency.json"
         sam2_path = "dora-sam2" if node == "dora-sam2" else str(ROOT / "benchmarks" / "nodes" / "naive_sam2.py")
-        detections = [[40 + 150 * (i % 4), 40 + 100 * (i // 4 % 4), 140 + 150 * (i % 4), 130 + 100 * (i // 4 % 4),
-                       f"obj{i}"] for i in range(boxes)]
-        yaml = f"""
-nodes:
-  - id: camera
-    path: {ROOT}/examples/nodes/camera.py
-    outputs: [image]
-    env: {{FRAMES: "{int(args.fps * seconds)}", FPS: "{args.fps}", WIDTH: "{WIDTH}", HEIGHT: "{HEIGHT}"}}
-  - id: yolo
-    path: {ROOT}/examples/nodes/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(detections)}'}}
-  - id: sam2
-    path: {sam2_path}
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: [mask]
-    env: {{MODEL: "{model_dir}", DTYPE: {dtype}, DEVICE: {args.device}, STATS_FILE: "{stats}", STATS_EVERY: "0"}}
-  - id: probe
-    path: {ROOT}/benchmarks/nodes/latency_probe.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT: "{probe}"}}
-"""
+        yaml = pipeline(model_dir, sam2_path, boxes, frames=int(args.fps * seconds), fps=args.fps, probe=probe,
+                        sam2_env={"DTYPE": dtype, "DEVICE": args.device, "STATS_FILE": str(stats), "STATS_EVERY": "0"})
         (tmp / "dataflow.yml").write_text(yaml)
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
         run = subprocess.run([str(BIN / "dora"), "run", str(tmp / "dataflow.yml")], cwd=tmp, env=env,
@@ -152,6 +131,35 @@ nodes:
         "answers_per_s": (len(arrivals) - 1) / span if span == span and span > 0 else float("nan"),
         "skipped": stage_stats.get("skipped"), "stages_ms": stage_stats.get("stages_ms", {}),
     }
+
+
+def pipeline(model_dir, sam2_path, boxes: int, frames: int, fps: float, probe: Path, sam2_env: dict,
+             outputs=("mask",)) -> str:
+    """camera -> dora-yolo-format detector with `boxes` boxes -> the node -> latency probe."""
+    detections = [[40 + 150 * (i % 4), 40 + 100 * (i // 4 % 4), 140 + 150 * (i % 4), 130 + 100 * (i // 4 % 4),
+                   f"obj{i}"] for i in range(boxes)]
+    env = json.dumps({"MODEL": str(model_dir), **sam2_env})
+    return f"""
+nodes:
+  - id: camera
+    path: {ROOT}/examples/nodes/camera.py
+    outputs: [image]
+    env: {{FRAMES: "{frames}", FPS: "{fps}", WIDTH: "{WIDTH}", HEIGHT: "{HEIGHT}"}}
+  - id: yolo
+    path: {ROOT}/examples/nodes/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '{json.dumps(detections)}'}}
+  - id: sam2
+    path: {sam2_path}
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: {json.dumps(list(outputs))}
+    env: {env}
+  - id: probe
+    path: {ROOT}/benchmarks/nodes/latency_probe.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT: "{probe}"}}
+"""
 
 
 def percentile(values, q):

@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/soak.py --model DIR
 
 Samples the node's resident memory (RSS, from /proc) every 2 s and records every mask's latency, then
-reports RSS after warm-up and at the end, the latency of the first and last fifths of the run, and the
-answer count. Writes benchmarks/results/soak.json and soak.md.
+reports RSS after warm-up and at the end (means of 10 samples), its trend (a least-squares slope), the
+latency of the first and last fifths of the run, and the answer count. Writes benchmarks/results/soak.json and soak.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import random_tiny  # noqa: E402
+from run import pipeline, random_tiny  # noqa: E402
 
 
 def main() -> None:
@@ -40,28 +40,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         probe = tmp / "latency.json"
-        detections = [[40 + 150 * i, 60, 160 + 150 * i, 300, f"obj{i}"] for i in range(args.boxes)]
-        (tmp / "soak.yml").write_text(f"""
-nodes:
-  - id: camera
-    path: {ROOT}/examples/nodes/camera.py
-    outputs: [image]
-    env: {{FRAMES: "{args.frames}", FPS: "{args.fps}", WIDTH: "640", HEIGHT: "480"}}
-  - id: yolo
-    path: {ROOT}/examples/nodes/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(detections)}'}}
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: [mask, masks, overlay]
-    env: {{MODEL: "{model_dir}", STATS_EVERY: "60"}}
-  - id: probe
-    path: {ROOT}/benchmarks/nodes/latency_probe.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT: "{probe}"}}
-""")
+        (tmp / "soak.yml").write_text(pipeline(model_dir, "dora-sam2", args.boxes, args.frames, args.fps, probe,
+                                               sam2_env={"STATS_EVERY": "60"}, outputs=("mask", "masks", "overlay")))
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
         started = time.time()
         dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp / "soak.yml")], cwd=tmp, env=env,
@@ -82,11 +62,14 @@ nodes:
 
     latencies = np.array(measured["latencies_ms"])
     fifth = max(len(latencies) // 5, 1)
-    warm = [mb for t, mb in rss if t > rss[0][0] + 30] or [mb for _, mb in rss]  # after model load and warm-up
+    # After model load and warm-up, and before the last sample (taken while the node shuts down).
+    steady = np.array([(t, mb) for t, mb in rss[:-1] if t > rss[0][0] + 30] or rss)
+    slope = np.polyfit(steady[:, 0], steady[:, 1], 1)[0] * 60 if len(steady) > 2 else float("nan")
     result = {
         "frames": args.frames, "fps": args.fps, "boxes": args.boxes, "model": model_dir,
         "duration_s": time.time() - started, "answers": len(latencies),
-        "rss_mb_after_warmup": warm[0], "rss_mb_end": rss[-1][1], "rss_mb_max": max(mb for _, mb in rss),
+        "rss_mb_after_warmup": float(steady[:10, 1].mean()), "rss_mb_end": float(steady[-10:, 1].mean()),
+        "rss_mb_max": float(steady[:, 1].max()), "rss_mb_per_min": float(slope),
         "latency_ms_first_fifth_p50": float(np.median(latencies[:fifth])),
         "latency_ms_last_fifth_p50": float(np.median(latencies[-fifth:])),
         "latency_ms_p99": float(np.percentile(latencies, 99)),
@@ -98,9 +81,10 @@ nodes:
     table = (
         f"Soak: {args.frames} frames at {args.fps:g} fps, {args.boxes} boxes on every frame, outputs mask + masks + "
         f"overlay, {Path(model_dir).name}; {result['duration_s']:.0f} s, {result['answers']} answers.\n\n"
-        "| RSS after warm-up | RSS at end | RSS max | latency p50, first fifth | p50, last fifth | p99 |\n"
-        "|---|---|---|---|---|---|\n"
+        "| RSS after warm-up | RSS at end | RSS max | RSS trend | latency p50, first fifth | p50, last fifth | p99 |\n"
+        "|---|---|---|---|---|---|---|\n"
         f"| {result['rss_mb_after_warmup']:.0f} MB | {result['rss_mb_end']:.0f} MB | {result['rss_mb_max']:.0f} MB | "
+        f"{result['rss_mb_per_min']:+.1f} MB/min | "
         f"{result['latency_ms_first_fifth_p50']:.0f} ms | {result['latency_ms_last_fifth_p50']:.0f} ms | "
         f"{result['latency_ms_p99']:.0f} ms |\n"
     )

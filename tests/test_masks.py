@@ -11,7 +11,7 @@ import pytest
 from dora_sam2 import codecs
 from dora_sam2.domain import Masks
 from dora_sam2.masks import (RecentFrames, area, bounding_boxes, centroids, colliding_pairs, coverage,
-                             decode_masks, extract, inpaint_mask, overlaps)
+                             decode_masks, extract, inpaint_mask, masks_with_frames, overlaps)
 
 
 def stack():
@@ -86,3 +86,20 @@ def test_recent_frames_find_by_timestamp_within_dora_precision():
                     "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i)}})
     assert frames.find(t0) is None  # evicted
     assert frames.find(t0 + timedelta(seconds=2, microseconds=1))[0, 0, 0] == 2
+
+
+def test_masks_with_frames_pairs_each_answer_with_its_frame():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def image(i):
+        return {"type": "INPUT", "id": "image", "value": pa.array(np.full(2 * 2 * 3, i, np.uint8)),
+                "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i)}}
+
+    def mask(i):
+        return {"type": "INPUT", "id": "mask", "value": pa.array([1, 0, 0, 1], pa.uint8()),
+                "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i, microseconds=1)}}
+
+    stream = [image(0), image(1), {"type": "INPUT_CLOSED", "id": "x"}, mask(1), mask(7), mask(0)]
+    pairs = list(masks_with_frames(stream))
+    assert [int(frame[0, 0, 0]) for frame, _, _ in pairs] == [1, 0]  # mask 7's frame was never seen
+    assert pairs[0][1].shape == (1, 2, 2)

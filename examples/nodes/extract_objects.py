@@ -6,23 +6,14 @@ Inputs `image` (the camera, bgr8) and `mask` (dora-sam2); output `image` (bgr8).
 import pyarrow as pa
 from dora import Node
 
-from dora_sam2.masks import RecentFrames, decode_masks, extract
+from dora_sam2.masks import extract, masks_with_frames
 
 
 def main():
-    node, frames = Node(), RecentFrames()
-    for event in node:
-        if event["type"] != "INPUT":
-            continue
-        if event["id"] == "image":
-            frames.add(event)
-            continue
-        frame = frames.find(event["metadata"]["timestamp"])
-        if frame is None:
-            continue
-        objects_only = extract(frame, decode_masks(event))
-        metadata = {k: event["metadata"][k] for k in ("width", "height", "timestamp")}
-        node.send_output("image", pa.array(objects_only.ravel()), dict(metadata, encoding="bgr8", primitive="image"))
+    node = Node()
+    for frame, masks, metadata in masks_with_frames(node):
+        out = {k: metadata[k] for k in ("width", "height", "timestamp")}
+        node.send_output("image", pa.array(extract(frame, masks).ravel()), dict(out, encoding="bgr8", primitive="image"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Object removal (the seed's application): paints the segmented objects out of the frame.
 
-Inputs `image` (the camera) and `mask` (dora-sam2); output `image`, the inpainted frame (bgr8).
+Inputs `image` (the camera, bgr8) and `mask` (dora-sam2); output `image`, the inpainted frame (bgr8).
 """
 
 import cv2
@@ -8,24 +8,15 @@ import numpy as np
 import pyarrow as pa
 from dora import Node
 
-from dora_sam2.masks import RecentFrames, decode_masks, inpaint_mask
+from dora_sam2.masks import inpaint_mask, masks_with_frames
 
 
 def main():
-    node, frames = Node(), RecentFrames()
-    for event in node:
-        if event["type"] != "INPUT":
-            continue
-        if event["id"] == "image":
-            frames.add(event)
-            continue
-        frame = frames.find(event["metadata"]["timestamp"])
-        if frame is None:
-            continue  # its frame is no longer kept
-        masks = decode_masks(event)
+    node = Node()
+    for frame, masks, metadata in masks_with_frames(node):
         result = cv2.inpaint(np.ascontiguousarray(frame), inpaint_mask(masks, grow=3), 3, cv2.INPAINT_TELEA)
-        metadata = {k: event["metadata"][k] for k in ("width", "height", "timestamp")}
-        node.send_output("image", pa.array(result.ravel()), dict(metadata, encoding="bgr8", primitive="image"))
+        out = {k: metadata[k] for k in ("width", "height", "timestamp")}
+        node.send_output("image", pa.array(result.ravel()), dict(out, encoding="bgr8", primitive="image"))
 
 
 if __name__ == "__main__":

@@ -120,11 +120,28 @@ def inpaint_mask(masks: np.ndarray, grow: int = 0) -> np.ndarray:
     return union
 
 
-class RecentFrames:
-    """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`).
+def masks_with_frames(events, mask_input: str = "mask", image_input: str = "image"):
+    """For each mask message, (frame pixels, (N, H, W) masks, its metadata): the frame it was computed on.
 
-    >>> frames = RecentFrames()
+    Feed it the node's events; frames are kept by timestamp, and a mask whose frame is gone is skipped.
+
+        for frame, masks, metadata in masks_with_frames(Node()):
+            ...
     """
+    frames = RecentFrames()
+    for event in events:
+        if event["type"] != "INPUT":
+            continue
+        if event["id"] == image_input:
+            frames.add(event)
+        elif event["id"] == mask_input:
+            frame = frames.find(event["metadata"].get("timestamp"))
+            if frame is not None:
+                yield frame, decode_masks(event), event["metadata"]
+
+
+class RecentFrames:
+    """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`)."""
 
     TOLERANCE = timedelta(microseconds=5)  # dora carries timestamps to about 1 us
 
@@ -139,7 +156,9 @@ class RecentFrames:
         pixels = event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
         self._frames.append((metadata["timestamp"], pixels))
 
-    def find(self, timestamp: datetime) -> np.ndarray | None:
+    def find(self, timestamp: datetime | None) -> np.ndarray | None:
+        if timestamp is None:
+            return None
         for stamp, pixels in reversed(self._frames):
             if abs(stamp - timestamp) <= self.TOLERANCE:
                 return pixels
