@@ -23,7 +23,8 @@ def sam2_lines(run):
 def test_camera_dying_mid_run_leaves_the_node_answering_and_ending_cleanly(tmp_path, model_dir):
     box = pa.array(np.array([5, 5, 40, 40], np.float32))
     script = tmp_path / "prompts.pkl"
-    script.write_bytes(pickle.dumps([(1.5, "bbox", box, {})] + [(0.3, "bbox", box, {})] * 2))
+    # spaced well beyond an answer's time, so that none is skipped as stale even on a loaded machine
+    script.write_bytes(pickle.dumps([(1.5, "bbox", box, {})] + [(1.0, "bbox", box, {})] * 2))
     run = run_dataflow(tmp_path, f"""
 nodes:
   - id: camera
@@ -151,3 +152,37 @@ def test_a_frame_the_model_fails_on_is_logged_and_the_next_is_answered(model, ca
     assert len(node.sent) == 2  # frames 1 and 3
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "input 'bbox': segmentation failed on this frame" in record.getMessage() and logged in record.getMessage()
+
+
+def test_boxes_delivered_before_their_frame_wait_for_it(model):
+    """dora may deliver a detector's boxes before the camera frame they came from: the node must not
+    answer them on the previous frame."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def stamped(event, seconds):
+        return dict(event, metadata=dict(event["metadata"], timestamp=t0 + timedelta(seconds=seconds)))
+
+    node = RecordingNode()
+    sam2 = Sam2Node(node, Segmenter(model), ["mask"], stats_every_s=0)
+    sam2.handle([stamped(image_event(0), 0), stamped(BOX, 1)])  # frame 1 is not here yet
+    assert node.sent == []
+    sam2.handle([stamped(image_event(1), 1)])
+    [(_, metadata)] = node.sent
+    assert metadata["timestamp"] == t0 + timedelta(seconds=1)
+
+
+def test_a_held_prompt_is_answered_even_if_its_frame_never_comes(model, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    node = RecordingNode()
+    sam2 = Sam2Node(node, Segmenter(model), ["mask"], stats_every_s=0)
+    frame = dict(image_event(0), metadata=dict(image_event(0)["metadata"], timestamp=t0))
+    box = dict(BOX, metadata={"timestamp": t0 + timedelta(seconds=5)})
+    sam2.handle([frame, box])
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        sam2.handle([])  # the next batch brings no frame: answered on the newest, and said
+    assert len(node.sent) == 1 and node.sent[0][1]["timestamp"] == t0
+    assert any("no kept frame has the prompt's timestamp" in r.getMessage() for r in caplog.records)

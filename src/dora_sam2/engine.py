@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from datetime import timedelta
 
 import numpy as np
 
-from .domain import Frame, InputError, Masks, Prompt
+from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt
 from .stats import Stages
 
 log = logging.getLogger("dora_sam2")
-
-# dora carries timestamps to about 1 us; frames of any real camera are milliseconds apart.
-TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
 
 
 class FrameBuffer:
@@ -53,10 +49,6 @@ class Segmenter:
         self._warned: dict[str, float] = {}
         self.stages = Stages()
 
-    @property
-    def cameras(self) -> list[str]:
-        return list(self._cameras)
-
     def add_frame(self, frame: Frame) -> None:
         if frame.image_id not in self._cameras:
             self._cameras[frame.image_id] = FrameBuffer(self._frame_buffer)
@@ -74,6 +66,16 @@ class Segmenter:
             with self.stages.time("postprocess"):
                 masks = self.model.postprocess(logits, frame.width, frame.height)
         return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
+
+    def awaits_frame(self, prompt: Prompt) -> bool:
+        """True when the prompt is newer than every frame kept of its camera: its frame is still on the way
+        (dora may deliver a detector's boxes before the camera frame they were computed on)."""
+        try:
+            newest = self._camera(prompt).newest
+        except InputError:
+            return False  # answering will say what is wrong
+        return (prompt.timestamp is not None and newest.timestamp is not None
+                and prompt.timestamp - newest.timestamp > TIMESTAMP_TOLERANCE)
 
     def frame_for(self, prompt: Prompt) -> Frame:
         """The frame the prompt was computed on; the newest one, said out loud, when that is gone."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from dora import Node
+
 from . import codecs, overlay
 from .domain import Frame, InputError, Masks, Prompt
 from .engine import Segmenter
@@ -29,8 +31,8 @@ def main() -> None:
     if settings.warmup:
         log.info("warm-up: first encode + decode took %.2f s", model.warmup())
 
-    from dora import Node  # imported here so that `--help`-style tooling never needs a dataflow
-
+    # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
+    # can answer: no frames pile up while weights load.
     node = Node()
     config = _node_config(node)
     segmenter = Segmenter(model, settings.frame_buffer, default_camera=_default_camera(config["inputs"]))
@@ -49,15 +51,20 @@ class Sam2Node:
             log.warning("the dataflow declares none of the outputs %s for this node: nothing will be sent", OUTPUTS)
         self.stats = Stats(segmenter.stages, stats_every_s)
         self._ignored_inputs: set[str] = set()
+        self._held: dict[tuple[str, str | None], Prompt] = {}  # prompts waiting one batch for their frame
 
     def run(self) -> None:
         for events in event_batches(self.node):
             self.handle(events)
+        for prompt in self._held.values():  # the stream ended before their frames: answer, do not drop
+            self.answer(prompt)
         self.stats.report(final=True)
 
     def handle(self, events: list[dict]) -> None:
         """One batch of queued events: keep every frame, answer only the newest prompt per source."""
-        newest: dict[tuple[str, str | None], Prompt] = {}
+        waited = {id(prompt) for prompt in self._held.values()}
+        candidates: dict[tuple[str, str | None], list[Prompt]] = {key: [p] for key, p in self._held.items()}
+        self._held = {}
         for event in events:
             if event["type"] != "INPUT":
                 continue
@@ -69,18 +76,29 @@ class Sam2Node:
                     self.segmenter.add_frame(frame)
                 elif input_id in PROMPT_DECODERS:
                     prompt = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
-                    key = (input_id, prompt.image_id)
-                    self.stats.skipped += key in newest
-                    newest[key] = prompt
+                    candidates.setdefault((input_id, prompt.image_id), []).append(prompt)
                 elif input_id == "reset":
                     continue  # segment mode keeps no objects between prompts: nothing to drop
                 else:
                     self._ignore(input_id)
             except InputError as error:
                 log.warning("%s", error)
-        for prompt in newest.values():
-            self.answer(prompt)
+        for key, prompts in candidates.items():
+            self._answer_newest(key, prompts, waited)
         self.stats.report()
+
+    def _answer_newest(self, key, prompts: list[Prompt], waited: set[int]) -> None:
+        """Newest wins; but dora may deliver boxes before the frame they came from, so a newest prompt
+        whose frame is not here yet waits one batch for it while the newest older one is answered."""
+        newest = prompts[-1]
+        if id(newest) in waited or not self.segmenter.awaits_frame(newest):
+            chosen, skipped = newest, len(prompts) - 1
+        else:
+            self._held[key] = newest
+            chosen, skipped = (prompts[-2], len(prompts) - 2) if len(prompts) > 1 else (None, 0)
+        self.stats.skipped += skipped
+        if chosen is not None:
+            self.answer(chosen)
 
     def answer(self, prompt: Prompt) -> None:
         try:
