@@ -27,7 +27,12 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A small random-weight SAM2 (the real architecture, shrunk): fast, and meaningless masks."""
+    """A small random-weight SAM2 (the real architecture, shrunk): fast, and meaningless masks.
+
+    DORA_SAM2_TEST_MODEL=DIR runs the suite on another checkpoint (real weights, or hiera-tiny's size
+    to time the end-to-end tests as a user would see them)."""
+    if os.environ.get("DORA_SAM2_TEST_MODEL"):
+        return Path(os.environ["DORA_SAM2_TEST_MODEL"])
     return make_random_model(tmp_path_factory.mktemp("model") / "sam2-test", size="test", seed=0)
 
 
@@ -53,6 +58,10 @@ class DataflowRun:
         for event in events:
             event["value"] = np.load(self.out / name / f"{event['index']:04d}.npy")
         return events
+
+    def sam2_stats(self) -> dict:
+        """What the node says it did (answers, skipped), when its STATS_FILE is $OUT/stats.json."""
+        return json.loads((self.out / "stats.json").read_text())
 
     def node_log(self, node_id: str) -> list[str]:
         """The lines a node wrote, as `dora run` relays them (`... stdout <node>: <line>`)."""

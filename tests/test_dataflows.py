@@ -17,7 +17,7 @@ pytestmark = pytest.mark.dataflow
 
 def sam2_node(model_dir, inputs: dict, outputs=("mask",), env: dict | None = None) -> str:
     """The node under test, wired the way a user writes it: `path: dora-sam2`."""
-    env = {"MODEL": str(model_dir), "DTYPE": "float32", **(env or {})}
+    env = {"MODEL": str(model_dir), "DTYPE": "float32", "STATS_FILE": "$OUT/stats.json", **(env or {})}
     return (
         "  - id: sam2\n    path: dora-sam2\n"
         f"    inputs: {json.dumps(inputs)}\n    outputs: {json.dumps(list(outputs))}\n    env: {json.dumps(env)}\n"
@@ -49,7 +49,10 @@ nodes:
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     events = run.events()
-    assert len(events) == 6, [e["metadata"].get("num_masks") for e in events]
+    # On a loaded machine two prompts can queue behind one answer, and the older is skipped (the speed
+    # issue's newest-wins): every prompt is answered or counted, never lost.
+    stats = run.sam2_stats()
+    assert len(events) == stats["answers"] and stats["answers"] + stats["skipped"] == 6
     for event in events:
         meta = event["metadata"]
         n = meta["num_masks"]
@@ -60,8 +63,9 @@ nodes:
         assert len(meta["scores"]) == n and all(isinstance(s, float) for s in meta["scores"])
         assert meta["image_id"] == "image"
         assert "datetime" in meta["timestamp"]
-    assert [e["metadata"]["num_masks"] for e in events] == [2, 2, 0, 2, 2, 0]
-    assert [e["metadata"]["labels"] for e in events if e["metadata"]["num_masks"]] == [["cup", "bottle"]] * 4
+    for event in events:  # two boxes, or the empty detection every third frame
+        assert (event["metadata"]["num_masks"], event["metadata"]["labels"]) in [(2, ["cup", "bottle"]), (0, [])]
+    assert events[-1]["metadata"]["num_masks"] == 0  # the last frame's empty detection is always answered
 
 
 def test_seed_consumer_code_runs_unchanged_on_one_object(dataflow, model_dir):
@@ -84,7 +88,8 @@ nodes:
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     coverage_lines = [line for line in run.node_log("consumer") if line.startswith("Object covers")]
-    assert len(coverage_lines) == 4, run.node_log("consumer")
+    stats = run.sam2_stats()
+    assert len(coverage_lines) == stats["answers"] >= 1 and stats["answers"] + stats["skipped"] == 4
 
 
 # ---------------------------------------------------------------------------- scripted messages
@@ -147,7 +152,7 @@ def test_points_with_background_labels(dataflow, model_dir, tmp_path):
     steps = [
         frame_message(scene(), 0),
         (0.1, "points", points, {"labels": [1, 0, 0], "timestamp": T0}),
-        (0.1, "points", pa.array(np.array([100, 100], np.float32)), {"timestamp": T0}),
+        (1.0, "points", pa.array(np.array([100, 100], np.float32)), {"timestamp": T0}),  # after the first answer
     ]
     run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "points"],
                                {"image": "player/image", "points": "player/points"}, ("mask", "masks")))
@@ -213,8 +218,9 @@ def test_bad_input_is_one_log_line_and_the_node_keeps_answering(dataflow, model_
         matching = [line for line in sam2_lines if expected in line]
         assert len(matching) == 1, (expected, sam2_lines)
         assert "input '" in matching[0]
-    answers = run.events()
-    assert len(answers) == len(bad) - 1  # every good box after the first frame is answered
+    answers, stats = run.events(), run.sam2_stats()
+    # every good box after the first frame is answered (or, queued behind another, counted as skipped)
+    assert len(answers) == stats["answers"] and stats["answers"] + stats["skipped"] == len(bad) - 1
     assert all(e["metadata"]["num_masks"] == 1 for e in answers)
 
 

@@ -6,9 +6,13 @@ Each is validated once, when it is built (by the codecs); past that, code trusts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
+
+# Two timestamps name the same frame within this: dora carries them to about 1 us, and frames of any
+# real camera are milliseconds apart.
+TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
 
 # Point labels as SAM2's prompt encoder reads them.
 BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3

@@ -12,11 +12,13 @@ Every helper takes the (N, H, W) bool stack and answers for all N objects at onc
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import cv2
 import numpy as np
 import pyarrow as pa
+
+from .domain import TIMESTAMP_TOLERANCE
 
 
 def decode_masks(event) -> np.ndarray:
@@ -143,8 +145,6 @@ def masks_with_frames(events, mask_input: str = "mask", image_input: str = "imag
 class RecentFrames:
     """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`)."""
 
-    TOLERANCE = timedelta(microseconds=5)  # dora carries timestamps to about 1 us
-
     def __init__(self, size: int = 30):
         self._frames: deque[tuple[datetime, np.ndarray]] = deque(maxlen=size)
 
@@ -160,6 +160,6 @@ class RecentFrames:
         if timestamp is None:
             return None
         for stamp, pixels in reversed(self._frames):
-            if abs(stamp - timestamp) <= self.TOLERANCE:
+            if abs(stamp - timestamp) <= TIMESTAMP_TOLERANCE:
                 return pixels
         return None

@@ -86,7 +86,8 @@ class Sam2ImageModel:
     def encode(self, frame: Frame) -> ImageEmbedding:
         with self._autocast():
             features = self.model.get_image_embeddings(self.preprocess(frame.rgb))
-        return ImageEmbedding(features, frame.width, frame.height)
+        # In the decoder's dtype once per frame, not once per prompt.
+        return ImageEmbedding([f.to(self.dtype) for f in features], frame.width, frame.height)
 
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +110,7 @@ class Sam2ImageModel:
             )
         # One mask per object; for an ambiguous single click SAM2 itself falls back to the best of its
         # three candidates (dynamic multimask via stability), as multimask_output=False does.
-        features = [f.to(self.dtype) for f in embedding.features]
+        features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)
         logits, iou = decode_masks(
             self._decoder, features[-1], self._image_pe, sparse.to(self.dtype), dense.to(self.dtype), features[:-1]
         )
