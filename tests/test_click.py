@@ -83,6 +83,9 @@ def test_frames_stream_with_their_timestamp_and_masks(server):
     stream = urllib.request.urlopen(server.address + "events", timeout=5)
     frame = Frame("image", np.full((48, 64, 3), 100, np.uint8), T0, "bgr8")
     server.view.show_masks(np.pad(np.ones((1, 10, 10), bool), ((0, 0), (0, 38), (0, 54))), ["object 0"], [0.8])
+    deadline = time.monotonic() + 5
+    while not server.view._subscribers and time.monotonic() < deadline:  # the server thread registers the page
+        time.sleep(0.01)
     server.view.show_frame(frame)
     line = b""
     while not line.startswith(b"data: "):
@@ -200,3 +203,12 @@ def _open_when_served(page, url: str, seconds: float = 120) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_no_page_open_means_no_drawing(monkeypatch):
+    view = LiveView()
+    drawn = []
+    monkeypatch.setattr("dora_sam2.click.overlay.draw", lambda *a: drawn.append(a))
+    view.show_masks(np.ones((1, 48, 64), bool), ["object 0"], [0.8])
+    view.show_frame(Frame("image", np.zeros((48, 64, 3), np.uint8), T0, "bgr8"))
+    assert drawn == []

@@ -41,9 +41,12 @@ class LiveView:
         self._subscribers: list[queue.Queue] = []
         self._lock = threading.Lock()
         self._masks: dict[str, tuple[np.ndarray, float]] = {}  # per object label: every object stays visible
-        self.latest: dict | None = None
 
     def show_frame(self, frame) -> None:
+        with self._lock:
+            watched = bool(self._subscribers)
+        if not watched:  # nobody has the page open: do not draw and encode 30 frames a second for nothing
+            return
         masks = self._drawable(frame.height, frame.width)
         rgb = overlay.draw(frame, masks) if masks is not None else frame.rgb
         jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])[1]
@@ -53,7 +56,6 @@ class LiveView:
             "masks": 0 if masks is None else len(masks),
         }
         with self._lock:
-            self.latest = message
             for subscriber in self._subscribers:
                 if subscriber.qsize() < 2:  # a slow browser gets the newest frames, not a backlog
                     subscriber.put(message)
@@ -71,8 +73,6 @@ class LiveView:
         subscriber: queue.Queue = queue.Queue()
         with self._lock:
             self._subscribers.append(subscriber)
-            if self.latest is not None:
-                subscriber.put(self.latest)
         return subscriber
 
     def unsubscribe(self, subscriber: queue.Queue) -> None:
