@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_dataflow
+from dora_sam2.domain import TIMESTAMP_TOLERANCE
 from dora_sam2.masks import bounding_boxes
 
 pytestmark = pytest.mark.dataflow
@@ -64,14 +65,19 @@ nodes:
 
 
 def by_frame(run):
-    """Every output grouped by the camera frame it came from (timestamps to the millisecond)."""
-    groups: dict[str, dict] = {}
-    for event in run.events():
-        key = datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"]).isoformat(timespec="milliseconds")
-        groups.setdefault(key, {})[event["id"]] = event
-    answered = [g for g in groups.values() if "mask" in g and "frame" in g]
+    """Every output grouped with the camera frame it came from (timestamps equal to dora's precision)."""
+    events = run.events()
+    groups = []
+    for frame in (e for e in events if e["id"] == "frame"):
+        group = {e["id"]: e for e in events if abs(stamp(e) - stamp(frame)) <= TIMESTAMP_TOLERANCE}
+        groups.append(group)
+    answered = [g for g in groups if "mask" in g]
     assert len(answered) >= 2
     return answered
+
+
+def stamp(event) -> datetime:
+    return datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
 
 
 def image(event):

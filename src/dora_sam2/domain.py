@@ -88,12 +88,6 @@ class Prompt:
         point_labels = np.asarray(point_labels, np.int64).reshape(1, -1)
         return cls(input_id, points, point_labels, (label,), **kw)
 
-    def with_points(self, points: np.ndarray) -> "Prompt":
-        return Prompt(
-            self.input_id, points.astype(np.float32), self.point_labels, self.labels,
-            self.image_id, self.timestamp, self.object_ids,
-        )
-
 
 @dataclass(frozen=True)
 class Masks:
