@@ -15,8 +15,22 @@ The results match transformers' forward (tests/test_decoder.py holds it to that)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class DecoderOutput:
+    """Everything SAM2's decoder says about N objects: its 4 candidate masks (the single-mask one first,
+    then 3 multimask candidates), their predicted IoU, the mask tokens (tracking turns the chosen one
+    into the object's pointer) and whether the object is in the image at all."""
+
+    masks: torch.Tensor  # (N, 4, 4H, 4W) low-resolution logits
+    iou: torch.Tensor  # (N, 4)
+    mask_tokens: torch.Tensor  # (N, 4, C)
+    object_score_logits: torch.Tensor  # (N, 1): > 0 when the object is visible
 
 
 def decode_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_features):
@@ -26,13 +40,23 @@ def decode_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_fea
     high_res_features: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)]. Single-mask output, as
     `multimask_output=False` gives it (with SAM2's fallback to the most stable of its 3 candidates).
     """
+    out = run_decoder(decoder, image_embedding, image_pe, sparse, dense, high_res_features)
+    if decoder.dynamic_multimask_via_stability:
+        best_masks, best_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
+        return best_masks[0], best_iou[0]
+    return out.masks[:, :1], out.iou[:, :1]
+
+
+def run_decoder(decoder, image_embedding, image_pe, sparse, dense, high_res_features) -> DecoderOutput:
+    """The decoder's raw outputs for N objects. image_embedding may be one image shared by all objects
+    (batch 1) or one per object (batch N: tracking conditions each object's image on its own memory)."""
     n = sparse.shape[1]
     _, channels, height, width = image_embedding.shape
     output_tokens = torch.cat(
         [decoder.obj_score_token.weight, decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0
     )
     tokens = torch.cat([output_tokens.expand(n, -1, -1), sparse[0]], dim=1).to(decoder.iou_token.weight.dtype)
-    image = (image_embedding + dense).flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
+    image = (image_embedding + dense).flatten(2).transpose(1, 2)  # (1 or N, HW, C)
     pe = image_pe.flatten(2).transpose(1, 2)
 
     queries, keys = _two_way_transformer(decoder.transformer, tokens, image, pe)
@@ -47,12 +71,12 @@ def decode_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_fea
         [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
     )
     masks = (hyper_in @ upscaled.flatten(2)).view(n, decoder.num_mask_tokens, *upscaled.shape[-2:])
-    iou = decoder.iou_prediction_head(iou_token_out)
-
-    if decoder.dynamic_multimask_via_stability:
-        best_masks, best_iou = decoder._dynamic_multimask_via_stability(masks[None], iou[None])
-        return best_masks[0], best_iou[0]
-    return masks[:, :1], iou[:, :1]
+    return DecoderOutput(
+        masks=masks,
+        iou=decoder.iou_prediction_head(iou_token_out),
+        mask_tokens=mask_tokens_out,
+        object_score_logits=decoder.pred_obj_score_head(queries[:, 0]),
+    )
 
 
 def _two_way_transformer(transformer, point_embeddings, image, image_pe):

@@ -61,14 +61,15 @@ class Sam2ImageModel:
         self._decoder = model.mask_decoder if dtype == torch.float32 else copy.deepcopy(model.mask_decoder).to(dtype)
 
     @classmethod
-    def load(cls, settings: Settings) -> "Sam2ImageModel":
+    def load(cls, settings: Settings, video: bool = False) -> "Sam2ImageModel":
+        """`video` loads SAM2 with its memory modules (transformers' Sam2VideoModel), for tracking."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
         if device.type == "cpu":
             # torch's default is every core of the machine, which oversubscribes a pinned container
             torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
-        model = _load_sam2(settings.model).to(device).eval()
+        model = _load_sam2(settings.model, video).to(device).eval()
         if settings.compile:
             # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
             model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
@@ -199,8 +200,9 @@ def cpu_has_fast_bf16() -> bool:
 # ---------------------------------------------------------------------------- loading
 
 
-def _load_sam2(source: str):
-    from transformers import AutoConfig, Sam2Model  # heavy: imported when the node starts, not at import
+def _load_sam2(source: str, video: bool = False):
+    # heavy: imported when the node starts, not at import
+    from transformers import AutoConfig, Sam2Model, Sam2VideoModel
 
     local = _local_checkpoint(source)
     with _quiet_hub():
@@ -213,8 +215,13 @@ def _load_sam2(source: str):
                 f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
                 "such as facebook/sam2.1-hiera-tiny or to a directory holding one."
             )
+        if video and config.model_type != "sam2_video":
+            raise ModelLoadError(
+                f"MODE=track needs SAM2's video memory, and MODEL={source} is an image-only SAM2 checkpoint: "
+                "use a facebook/sam2.1-hiera-* hub id (they hold both), or MODE=segment."
+            )
         try:
-            return _from_cache_or_hub(Sam2Model.from_pretrained, source, local)
+            return _from_cache_or_hub((Sam2VideoModel if video else Sam2Model).from_pretrained, source, local)
         except OSError as error:
             raise ModelLoadError(_explain_missing(source, local, error)) from None
 

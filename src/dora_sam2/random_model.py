@@ -41,14 +41,21 @@ def _test_config(config_class):
                 global_attention_blocks=[3],  # a global block may not open a stage (it would pool)
             ),
             backbone_channel_list=[128, 64, 32, 16],
-            fpn_hidden_size=32,
+            fpn_hidden_size=128,  # object pointers are cut into several memory-wide (64) tokens
         ),
-        prompt_encoder_config=dict(hidden_size=32),
-        mask_decoder_config=dict(hidden_size=32, iou_head_hidden_dim=32, mlp_dim=64, num_attention_heads=2),
-        memory_attention_hidden_size=32,
-        memory_encoder_hidden_size=32,
-        memory_encoder_output_channels=16,
-        mem_dim=16,
+        prompt_encoder_config=dict(hidden_size=128),
+        mask_decoder_config=dict(hidden_size=128, iou_head_hidden_dim=32, mlp_dim=64, num_attention_heads=2),
+        memory_attention_hidden_size=128,
+        # Memory attention (every object's queries over its memory frames) dominates tracking cost:
+        # one layer over a 3-frame window keeps the streaming logic whole and the suite fast.
+        num_maskmem=3,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64,  # transformers fixes the memory's width at 64
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=64,
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MODES = ("segment", "track")
 
 
 class ConfigError(Exception):
@@ -25,6 +26,10 @@ class Settings:
     threads: int = 0  # torch CPU threads; 0 = the cores this process may run on
     compile: bool = False  # torch.compile the image encoder (slow start, faster frames on some machines)
     stats_file: str = ""  # where to write the final stats as JSON (the benchmark reads it)
+    mode: str = "segment"  # segment: answer each prompt on its frame; track: follow objects on every frame
+    max_objects: int = 16  # track mode: live tracks at most; further new objects are refused, said once
+    lost_frames: int = 30  # track mode: a track SAM2 has not seen for this many frames ends
+    match_iou: float = 0.3  # track mode: least overlap of a detection and a track's box to be that track
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -35,6 +40,12 @@ class Settings:
         dtype = env.get("DTYPE", "auto").strip().lower() or "auto"
         if dtype not in DTYPES:
             raise ConfigError(f"DTYPE={dtype!r} is not one of {', '.join(DTYPES)}.")
+        mode = env.get("MODE", "segment").strip().lower() or "segment"
+        if mode not in MODES:
+            raise ConfigError(f"MODE={mode!r} is not one of {', '.join(MODES)}.")
+        match_iou = _float(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
+        if match_iou > 1:
+            raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
         return cls(
             model=env.get("MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
             device=device,
@@ -45,6 +56,10 @@ class Settings:
             threads=_int(env, "THREADS", cls.threads, minimum=0),
             compile=_bool(env, "COMPILE", cls.compile),
             stats_file=env.get("STATS_FILE", "").strip(),
+            mode=mode,
+            max_objects=_int(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
+            lost_frames=_int(env, "LOST_FRAMES", cls.lost_frames, minimum=1),
+            match_iou=match_iou,
         )
 
 

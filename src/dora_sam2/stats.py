@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 log = logging.getLogger("dora_sam2")
 
-STAGES = ("frame_decode", "encode", "prompt_decode", "postprocess", "send")
+STAGES = ("frame_decode", "encode", "prompt_decode", "memory", "remember", "postprocess", "send")
 
 
 class Stages:
@@ -43,6 +43,7 @@ class Stats:
         self.answers = 0
         self.skipped = 0
         self.latencies_ms: list[float] = []
+        self.tracking: dict | None = None  # track mode: tracks started, ended, live
         self._last = time.monotonic()
 
     def answered(self, timestamp: datetime | None) -> None:
@@ -71,6 +72,7 @@ class Stats:
             "skipped": self.skipped,
             "stages_ms": {stage: self.stages.mean_ms(stage) for stage in STAGES},
             "stage_calls": {stage: self.stages.calls[stage] for stage in STAGES},
+            **({"tracking": self.tracking} if self.tracking is not None else {}),
         }
 
     def write(self, path: str) -> None:

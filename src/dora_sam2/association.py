@@ -1,0 +1,110 @@
+"""Which detection is which track: box overlap and a globally optimal assignment. Pure numpy.
+
+A detector that runs now and then must not mint new ids for objects already tracked. Each detection
+set is matched to the live tracks by the IoU of the detection box and the box of the track's mask;
+the assignment maximises the total IoU over all pairs at once (Hungarian algorithm), so two objects
+crossing paths are not swapped the way greedy nearest-first matching swaps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Association:
+    matches: list[tuple[int, int]]  # (track index, detection index)
+    new_detections: list[int]  # detections that match no track: they start tracks
+    unmatched_tracks: list[int]  # tracks no detection landed on: they go on from memory
+
+
+def associate(track_boxes: np.ndarray, detection_boxes: np.ndarray, min_iou: float) -> Association:
+    """Match (T, 4) track boxes to (D, 4) detection boxes, xyxy. A track box of NaNs (nothing seen
+    yet) matches nothing; a pair overlapping less than `min_iou` is never matched."""
+    track_boxes = np.asarray(track_boxes, np.float64).reshape(-1, 4)
+    detection_boxes = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
+    iou = box_iou(track_boxes, detection_boxes)
+    gain = np.where(iou >= min_iou, iou, 0.0)  # a pair below the bar is worth nothing
+    matches = [(t, d) for t, d in optimal_assignment(-gain) if gain[t, d] > 0]
+    matched_tracks = {t for t, _ in matches}
+    matched_detections = {d for _, d in matches}
+    return Association(
+        matches=sorted(matches),
+        new_detections=[d for d in range(len(detection_boxes)) if d not in matched_detections],
+        unmatched_tracks=[t for t in range(len(track_boxes)) if t not in matched_tracks],
+    )
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of xyxy boxes; 0 wherever either box is NaN or empty."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None]
+    b = np.asarray(b, np.float64).reshape(-1, 4)[None]
+    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = width * height
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union
+    return np.where(np.isfinite(iou) & (union > 0), iou, 0.0)
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) xyxy pixel boxes enclosing each mask (right/bottom exclusive, like a
+    detector's); NaN rows for empty masks."""
+    boxes = np.full((len(masks), 4), np.nan)
+    for i, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows):
+            boxes[i] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+    return boxes
+
+
+def optimal_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
+    """The (row, column) pairs of minimum total cost, each row and column used at most once.
+
+    Kuhn-Munkres with potentials, O(n^3): tracks and detections number in the tens, so this is
+    microseconds, and it spares a SciPy dependency for one function.
+    """
+    cost = np.asarray(cost, np.float64)
+    rows, cols = cost.shape
+    if rows == 0 or cols == 0:
+        return []
+    transposed = rows > cols  # the algorithm wants rows <= columns
+    if transposed:
+        cost = cost.T
+        rows, cols = cols, rows
+    u = np.zeros(rows + 1)
+    v = np.zeros(cols + 1)
+    owner = np.zeros(cols + 1, dtype=int)  # owner[j]: the row (1-based) holding column j; 0 = free
+    for row in range(1, rows + 1):
+        owner[0] = row
+        free_col = 0
+        slack = np.full(cols + 1, np.inf)
+        previous = np.zeros(cols + 1, dtype=int)
+        used = np.zeros(cols + 1, dtype=bool)
+        while owner[free_col] != 0:
+            used[free_col] = True
+            current = owner[free_col]
+            reduced = cost[current - 1] - u[current] - v[1:]
+            improve = ~used[1:] & (reduced < slack[1:])
+            slack[1:][improve] = reduced[improve]
+            previous[1:][improve] = free_col
+            candidates = np.where(used[1:], np.inf, slack[1:])
+            nxt = int(np.argmin(candidates)) + 1
+            delta = candidates[nxt - 1]
+            u[owner[used]] += delta
+            v[used] -= delta
+            slack[1:][~used[1:]] -= delta
+            free_col = nxt
+        while free_col:  # flip the augmenting path
+            prev = previous[free_col]
+            owner[free_col] = owner[prev]
+            free_col = prev
+    pairs = [(owner[j] - 1, j - 1) for j in range(1, cols + 1) if owner[j]]
+    if transposed:
+        pairs = [(c, r) for r, c in pairs]
+    return sorted(pairs)

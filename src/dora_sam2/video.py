@@ -1,0 +1,308 @@
+"""SAM2's video memory on a live stream: every object of a frame in one batch, memory bounded.
+
+transformers' `Sam2VideoModel.forward` runs objects one by one and its session keeps every frame's
+pixels and every output for ever. This module runs the same modules with the same weights, but:
+
+- all tracked objects of a frame go through memory attention and the mask decoder as one batch;
+  the frame's features are computed once and shared, never copied per object;
+- all objects prompted on a frame share one image (no memory is read on a prompted frame), so their
+  decoding shares the image work as `decoder.py` does for boxes;
+- each object's `ObjectMemory` keeps only what SAM2 reads back: its prompted frames (the first and
+  the newest) and the last few tracked frames. Memory use is flat however long the stream runs.
+
+tests/test_video.py holds it to transformers' own streaming results.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .decoder import DecoderOutput, run_decoder
+from .domain import Frame, Prompt
+from .model import Sam2ImageModel
+
+# The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
+NO_OBJECT_LOGIT = -1024.0
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """A frame's encoder output, before any object's memory is mixed in."""
+
+    image: torch.Tensor  # (1, C, H, W) top-level features
+    position: torch.Tensor  # (1, C, H, W) their positional encoding
+    high_res: list  # [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)], for the decoder's upscaling
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What one object leaves behind on one frame, for later frames to attend to."""
+
+    features: torch.Tensor  # (HW, mem_dim), bf16 as SAM2 stores it
+    position: torch.Tensor  # (HW, mem_dim)
+    pointer: torch.Tensor  # (C,): the object's summary token
+
+
+@dataclass(frozen=True)
+class Step:
+    """The model's answer for N objects on one frame."""
+
+    logits: torch.Tensor  # (N, 4H, 4W) low-resolution mask logits
+    scores: np.ndarray  # (N,) predicted IoU
+    object_score_logits: torch.Tensor  # (N,): <= 0 means SAM2 does not see the object
+    pointers: torch.Tensor  # (N, C)
+
+    @property
+    def visible(self) -> np.ndarray:
+        return (self.object_score_logits > 0).cpu().numpy()
+
+    @staticmethod
+    def concat(steps: list["Step"], order: list[int]) -> "Step":
+        """Steps of object groups joined, then put in `order` (indices into the concatenation)."""
+        index = torch.as_tensor(order, dtype=torch.long)
+        return Step(
+            torch.cat([s.logits for s in steps])[index],
+            np.concatenate([s.scores for s in steps])[index.numpy()],
+            torch.cat([s.object_score_logits for s in steps])[index],
+            torch.cat([s.pointers for s in steps])[index],
+        )
+
+
+class ObjectMemory:
+    """One object's memory bank, bounded as SAM2 reads it.
+
+    SAM2 attends to the object's prompted frames, its last `num_maskmem - 1` tracked frames, and the
+    pointers of its last `max_object_pointers - 1` tracked frames. Prompted frames are capped too: the
+    first (often a person's careful click) and the newest (`prompted_kept` in all), so a detector that
+    re-prompts every few frames does not grow cost or memory.
+    """
+
+    def __init__(self, recent: int, pointers: int, prompted_kept: int = 2):
+        self.prompted: dict[int, Memory] = {}
+        self.recent: deque[tuple[int, Memory]] = deque(maxlen=recent)
+        self.recent_pointers: deque[tuple[int, torch.Tensor]] = deque(maxlen=pointers)
+        self._prompted_kept = prompted_kept
+
+    def add(self, frame_index: int, memory: Memory, prompted: bool) -> None:
+        if prompted:
+            self.prompted[frame_index] = memory
+            while len(self.prompted) > self._prompted_kept:
+                del self.prompted[sorted(self.prompted)[1]]  # keep the first and the newest
+        else:
+            self.recent.append((frame_index, memory))
+            self.recent_pointers.append((frame_index, memory.pointer))
+
+    def spatial(self, frame_index: int) -> list[tuple[int, Memory]]:
+        """(temporal offset, memory) in SAM2's order: prompted frames (offset 0), then tracked, oldest first."""
+        window = self.recent.maxlen
+        tracked = [(frame_index - i, m) for i, m in self.recent if 1 <= frame_index - i <= window]
+        return [(0, m) for i, m in self.prompted.items() if i <= frame_index] + sorted(tracked, key=lambda x: -x[0])
+
+    def pointers(self, frame_index: int) -> list[tuple[int, torch.Tensor]]:
+        """(frames ago, pointer): prompted frames first, then tracked frames, newest first."""
+        window = self.recent_pointers.maxlen
+        prompted = [(frame_index - i, m.pointer) for i, m in self.prompted.items() if i <= frame_index]
+        tracked = [(frame_index - i, p) for i, p in self.recent_pointers if 1 <= frame_index - i <= window]
+        return prompted + sorted(tracked, key=lambda x: x[0])
+
+    def layout(self, frame_index: int) -> tuple[int, int]:
+        """Objects with the same layout can share one batch through memory attention."""
+        return len(self.spatial(frame_index)), len(self.pointers(frame_index))
+
+    def tensors(self) -> list[torch.Tensor]:
+        kept = [*self.prompted.values(), *(m for _, m in self.recent)]
+        return [t for m in kept for t in (m.features, m.position, m.pointer)]
+
+
+class Sam2StreamingModel:
+    """Frames and prompts in, per-object masks and memories out. The caller (tracking.Tracker) owns the
+    objects and their `ObjectMemory`; this class owns the maths."""
+
+    def __init__(self, image_model: Sam2ImageModel):
+        self.image_model = image_model  # pre/post-processing, device, dtype, the fast decoder copy
+        self.model = image_model.model  # a transformers Sam2VideoModel
+        config = self.model.config
+        self.config = config
+        self.num_maskmem = config.num_maskmem
+        self.max_pointers = config.max_object_pointers_in_encoder
+        self.size = tuple(self.model.backbone_feature_sizes[-1])
+        self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
+        with torch.inference_mode():
+            self._no_point = self._prompt_embeddings(torch.zeros(1, 1, 1, 2), -torch.ones(1, 1, 1, dtype=torch.long))
+            self._memory_position = None  # the memory encoder's (fixed) positional encoding, made on first use
+
+    @property
+    def device(self):
+        return self.image_model.device
+
+    def new_memory(self) -> ObjectMemory:
+        return ObjectMemory(recent=self.num_maskmem - 1, pointers=self.max_pointers - 1)
+
+    # -- the four calls the tracker makes
+
+    @torch.inference_mode()
+    def encode(self, frame: Frame) -> FrameFeatures:
+        with self.image_model._autocast():
+            out = self.model.get_image_features(self.image_model.preprocess(frame.rgb), return_dict=True)
+        maps = [
+            f.permute(1, 2, 0).reshape(1, -1, *size).to(self.image_model.dtype)
+            for f, size in zip(out.fpn_hidden_states, self.model.backbone_feature_sizes)
+        ]
+        position = out.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *self.size)
+        return FrameFeatures(maps[-1], position, maps[:-1], frame.width, frame.height)
+
+    @torch.inference_mode()
+    def prompt(self, features: FrameFeatures, prompt: Prompt) -> Step:
+        """Objects given points or a box on this frame. As in SAM2, a prompted frame reads no memory."""
+        points = self.image_model.model_points(prompt, features.width, features.height)
+        labels = torch.from_numpy(prompt.point_labels)
+        sparse, dense = self._prompt_embeddings(torch.from_numpy(points)[None], labels[None])
+        image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
+        out = self._decode(image, sparse, dense, features.high_res)
+        real_points = (prompt.point_labels != Prompt.PAD).sum(axis=1)
+        multimask = torch.from_numpy(self._multimask(real_points, prompted=True))
+        return self._select(out, multimask)
+
+    @torch.inference_mode()
+    def track(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> Step:
+        """Objects carried by their memory onto this frame: memory attention and decoding, batched."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, memory in enumerate(memories):
+            groups.setdefault(memory.layout(frame_index), []).append(i)
+        steps, order = [], []
+        for members in groups.values():
+            image = self._attend(features, [memories[i] for i in members], frame_index)
+            sparse, dense = self._no_point
+            out = self._decode(image, sparse.expand(-1, len(members), -1, -1), dense, features.high_res)
+            multimask = torch.from_numpy(self._multimask(np.zeros(len(members), int), prompted=False))
+            steps.append(self._select(out, multimask))
+            order.extend(members)
+        inverse = np.argsort(order)
+        return Step.concat(steps, inverse.tolist())
+
+    @torch.inference_mode()
+    def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
+        """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
+        encoder = self.model.memory_encoder
+        with self.image_model._autocast():
+            high_res = F.interpolate(step.logits[:, None].float(), size=(self.config.image_size,) * 2,
+                                     mode="bilinear", align_corners=False)
+            from_prompt = torch.as_tensor(prompted, device=high_res.device).view(-1, 1, 1, 1)
+            # A prompted frame's mask is remembered hard, a tracked one soft (SAM2 does the same).
+            mask = torch.where(from_prompt, (high_res > 0).to(high_res.dtype), torch.sigmoid(high_res))
+            mask = mask * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
+            # The frame's projection is the same for every object: computed once, then broadcast.
+            image = encoder.feature_projection(features.image.to(encoder.feature_projection.weight.dtype))
+            fused = encoder.memory_fuser(image + encoder.mask_downsampler(mask))
+            memory = encoder.projection(fused)
+            if self.model.occlusion_spatial_embedding_parameter is not None:
+                hidden = (step.object_score_logits <= 0).to(memory.dtype).view(-1, 1, 1, 1)
+                memory = memory + hidden * self.model.occlusion_spatial_embedding_parameter.view(1, -1, 1, 1)
+        if self._memory_position is None:
+            shape = torch.Size((1, *memory.shape[1:]))
+            self._memory_position = encoder.position_encoding(shape, memory.device, memory.dtype)[0].flatten(1).T.float()
+        flat = memory.to(torch.bfloat16).flatten(2).transpose(1, 2)  # (N, HW, mem_dim)
+        return [Memory(flat[i].contiguous(), self._memory_position, step.pointers[i]) for i in range(len(prompted))]
+
+    def postprocess(self, step: Step, frame: Frame) -> np.ndarray:
+        return self.image_model.postprocess(step.logits, frame.width, frame.height)
+
+    # -- internals
+
+    def _prompt_embeddings(self, points: torch.Tensor, labels: torch.Tensor):
+        device = self.device
+        with self.image_model._autocast():
+            sparse, dense = self.model.prompt_encoder(
+                input_points=points.to(device), input_labels=labels.to(device), input_boxes=None, input_masks=None
+            )
+        dtype = self.image_model.dtype
+        return sparse.to(dtype), dense[:1].to(dtype)
+
+    def _decode(self, image, sparse, dense, high_res) -> DecoderOutput:
+        decoder = self.image_model._decoder
+        out = run_decoder(decoder, image.to(self.image_model.dtype), self.image_model._image_pe, sparse, dense, high_res)
+        if not (torch.isfinite(out.masks).all() and torch.isfinite(out.iou).all()):
+            raise FloatingPointError("the model produced NaN or infinite outputs")
+        return out
+
+    def _multimask(self, num_points: np.ndarray, prompted: bool) -> np.ndarray:
+        """SAM2 answers ambiguous prompts (no or one point) with the best of its three candidates."""
+        c = self.config
+        allowed = c.multimask_output_in_sam and (prompted or c.multimask_output_for_tracking)
+        return allowed & (c.multimask_min_pt_num <= num_points) & (num_points <= c.multimask_max_pt_num)
+
+    def _select(self, out: DecoderOutput, multimask: torch.Tensor) -> Step:
+        """One mask per object, its pointer and visibility, as transformers' `_single_frame_forward`."""
+        decoder = self.image_model._decoder
+        rows = torch.arange(out.masks.shape[0])
+        best = out.iou[:, 1:].argmax(dim=1) + 1
+        if decoder.dynamic_multimask_via_stability:
+            single_masks, single_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
+            single_masks, single_iou = single_masks[0, :, 0], single_iou[0, :, 0]
+        else:
+            single_masks, single_iou = out.masks[:, 0], out.iou[:, 0]
+        pick = multimask.view(-1, 1, 1)
+        logits = torch.where(pick, out.masks[rows, best], single_masks)
+        iou = torch.where(multimask, out.iou[rows, best], single_iou)
+        token = torch.where(multimask.view(-1, 1), out.mask_tokens[rows, best], out.mask_tokens[:, 0])
+
+        object_score = out.object_score_logits[:, 0].float()
+        visible = (object_score > 0).view(-1, 1)
+        logits = torch.where(visible.view(-1, 1, 1), logits.float(), NO_OBJECT_LOGIT)
+        with self.image_model._autocast():
+            pointer = self.model.object_pointer_proj(token.to(self._pointer_dtype))
+        pointer = torch.where(visible, pointer.float(), self.model.no_object_pointer.float())
+        return Step(logits, iou.float().cpu().numpy(), object_score, pointer)
+
+    def _attend(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> torch.Tensor:
+        """The frame's features conditioned on each object's memory: (B, C, H, W), one batch."""
+        memory, position, num_pointer_tokens = zip(*(self._memory_tokens(m, frame_index) for m in memories))
+        memory, position = torch.stack(memory, dim=1), torch.stack(position, dim=1)  # (M, B, mem_dim)
+        batch = len(memories)
+        image = features.image.flatten(2).permute(2, 0, 1).expand(-1, batch, -1)  # (HW, B, C)
+        image_position = features.position.flatten(2).permute(2, 0, 1).expand(-1, batch, -1)
+        with self.image_model._autocast():
+            out = self.model.memory_attention(
+                current_vision_features=image,
+                current_vision_position_embeddings=image_position,
+                memory=memory,
+                memory_posision_embeddings=position,
+                num_object_pointer_tokens=num_pointer_tokens[0],
+            )
+        # (1, B, HW, C) -> (B, C, H, W)
+        return out[0].transpose(1, 2).reshape(batch, -1, *self.size)
+
+    def _memory_tokens(self, memory: ObjectMemory, frame_index: int):
+        """One object's memory as SAM2's memory attention reads it: spatial memories with their
+        temporal encoding, then its object pointers split into mem_dim-wide tokens."""
+        temporal = self.model.memory_temporal_positional_encoding
+        tokens, positions = [], []
+        for offset, m in memory.spatial(frame_index):
+            tokens.append(m.features.float())
+            positions.append(m.position + temporal[offset - 1].view(1, -1))
+        pointers = memory.pointers(frame_index)
+        if pointers:
+            offsets = torch.tensor([o for o, _ in pointers], dtype=torch.float32, device=self.device)
+            stacked = torch.stack([p for _, p in pointers])  # (P, C)
+            channels, mem_dim = stacked.shape[1], self.model.mem_dim
+            if self.config.enable_temporal_pos_encoding_for_object_pointers:
+                from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
+
+                sine = get_1d_sine_pe(offsets / float(self.max_pointers - 1), dim=channels)
+                pointer_position = self.model.temporal_positional_encoding_projection_layer(sine.to(stacked.dtype))
+            else:
+                pointer_position = stacked.new_zeros(len(pointers), mem_dim)
+            splits = channels // mem_dim
+            tokens.append(stacked.reshape(-1, splits, mem_dim).flatten(0, 1))
+            positions.append(pointer_position.repeat_interleave(splits, dim=0))
+            num_pointer_tokens = len(pointers) * splits
+        else:
+            num_pointer_tokens = 0
+        return torch.cat(tokens), torch.cat(positions), num_pointer_tokens

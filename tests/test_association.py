@@ -1,0 +1,99 @@
+"""Matching detections to tracks: pure functions, checked against brute force and hand-made scenes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from dora_sam2.association import associate, box_iou, boxes_from_masks, optimal_assignment
+
+
+def brute_force_minimum(cost: np.ndarray) -> float:
+    rows, cols = cost.shape
+    if rows <= cols:
+        return min(sum(cost[r, c] for r, c in zip(range(rows), perm)) for perm in itertools.permutations(range(cols), rows))
+    return min(sum(cost[r, c] for r, c in zip(perm, range(cols))) for perm in itertools.permutations(range(rows), cols))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5).flatmap(lambda r: st.integers(1, 5).flatmap(
+    lambda c: arrays(np.float64, (r, c), elements=st.floats(-10, 10, allow_nan=False)))))
+def test_assignment_is_the_global_optimum(cost):
+    pairs = optimal_assignment(cost)
+    assert len(pairs) == min(cost.shape)
+    assert len({r for r, _ in pairs}) == len({c for _, c in pairs}) == len(pairs)
+    assert abs(sum(cost[r, c] for r, c in pairs) - brute_force_minimum(cost)) < 1e-6
+
+
+def test_crossing_objects_are_not_swapped_where_greedy_would_swap_them():
+    # Track 0 overlaps detection 0 best of all pairs (0.43), so nearest-first takes that pair and leaves
+    # track 1 with detection 1 (0.0). The other pairing, the true motion, totals 0.33 + 0.25.
+    tracks = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], float)
+    detections = np.array([[4, 0, 14, 10], [-5, 0, 5, 10]], float)
+    iou = box_iou(tracks, detections)
+    assert iou[0, 0] == iou.max()  # what greedy would grab first
+    found = associate(tracks, detections, min_iou=0.05)
+    total = sum(iou[t, d] for t, d in found.matches)
+    assert total == max(iou[0, 0] + iou[1, 1], iou[0, 1] + iou[1, 0])
+    assert found.matches == [(0, 1), (1, 0)]
+
+
+def test_a_missed_detection_leaves_its_track_unmatched_and_starts_nothing():
+    tracks = np.array([[0, 0, 10, 10], [50, 50, 60, 60], [100, 0, 120, 20]], float)
+    detections = np.array([[101, 1, 121, 21], [1, 0, 11, 10]], float)  # the middle object was missed
+    found = associate(tracks, detections, min_iou=0.3)
+    assert found.matches == [(0, 1), (2, 0)]
+    assert found.unmatched_tracks == [1] and found.new_detections == []
+
+
+def test_a_detection_far_from_every_track_starts_a_new_one():
+    found = associate(np.array([[0, 0, 10, 10]], float), np.array([[0, 0, 10, 10], [80, 80, 90, 90]], float), 0.3)
+    assert found.matches == [(0, 0)] and found.new_detections == [1]
+
+
+def test_overlap_below_the_bar_is_no_match():
+    found = associate(np.array([[0, 0, 10, 10]], float), np.array([[8, 8, 18, 18]], float), min_iou=0.3)
+    assert found.matches == [] and found.new_detections == [0] and found.unmatched_tracks == [0]
+
+
+def test_track_never_seen_matches_nothing():
+    found = associate(np.full((1, 4), np.nan), np.array([[0, 0, 10, 10]], float), min_iou=0.0)
+    assert found.matches == [] and found.new_detections == [0]
+
+
+def test_ids_follow_objects_through_motion_and_occlusion():
+    """Three objects drift each frame, one hides behind another for a while; the detector fires every
+    third frame. Matching the newest visible box of each track keeps every identity."""
+    size, frames = 12, 30
+    truth = {0: (10, 10, 2, 0), 1: (60, 10, -1, 1), 2: (30, 60, 1, -1)}  # x, y, dx, dy per frame
+    boxes = np.array([[x, y, x + size, y + size] for x, y, _, _ in truth.values()], float)
+    for t in range(1, frames):
+        positions = {i: (x + dx * t, y + dy * t) for i, (x, y, dx, dy) in truth.items()}
+        hidden = {1} if 10 <= t < 16 else set()
+        masks = np.zeros((3, 100, 100), bool)
+        for i, (x, y) in positions.items():
+            if i not in hidden:
+                masks[i, y : y + size, x : x + size] = True
+        seen = boxes_from_masks(masks)
+        visible = ~np.isnan(seen).any(axis=1)
+        boxes[visible] = seen[visible]  # a hidden track keeps its last box
+        if t % 3 == 0:
+            order = [2, 0, 1]  # detectors list objects in any order
+            detections = np.array([[*positions[i], positions[i][0] + size, positions[i][1] + size]
+                                   for i in order if i not in hidden], float)
+            shown = [i for i in order if i not in hidden]
+            found = associate(boxes, detections, min_iou=0.3)
+            assert found.new_detections == [], t
+            assert {track: shown[d] for track, d in found.matches} == {i: i for i in shown}, t
+
+
+def test_boxes_from_masks_encloses_the_mask_and_marks_empty_ones():
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 5:8, 10:20] = True
+    boxes = boxes_from_masks(masks)
+    np.testing.assert_array_equal(boxes[0], [10, 5, 20, 8])
+    assert np.isnan(boxes[1]).all()

@@ -1,0 +1,94 @@
+"""MODE=track end to end: real `dora run` dataflows around the real node and the suite's random-weight SAM2.
+
+Random weights make meaningless masks, so these tests hold the plumbing to account (every frame
+answered with its tracks, ids born only of prompts, reset, the cap), not where the masks fall.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import assert_no_traceback
+from test_dataflows import T0, frame_message, player_flow, scene, write_script
+
+pytestmark = pytest.mark.dataflow
+
+TRACK_ENV = {"MODE": "track", "DTYPE": "bfloat16", "LOST_FRAMES": "1000"}  # random weights "lose" objects at random
+
+
+def frame_index(event) -> int:
+    stamp = datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
+    return round((stamp - T0).total_seconds())
+
+
+def boxes_message(index: int, boxes) -> tuple:
+    return (0.01, "bbox", pa.array(np.asarray(boxes, np.float32).ravel()),
+            {"timestamp": frame_message(scene(), index)[3]["timestamp"], "labels": ["thing"] * len(boxes)})
+
+
+def track_flow(model_dir, tmp_path, steps, outputs=("mask",), env=None, inputs=("image", "bbox")):
+    flow = player_flow(model_dir, write_script(tmp_path, steps), list(inputs),
+                       {name: f"player/{name}" for name in inputs}, outputs)
+    # the node's env line, with track mode added
+    for key, value in {**TRACK_ENV, **(env or {})}.items():
+        flow = flow.replace('"STATS_FILE":', f'"{key}": "{value}", "STATS_FILE":', 1)
+    return flow
+
+
+def test_detections_every_15th_frame_frames_between_answered_from_memory(dataflow, model_dir, tmp_path):
+    boxes = [[40, 40, 200, 220], [300, 100, 560, 400]]
+    steps = []
+    for i in range(46):
+        steps.append(frame_message(scene(seed=i % 3), i))
+        if i % 15 == 0:
+            steps.append(boxes_message(i, boxes))
+    run = dataflow(track_flow(model_dir, tmp_path, steps, outputs=("mask", "overlay")))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    masks = [e for e in run.events() if e["id"] == "mask"]
+    assert len([e for e in run.events() if e["id"] == "overlay"]) == len(masks)
+
+    tracked = [e for e in masks if e["metadata"]["num_masks"] > 0]
+    between = [e for e in tracked if frame_index(e) % 15 != 0]
+    assert len(between) >= 5, [frame_index(e) for e in tracked]  # answered from memory, no prompt on them
+    unused_detections, known = [0, 15, 30, 45], set()
+    for event in masks:
+        meta, index = event["metadata"], frame_index(event)
+        assert meta["num_masks"] == len(meta["track_ids"]) == len(meta["labels"])
+        assert event["value"].size == meta["num_masks"] * 480 * 640
+        new = set(meta["track_ids"]) - known
+        if new:  # new ids come with a detection sent on or before this frame, once per detection
+            assert unused_detections and unused_detections[0] <= index, (index, new)
+            unused_detections.pop(0)
+        known |= new
+    assert {1, 2} <= known
+    stats = run.sam2_stats()
+    assert stats["tracking"]["started"] == len(known) and stats["answers"] == len(masks)
+    assert stats["answers"] + stats["skipped"] == 46  # every frame answered or, behind a newer one, skipped
+
+
+def test_points_reset_and_the_object_cap(dataflow, model_dir, tmp_path):
+    three = [[10, 10, 100, 100], [200, 200, 300, 300], [400, 50, 600, 250]]
+    click = pa.array(np.array([320, 240], np.float32))
+    steps = [frame_message(scene(), 0), boxes_message(0, three)]  # 3 detections, MAX_OBJECTS=2
+    steps += [frame_message(scene(), i) for i in range(1, 4)]
+    steps += [(0.3, "reset", pa.array([0]), {}), frame_message(scene(), 4), frame_message(scene(), 5)]
+    steps += [(0.3, "points", click, {"object_id": 0, "label": "object 0", "timestamp": frame_message(scene(), 5)[3]["timestamp"]}),
+              frame_message(scene(), 6), frame_message(scene(), 7),
+              (0.3, "points", pa.array(np.array([320, 240, 330, 250], np.float32)), {"object_id": 0, "labels": [1, 1]}),
+              frame_message(scene(), 8), frame_message(scene(), 9)]
+    run = dataflow(track_flow(model_dir, tmp_path, steps, env={"MAX_OBJECTS": "2"},
+                              inputs=("image", "bbox", "points", "reset")))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    answers = {frame_index(e): e["metadata"] for e in run.events()}
+    assert len([line for line in run.node_log("sam2") if "MAX_OBJECTS=2" in line]) == 1
+    before_reset = [m["track_ids"] for i, m in answers.items() if 1 <= i < 4]  # frame 0 may beat the boxes
+    assert before_reset and all(ids == [1, 2] for ids in before_reset)
+    assert answers[4]["track_ids"] == []  # reset dropped them (frame 5 may already carry the click)
+    after_click = [m for i, m in answers.items() if i >= 6]
+    assert after_click and all(m["track_ids"] == [3] and m["labels"] == ["object 0"] for m in after_click)

@@ -1,0 +1,203 @@
+"""The Tracker's bookkeeping: ids, association, loss, caps, clicks, reset.
+
+SAM2's masks only follow objects with trained weights, and none can be downloaded here. So these tests
+drive the real Tracker with `ColourSegmenter`, a stand-in that has the streaming model's interface and
+really segments: a prompt picks the colour under it, tracking finds that colour's pixels in each new
+frame. The real model's streaming maths is held to transformers' in test_video.py, and its plumbing is
+run end to end in test_track_dataflows.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import torch
+
+from dora_sam2.domain import FOREGROUND, Frame, Prompt
+from dora_sam2.tracking import Tracker
+from dora_sam2.video import Step
+
+W, H, SIZE = 120, 90, 14
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+class ColourMemory:
+    def __init__(self):
+        self.colour = None
+
+    def add(self, frame_index, colour, prompted):
+        self.colour = colour
+
+
+class ColourSegmenter:
+    """Segments by colour: the prompt's colour on the prompted frame, then that colour's pixels."""
+
+    def new_memory(self):
+        return ColourMemory()
+
+    def encode(self, frame):
+        return frame
+
+    def prompt(self, frame, prompt):
+        colours = []
+        for points, labels in zip(prompt.points, prompt.point_labels):
+            real = points[labels != Prompt.PAD]
+            x, y = real.mean(axis=0).astype(int) if (labels != FOREGROUND).all() else real[0].astype(int)
+            colours.append(tuple(frame.rgb[y, x]))
+        return self._segment(frame, colours)
+
+    def track(self, frame, memories, frame_index):
+        return self._segment(frame, [m.colour for m in memories])
+
+    def remember(self, frame, step, prompted):
+        return [tuple(int(c) for c in colour) for colour in step.pointers.numpy()]
+
+    def postprocess(self, step, frame):
+        return step.logits.numpy() > 0
+
+    @staticmethod
+    def _segment(frame, colours):
+        masks = np.stack([(frame.rgb == colour).all(axis=-1) & (np.array(colour) > 0).any() for colour in colours])
+        seen = masks.reshape(len(masks), -1).any(axis=1)
+        return Step(torch.from_numpy(np.where(masks, 1.0, -1.0)), np.ones(len(masks), np.float32),
+                    torch.from_numpy(np.where(seen, 1.0, -1.0)), torch.tensor(colours, dtype=torch.float32))
+
+
+def render(index: int, objects: dict) -> Frame:
+    """objects: colour -> (x, y) top-left, or None when hidden."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    for colour, at in objects.items():
+        if at is not None:
+            x, y = at
+            rgb[y : y + SIZE, x : x + SIZE] = colour
+    return Frame("image", rgb, T0 + timedelta(seconds=index), "rgb8")
+
+
+def detect(frame: Frame, objects: dict, labels: dict | None = None) -> Prompt:
+    shown = [(c, at) for c, at in objects.items() if at is not None]
+    boxes = np.array([[x, y, x + SIZE, y + SIZE] for _, (x, y) in shown], np.float32).reshape(-1, 4)
+    names = [(labels or {}).get(c, "thing") for c, _ in shown]
+    return Prompt.from_boxes("bbox", boxes, names, timestamp=frame.timestamp)
+
+
+def ids_by_colour(frame: Frame, masks) -> dict:
+    out = {}
+    for track_id, mask in zip(masks.track_ids, masks.masks):
+        if mask.any():
+            out[tuple(int(c) for c in frame.rgb[mask][0])] = track_id
+    return out
+
+
+def tracker(**kw) -> Tracker:
+    return Tracker(ColourSegmenter(), **{"max_objects": 8, "lost_frames": 5, "match_iou": 0.3, **kw})
+
+
+def test_objects_keep_their_ids_between_and_across_detections():
+    """Detections every 15th frame while two objects move: frames between are answered from memory,
+    and each re-detection lands on the track it belongs to."""
+    t = tracker()
+    seen_ids = set()
+    for i in range(46):
+        objects = {RED: (5 + i, 10), GREEN: (90 - i, 60)}
+        frame = render(i, objects)
+        masks = t.step(frame, detect(frame, objects) if i % 15 == 0 else None)
+        assert ids_by_colour(frame, masks) == {RED: 1, GREEN: 2}, i
+        assert masks.track_ids == (1, 2) and len(masks) == 2
+        seen_ids.update(masks.track_ids)
+    assert seen_ids == {1, 2} and t.started == 2
+
+
+def test_crossing_objects_keep_their_ids():
+    """Two objects pass each other; a detection fires while they overlap in x."""
+    t = tracker()
+    for i in range(0, 40, 2):
+        objects = {RED: (10 + 2 * i, 30), BLUE: (90 - 2 * i, 36)}
+        frame = render(i, objects)
+        masks = t.step(frame, detect(frame, objects) if i % 6 == 0 else None)
+        assert ids_by_colour(frame, masks) == {RED: 1, BLUE: 2}, i
+
+
+def test_a_missed_detection_keeps_the_track():
+    t = tracker()
+    objects = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    frame = render(1, objects)
+    masks = t.step(frame, detect(frame, {RED: (10, 10)}))  # the detector missed green this time
+    assert ids_by_colour(frame, masks) == {RED: 1, GREEN: 2}
+
+
+def test_an_occluded_object_keeps_its_id_and_a_long_lost_one_ends():
+    t = tracker(lost_frames=5)
+    frame = render(0, {RED: (10, 10), GREEN: (60, 40)})
+    t.step(frame, detect(frame, {RED: (10, 10), GREEN: (60, 40)}))
+    for i in range(1, 4):  # green hidden for 3 frames, under the limit of 5
+        masks = t.step(render(i, {RED: (10, 10), GREEN: None}))
+        assert masks.track_ids == (1, 2) and not masks.masks[1].any()
+    objects = {RED: (10, 10), GREEN: (62, 41)}
+    frame = render(4, objects)
+    masks = t.step(frame, detect(frame, objects))
+    assert ids_by_colour(frame, masks) == {RED: 1, GREEN: 2}
+    for i in range(5, 10):  # now gone for 5 frames: ended
+        masks = t.step(render(i, {RED: (10, 10), GREEN: None}))
+    assert [tr.track_id for tr in t.tracks] == [1] and t.ended == 1
+    objects = {RED: (10, 10), GREEN: (60, 40)}
+    frame = render(10, objects)
+    masks = t.step(frame, detect(frame, objects))
+    assert ids_by_colour(frame, masks) == {RED: 1, GREEN: 3}  # back, but as a new object: ids are never reused
+
+
+def test_no_id_without_a_prompt_and_none_before_the_first():
+    t = tracker()
+    masks = t.step(render(0, {RED: (10, 10)}))
+    assert len(masks) == 0 and masks.track_ids == ()
+    frame = render(1, {RED: (10, 10)})
+    assert t.step(frame, detect(frame, {RED: (10, 10)})).track_ids == (1,)
+    for i in range(2, 8):  # a new object walks in, but nobody prompts it
+        assert t.step(render(i, {RED: (10, 10), BLUE: (70, 50)})).track_ids == (1,)
+
+
+def test_max_objects_caps_new_tracks(caplog):
+    t = tracker(max_objects=2)
+    objects = {RED: (5, 5), GREEN: (40, 40), BLUE: (90, 70)}
+    frame = render(0, objects)
+    masks = t.step(frame, detect(frame, objects))
+    assert masks.track_ids == (1, 2) and "MAX_OBJECTS=2" in caplog.text
+
+
+def test_detector_label_travels_with_the_track():
+    t = tracker()
+    objects = {RED: (10, 10)}
+    frame = render(0, objects)
+    assert t.step(frame, detect(frame, objects, {RED: "cup"})).labels == ("cup",)
+    assert t.step(render(1, objects)).labels == ("cup",)
+
+
+def test_clicks_refine_the_object_they_name_or_land_in_and_start_others():
+    t = tracker()
+    objects = {RED: (10, 10), GREEN: (60, 40)}
+    frame = render(0, objects)
+    click_red = Prompt.from_points("points", [[15, 15]], [FOREGROUND], label="object 0", object_ids=(0,))
+    assert t.step(frame, clicks=[click_red]).track_ids == (1,)
+    # the page sends object 0's whole point list again: the same track, refined
+    again = Prompt.from_points("points", [[15, 15], [20, 20]], [FOREGROUND, FOREGROUND], object_ids=(0,))
+    assert t.step(render(1, objects), clicks=[again]).track_ids == (1,)
+    # a click with no object id inside green's area starts green; inside red's box refines red
+    green = Prompt.from_points("points", [[65, 45]], [FOREGROUND])
+    frame = render(2, objects)
+    assert ids_by_colour(frame, t.step(frame, clicks=[green])) == {RED: 1, GREEN: 2}
+    inside_red = Prompt.from_points("points", [[12, 12]], [FOREGROUND])
+    assert t.step(render(3, objects), clicks=[inside_red]).track_ids == (1, 2)
+
+
+def test_reset_drops_tracks_and_ids_move_on():
+    t = tracker()
+    objects = {RED: (10, 10)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    t.reset()
+    assert len(t.step(render(1, objects))) == 0
+    frame = render(2, objects)
+    assert t.step(frame, detect(frame, objects)).track_ids == (2,)

@@ -1,0 +1,107 @@
+"""Our batched streaming loop must give what transformers' own Sam2VideoModel gives, frame after frame,
+and keep its memory bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dora_sam2.domain import Frame, Prompt
+from dora_sam2.video import Sam2StreamingModel
+
+WIDTH, HEIGHT = 160, 120
+BOXES = np.array([[20, 20, 70, 80], [90, 30, 150, 100]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def streaming(model_dir):
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.settings import Settings
+
+    return Sam2StreamingModel(Sam2ImageModel.load(Settings(model=str(model_dir), dtype="float32"), video=True))
+
+
+def frames(count: int):
+    """A bright square drifting right over a gradient: enough structure for features to differ."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    for t in range(count):
+        rgb = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 80)], -1).astype(np.uint8)
+        rgb[30:70, 25 + 3 * t : 65 + 3 * t] = 240
+        yield Frame("image", rgb, None, "rgb8")
+
+
+def run_ours(streaming, count, prompt_every=None):
+    memories = [streaming.new_memory() for _ in BOXES]
+    logits = []
+    for index, frame in enumerate(frames(count)):
+        features = streaming.encode(frame)
+        prompted = index == 0 or (prompt_every and index % prompt_every == 0)
+        if prompted:
+            step = streaming.prompt(features, Prompt.from_boxes("bbox", BOXES))
+        else:
+            step = streaming.track(features, memories, index)
+        for memory, m in zip(memories, streaming.remember(features, step, [bool(prompted)] * len(BOXES))):
+            memory.add(index, m, prompted=bool(prompted))
+        logits.append(step.logits)
+    return logits, memories
+
+
+def run_transformers(streaming, count):
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    model, image_model = streaming.model, streaming.image_model
+    session = Sam2VideoInferenceSession(video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
+    logits = []
+    for index, frame in enumerate(frames(count)):
+        pixels = image_model.preprocess(frame.rgb)[0]
+        if index == 0:
+            session.add_new_frame(pixels)
+            points = image_model.model_points(Prompt.from_boxes("bbox", BOXES), WIDTH, HEIGHT)
+            for obj_id, corners in enumerate(points):
+                obj_idx = session.obj_id_to_idx(obj_id)
+                session.add_point_inputs(obj_idx, 0, {
+                    "point_coords": torch.from_numpy(corners)[None, None],
+                    "point_labels": torch.tensor([[[2, 3]]]),
+                })
+                session.obj_with_new_inputs.append(obj_id)
+            out = model(inference_session=session, frame_idx=0)
+        else:
+            out = model(inference_session=session, frame=pixels)
+        logits.append(out.pred_masks[:, 0])
+    return logits
+
+
+@pytest.fixture(params=["visible", "hidden"])
+def visibility(request, streaming):
+    """Random weights say "object present" at random: pin SAM2's presence score to test each path."""
+    bias = streaming.model.mask_decoder.pred_obj_score_head.proj_out.bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias.add_(30.0 if request.param == "visible" else -30.0)
+    yield request.param
+    with torch.no_grad():
+        bias.copy_(saved)
+
+
+def test_matches_transformers_streaming(streaming, visibility):
+    """A prompted frame, then tracked frames reading a growing, then full, then sliding memory window."""
+    count = streaming.num_maskmem + 4
+    with torch.inference_mode():
+        ours, _ = run_ours(streaming, count)
+        reference = run_transformers(streaming, count)
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs.float(), rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+    hidden = torch.stack(ours) == -1024.0
+    assert (~hidden).all() if visibility == "visible" else hidden.all()
+
+
+def test_memory_stays_bounded(streaming):
+    """Re-prompted every 4th frame for 30 frames: each object keeps 2 prompted frames and the window."""
+    _, memories = run_ours(streaming, 30, prompt_every=4)
+    for memory in memories:
+        assert len(memory.prompted) == 2 and 0 in memory.prompted and 28 in memory.prompted
+        assert len(memory.recent) == streaming.num_maskmem - 1
+        assert len(memory.recent_pointers) <= streaming.max_pointers - 1
+        tracked_frames = [i for i in range(30) if i % 4]
+        assert [i for i, _ in memory.recent] == tracked_frames[-(streaming.num_maskmem - 1):]
