@@ -134,7 +134,7 @@ def dataflow(model_dir: str, node: str, boxes: int, dtype: str, args, seconds: f
 
 
 def pipeline(model_dir, sam2_path, boxes: int, frames: int, fps: float, probe: Path, sam2_env: dict,
-             outputs=("mask",)) -> str:
+             outputs=("mask",), detector_env: dict | None = None) -> str:
     """camera -> dora-yolo-format detector with `boxes` boxes -> the node -> latency probe."""
     detections = [[40 + 150 * (i % 4), 40 + 100 * (i // 4 % 4), 140 + 150 * (i % 4), 130 + 100 * (i // 4 % 4),
                    f"obj{i}"] for i in range(boxes)]
@@ -149,7 +149,7 @@ nodes:
     path: {ROOT}/examples/nodes/fixed_detector.py
     inputs: {{image: camera/image}}
     outputs: [bbox]
-    env: {{BOXES: '{json.dumps(detections)}'}}
+    env: {json.dumps({"BOXES": json.dumps(detections), **(detector_env or {})})}
   - id: sam2
     path: {sam2_path}
     inputs: {{image: camera/image, bbox: yolo/bbox}}

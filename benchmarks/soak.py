@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/soak.py                   # 3000 frames at 15 fps, random hiera-tiny
     .venv/bin/python benchmarks/soak.py --frames 20000    # longer
     .venv/bin/python benchmarks/soak.py --model DIR
+    .venv/bin/python benchmarks/soak.py --mode track --detect-every 15   # tracking, sparse detections
 
 Samples the node's resident memory (RSS, from /proc) every 2 s and records every mask's latency, then
 reports RSS after warm-up and at the end (means of 10 samples), its trend (a least-squares slope), the
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--boxes", type=int, default=3)
+    parser.add_argument("--mode", choices=("segment", "track"), default="segment")
+    parser.add_argument("--detect-every", type=int, default=1, help="the detector answers every Nth frame")
+    parser.add_argument("--max-objects", type=int, default=16, help="track mode's MAX_OBJECTS")
     args = parser.parse_args()
     model_dir = args.model or str(random_tiny())
 
@@ -41,7 +45,10 @@ def main() -> None:
         tmp = Path(tmp)
         probe = tmp / "latency.json"
         (tmp / "soak.yml").write_text(pipeline(model_dir, "dora-sam2", args.boxes, args.frames, args.fps, probe,
-                                               sam2_env={"STATS_EVERY": "60"}, outputs=("mask", "masks", "overlay")))
+                                               sam2_env={"STATS_EVERY": "60", "MODE": args.mode,
+                                                         "MAX_OBJECTS": str(args.max_objects)},
+                                               outputs=("mask", "masks", "overlay"),
+                                               detector_env={"EVERY": str(args.detect_every)}))
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
         started = time.time()
         dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp / "soak.yml")], cwd=tmp, env=env,
@@ -66,7 +73,8 @@ def main() -> None:
     steady = np.array([(t, mb) for t, mb in rss[:-1] if t > rss[0][0] + 30] or rss)
     slope = np.polyfit(steady[:, 0], steady[:, 1], 1)[0] * 60 if len(steady) > 2 else float("nan")
     result = {
-        "frames": args.frames, "fps": args.fps, "boxes": args.boxes, "model": model_dir,
+        "frames": args.frames, "fps": args.fps, "boxes": args.boxes, "model": model_dir, "mode": args.mode,
+        "detect_every": args.detect_every,
         "duration_s": time.time() - started, "answers": len(latencies),
         "rss_mb_after_warmup": float(steady[:10, 1].mean()), "rss_mb_end": float(steady[-10:, 1].mean()),
         "rss_mb_max": float(steady[:, 1].max()), "rss_mb_per_min": float(slope),
@@ -77,10 +85,12 @@ def main() -> None:
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "soak.json").write_text(json.dumps(result, indent=2))
+    name = "soak" if args.mode == "segment" else "soak-track"
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2))
+    prompts = "on every frame" if args.detect_every == 1 else f"every {args.detect_every}th frame"
     table = (
-        f"Soak: {args.frames} frames at {args.fps:g} fps, {args.boxes} boxes on every frame, outputs mask + masks + "
-        f"overlay, {Path(model_dir).name}; {result['duration_s']:.0f} s, {result['answers']} answers.\n\n"
+        f"Soak, MODE={args.mode}: {args.frames} frames at {args.fps:g} fps, {args.boxes} boxes {prompts}, outputs "
+        f"mask + masks + overlay, {Path(model_dir).name}; {result['duration_s']:.0f} s, {result['answers']} answers.\n\n"
         "| RSS after warm-up | RSS at end | RSS max | RSS trend | latency p50, first fifth | p50, last fifth | p99 |\n"
         "|---|---|---|---|---|---|---|\n"
         f"| {result['rss_mb_after_warmup']:.0f} MB | {result['rss_mb_end']:.0f} MB | {result['rss_mb_max']:.0f} MB | "
@@ -88,7 +98,7 @@ def main() -> None:
         f"{result['latency_ms_first_fifth_p50']:.0f} ms | {result['latency_ms_last_fifth_p50']:.0f} ms | "
         f"{result['latency_ms_p99']:.0f} ms |\n"
     )
-    (results / "soak.md").write_text(table)
+    (results / f"{name}.md").write_text(table)
     print(table)
 
 

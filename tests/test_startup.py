@@ -60,6 +60,10 @@ def test_cuda_asked_for_on_a_machine_without_it():
     ({"FRAME_BUFFER": "0"}, "FRAME_BUFFER=0 is below its minimum"),
     ({"FRAME_BUFFER": "many"}, "is not an integer"),
     ({"WARMUP": "maybe"}, "is not a boolean"),
+    ({"MODE": "follow"}, "MODE='follow' is not one of segment, track"),
+    ({"MATCH_IOU": "1.5"}, "MATCH_IOU=1.5 is above 1"),
+    ({"MAX_OBJECTS": "0"}, "MAX_OBJECTS=0 is below its minimum"),
+    ({"LOST_FRAMES": "soon"}, "is not an integer"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -3,7 +3,7 @@ can be downloaded. Its masks are meaningless.
 
     dora-sam2-random-model DIR [--size tiny|test] [--seed 0]
 
-`tiny` has exactly the layout and cost of facebook/sam2.1-hiera-tiny (156 MB); `test` is a 2 M-parameter
+`tiny` has exactly the layout and cost of facebook/sam2.1-hiera-tiny (156 MB); `test` is a 1.3 M-parameter
 model of the same architecture that makes the test suite fast.
 """
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .decoder import DecoderOutput, run_decoder
 from .domain import Frame, Prompt
+from .memory_attention import attend_memory
 from .model import Sam2ImageModel
 
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
@@ -264,20 +265,13 @@ class Sam2StreamingModel:
     def _attend(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> torch.Tensor:
         """The frame's features conditioned on each object's memory: (B, C, H, W), one batch."""
         memory, position, num_pointer_tokens = zip(*(self._memory_tokens(m, frame_index) for m in memories))
-        memory, position = torch.stack(memory, dim=1), torch.stack(position, dim=1)  # (M, B, mem_dim)
-        batch = len(memories)
-        image = features.image.flatten(2).permute(2, 0, 1).expand(-1, batch, -1)  # (HW, B, C)
-        image_position = features.position.flatten(2).permute(2, 0, 1).expand(-1, batch, -1)
+        memory, position = torch.stack(memory), torch.stack(position)  # (B, M, mem_dim)
+        image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
+        image_position = features.position.flatten(2).transpose(1, 2)
         with self.image_model._autocast():
-            out = self.model.memory_attention(
-                current_vision_features=image,
-                current_vision_position_embeddings=image_position,
-                memory=memory,
-                memory_posision_embeddings=position,
-                num_object_pointer_tokens=num_pointer_tokens[0],
-            )
-        # (1, B, HW, C) -> (B, C, H, W)
-        return out[0].transpose(1, 2).reshape(batch, -1, *self.size)
+            out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
+                                num_pointer_tokens[0])
+        return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
 
     def _memory_tokens(self, memory: ObjectMemory, frame_index: int):
         """One object's memory as SAM2's memory attention reads it: spatial memories with their

@@ -1,0 +1,115 @@
+"""Tracking cost per frame for 1, 4 and 8 objects, steady state (each object's memory window full).
+
+    .venv/bin/python benchmarks/track.py                 # random hiera-tiny, the node's default dtype
+    .venv/bin/python benchmarks/track.py --model DIR --dtype float32 --objects 1 2 4 8
+
+Drives the real Tracker and streaming model, as the node does: objects prompted on frame 0, then
+tracked from memory. Times the frames after the memory window has filled (num_maskmem frames), best of
+`--repeats`, and prints the cost split (encode, memory attention + decoding, memory encoding) with the
+FLOPs SAM2's memory attention needs per object. Writes benchmarks/results/track.json and track.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import machine, random_tiny  # noqa: E402
+
+WIDTH, HEIGHT = 640, 480
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--repeats", type=int, default=2, help="steady-state frames timed per object count")
+    args = parser.parse_args()
+
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.settings import Settings
+    from dora_sam2.video import Sam2StreamingModel
+
+    model_dir = args.model or str(random_tiny())
+    image_model = Sam2ImageModel.load(Settings(model=model_dir, dtype=args.dtype, device=args.device), video=True)
+    streaming = Sam2StreamingModel(image_model)
+    rows = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
+    base = rows[min(rows)]["total_ms"]
+    for row in rows.values():
+        row["x_of_fewest"] = row["total_ms"] / base
+    result = {"model": model_dir, "dtype": str(image_model.dtype), "device": str(image_model.device),
+              "machine": machine(), "flops": flops(streaming), "objects": rows}
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "track.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (out / "track.md").write_text(table)
+    print(table)
+
+
+def cost_per_frame(streaming, objects: int, repeats: int) -> dict:
+    from dora_sam2.domain import Frame, Prompt
+    from dora_sam2.tracking import Tracker
+
+    tracker = Tracker(streaming, max_objects=objects, lost_frames=10**9)
+    rng = np.random.default_rng(0)
+    boxes = [[40 + 140 * (i % 4), 40 + 200 * (i // 4), 160 + 140 * (i % 4), 200 + 200 * (i // 4)] for i in range(objects)]
+    steady_after = streaming.num_maskmem  # by then every object reads a full memory window
+    times = []
+    for index in range(steady_after + repeats):
+        frame = Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), None, "rgb8")
+        prompt = Prompt.from_boxes("bbox", np.array(boxes, np.float32)) if index == 0 else None
+        before = {stage: tracker.stages.seconds[stage] for stage in ("encode", "memory", "remember", "postprocess")}
+        started = time.perf_counter()
+        masks = tracker.step(frame, prompt)
+        total = time.perf_counter() - started
+        if index >= steady_after:
+            times.append({"total": total, **{s: tracker.stages.seconds[s] - before[s] for s in before}})
+    assert len(masks) == objects, (len(masks), objects)
+    best = min(times, key=lambda t: t["total"])
+    return {f"{stage}_ms": 1e3 * seconds for stage, seconds in best.items()}
+
+
+def flops(streaming) -> dict:
+    """Multiply-adds x2 of memory attention's attention products, per object and frame, window full."""
+    config = streaming.config
+    tokens = streaming.size[0] * streaming.size[1]
+    width = config.memory_attention_hidden_size
+    pointer_tokens = (streaming.max_pointers) * (config.vision_config.fpn_hidden_size // streaming.model.mem_dim)
+    memory_tokens = streaming.num_maskmem * tokens + pointer_tokens
+    layers = config.memory_attention_num_layers
+    self_attention = layers * 4 * tokens * tokens * width
+    cross_attention = layers * 4 * tokens * memory_tokens * width
+    return {"memory_attention_gflop_per_object": (self_attention + cross_attention) / 1e9,
+            "of_which_cross_attention_gflop": cross_attention / 1e9, "memory_tokens": memory_tokens}
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Tracking, steady state: {Path(result['model']).name}, {result['dtype'].removeprefix('torch.')} on "
+        f"{result['device']}, {WIDTH}x{HEIGHT}; {result['machine']}.",
+        "",
+        "| objects | per frame | x of 1 object | encode | memory attention + decode | memory encode | post-process |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, row in result["objects"].items():
+        lines.append(f"| {n} | {row['total_ms']:.0f} ms | {row['x_of_fewest']:.2f}x | {row['encode_ms']:.0f} ms | "
+                     f"{row['memory_ms']:.0f} ms | {row['remember_ms']:.0f} ms | {row['postprocess_ms']:.0f} ms |")
+    f = result["flops"]
+    lines += ["", f"Memory attention per object and frame: {f['memory_attention_gflop_per_object']:.0f} GFLOP in its "
+                  f"attention products ({f['of_which_cross_attention_gflop']:.0f} GFLOP of them over "
+                  f"{f['memory_tokens']} memory tokens).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
