@@ -108,7 +108,8 @@ def test_click_message_rejects_labels_other_than_0_and_1():
 
 @pytest.mark.dataflow
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
-def test_clicks_in_chromium_reach_sam2_and_its_mask_is_drawn(tmp_path, model_dir):
+@pytest.mark.parametrize("mode", ["segment", "track"])
+def test_clicks_in_chromium_reach_sam2_and_its_mask_is_drawn(tmp_path, model_dir, mode):
     playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     port, out = free_port(), tmp_path / "out"
     dataflow = tmp_path / "interactive.yml"
@@ -126,9 +127,9 @@ nodes:
     env: {{PORT: "{port}"}}
   - id: sam2
     path: dora-sam2
-    inputs: {{image: camera/image, points: click/points}}
+    inputs: {{image: camera/image, points: click/points, reset: click/reset}}
     outputs: [mask]
-    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+    env: {{MODEL: "{model_dir}", DTYPE: float32, MODE: {mode}, LOST_FRAMES: "100000"}}
   - id: out
     path: {NODES}/collector.py
     inputs: {{points: click/points, mask: sam2/mask}}
@@ -159,7 +160,7 @@ nodes:
             page.wait_for_timeout(1500)  # let the two-point answer come back and be drawn
             page.screenshot(path=str(tmp_path / "click.png"))
             browser.close()
-        print(f"click to mask drawn: {delay * 1e3:.0f} ms")
+        print(f"{mode} mode, click to mask drawn: {delay * 1e3:.0f} ms")
     finally:
         dora.send_signal(signal.SIGINT)
         try:
@@ -176,7 +177,10 @@ nodes:
     np.testing.assert_allclose(coords, [[200, 150], [400, 300]], atol=2)
     assert "datetime" in last["metadata"]["timestamp"]  # the displayed frame's, for SAM2 to match
     assert any(e["id"] == "mask" for e in events)
-    if os.environ.get("SAVE_SCREENSHOT"):
+    if mode == "track":  # answered on every frame from the click on, as one object refined, not two
+        tracked = [e for e in events if e["id"] == "mask" and e["metadata"]["num_masks"]]
+        assert len(tracked) >= 2 and all(e["metadata"]["track_ids"] == [1] for e in tracked)
+    if os.environ.get("SAVE_SCREENSHOT") and mode == "segment":
         shutil.copy(tmp_path / "click.png", ROOT / "docs" / "click.png")
 
 

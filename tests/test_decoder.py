@@ -59,7 +59,7 @@ def test_bfloat16_decoder_agrees_with_float32_per_object(model_dir):
     exact = Sam2ImageModel.load(Settings(model=str(model_dir), dtype="float32"))
     fast = Sam2ImageModel.load(Settings(model=str(model_dir), dtype="bfloat16"))
     for m in (exact, fast):
-        m._decoder.dynamic_multimask_via_stability = False
+        m.decoder.dynamic_multimask_via_stability = False
     rng = np.random.default_rng(1)
     frame = Frame("image", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), None, "rgb8")
     xy = rng.uniform(0, 400, (6, 2))

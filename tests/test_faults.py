@@ -74,7 +74,7 @@ nodes:
     assert run.returncode == 0, run.log[-4000:]
     assert "Traceback" not in run.log
     final = [line for line in sam2_lines(run) if "final: answered" in line]
-    assert len(final) == 1 and "answered 0 " not in final[0]
+    assert len(final) == 1 and "answered 0," not in final[0]
 
 
 @pytest.mark.dataflow

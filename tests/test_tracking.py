@@ -201,3 +201,28 @@ def test_reset_drops_tracks_and_ids_move_on():
     assert len(t.step(render(1, objects))) == 0
     frame = render(2, objects)
     assert t.step(frame, detect(frame, objects)).track_ids == (2,)
+
+
+def test_a_failed_frame_does_not_leave_half_started_tracks():
+    """Out of memory (or NaN) on the frame that starts an object: the next frame goes on cleanly."""
+
+    class FailsOnce(ColourSegmenter):
+        failed = False
+
+        def prompt(self, frame, prompt):
+            if not self.failed:
+                self.failed = True
+                raise MemoryError("out of memory")
+            return super().prompt(frame, prompt)
+
+    t = Tracker(FailsOnce(), lost_frames=5)
+    objects = {RED: (10, 10)}
+    frame = render(0, objects)
+    try:
+        t.step(frame, detect(frame, objects))
+    except MemoryError:
+        pass
+    assert t.tracks == []
+    assert len(t.step(render(1, objects))) == 0
+    frame = render(2, objects)
+    assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 2}

@@ -54,11 +54,11 @@ class Sam2ImageModel:
         self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
         with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
-            self._image_pe = model.get_image_wide_positional_embeddings().to(dtype)
+            self.image_pe = model.get_image_wide_positional_embeddings().to(dtype)
         # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
         # per-object image copies: a decoder that is in the fast dtype throughout skips both (4 M
         # parameters, copied once). The encoder stays under autocast, which is faster there.
-        self._decoder = model.mask_decoder if dtype == torch.float32 else copy.deepcopy(model.mask_decoder).to(dtype)
+        self.decoder = model.mask_decoder if dtype == torch.float32 else copy.deepcopy(model.mask_decoder).to(dtype)
 
     @classmethod
     def load(cls, settings: Settings, video: bool = False) -> "Sam2ImageModel":
@@ -85,7 +85,7 @@ class Sam2ImageModel:
 
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:
-        with self._autocast():
+        with self.autocast():
             features = self.model.get_image_embeddings(self.preprocess(frame.rgb))
         # In the decoder's dtype once per frame, not once per prompt.
         return ImageEmbedding([f.to(self.dtype) for f in features], frame.width, frame.height)
@@ -104,7 +104,7 @@ class Sam2ImageModel:
             return torch.zeros((0, *size), device=self.device), np.zeros(0, np.float32)
         points = torch.from_numpy(self.model_points(prompt, embedding.width, embedding.height))[None]
         labels = torch.from_numpy(prompt.point_labels)[None]
-        with self._autocast():
+        with self.autocast():
             sparse, dense = self.model.prompt_encoder(
                 input_points=points.to(self.device), input_labels=labels.to(self.device),
                 input_boxes=None, input_masks=None,
@@ -113,7 +113,7 @@ class Sam2ImageModel:
         # three candidates (dynamic multimask via stability), as multimask_output=False does.
         features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)
         logits, iou = decode_masks(
-            self._decoder, features[-1], self._image_pe, sparse.to(self.dtype), dense.to(self.dtype), features[:-1]
+            self.decoder, features[-1], self.image_pe, sparse.to(self.dtype), dense.to(self.dtype), features[:-1]
         )
         if not (torch.isfinite(iou).all() and torch.isfinite(logits).all()):
             raise FloatingPointError("the model produced NaN or infinite outputs")
@@ -147,7 +147,7 @@ class Sam2ImageModel:
         self.predict(self.encode(frame), box)
         return time.perf_counter() - started
 
-    def _autocast(self):
+    def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)

@@ -58,12 +58,16 @@ class Stats:
             return
         self._last = now
         latency = sum(self.latencies_ms) / len(self.latencies_ms) if self.latencies_ms else float("nan")
+        tracks = ""
+        if self.tracking is not None:  # track mode answers frames, not prompts
+            tracks = (f"; tracks: {self.tracking['live']} live, {self.tracking['started']} started, "
+                      f"{self.tracking['ended']} ended, memory attention {self.stages.mean_ms('memory'):.0f} ms")
         log.info(
-            "%sanswered %d prompts, skipped %d stale ones; mean latency %.0f ms; encode %.0f ms x %d, "
-            "prompt decode %.0f ms, post-process %.0f ms, frame decode %.1f ms",
+            "%sanswered %d, skipped %d stale inputs; mean latency %.0f ms; encode %.0f ms x %d, "
+            "prompt decode %.0f ms, post-process %.0f ms, frame decode %.1f ms%s",
             "final: " if final else "", self.answers, self.skipped, latency, self.stages.mean_ms("encode"),
             self.stages.calls["encode"], self.stages.mean_ms("prompt_decode"), self.stages.mean_ms("postprocess"),
-            self.stages.mean_ms("frame_decode"),
+            self.stages.mean_ms("frame_decode"), tracks,
         )
 
     def as_dict(self) -> dict:

@@ -59,19 +59,27 @@ class Tracker:
 
     def step(self, frame: Frame, detections: Prompt | None = None, clicks: Sequence[Prompt] = ()) -> Masks:
         """This frame's masks of every live track, after applying the prompts that came with it."""
+        known = len(self.tracks)  # tracks started below are appended after these
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:
             cues.update(self._match_clicks(prompt))
         if not self.tracks:  # nothing to follow: answered without touching the model
             return self._masks(frame, np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32))
 
-        with self.stages.time("encode"):
-            features = self.model.encode(frame)
-        step = self._infer(features, cues)
-        prompted = [track.track_id in cues for track in self.tracks]
-        with self.stages.time("remember"):
-            for track, memory, was_prompted in zip(self.tracks, self.model.remember(features, step, prompted), prompted):
-                track.memory.add(self._frame_index, memory, was_prompted)
+        try:
+            with self.stages.time("encode"):
+                features = self.model.encode(frame)
+            step = self._infer(features, cues)
+            prompted = [track.track_id in cues for track in self.tracks]
+            with self.stages.time("remember"):
+                memories = self.model.remember(features, step, prompted)
+        except Exception:
+            # A track started on this frame has no memory to go on from: it did not start after all.
+            self.started -= len(self.tracks) - known
+            self.tracks = self.tracks[:known]
+            raise
+        for track, memory, was_prompted in zip(self.tracks, memories, prompted):
+            track.memory.add(self._frame_index, memory, was_prompted)
         with self.stages.time("postprocess"):
             masks = self.model.postprocess(step, frame)
         answer = self._masks(frame, masks, step.scores)

@@ -117,10 +117,6 @@ class ObjectMemory:
         """Objects with the same layout can share one batch through memory attention."""
         return len(self.spatial(frame_index)), len(self.pointers(frame_index))
 
-    def tensors(self) -> list[torch.Tensor]:
-        kept = [*self.prompted.values(), *(m for _, m in self.recent)]
-        return [t for m in kept for t in (m.features, m.position, m.pointer)]
-
 
 class Sam2StreamingModel:
     """Frames and prompts in, per-object masks and memories out. The caller (tracking.Tracker) owns the
@@ -135,9 +131,9 @@ class Sam2StreamingModel:
         self.max_pointers = config.max_object_pointers_in_encoder
         self.size = tuple(self.model.backbone_feature_sizes[-1])
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
-        with torch.inference_mode():
+        self._memory_position = None  # the memory encoder's (fixed) positional encoding, made on first use
+        with torch.inference_mode():  # a tracked frame's prompt is "no point": the same embedding every time
             self._no_point = self._prompt_embeddings(torch.zeros(1, 1, 1, 2), -torch.ones(1, 1, 1, dtype=torch.long))
-            self._memory_position = None  # the memory encoder's (fixed) positional encoding, made on first use
 
     @property
     def device(self):
@@ -146,11 +142,11 @@ class Sam2StreamingModel:
     def new_memory(self) -> ObjectMemory:
         return ObjectMemory(recent=self.num_maskmem - 1, pointers=self.max_pointers - 1)
 
-    # -- the four calls the tracker makes
+    # -- what the tracker calls
 
     @torch.inference_mode()
     def encode(self, frame: Frame) -> FrameFeatures:
-        with self.image_model._autocast():
+        with self.image_model.autocast():
             out = self.model.get_image_features(self.image_model.preprocess(frame.rgb), return_dict=True)
         maps = [
             f.permute(1, 2, 0).reshape(1, -1, *size).to(self.image_model.dtype)
@@ -192,7 +188,7 @@ class Sam2StreamingModel:
     def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
         """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
         encoder = self.model.memory_encoder
-        with self.image_model._autocast():
+        with self.image_model.autocast():
             high_res = F.interpolate(step.logits[:, None].float(), size=(self.config.image_size,) * 2,
                                      mode="bilinear", align_corners=False)
             from_prompt = torch.as_tensor(prompted, device=high_res.device).view(-1, 1, 1, 1)
@@ -219,7 +215,7 @@ class Sam2StreamingModel:
 
     def _prompt_embeddings(self, points: torch.Tensor, labels: torch.Tensor):
         device = self.device
-        with self.image_model._autocast():
+        with self.image_model.autocast():
             sparse, dense = self.model.prompt_encoder(
                 input_points=points.to(device), input_labels=labels.to(device), input_boxes=None, input_masks=None
             )
@@ -227,8 +223,8 @@ class Sam2StreamingModel:
         return sparse.to(dtype), dense[:1].to(dtype)
 
     def _decode(self, image, sparse, dense, high_res) -> DecoderOutput:
-        decoder = self.image_model._decoder
-        out = run_decoder(decoder, image.to(self.image_model.dtype), self.image_model._image_pe, sparse, dense, high_res)
+        decoder = self.image_model.decoder
+        out = run_decoder(decoder, image.to(self.image_model.dtype), self.image_model.image_pe, sparse, dense, high_res)
         if not (torch.isfinite(out.masks).all() and torch.isfinite(out.iou).all()):
             raise FloatingPointError("the model produced NaN or infinite outputs")
         return out
@@ -241,7 +237,7 @@ class Sam2StreamingModel:
 
     def _select(self, out: DecoderOutput, multimask: torch.Tensor) -> Step:
         """One mask per object, its pointer and visibility, as transformers' `_single_frame_forward`."""
-        decoder = self.image_model._decoder
+        decoder = self.image_model.decoder
         rows = torch.arange(out.masks.shape[0])
         best = out.iou[:, 1:].argmax(dim=1) + 1
         if decoder.dynamic_multimask_via_stability:
@@ -257,7 +253,7 @@ class Sam2StreamingModel:
         object_score = out.object_score_logits[:, 0].float()
         visible = (object_score > 0).view(-1, 1)
         logits = torch.where(visible.view(-1, 1, 1), logits.float(), NO_OBJECT_LOGIT)
-        with self.image_model._autocast():
+        with self.image_model.autocast():
             pointer = self.model.object_pointer_proj(token.to(self._pointer_dtype))
         pointer = torch.where(visible, pointer.float(), self.model.no_object_pointer.float())
         return Step(logits, iou.float().cpu().numpy(), object_score, pointer)
@@ -268,7 +264,7 @@ class Sam2StreamingModel:
         memory, position = torch.stack(memory), torch.stack(position)  # (B, M, mem_dim)
         image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
         image_position = features.position.flatten(2).transpose(1, 2)
-        with self.image_model._autocast():
+        with self.image_model.autocast():
             out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
                                 num_pointer_tokens[0])
         return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
