@@ -111,7 +111,7 @@ def write_script(tmp_path, steps) -> str:
 
 
 def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
-                collect: dict | None = None) -> str:
+                collect: dict | None = None, sam2_env: dict | None = None) -> str:
     collect = collect or {name: f"sam2/{name}" for name in sam2_outputs}
     return f"""
 nodes:
@@ -119,7 +119,7 @@ nodes:
     path: $NODES/player.py
     outputs: {json.dumps(list(player_outputs))}
     env: {{SCRIPT: {script}, LINGER: "1"}}
-{sam2_node(model_dir, sam2_inputs, sam2_outputs)}
+{sam2_node(model_dir, sam2_inputs, sam2_outputs, sam2_env)}
   - id: out
     path: $NODES/collector.py
     inputs: {json.dumps(collect)}

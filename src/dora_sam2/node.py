@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 
 from dora import Node
-
-import itertools
 
 from . import codecs, overlay
 from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt
