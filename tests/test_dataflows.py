@@ -50,9 +50,11 @@ nodes:
     assert_no_traceback(run)
     events = run.events()
     # On a loaded machine two prompts can queue behind one answer, and the older is skipped (the speed
-    # issue's newest-wins): every prompt is answered or counted, never lost.
+    # issue's newest-wins): every prompt that reaches the node is answered or counted, never lost. (dora
+    # may stop the detector before it answers the camera's last frame: that prompt never reaches us.)
     stats = run.sam2_stats()
-    assert len(events) == stats["answers"] and stats["answers"] + stats["skipped"] == 6
+    assert len(events) == stats["answers"] and stats["answers"] + stats["skipped"] == stats["prompts"]
+    assert stats["prompts"] in (5, 6)
     for event in events:
         meta = event["metadata"]
         n = meta["num_masks"]
@@ -89,7 +91,8 @@ nodes:
     assert_no_traceback(run)
     coverage_lines = [line for line in run.node_log("consumer") if line.startswith("Object covers")]
     stats = run.sam2_stats()
-    assert len(coverage_lines) == stats["answers"] >= 1 and stats["answers"] + stats["skipped"] == 4
+    assert len(coverage_lines) == stats["answers"] >= 1 and stats["answers"] + stats["skipped"] == stats["prompts"]
+    assert stats["prompts"] in (3, 4)  # the last may not reach us (see the seed pipeline test)
 
 
 # ---------------------------------------------------------------------------- scripted messages
@@ -294,7 +297,9 @@ nodes:
     answers = [e for e in events if e["id"] == "mask"]
     frames = [e for e in events if e["id"] == "image"]
     assert counts["answers"] == len(answers) and counts["skipped"] > 0
-    assert counts["answers"] + counts["skipped"] == 40  # every prompt answered or counted, none lost
+    # every prompt that reaches the node is answered or counted, none lost (dora may stop the detector
+    # before it answers the camera's last frame)
+    assert counts["answers"] + counts["skipped"] == counts["prompts"] and counts["prompts"] >= 39
     assert counts["stage_calls"]["encode"] == counts["answers"]  # one encode per answered frame
     stamps = [stamp(e) for e in answers]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)

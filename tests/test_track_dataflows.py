@@ -35,8 +35,9 @@ def boxes_message(index: int, boxes) -> tuple:
 
 
 def track_flow(model_dir, tmp_path, steps, outputs=("mask",), env=None, inputs=("image", "bbox")):
-    return player_flow(model_dir, write_script(tmp_path, steps), list(inputs), {name: f"player/{name}" for name in inputs},
-                       outputs, sam2_env={**TRACK_ENV, **(env or {})})
+    wiring = {name: f"player/{name}" for name in inputs}
+    return player_flow(model_dir, write_script(tmp_path, steps), list(inputs), wiring, outputs,
+                       sam2_env={**TRACK_ENV, **(env or {})})
 
 
 def test_detections_every_15th_frame_frames_between_answered_from_memory(dataflow, model_dir, tmp_path):

@@ -106,9 +106,9 @@ def _two_way_block(layer, queries, keys, query_pe, key_pe):
 
 def _attention(attn, query, key, value):
     """transformers' Sam2Attention, where either side may have a batch of 1 shared by all N objects."""
-    q = _split_heads(attn.q_proj(query), attn)
-    k = _split_heads(attn.k_proj(key), attn)
-    v = _split_heads(attn.v_proj(value), attn)
+    q = split_heads(attn.q_proj(query), attn)
+    k = split_heads(attn.k_proj(key), attn)
+    v = split_heads(attn.v_proj(value), attn)
     if k.shape[0] == 1 and q.shape[0] > 1:
         # Every object attends to the same keys: one call with all objects' queries side by side.
         n, heads, length, dim = q.shape
@@ -119,10 +119,16 @@ def _attention(attn, query, key, value):
         if q.shape[0] == 1 and k.shape[0] > 1:
             q = q.expand(k.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
-    batch, heads, length, dim = out.shape
-    return attn.o_proj(out.transpose(1, 2).reshape(batch, length, heads * dim))
+    return attn.o_proj(merge_heads(out))
 
 
-def _split_heads(x, attn):
+def split_heads(x, attn):
+    """(B, L, heads * dim) -> (B, heads, L, dim), as transformers' SAM2 attention lays it out."""
     batch, length, _ = x.shape
     return x.view(batch, length, attn.num_attention_heads, attn.head_dim).transpose(1, 2)
+
+
+def merge_heads(x):
+    """(B, heads, L, dim) -> (B, L, heads * dim)."""
+    batch, heads, length, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * dim)

@@ -22,6 +22,7 @@ log = logging.getLogger("dora_sam2")
 PROMPT_DECODERS = {"bbox": codecs.decode_boxes, "boxes2d": codecs.decode_boxes, "points": codecs.decode_points}
 BOX_INPUTS = ("bbox", "boxes2d")
 OUTPUTS = ("mask", "masks", "overlay")
+RESET = "reset"  # what a message on the `reset` input means, whatever it holds
 
 
 def main() -> None:
@@ -70,6 +71,30 @@ class Adapter:
     def handle(self, events: list[dict]) -> None:
         raise NotImplementedError
 
+    def inputs(self, events: list[dict]):
+        """The batch's input events as the node's vocabulary: a Frame, a Prompt, or RESET. A bad message
+        is one log line and skipped; an input this node does not read is said once."""
+        for event in events:
+            if event["type"] != "INPUT":
+                continue
+            input_id = event["id"]
+            try:
+                if input_id.startswith("image"):
+                    with self.stages.time("frame_decode"):
+                        item = codecs.decode_frame(input_id, event["value"], event["metadata"])
+                elif input_id in PROMPT_DECODERS:
+                    item = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
+                    self.stats.prompts += 1
+                elif input_id == "reset":
+                    item = RESET
+                else:
+                    self._ignore(input_id)
+                    continue
+            except InputError as error:
+                log.warning("%s", error)
+                continue
+            yield item
+
     def finish(self) -> None:
         """The stream has ended."""
 
@@ -110,24 +135,12 @@ class Sam2Node(Adapter):
         waited = {id(prompt) for prompt in self._held.values()}
         candidates: dict[tuple[str, str | None], list[Prompt]] = {key: [p] for key, p in self._held.items()}
         self._held = {}
-        for event in events:
-            if event["type"] != "INPUT":
-                continue
-            input_id = event["id"]
-            try:
-                if input_id.startswith("image"):
-                    with self.segmenter.stages.time("frame_decode"):
-                        frame = codecs.decode_frame(input_id, event["value"], event["metadata"])
-                    self.segmenter.add_frame(frame)
-                elif input_id in PROMPT_DECODERS:
-                    prompt = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
-                    candidates.setdefault((input_id, prompt.image_id), []).append(prompt)
-                elif input_id == "reset":
-                    continue  # segment mode keeps no objects between prompts: nothing to drop
-                else:
-                    self._ignore(input_id)
-            except InputError as error:
-                log.warning("%s", error)
+        for item in self.inputs(events):
+            if isinstance(item, Frame):
+                self.segmenter.add_frame(item)
+            elif isinstance(item, Prompt):
+                candidates.setdefault((item.input_id, item.image_id), []).append(item)
+            # RESET: segment mode keeps no objects between prompts, so there is nothing to drop
         for key, prompts in candidates.items():
             self._answer_newest(key, prompts, waited)
         self.stats.report()
@@ -175,27 +188,16 @@ class TrackNode(Adapter):
     def handle(self, events: list[dict]) -> None:
         """Prompts wait for the next frame of their camera; only each camera's newest frame is answered."""
         frames: dict[str, Frame] = {}
-        for event in events:
-            if event["type"] != "INPUT":
-                continue
-            input_id = event["id"]
-            try:
-                if input_id.startswith("image"):
-                    with self.stages.time("frame_decode"):
-                        frame = codecs.decode_frame(input_id, event["value"], event["metadata"])
-                    self.stats.skipped += frame.image_id in frames
-                    frames[frame.image_id] = frame
-                elif input_id in PROMPT_DECODERS:
-                    prompt = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
-                    self._queue(prompt, self._camera(prompt))
-                elif input_id == "reset":  # frames before it are answered with the tracks they had
-                    self._step_all(frames)
-                    frames = {}
-                    self.reset()
-                else:
-                    self._ignore(input_id)
-            except InputError as error:
-                log.warning("%s", error)
+        for item in self.inputs(events):
+            if isinstance(item, Frame):
+                self.stats.skipped += item.image_id in frames
+                frames[item.image_id] = item
+            elif isinstance(item, Prompt):
+                self._queue(item)
+            else:  # RESET: frames before it are answered with the tracks they had
+                self._step_all(frames)
+                frames = {}
+                self.reset()
         self._step_all(frames)
         self._report_tracks()
         self.stats.report()
@@ -224,7 +226,12 @@ class TrackNode(Adapter):
         self._detections.clear()
         self._clicks.clear()
 
-    def _queue(self, prompt: Prompt, camera: str) -> None:
+    def _queue(self, prompt: Prompt) -> None:
+        try:
+            camera = self._camera(prompt)
+        except InputError as error:
+            log.warning("%s", error)
+            return
         if prompt.input_id in BOX_INPUTS:
             self.stats.skipped += camera in self._detections
             self._detections[camera] = prompt

@@ -42,6 +42,7 @@ class Stats:
         self.every_s = every_s
         self.answers = 0
         self.skipped = 0
+        self.prompts = 0  # prompt messages that reached the node and decoded
         self.latencies_ms: list[float] = []
         self.tracking: dict | None = None  # track mode: tracks started, ended, live
         self._last = time.monotonic()
@@ -74,6 +75,7 @@ class Stats:
         return {
             "answers": self.answers,
             "skipped": self.skipped,
+            "prompts": self.prompts,
             "stages_ms": {stage: self.stages.mean_ms(stage) for stage in STAGES},
             "stage_calls": {stage: self.stages.calls[stage] for stage in STAGES},
             **({"tracking": self.tracking} if self.tracking is not None else {}),
