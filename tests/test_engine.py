@@ -101,7 +101,7 @@ def test_empty_detection_is_answered_without_encoding(recording):
 
 
 def test_cameras_are_kept_apart(recording):
-    segmenter = Segmenter(recording, default_camera="image_left")
+    segmenter = Segmenter(recording, cameras=("image_left", "image_right"))
     right = frames(1, "image_right", (24, 32))[0]
     left = frames(1, "image_left", (48, 64))[0]
     segmenter.add_frame(right)
@@ -110,12 +110,22 @@ def test_cameras_are_kept_apart(recording):
     assert segmenter.segment(box(T0))[1].masks.shape == (1, 48, 64)  # the default camera, not the first seen
 
 
-@pytest.mark.parametrize("prepare,prompt,message", [
-    (lambda s: None, box(T0), "before any image"),
-    (lambda s: s.add_frame(frames(1)[0]), box(T0, image_id="image_rear"), "names no camera"),
+def test_a_prompt_before_its_cameras_first_frame_awaits_it(recording):
+    segmenter = Segmenter(recording, cameras=("image", "image_rear"))
+    assert segmenter.awaits_first_frame(box(T0)) and segmenter.awaits_first_frame(box(T0, image_id="image_rear"))
+    assert not segmenter.awaits_first_frame(box(T0, image_id="image_top"))  # no such camera: nothing to await
+    segmenter.add_frame(frames(1)[0])
+    assert not segmenter.awaits_first_frame(box(T0)) and segmenter.awaits_first_frame(box(T0, image_id="image_rear"))
+
+
+@pytest.mark.parametrize("cameras,prepare,prompt,message", [
+    ((), lambda s: None, box(T0), "before any image"),
+    (("image",), lambda s: None, box(T0), "no frame of camera input 'image' has arrived"),
+    ((), lambda s: s.add_frame(frames(1)[0]), box(T0, image_id="image_rear"), "names no camera input .cameras: image"),
+    (("image", "image_top"), lambda s: None, box(T0, image_id="image_rear"), "cameras: image, image_top"),
 ])
-def test_prompts_that_cannot_be_placed_are_input_errors(recording, prepare, prompt, message):
-    segmenter = Segmenter(recording)
+def test_prompts_that_cannot_be_placed_are_input_errors(recording, cameras, prepare, prompt, message):
+    segmenter = Segmenter(recording, cameras=cameras)
     prepare(segmenter)
     with pytest.raises(InputError, match=message):
         segmenter.segment(prompt)

@@ -173,6 +173,34 @@ def test_boxes_delivered_before_their_frame_wait_for_it(model):
     assert metadata["timestamp"] == t0 + timedelta(seconds=1)
 
 
+def test_boxes_delivered_before_the_first_frame_wait_for_it(model, caplog):
+    """The very first boxes can beat the very first frame too: they are answered on it, not dropped."""
+    from datetime import datetime, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    node = RecordingNode()
+    sam2 = Sam2Node(node, Segmenter(model, cameras=("image",)), ["mask"], stats_every_s=0)
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        sam2.handle([dict(BOX, metadata={"timestamp": t0})])
+        sam2.handle([])  # still no frame: it keeps waiting
+        sam2.handle([dict(image_event(0), metadata=dict(image_event(0)["metadata"], timestamp=t0))])
+    [(_, metadata)] = node.sent
+    assert metadata["timestamp"] == t0 and not caplog.records
+    assert (sam2.stats.answers, sam2.stats.skipped, sam2.stats.prompts) == (1, 0, 1)
+
+
+def test_boxes_whose_camera_never_sends_are_dropped_with_one_line_at_the_end(model, caplog):
+    node = RecordingNode()
+    sam2 = Sam2Node(node, Segmenter(model, cameras=("image",)), ["mask"], stats_every_s=0)
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        sam2.handle([BOX, BOX])
+        assert not caplog.records  # waiting, not failing
+        sam2.finish()
+    assert node.sent == [] and sam2.stats.skipped == 1
+    [record] = caplog.records
+    assert "input 'bbox': no frame of camera input 'image' has arrived" in record.getMessage()
+
+
 def test_a_held_prompt_is_answered_even_if_its_frame_never_comes(model, caplog):
     from datetime import datetime, timedelta, timezone
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,11 +39,13 @@ class FrameBuffer:
 class Segmenter:
     """Keeps recent frames per camera and answers prompts on them, encoding each frame at most once."""
 
-    def __init__(self, model, frame_buffer: int = 30, default_camera: str | None = None, embeddings_kept: int = 2):
+    def __init__(self, model, frame_buffer: int = 30, cameras: Sequence[str] = (), embeddings_kept: int = 2):
         self.model = model
-        self.default_camera = default_camera  # where prompts without an image_id go; else the first seen
+        # The dataflow's camera inputs, default first, when dora tells (1.x). Knowing them, a prompt for a
+        # camera that has sent no frame yet can wait for it; prompts without an image_id go to the first.
+        self.cameras = tuple(cameras)
         self._frame_buffer = frame_buffer
-        self._cameras: dict[str, FrameBuffer] = {}
+        self._frames: dict[str, FrameBuffer] = {}  # per camera
         # Keyed by the Frame object itself: a frame is encoded once however many prompts land on it.
         self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
         self._embeddings_kept = embeddings_kept
@@ -50,9 +53,9 @@ class Segmenter:
         self.stages = Stages()
 
     def add_frame(self, frame: Frame) -> None:
-        if frame.image_id not in self._cameras:
-            self._cameras[frame.image_id] = FrameBuffer(self._frame_buffer)
-        self._cameras[frame.image_id].add(frame)
+        if frame.image_id not in self._frames:
+            self._frames[frame.image_id] = FrameBuffer(self._frame_buffer)
+        self._frames[frame.image_id].add(frame)
 
     def segment(self, prompt: Prompt) -> tuple[Frame, Masks]:
         """The masks for a prompt, with the frame they were computed on."""
@@ -76,6 +79,12 @@ class Segmenter:
             return False  # answering will say what is wrong
         return (prompt.timestamp is not None and newest.timestamp is not None
                 and prompt.timestamp - newest.timestamp > TIMESTAMP_TOLERANCE)
+
+    def awaits_first_frame(self, prompt: Prompt) -> bool:
+        """True while the camera the prompt goes to has sent no frame at all (dora may deliver the first
+        boxes before the first frame): nothing to answer it on yet."""
+        name = self._camera_name(prompt)
+        return name in self.cameras and name not in self._frames
 
     def frame_for(self, prompt: Prompt) -> Frame:
         """The frame the prompt was computed on; the newest one, said out loud, when that is gone."""
@@ -110,17 +119,22 @@ class Segmenter:
         return embedding
 
     def _camera(self, prompt: Prompt) -> FrameBuffer:
-        if prompt.image_id is not None:
-            camera = self._cameras.get(prompt.image_id)
-            if camera is None:
-                seen = ", ".join(self._cameras) or "none yet"
-                raise InputError(prompt.input_id, f"image_id {prompt.image_id!r} names no camera input (seen: {seen})")
-            return camera
-        if not self._cameras:
+        name = self._camera_name(prompt)
+        if name in self._frames:
+            return self._frames[name]
+        if name is None:
             raise InputError(prompt.input_id, "prompt arrived before any image; it is dropped")
-        if self.default_camera in self._cameras:
-            return self._cameras[self.default_camera]
-        return next(iter(self._cameras.values()))
+        if name in self.cameras:
+            raise InputError(prompt.input_id, f"no frame of camera input '{name}' has arrived; the prompt is dropped")
+        known = ", ".join(self.cameras or self._frames) or "none yet"
+        raise InputError(prompt.input_id, f"image_id {name!r} names no camera input (cameras: {known})")
+
+    def _camera_name(self, prompt: Prompt) -> str | None:
+        if prompt.image_id is not None:
+            return prompt.image_id
+        if self.cameras:
+            return self.cameras[0]
+        return next(iter(self._frames), None)  # dora 0.5 does not say which inputs exist: the first seen
 
     def _warn_every(self, key: str, seconds: float, message: str) -> None:
         now = time.monotonic()

@@ -43,7 +43,7 @@ def main() -> None:
     if settings.mode == "track":
         sam2 = TrackNode(node, Sam2StreamingModel(model), config, settings)
     else:
-        segmenter = Segmenter(model, settings.frame_buffer, default_camera=_default_camera(config["inputs"]))
+        segmenter = Segmenter(model, settings.frame_buffer, cameras=camera_inputs(config["inputs"]))
         sam2 = Sam2Node(node, segmenter, config["outputs"], settings.stats_every_s)
     sam2.run()
     if settings.stats_file:
@@ -124,7 +124,7 @@ class Sam2Node(Adapter):
     def __init__(self, node, segmenter: Segmenter, declared_outputs, stats_every_s: float = 10.0):
         super().__init__(node, segmenter.stages, declared_outputs, stats_every_s)
         self.segmenter = segmenter
-        self._held: dict[tuple[str, str | None], Prompt] = {}  # prompts waiting one batch for their frame
+        self._held: dict[tuple[str, str | None], Prompt] = {}  # prompts waiting for their frame
 
     def finish(self) -> None:
         for prompt in self._held.values():  # the stream ended before their frames: answer, do not drop
@@ -146,9 +146,14 @@ class Sam2Node(Adapter):
         self.stats.report()
 
     def _answer_newest(self, key, prompts: list[Prompt], waited: set[int]) -> None:
-        """Newest wins; but dora may deliver boxes before the frame they came from, so a newest prompt
-        whose frame is not here yet waits one batch for it while the newest older one is answered."""
+        """Newest wins; but dora may deliver boxes before the frame they came from. A newest prompt whose
+        frame is not here yet waits one batch for it while the newest older one is answered, and one
+        whose camera has sent no frame at all waits for that first frame."""
         newest = prompts[-1]
+        if self.segmenter.awaits_first_frame(newest):
+            self._held[key] = newest
+            self.stats.skipped += len(prompts) - 1  # none of them could be answered, and newest wins
+            return
         if id(newest) in waited or not self.segmenter.awaits_frame(newest):
             chosen, skipped = newest, len(prompts) - 1
         else:
@@ -178,8 +183,7 @@ class TrackNode(Adapter):
         super().__init__(node, Stages(), config["outputs"], settings.stats_every_s)
         self.model = model
         self.settings = settings
-        self.cameras = sorted(name for name in config["inputs"] if name.startswith("image"))
-        self.default_camera = _default_camera(config["inputs"])
+        self.cameras = camera_inputs(config["inputs"])
         self.trackers: dict[str, Tracker] = {}  # one per camera
         self._ids = itertools.count(1)  # shared, so an id names one object across cameras
         self._detections: dict[str, Prompt] = {}  # per camera, newest wins, until its frame is here
@@ -244,7 +248,7 @@ class TrackNode(Adapter):
                 raise InputError(prompt.input_id, f"image_id {prompt.image_id!r} names no camera input "
                                                   f"(this node reads {', '.join(self.cameras)})")
             return prompt.image_id
-        camera = self.default_camera or next(iter(self.trackers), None)
+        camera = self.cameras[0] if self.cameras else next(iter(self.trackers), None)
         if camera is None:
             raise InputError(prompt.input_id, "prompt arrived before any image; it is dropped")
         return camera
@@ -294,9 +298,10 @@ def _node_config(node) -> dict:
         return {"inputs": [], "outputs": list(OUTPUTS)}
 
 
-def _default_camera(inputs: list[str]) -> str | None:
-    cameras = sorted(name for name in inputs if name.startswith("image"))
-    return "image" if "image" in cameras else (cameras[0] if cameras else None)
+def camera_inputs(inputs: list[str]) -> list[str]:
+    """The dataflow's camera inputs, the default camera first: `image` if there is one, else by name.
+    Prompts that name no camera (`image_id`) go to the default."""
+    return sorted((name for name in inputs if name.startswith("image")), key=lambda name: (name != "image", name))
 
 
 if __name__ == "__main__":
