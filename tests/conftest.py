@@ -37,6 +37,13 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory) -> Path:
+    """The same small model at a 256-pixel input (every feature map and memory 4x smaller): for runs of
+    hundreds of tracked frames."""
+    return make_random_model(tmp_path_factory.mktemp("micro") / "sam2-micro", size="micro", seed=0)
+
+
+@pytest.fixture(scope="session")
 def model(model_dir):
     from dora_sam2.model import Sam2ImageModel
     from dora_sam2.settings import Settings

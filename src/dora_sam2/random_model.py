@@ -1,10 +1,11 @@
 """Write a SAM2 checkpoint with random weights: for plumbing, format and cost checks where no weights
 can be downloaded. Its masks are meaningless.
 
-    dora-sam2-random-model DIR [--size tiny|test] [--seed 0]
+    dora-sam2-random-model DIR [--size tiny|test|micro] [--seed 0]
 
 `tiny` has exactly the layout and cost of facebook/sam2.1-hiera-tiny (156 MB); `test` is a 1.3 M-parameter
-model of the same architecture that makes the test suite fast.
+model of the same architecture that makes the test suite fast; `micro` is `test` at a 256-pixel input
+(memory attention over 256 tokens instead of 4096), for runs of thousands of tracked frames.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SIZES = ("tiny", "test")
+SIZES = ("tiny", "test", "micro")
 
 
 def make_random_model(directory, size: str = "test", seed: int = 0) -> Path:
@@ -23,16 +24,20 @@ def make_random_model(directory, size: str = "test", seed: int = 0) -> Path:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     directory = Path(directory)
     torch.manual_seed(seed)
-    config = Sam2VideoConfig() if size == "tiny" else _test_config(Sam2VideoConfig)
+    config = Sam2VideoConfig() if size == "tiny" else _test_config(Sam2VideoConfig, 256 if size == "micro" else 1024)
     Sam2VideoModel(config).save_pretrained(directory)
     return directory
 
 
-def _test_config(config_class):
-    # Every stage and both attention kinds of Hiera stay; only widths and depths shrink.
+def _test_config(config_class, image_size: int):
+    # Every stage and both attention kinds of Hiera stay; only widths and depths (and for `micro` the
+    # input size, and with it every feature map) shrink.
     return config_class(
+        image_size=image_size,
         vision_config=dict(
+            backbone_feature_sizes=[[image_size // stride] * 2 for stride in (4, 8, 16)],
             backbone_config=dict(
+                image_size=[image_size, image_size],
                 model_type="sam2_hiera_det_model",
                 hidden_size=16,
                 embed_dim_per_stage=[16, 32, 64, 128],
@@ -43,9 +48,10 @@ def _test_config(config_class):
             backbone_channel_list=[128, 64, 32, 16],
             fpn_hidden_size=128,  # object pointers are cut into several memory-wide (64) tokens
         ),
-        prompt_encoder_config=dict(hidden_size=128),
+        prompt_encoder_config=dict(hidden_size=128, image_size=image_size),
         mask_decoder_config=dict(hidden_size=128, iou_head_hidden_dim=32, mlp_dim=64, num_attention_heads=2),
         memory_attention_hidden_size=128,
+        memory_attention_rope_feat_sizes=[image_size // 16] * 2,
         # Memory attention (every object's queries over its memory frames) dominates tracking cost:
         # one layer over a 3-frame window keeps the streaming logic whole and the suite fast.
         num_maskmem=3,
