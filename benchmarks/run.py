@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,10 +58,14 @@ def main() -> None:
     results["baseline"] = dataflow(model_dir, "naive", 3, "float32", args, seconds)
     results["targets"] = targets(results)
 
+    save("latest", results, markdown(results))
+
+
+def save(name: str, result: dict, table: str) -> None:
+    """benchmarks/results/NAME.json (every figure) and NAME.md (the table), and the table on stdout."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
-    (RESULTS / "latest.md").write_text(table)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.md").write_text(table)
     print(table)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import pipeline, random_tiny  # noqa: E402
+from run import pipeline, random_tiny, save  # noqa: E402
 
 
 def main() -> None:
@@ -83,10 +83,6 @@ def main() -> None:
         "latency_ms_p99": float(np.percentile(latencies, 99)),
         "rss_samples": rss, "node_final_line": final_stats[-1].split("INFO", 1)[-1] if final_stats else "",
     }
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    name = "soak" if args.mode == "segment" else "soak-track"
-    (results / f"{name}.json").write_text(json.dumps(result, indent=2))
     prompts = "on every frame" if args.detect_every == 1 else f"every {args.detect_every}th frame"
     table = (
         f"Soak, MODE={args.mode}: {args.frames} frames at {args.fps:g} fps, {args.boxes} boxes {prompts}, outputs "
@@ -98,8 +94,7 @@ def main() -> None:
         f"{result['latency_ms_first_fifth_p50']:.0f} ms | {result['latency_ms_last_fifth_p50']:.0f} ms | "
         f"{result['latency_ms_p99']:.0f} ms |\n"
     )
-    (results / f"{name}.md").write_text(table)
-    print(table)
+    save("soak" if args.mode == "segment" else "soak-track", result, table)
 
 
 def _node_pid(executable: str) -> int | None:

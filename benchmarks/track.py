@@ -12,7 +12,6 @@ FLOPs SAM2's memory attention needs per object. Writes benchmarks/results/track.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import machine, random_tiny  # noqa: E402
+from run import machine, random_tiny, save  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 
@@ -48,12 +47,7 @@ def main() -> None:
         row["x_of_fewest"] = row["total_ms"] / base
     result = {"model": model_dir, "dtype": str(image_model.dtype), "device": str(image_model.device),
               "machine": machine(), "flops": flops(streaming), "objects": rows}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "track.json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    (out / "track.md").write_text(table)
-    print(table)
+    save("track", result, markdown(result))
 
 
 def cost_per_frame(streaming, objects: int, repeats: int) -> dict:

@@ -1,0 +1,141 @@
+"""Track mode's memory over a long stream: resident memory (RSS) sampled across N tracked frames.
+
+    .venv/bin/python benchmarks/track_memory.py                    # 10,000 frames, a random `micro` model
+    .venv/bin/python benchmarks/track_memory.py --frames 2000 --model DIR
+
+Every frame goes through the real Tracker and streaming model, and is answered as the node answers it
+(the `mask` and `masks` messages built and the overlay drawn). A detector reports three drifting objects
+every `--detect-every` frames, and a `reset` every `--reset-every` frames ends every track, so tracks
+start and end all along. The dataflow soak (`soak.py --mode track`) shows the node's pace. This shows
+what that pace hides. At hiera-tiny's 5 s a frame, 10,000 frames would take 14 hours here, and in a dataflow
+most camera frames are skipped and never reach the tracker. So by default it runs the `micro` random
+model (SAM2's architecture, shrunk, at a 256-pixel input). The tracker's state has the same shape for
+any model. Only the bytes per memory scale, and the bank sizes at the end show how many memories are kept.
+
+Prints and writes benchmarks/results/track-memory.json and track-memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import machine, save  # noqa: E402
+
+WIDTH, HEIGHT = 640, 480
+OBJECTS = 3
+WARMUP_FRAMES = 100  # allocator and caches settle, every memory window fills, the first tracks come and go
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="SAM2 checkpoint directory (default: a random test-size model)")
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--detect-every", type=int, default=15)
+    parser.add_argument("--max-objects", type=int, default=16)
+    parser.add_argument("--lost-frames", type=int, default=30)
+    parser.add_argument("--reset-every", type=int, default=500, help="frames between resets (0: never)")
+    parser.add_argument("--sample-every", type=int, default=50, help="frames between RSS samples")
+    parser.add_argument("--dtype", default="auto")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or str(_micro_model(Path(tmp)))
+        result = run(model_dir, args)
+    save("track-memory", result, markdown(result))
+
+
+def run(model_dir: str, args) -> dict:
+    from dora_sam2 import codecs, overlay
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.settings import Settings
+    from dora_sam2.tracking import Tracker
+    from dora_sam2.video import Sam2StreamingModel
+
+    streaming = Sam2StreamingModel(Sam2ImageModel.load(Settings(model=model_dir, dtype=args.dtype), video=True))
+    tracker = Tracker(streaming, args.max_objects, args.lost_frames)
+    samples, live, started = [], [], time.perf_counter()
+    for index, (frame, detections) in enumerate(scene(args.frames, args.detect_every)):
+        if args.reset_every and index and index % args.reset_every == 0:
+            tracker.reset()
+        masks = tracker.step(frame, detections)
+        codecs.encode_masks_uint8(masks), codecs.encode_masks_bool(masks), codecs.masks_metadata(masks)
+        overlay.draw(frame, masks)
+        live.append(len(masks))
+        if index % args.sample_every == 0 or index == args.frames - 1:
+            samples.append((index, rss_mb()))
+            print(f"frame {index}: RSS {samples[-1][1]:.0f} MB, {len(masks)} tracks", flush=True)
+    seconds = time.perf_counter() - started
+
+    steady = np.array([(i, mb) for i, mb in samples if i >= WARMUP_FRAMES] or samples)
+    warm = float(steady[0, 1])
+    banks = [(len(t.memory.prompted), len(t.memory.recent), len(t.memory.recent_pointers)) for t in tracker.tracks]
+    return {
+        "model": model_dir, "dtype": str(streaming.image_model.dtype), "machine": machine(),
+        "frames": args.frames, "detect_every": args.detect_every, "reset_every": args.reset_every, "seconds": seconds,
+        "rss_mb_at_warmup": warm, "rss_mb_end": float(steady[-1, 1]), "rss_mb_max": float(steady[:, 1].max()),
+        "rss_mb_min": float(steady[:, 1].min()), "rss_mb_max_above_warmup": float(steady[:, 1].max() - warm),
+        "rss_mb_per_1000_frames": float(np.polyfit(steady[:, 0], steady[:, 1], 1)[0] * 1000),
+        "tracks_started": tracker.started, "tracks_ended": tracker.ended, "tracks_live_mean": float(np.mean(live)),
+        "memory_banks_at_end": banks, "rss_samples": samples,
+    }
+
+
+def scene(frames: int, detect_every: int):
+    """Three coloured boxes drifting over a gradient; a detector that sees them every Nth frame."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    background = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 90)], -1).astype(np.uint8)
+    colours = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]
+    from dora_sam2.domain import Frame, Prompt
+
+    for index in range(frames):
+        rgb = background.copy()
+        boxes = []
+        for k, colour in enumerate(colours[:OBJECTS]):
+            x = int(60 + 160 * k + 40 * np.sin(index / 40 + k))
+            y = int(120 + 80 * np.cos(index / 55 + 2 * k))
+            rgb[y : y + 120, x : x + 100] = colour
+            boxes.append([x, y, x + 100, y + 120])
+        frame = Frame("image", rgb, None, "rgb8")
+        detections = Prompt.from_boxes("bbox", np.array(boxes, np.float32)) if index % detect_every == 0 else None
+        yield frame, detections
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmRSS")
+
+
+def _micro_model(directory: Path) -> Path:
+    from dora_sam2.random_model import make_random_model
+
+    return make_random_model(directory / "sam2-random-micro", size="micro", seed=0)
+
+
+def markdown(r: dict) -> str:
+    return (
+        f"Track-mode memory: {r['frames']} frames tracked, {OBJECTS} objects detected every {r['detect_every']}th "
+        f"frame, a reset every {r['reset_every']} frames, {Path(r['model']).name}, {r['dtype'].removeprefix('torch.')}; {r['seconds'] / 60:.0f} min; "
+        f"{r['machine']}.\n\n"
+        f"| RSS at frame {WARMUP_FRAMES} | at the end | lowest | highest | highest above frame {WARMUP_FRAMES} | "
+        "trend | tracks started / ended | live, mean |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        f"| {r['rss_mb_at_warmup']:.0f} MB | {r['rss_mb_end']:.0f} MB | {r['rss_mb_min']:.0f} MB | "
+        f"{r['rss_mb_max']:.0f} MB | {r['rss_mb_max_above_warmup']:+.0f} MB | "
+        f"{r['rss_mb_per_1000_frames']:+.1f} MB per 1000 frames | {r['tracks_started']} / {r['tracks_ended']} | "
+        f"{r['tracks_live_mean']:.1f} |\n\n"
+        f"Memory banks of the live tracks at the end (prompted, recent, pointers): {r['memory_banks_at_end']}.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
