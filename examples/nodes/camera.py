@@ -8,7 +8,6 @@ OUTPUT (output id, default image).
 """
 
 import os
-import time
 
 import cv2
 import numpy as np
