@@ -100,6 +100,7 @@ def test_matches_transformers_streaming(streaming, visibility):
     assert (~hidden).all() if visibility == "visible" else hidden.all()
 
 
+@pytest.mark.parametrize("streaming", ["micro"], indirect=True)  # bookkeeping: any size will do
 def test_memory_stays_bounded(streaming):
     """Re-prompted every 4th frame for 30 frames: each object keeps 2 prompted frames and the window."""
     _, memories = run_ours(streaming, 30, prompt_every=4)
