@@ -100,6 +100,35 @@ def test_matches_transformers_streaming(streaming, visibility):
     assert (~hidden).all() if visibility == "visible" else hidden.all()
 
 
+def test_chunked_attention_is_softmax_attention():
+    """Queries shared by every object (batch 1) or one set per object; chunks that do not divide the
+    queries; values narrower than keys (what SAM2's 64-wide memory is)."""
+    from dora_sam2.memory_attention import _softmax_attention
+
+    g = torch.Generator().manual_seed(0)
+    key, value = torch.randn(3, 70, 16, generator=g), torch.randn(3, 70, 8, generator=g)
+    for query in (torch.randn(1, 50, 16, generator=g), torch.randn(3, 50, 16, generator=g)):
+        expected = torch.nn.functional.scaled_dot_product_attention(query.expand(3, -1, -1), key, value, scale=1.0)
+        torch.testing.assert_close(_softmax_attention(query, key, value, rows=16), expected)
+
+
+def test_both_memory_attention_paths_agree(streaming):
+    """The CPU path (matrix products, value projection after attention) and the fused kernel GPUs use."""
+    from dora_sam2.memory_attention import attend_memory
+
+    g = torch.Generator().manual_seed(0)
+    attention, mem_dim = streaming.model.memory_attention, streaming.model.mem_dim
+    channels, tokens = streaming.config.memory_attention_hidden_size, streaming.size[0] * streaming.size[1]
+    image, image_position = torch.randn(1, tokens, channels, generator=g), torch.randn(1, tokens, channels, generator=g)
+    memory = torch.randn(3, 2 * tokens + 4, mem_dim, generator=g)  # 2 frames and 4 pointer tokens per object
+    position = torch.randn(3, 2 * tokens + 4, mem_dim, generator=g)
+    with torch.inference_mode():
+        ours = attend_memory(attention, image, image_position, memory, position, 4, fused=False)
+        fused = attend_memory(attention, image, image_position, memory, position, 4, fused=True)
+    assert ours.shape == (3, tokens, channels)
+    torch.testing.assert_close(ours, fused, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("streaming", ["micro"], indirect=True)  # bookkeeping: any size will do
 def test_memory_stays_bounded(streaming):
     """Re-prompted every 4th frame for 30 frames: each object keeps 2 prompted frames and the window."""
