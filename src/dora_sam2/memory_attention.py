@@ -50,21 +50,47 @@ def _attention(attn, query, key, value, rope, fused: bool, num_k_exclude_rope: i
     from transformers.models.sam2_video.modeling_sam2_video import apply_rotary_pos_emb_2d
 
     q = split_heads(attn.q_proj(query), attn)
-    k = split_heads(attn.k_proj(key), attn)
     cos, sin = rope
-    dtype = q.dtype  # the projections' (bf16 under autocast): the rotary encoding may promote q and k
+    if not fused:
+        return attn.o_proj(attn.v_proj(_per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope)))
+    k = split_heads(attn.k_proj(key), attn)
     q, k = apply_rotary_pos_emb_2d(q, k, cos, sin, repeat_freqs_k=attn.rope_k_repeat,
                                    num_k_exclude_rope=num_k_exclude_rope)
-    if not fused:
-        # One head: attention weights sum to 1, so they may average the raw values and the value
-        # projection follow, exactly (64-wide memory averaged instead of its 256-wide projection).
-        with torch.autocast(q.device.type, enabled=False):
-            averaged = _softmax_attention((q[:, 0] * attn.scaling).to(dtype), k[:, 0].to(dtype), value.to(dtype))
-        return attn.o_proj(attn.v_proj(averaged))
     v = split_heads(attn.v_proj(value), attn)
     if q.shape[0] == 1 and k.shape[0] > 1:
         q = q.expand(k.shape[0], -1, -1, -1)
     return attn.o_proj(merge_heads(F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)))
+
+
+def _per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope):
+    """Single-head attention, one object at a time, before the value projection: (B, L, kv_in_dim).
+
+    Attention weights sum to 1, so they may average the raw values and the value projection follow,
+    exactly: the 64-wide memory is averaged instead of its 256-wide projection. One object at a time
+    keeps the working set to one object's keys (15 MB for hiera-tiny's full window) instead of every
+    object's in fp32 (235 MB for 8), which made 8 objects cost more than twice 4.
+    """
+    dtype = q.dtype
+    q = _rotate(q, cos, sin) * attn.scaling  # every object's queries at once
+    averaged = []
+    for b in range(key.shape[0]):
+        k = split_heads(attn.k_proj(key[b : b + 1]), attn)
+        rotated = k.shape[-2] - num_k_exclude_rope  # object pointers take no rotary encoding
+        k = torch.cat([_rotate(k[..., :rotated, :], cos, sin), k[..., rotated:, :]], dim=-2)
+        with torch.autocast(q.device.type, enabled=False):
+            averaged.append(_softmax_attention(q[min(b, q.shape[0] - 1)][None, 0].to(dtype), k[:, 0].to(dtype),
+                                               value[b : b + 1].to(dtype)))
+    return torch.cat(averaged)
+
+
+def _rotate(x, cos, sin):
+    """SAM2's 2-D rotary encoding, in fp32 as SAM2 computes it, of (..., F * L, C) tokens: F frames of the
+    L positions the (L, C) tables cover. transformers repeats the tables once per memory frame on every
+    call; broadcasting them over frames spares those copies."""
+    from transformers.models.sam2_video.modeling_sam2_video import rotate_pairwise
+
+    frames = x.float().unflatten(-2, (-1, cos.shape[-2]))
+    return (frames * cos + rotate_pairwise(frames) * sin).flatten(-3, -2).to(x.dtype)
 
 
 def _softmax_attention(query, key, value, rows: int = 512):

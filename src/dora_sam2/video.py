@@ -271,11 +271,12 @@ class Sam2StreamingModel:
 
     def _memory_tokens(self, memory: ObjectMemory, frame_index: int):
         """One object's memory as SAM2's memory attention reads it: spatial memories with their
-        temporal encoding, then its object pointers split into mem_dim-wide tokens."""
+        temporal encoding, then its object pointers split into mem_dim-wide tokens. In the model's
+        dtype: memory attention projects them once per layer, and a cast each time costs."""
         temporal = self.model.memory_temporal_positional_encoding
         tokens, positions = [], []
         for offset, m in memory.spatial(frame_index):
-            tokens.append(m.features.float())
+            tokens.append(m.features)
             positions.append(m.position + temporal[offset - 1].view(1, -1))
         pointers = memory.pointers(frame_index)
         if pointers:
@@ -295,4 +296,5 @@ class Sam2StreamingModel:
             num_pointer_tokens = len(pointers) * splits
         else:
             num_pointer_tokens = 0
-        return torch.cat(tokens), torch.cat(positions), num_pointer_tokens
+        dtype = self.image_model.dtype
+        return torch.cat([t.to(dtype) for t in tokens]), torch.cat(positions).to(dtype), num_pointer_tokens
