@@ -3,8 +3,8 @@
 transformers' `Sam2VideoModel.forward` runs objects one by one and its session keeps every frame's
 pixels and every output for ever. This module runs the same modules with the same weights, but:
 
-- all tracked objects of a frame go through memory attention and the mask decoder as one batch;
-  the frame's features are computed once and shared, never copied per object;
+- all tracked objects of a frame go through memory attention and the mask decoder together; the
+  frame's features are computed once and shared, never copied per object (memory_attention.py);
 - all objects prompted on a frame share one image (no memory is read on a prompted frame), so their
   decoding shares the image work as `decoder.py` does for boxes;
 - each object's `ObjectMemory` keeps only what SAM2 reads back: its prompted frames (the first and
