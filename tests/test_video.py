@@ -101,15 +101,13 @@ def test_matches_transformers_streaming(streaming, visibility):
 
 
 def test_chunked_attention_is_softmax_attention():
-    """Queries shared by every object (batch 1) or one set per object; chunks that do not divide the
-    queries; values narrower than keys (what SAM2's 64-wide memory is)."""
+    """Chunks that do not divide the queries; values narrower than keys (what SAM2's 64-wide memory is)."""
     from dora_sam2.memory_attention import _softmax_attention
 
     g = torch.Generator().manual_seed(0)
-    key, value = torch.randn(3, 70, 16, generator=g), torch.randn(3, 70, 8, generator=g)
-    for query in (torch.randn(1, 50, 16, generator=g), torch.randn(3, 50, 16, generator=g)):
-        expected = torch.nn.functional.scaled_dot_product_attention(query.expand(3, -1, -1), key, value, scale=1.0)
-        torch.testing.assert_close(_softmax_attention(query, key, value, rows=16), expected)
+    query, key, value = (torch.randn(n, d, generator=g) for n, d in ((50, 16), (70, 16), (70, 8)))
+    expected = torch.nn.functional.scaled_dot_product_attention(query[None], key[None], value[None], scale=1.0)[0]
+    torch.testing.assert_close(_softmax_attention(query, key, value, rows=16), expected)
 
 
 def test_both_memory_attention_paths_agree(streaming):

@@ -8,7 +8,7 @@ What stays per object is the attention itself, and it is most of an object's cos
 queries attend to 4096 keys per memory frame (about 550 GFLOP per object and frame for hiera-tiny with
 its 7-frame memory as SAM2 computes it, against 207 GFLOP for encoding the frame). On CPUs it runs as
 plain matrix products, one object at a time, with the value projection after attention (370 GFLOP,
-the same result): about 2.5x faster than PyTorch's fused attention kernel (see `_per_object_attention`
+the same result): about 2.3x faster than PyTorch's fused attention kernel (see `_per_object_attention`
 and `_softmax_attention`). GPUs keep the fused kernel, batched over objects.
 
 tests/test_video.py holds the result to transformers' streaming output.
@@ -29,7 +29,7 @@ def attend_memory(attention, image, image_position, memory, memory_position, num
     encoding). Returns (B, HW, C): the frame as each object's memory sees it.
 
     `fused`: PyTorch's fused attention kernel; by default everywhere but on CPUs (see
-    `_softmax_attention`), and always where attention has several heads."""
+    `_per_object_attention`), and always where attention has several heads."""
     if fused is None:
         fused = image.device.type != "cpu"
     fused = fused or attention.layers[0].self_attn.num_attention_heads != 1
@@ -80,9 +80,9 @@ def _per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope):
         rotated = k.shape[-2] - num_k_exclude_rope  # object pointers take no rotary encoding
         k = torch.cat([_rotate(k[..., :rotated, :], cos, sin), k[..., rotated:, :]], dim=-2)
         with torch.autocast(q.device.type, enabled=False):
-            averaged.append(_softmax_attention(q[min(b, q.shape[0] - 1)][None, 0].to(dtype), k[:, 0].to(dtype),
-                                               value[b : b + 1].to(dtype)))
-    return torch.cat(averaged)
+            averaged.append(_softmax_attention(q[min(b, len(q) - 1), 0].to(dtype), k[0, 0].to(dtype),
+                                               value[b].to(dtype)))
+    return torch.stack(averaged)
 
 
 def _rotate(x, cos, sin):
@@ -96,19 +96,17 @@ def _rotate(x, cos, sin):
 
 
 def _softmax_attention(query, key, value, rows: int = 512):
-    """softmax(query key^T) value for (1 or B, L, E) queries, (B, S, E) keys, (B, S, Ev) values -> (B, L, Ev).
+    """softmax(query key^T) value for one object: (L, E) queries, (S, E) keys, (S, Ev) values -> (L, Ev).
 
     PyTorch's fused CPU kernel runs at under half the speed of plain matrix products here (about 200
-    against 500 GFLOP/s in bf16), and wants values as wide as keys. So: matrix products, one object and `rows` queries at a time. The
-    scores stay in the input dtype (as transformers' eager SAM2 attention keeps them) and their
-    softmax is computed in fp32 inside. Transient memory is one (rows, S) block (about 30 MB for
-    hiera-tiny's 7-frame memory), however many objects there are. Measured here, one layer for one
-    object over a full window: 240 ms, against 565 ms fused.
+    against 500 GFLOP/s in bf16), and wants values as wide as keys. So: matrix products, `rows` queries
+    at a time. The scores stay in the input dtype (as transformers' eager SAM2 attention keeps them)
+    and their softmax is computed in fp32 inside. Transient memory is one (rows, S) block, about 30 MB
+    for hiera-tiny's 7-frame memory. Measured here, one layer for one object over a full window:
+    240 ms, against 565 ms fused.
     """
-    batch = key.shape[0]
-    out = value.new_empty(batch, query.shape[1], value.shape[-1])
-    for b in range(batch):
-        q, k_t, v = query[min(b, query.shape[0] - 1)], key[b].T, value[b]
-        for start in range(0, q.shape[0], rows):
-            out[b, start : start + rows] = torch.softmax(q[start : start + rows] @ k_t, dim=-1) @ v
+    out = value.new_empty(query.shape[0], value.shape[-1])
+    key_t = key.T
+    for start in range(0, query.shape[0], rows):
+        out[start : start + rows] = torch.softmax(query[start : start + rows] @ key_t, dim=-1) @ value
     return out
