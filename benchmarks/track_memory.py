@@ -74,17 +74,25 @@ def run(model_dir: str, args) -> dict:
             print(f"frame {index}: RSS {samples[-1][1]:.0f} MB, {len(masks)} tracks", flush=True)
     seconds = time.perf_counter() - started
 
-    steady = np.array([(i, mb) for i, mb in samples if i >= WARMUP_FRAMES] or samples)
-    warm = float(steady[0, 1])
     banks = [(len(t.memory.prompted), len(t.memory.recent), len(t.memory.recent_pointers)) for t in tracker.tracks]
     return {
         "model": model_dir, "dtype": str(streaming.image_model.dtype), "machine": machine(),
         "frames": args.frames, "detect_every": args.detect_every, "reset_every": args.reset_every, "seconds": seconds,
-        "rss_mb_at_warmup": warm, "rss_mb_end": float(steady[-1, 1]), "rss_mb_max": float(steady[:, 1].max()),
-        "rss_mb_min": float(steady[:, 1].min()), "rss_mb_max_above_warmup": float(steady[:, 1].max() - warm),
-        "rss_mb_per_1000_frames": float(np.polyfit(steady[:, 0], steady[:, 1], 1)[0] * 1000),
         "tracks_started": tracker.started, "tracks_ended": tracker.ended, "tracks_live_mean": float(np.mean(live)),
-        "memory_banks_at_end": banks, "rss_samples": samples,
+        "memory_banks_at_end": banks, "rss_samples": samples, **summarize(samples),
+    }
+
+
+def summarize(samples: list) -> dict:
+    """RSS after warm-up: medians of the first and last 1000 frames (one sample can fall in a trough or
+    on a peak of the allocator's oscillation), the range, and the least-squares trend."""
+    steady = np.array([(i, mb) for i, mb in samples if i >= WARMUP_FRAMES] or samples)
+    frames, mb = steady[:, 0], steady[:, 1]
+    first, last = mb[frames < frames[0] + 1000], mb[frames > frames[-1] - 1000]
+    return {
+        "rss_mb_first_1000_median": float(np.median(first)), "rss_mb_last_1000_median": float(np.median(last)),
+        "rss_mb_min": float(mb.min()), "rss_mb_max": float(mb.max()),
+        "rss_mb_per_1000_frames": float(np.polyfit(frames, mb, 1)[0] * 1000) if len(steady) > 2 else float("nan"),
     }
 
 
@@ -124,14 +132,14 @@ def _micro_model(directory: Path) -> Path:
 def markdown(r: dict) -> str:
     return (
         f"Track-mode memory: {r['frames']} frames tracked, {OBJECTS} objects detected every {r['detect_every']}th "
-        f"frame, a reset every {r['reset_every']} frames, {Path(r['model']).name}, {r['dtype'].removeprefix('torch.')}; {r['seconds'] / 60:.0f} min; "
-        f"{r['machine']}.\n\n"
-        f"| RSS at frame {WARMUP_FRAMES} | at the end | lowest | highest | highest above frame {WARMUP_FRAMES} | "
+        f"frame, a reset every {r['reset_every']} frames, {Path(r['model']).name}, "
+        f"{r['dtype'].removeprefix('torch.')}; {r['seconds'] / 60:.0f} min; {r['machine']}.\n\n"
+        f"| RSS, median of the first 1000 frames after frame {WARMUP_FRAMES} | of the last 1000 | lowest | highest | "
         "trend | tracks started / ended | live, mean |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-        f"| {r['rss_mb_at_warmup']:.0f} MB | {r['rss_mb_end']:.0f} MB | {r['rss_mb_min']:.0f} MB | "
-        f"{r['rss_mb_max']:.0f} MB | {r['rss_mb_max_above_warmup']:+.0f} MB | "
-        f"{r['rss_mb_per_1000_frames']:+.1f} MB per 1000 frames | {r['tracks_started']} / {r['tracks_ended']} | "
+        "|---|---|---|---|---|---|---|\n"
+        f"| {r['rss_mb_first_1000_median']:.0f} MB | {r['rss_mb_last_1000_median']:.0f} MB | {r['rss_mb_min']:.0f} MB | "
+        f"{r['rss_mb_max']:.0f} MB | {r['rss_mb_per_1000_frames']:+.1f} MB per 1000 frames | "
+        f"{r['tracks_started']} / {r['tracks_ended']} | "
         f"{r['tracks_live_mean']:.1f} |\n\n"
         f"Memory banks of the live tracks at the end (prompted, recent, pointers): {r['memory_banks_at_end']}.\n"
     )
