@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--repeats", type=int, default=2, help="steady-state frames timed per object count")
+    parser.add_argument("--repeats", type=int, default=3, help="steady-state frames timed per object count")
     args = parser.parse_args()
 
     from dora_sam2.model import Sam2ImageModel
