@@ -7,8 +7,8 @@ Every frame goes through the real Tracker and streaming model, and is answered a
 (the `mask` and `masks` messages built and the overlay drawn). A detector reports three drifting objects
 every `--detect-every` frames, and a `reset` every `--reset-every` frames ends every track, so tracks
 start and end all along. The dataflow soak (`soak.py --mode track`) shows the node's pace. This shows
-what that pace hides. At hiera-tiny's 5 s a frame, 10,000 frames would take 14 hours here, and in a dataflow
-most camera frames are skipped and never reach the tracker. So by default it runs the `micro` random
+what that pace hides. At hiera-tiny's 2 s or more a frame, 10,000 frames would take 6 hours here, and in a
+dataflow most camera frames are skipped and never reach the tracker. So by default it runs the `micro` random
 model (SAM2's architecture, shrunk, at a 256-pixel input). The tracker's state has the same shape for
 any model. Only the bytes per memory scale, and the bank sizes at the end show how many memories are kept.
 
@@ -36,7 +36,7 @@ WARMUP_FRAMES = 100  # allocator and caches settle, every memory window fills, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="SAM2 checkpoint directory (default: a random test-size model)")
+    parser.add_argument("--model", help="SAM2 checkpoint directory (default: a random `micro` model)")
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--detect-every", type=int, default=15)
     parser.add_argument("--max-objects", type=int, default=16)
@@ -98,11 +98,11 @@ def summarize(samples: list) -> dict:
 
 def scene(frames: int, detect_every: int):
     """Three coloured boxes drifting over a gradient; a detector that sees them every Nth frame."""
+    from dora_sam2.domain import Frame, Prompt
+
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
     background = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 90)], -1).astype(np.uint8)
     colours = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]
-    from dora_sam2.domain import Frame, Prompt
-
     for index in range(frames):
         rgb = background.copy()
         boxes = []
