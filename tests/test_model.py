@@ -46,7 +46,7 @@ def test_postprocess_puts_low_res_logits_back_on_the_frame():
     logits = torch.full((1, 256, 256), -10.0)
     # box (64, 48)-(320, 240) on 640x480 is x 25.6..128, y 25.6..128 on the 256 grid
     logits[0, 26:128, 26:128] = 10.0
-    mask = Sam2ImageModel.postprocess(logits, W, H)[0]
+    mask = Sam2ImageModel.upsample(logits, W, H)[0].numpy()
     assert mask.shape == (H, W) and mask.dtype == np.bool_
     ys, xs = np.nonzero(mask)
     assert abs(xs.min() - 64) <= 3 and abs(xs.max() - 319) <= 3

@@ -16,7 +16,7 @@ import torch
 
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
 from dora_sam2.tracking import Tracker
-from dora_sam2.video import Step
+from dora_sam2.video import FrameAnswer, Step
 
 W, H, SIZE = 120, 90, 14
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -55,13 +55,13 @@ class ColourSegmenter:
         return [tuple(int(c) for c in colour) for colour in step.pointers.numpy()]
 
     def postprocess(self, step, frame):
-        return step.logits.numpy() > 0
+        return FrameAnswer(step.logits.numpy() > 0, step.scores.numpy(), step.object_score_logits.numpy() > 0)
 
     @staticmethod
     def _segment(frame, colours):
         masks = np.stack([(frame.rgb == colour).all(axis=-1) & (np.array(colour) > 0).any() for colour in colours])
         seen = masks.reshape(len(masks), -1).any(axis=1)
-        return Step(torch.from_numpy(np.where(masks, 1.0, -1.0)), np.ones(len(masks), np.float32),
+        return Step(torch.from_numpy(np.where(masks, 1.0, -1.0)), torch.ones(len(masks)),
                     torch.from_numpy(np.where(seen, 1.0, -1.0)), torch.tensor(colours, dtype=torch.float32))
 
 

@@ -67,7 +67,7 @@ class Segmenter:
             with self.stages.time("prompt_decode"):
                 logits, scores = self.model.decode(embedding, prompt)
             with self.stages.time("postprocess"):
-                masks = self.model.postprocess(logits, frame.width, frame.height)
+                masks, scores = self.model.postprocess(logits, scores, frame.width, frame.height)
         return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
 
     def awaits_frame(self, prompt: Prompt) -> bool:

@@ -7,7 +7,6 @@ objects against it in one batched call (decoder.py), `postprocess` brings the ma
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import time
@@ -58,7 +57,7 @@ class Sam2ImageModel:
         # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
         # per-object image copies: a decoder that is in the fast dtype throughout skips both (4 M
         # parameters, copied once). The encoder stays under autocast, which is faster there.
-        self.decoder = model.mask_decoder if dtype == torch.float32 else copy.deepcopy(model.mask_decoder).to(dtype)
+        self.decoder = model.mask_decoder if dtype == torch.float32 else _copy_in_dtype(model.mask_decoder, dtype)
 
     @classmethod
     def load(cls, settings: Settings, video: bool = False) -> "Sam2ImageModel":
@@ -94,50 +93,72 @@ class Sam2ImageModel:
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) bool masks and (N,) predicted IoU, in the prompt's object order."""
         logits, scores = self.decode(embedding, prompt)
-        return self.postprocess(logits, embedding.width, embedding.height), scores
+        return self.postprocess(logits, scores, embedding.width, embedding.height)
 
     @torch.inference_mode()
-    def decode(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[torch.Tensor, np.ndarray]:
-        """Low-resolution mask logits (N, h, w) and predicted IoU (N,): all objects in one batched call."""
+    def decode(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution mask logits (N, h, w) and predicted IoU (N,), on the device: all objects in one
+        batched call."""
         if prompt.num_objects == 0:
             size = self.model.prompt_encoder.mask_input_size
-            return torch.zeros((0, *size), device=self.device), np.zeros(0, np.float32)
-        points = torch.from_numpy(self.model_points(prompt, embedding.width, embedding.height))[None]
-        labels = torch.from_numpy(prompt.point_labels)[None]
-        with self.autocast():
-            sparse, dense = self.model.prompt_encoder(
-                input_points=points.to(self.device), input_labels=labels.to(self.device),
-                input_boxes=None, input_masks=None,
-            )
+            return torch.zeros((0, *size), device=self.device), torch.zeros(0, device=self.device)
+        sparse, dense = self.prompt_embeddings(self.model_points(prompt, embedding.width, embedding.height),
+                                               prompt.point_labels)
         # One mask per object; for an ambiguous single click SAM2 itself falls back to the best of its
         # three candidates (dynamic multimask via stability), as multimask_output=False does.
         features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)
-        logits, iou = decode_masks(
-            self.decoder, features[-1], self.image_pe, sparse.to(self.dtype), dense.to(self.dtype), features[:-1]
-        )
-        if not (torch.isfinite(iou).all() and torch.isfinite(logits).all()):
-            raise FloatingPointError("the model produced NaN or infinite outputs")
-        return logits[:, 0], iou[:, 0].float().cpu().numpy()
+        logits, iou = decode_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1])
+        return logits[:, 0], iou[:, 0]
+
+    def prompt_embeddings(self, points: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM2's prompt encoder on (N, K, 2) model-frame points and their (N, K) labels, in the decoder's
+        dtype: sparse (1, N, K', C) and dense (1, C, h, w) embeddings."""
+        points = torch.from_numpy(np.asarray(points, np.float32)).to(self.device)[None]
+        labels = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)[None]
+        with self.autocast():
+            sparse, dense = self.model.prompt_encoder(
+                input_points=points, input_labels=labels, input_boxes=None, input_masks=None
+            )
+        return sparse.to(self.dtype), dense[:1].to(self.dtype)
 
     # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised, resized to the square model input."""
-        pixels = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised, resized to the square model input.
+
+        As transformers' Sam2Processor does it: the uint8 image is resized (bilinear, antialiased, on the
+        CPU, where torch has a uint8 kernel) and only then scaled to [0, 1]. Resizing float pixels instead
+        differs by up to 0.017 after normalisation. The one transfer to the device is the resized uint8."""
+        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
         size = (self.input_size, self.input_size)
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        pixels = resized.to(self.device).float().div_(255.0)
         return (pixels - self._mean) / self._std
 
     def model_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return to_model_frame(clip_points(prompt.points, width, height), width, height, self.input_size)
 
+    def postprocess(self, logits: torch.Tensor, scores: torch.Tensor, width: int, height: int,
+                    *extra: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """The answer brought to the frame and to the CPU, in the one transfer back per answer:
+        (N, H, W) bool masks, (N,) scores, and any `extra` per-object tensors as numpy.
+
+        Raises FloatingPointError when the model produced NaN or infinity (fp16 overflow, a broken
+        checkpoint): checked here, once, so the device is waited for once."""
+        masks = self.upsample(logits, width, height)
+        finite = torch.isfinite(logits).all() & torch.isfinite(scores).all()
+        if not bool(finite.cpu()):
+            raise FloatingPointError("the model produced NaN or infinite outputs")
+        return masks.cpu().numpy(), scores.float().cpu().numpy(), *(t.cpu().numpy() for t in extra)
+
     @staticmethod
-    def postprocess(low_res_logits: torch.Tensor, width: int, height: int) -> np.ndarray:
-        """(N, h, w) mask logits -> (N, H, W) bool: one batched bilinear upsample, then logit > 0."""
+    def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """(N, h, w) mask logits -> (N, H, W) bool on their device: one batched bilinear upsample, then
+        logit > 0."""
         upsampled = F.interpolate(
             low_res_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
         )
-        return (upsampled[:, 0] > 0).cpu().numpy()
+        return upsampled[:, 0] > 0
 
     def warmup(self, width: int = 640, height: int = 480) -> float:
         """One encode and decode, so the first real frame does not pay for lazy initialisation."""
@@ -151,6 +172,17 @@ class Sam2ImageModel:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def _copy_in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of a transformers module with its floating-point weights in `dtype`, the original untouched.
+    Built empty and handed the converted weights, so they are copied once (and tensor subclasses, such as
+    the fake tensors of the GPU tests, stay what they are)."""
+    with torch.device("meta"):
+        clone = type(module)(module.config)
+    weights = {name: t.to(dtype) if t.is_floating_point() else t for name, t in module.state_dict().items()}
+    clone.load_state_dict(weights, assign=True)
+    return clone.eval()
 
 
 # ---------------------------------------------------------------------------- device and dtype

@@ -73,6 +73,8 @@ class Tracker:
             prompted = [track.track_id in cues for track in self.tracks]
             with self.stages.time("remember"):
                 memories = self.model.remember(features, step, prompted)
+            with self.stages.time("postprocess"):  # checks the outputs before anything is remembered
+                found = self.model.postprocess(step, frame)
         except Exception:
             # A track started on this frame has no memory to go on from: it did not start after all.
             self.started -= len(self.tracks) - known
@@ -80,10 +82,8 @@ class Tracker:
             raise
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
             track.memory.add(self._frame_index, memory, was_prompted)
-        with self.stages.time("postprocess"):
-            masks = self.model.postprocess(step, frame)
-        answer = self._masks(frame, masks, step.scores)
-        self._follow(masks, step.visible)
+        answer = self._masks(frame, found.masks, found.scores)
+        self._follow(found.masks, found.visible)
         self._frame_index += 1
         return answer
 

@@ -56,24 +56,25 @@ class Step:
     """The model's answer for N objects on one frame."""
 
     logits: torch.Tensor  # (N, 4H, 4W) low-resolution mask logits
-    scores: np.ndarray  # (N,) predicted IoU
+    scores: torch.Tensor  # (N,) predicted IoU
     object_score_logits: torch.Tensor  # (N,): <= 0 means SAM2 does not see the object
     pointers: torch.Tensor  # (N, C)
-
-    @property
-    def visible(self) -> np.ndarray:
-        return (self.object_score_logits > 0).cpu().numpy()
 
     @staticmethod
     def concat(steps: list["Step"], order: list[int]) -> "Step":
         """Steps of object groups joined, then put in `order` (indices into the concatenation)."""
-        index = torch.as_tensor(order, dtype=torch.long)
-        return Step(
-            torch.cat([s.logits for s in steps])[index],
-            np.concatenate([s.scores for s in steps])[index.numpy()],
-            torch.cat([s.object_score_logits for s in steps])[index],
-            torch.cat([s.pointers for s in steps])[index],
-        )
+        index = torch.as_tensor(order, dtype=torch.long, device=steps[0].logits.device)
+        return Step(*(torch.cat([getattr(s, name) for s in steps])[index]
+                      for name in ("logits", "scores", "object_score_logits", "pointers")))
+
+
+@dataclass(frozen=True)
+class FrameAnswer:
+    """A Step brought to the frame and to the CPU."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    scores: np.ndarray  # (N,) predicted IoU
+    visible: np.ndarray  # (N,) bool: SAM2's object score above 0
 
 
 class ObjectMemory:
@@ -132,8 +133,7 @@ class Sam2StreamingModel:
         self.size = tuple(self.model.backbone_feature_sizes[-1])
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
         self._memory_position = None  # the memory encoder's (fixed) positional encoding, made on first use
-        with torch.inference_mode():  # a tracked frame's prompt is "no point": the same embedding every time
-            self._no_point = self._prompt_embeddings(torch.zeros(1, 1, 1, 2), -torch.ones(1, 1, 1, dtype=torch.long))
+        self._no_point = {}  # per dtype: a tracked frame's prompt is "no point", the same embedding every time
 
     @property
     def device(self):
@@ -159,13 +159,11 @@ class Sam2StreamingModel:
     def prompt(self, features: FrameFeatures, prompt: Prompt) -> Step:
         """Objects given points or a box on this frame. As in SAM2, a prompted frame reads no memory."""
         points = self.image_model.model_points(prompt, features.width, features.height)
-        labels = torch.from_numpy(prompt.point_labels)
-        sparse, dense = self._prompt_embeddings(torch.from_numpy(points)[None], labels[None])
+        sparse, dense = self.image_model.prompt_embeddings(points, prompt.point_labels)
         image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
         out = self._decode(image, sparse, dense, features.high_res)
         real_points = (prompt.point_labels != Prompt.PAD).sum(axis=1)
-        multimask = torch.from_numpy(self._multimask(real_points, prompted=True))
-        return self._select(out, multimask)
+        return self._select(out, self._multimask(real_points, prompted=True))
 
     @torch.inference_mode()
     def track(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> Step:
@@ -176,10 +174,9 @@ class Sam2StreamingModel:
         steps, order = [], []
         for members in groups.values():
             image = self._attend(features, [memories[i] for i in members], frame_index)
-            sparse, dense = self._no_point
+            sparse, dense = self._no_point_embeddings()
             out = self._decode(image, sparse.expand(-1, len(members), -1, -1), dense, features.high_res)
-            multimask = torch.from_numpy(self._multimask(np.zeros(len(members), int), prompted=False))
-            steps.append(self._select(out, multimask))
+            steps.append(self._select(out, self._multimask(np.zeros(len(members), int), prompted=False)))
             order.extend(members)
         inverse = np.argsort(order)
         return Step.concat(steps, inverse.tolist())
@@ -208,37 +205,34 @@ class Sam2StreamingModel:
         flat = memory.to(torch.bfloat16).flatten(2).transpose(1, 2)  # (N, HW, mem_dim)
         return [Memory(flat[i].contiguous(), self._memory_position, step.pointers[i]) for i in range(len(prompted))]
 
-    def postprocess(self, step: Step, frame: Frame) -> np.ndarray:
-        return self.image_model.postprocess(step.logits, frame.width, frame.height)
+    def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
+        """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered."""
+        visible = step.object_score_logits > 0
+        return FrameAnswer(*self.image_model.postprocess(step.logits, step.scores, frame.width, frame.height, visible))
 
     # -- internals
 
-    def _prompt_embeddings(self, points: torch.Tensor, labels: torch.Tensor):
-        device = self.device
-        with self.image_model.autocast():
-            sparse, dense = self.model.prompt_encoder(
-                input_points=points.to(device), input_labels=labels.to(device), input_boxes=None, input_masks=None
-            )
+    def _no_point_embeddings(self):
         dtype = self.image_model.dtype
-        return sparse.to(dtype), dense[:1].to(dtype)
+        if dtype not in self._no_point:
+            self._no_point[dtype] = self.image_model.prompt_embeddings(np.zeros((1, 1, 2)), -np.ones((1, 1)))
+        return self._no_point[dtype]
 
     def _decode(self, image, sparse, dense, high_res) -> DecoderOutput:
         decoder = self.image_model.decoder
-        out = run_decoder(decoder, image.to(self.image_model.dtype), self.image_model.image_pe, sparse, dense, high_res)
-        if not (torch.isfinite(out.masks).all() and torch.isfinite(out.iou).all()):
-            raise FloatingPointError("the model produced NaN or infinite outputs")
-        return out
+        return run_decoder(decoder, image.to(self.image_model.dtype), self.image_model.image_pe, sparse, dense, high_res)
 
-    def _multimask(self, num_points: np.ndarray, prompted: bool) -> np.ndarray:
+    def _multimask(self, num_points: np.ndarray, prompted: bool) -> torch.Tensor:
         """SAM2 answers ambiguous prompts (no or one point) with the best of its three candidates."""
         c = self.config
         allowed = c.multimask_output_in_sam and (prompted or c.multimask_output_for_tracking)
-        return allowed & (c.multimask_min_pt_num <= num_points) & (num_points <= c.multimask_max_pt_num)
+        chosen = allowed & (c.multimask_min_pt_num <= num_points) & (num_points <= c.multimask_max_pt_num)
+        return torch.from_numpy(np.asarray(chosen, bool)).to(self.device)
 
     def _select(self, out: DecoderOutput, multimask: torch.Tensor) -> Step:
         """One mask per object, its pointer and visibility, as transformers' `_single_frame_forward`."""
         decoder = self.image_model.decoder
-        rows = torch.arange(out.masks.shape[0])
+        rows = torch.arange(out.masks.shape[0], device=out.masks.device)
         best = out.iou[:, 1:].argmax(dim=1) + 1
         if decoder.dynamic_multimask_via_stability:
             single_masks, single_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
@@ -256,7 +250,7 @@ class Sam2StreamingModel:
         with self.image_model.autocast():
             pointer = self.model.object_pointer_proj(token.to(self._pointer_dtype))
         pointer = torch.where(visible, pointer.float(), self.model.no_object_pointer.float())
-        return Step(logits, iou.float().cpu().numpy(), object_score, pointer)
+        return Step(logits, iou.float(), object_score, pointer)
 
     def _attend(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> torch.Tensor:
         """The frame's features conditioned on each object's memory: (B, C, H, W), one batch."""

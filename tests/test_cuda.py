@@ -1,0 +1,126 @@
+"""The GPU paths, checked on a machine without a GPU.
+
+torch's FakeTensorMode makes `cuda` tensors that carry shapes, dtypes and devices but no data, and
+raises FakeTensorDeviceMismatchError on any op that mixes devices: a tensor left on the CPU (built from
+numpy, `arange` without a device, ...) that meets the model's tensors fails here as it would on a GPU.
+What cannot run on fake tensors is the one transfer back to the CPU per answer (`postprocess`): these
+tests stop just before it and check that everything up to there is on the GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch._subclasses import fake_tensor
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from dora_sam2.domain import Frame, Prompt
+from dora_sam2.model import Sam2ImageModel
+from dora_sam2.video import Sam2StreamingModel
+
+CUDA = torch.device("cuda")
+WIDTH, HEIGHT = 160, 120
+
+
+@pytest.fixture(scope="session")
+def fake_cuda_guard(tmp_path_factory):
+    """c10's own no-op device guard, registered for CUDA. A CPU-only torch has none, and the Python
+    bindings that open a device guard (`Tensor.to`, indexing, `contiguous`, ...) would refuse every
+    fake `cuda` tensor before FakeTensorMode sees the op. Built with the machine's C++ compiler."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the fake CUDA device guard")
+    torch_dir = Path(torch.__file__).parent
+    library = tmp_path_factory.mktemp("fake_cuda") / "fake_cuda_guard.so"
+    subprocess.run([compiler, "-std=c++17", "-shared", "-fPIC", f"-I{torch_dir / 'include'}",
+                    str(Path(__file__).parent / "support" / "fake_cuda_guard.cpp"),
+                    f"-L{torch_dir / 'lib'}", "-lc10", "-o", str(library)], check=True)
+    ctypes.CDLL(str(library))
+
+
+@pytest.fixture(scope="session")
+def fake_mode(fake_cuda_guard):
+    """One mode for every test: transformers caches some position encodings across models, by device."""
+    return FakeTensorMode()
+
+
+@pytest.fixture(params=[torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def cuda_model(request, model_dir, fake_mode, monkeypatch):
+    """The suite's SAM2 (with its video memory) on a fake `cuda` device, under autocast as on a GPU."""
+    from transformers import Sam2VideoModel
+
+    # autocast refuses `cuda` on a torch without CUDA; the fake tensors need only its dispatch rules
+    monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    # one-element tensors would be kept as real CPU constants and copied to a `cuda` that is not there
+    monkeypatch.setattr(fake_tensor, "CONSTANT_NUMEL_LIMIT", 0)
+    model = Sam2VideoModel.from_pretrained(model_dir).eval()
+    with fake_mode:
+        model._apply(lambda t: fake_mode.from_tensor(t).to(CUDA))
+        yield Sam2ImageModel(model, CUDA, request.param, "fake-cuda")
+
+
+def frame(seed: int = 0) -> Frame:
+    rgb = np.random.default_rng(seed).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    return Frame("image", rgb, None, "rgb8")
+
+
+def on_cuda(*tensors):
+    return all(t.device.type == "cuda" for t in tensors)
+
+
+def test_model_lives_on_cuda(cuda_model):
+    assert on_cuda(*cuda_model.model.parameters(), *cuda_model.model.buffers(), *cuda_model.decoder.parameters())
+
+
+def test_cuda_segment_encode_and_batched_decode(cuda_model):
+    embedding = cuda_model.encode(frame())
+    assert on_cuda(*embedding.features)
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110], [0, 0, 160, 120]]))
+    click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
+    for prompt in (boxes, click):
+        logits, scores = cuda_model.decode(embedding, prompt)
+        masks = cuda_model.upsample(logits, WIDTH, HEIGHT)
+        assert on_cuda(logits, scores, masks)
+        assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
+
+
+def test_cuda_empty_detection(cuda_model):
+    logits, scores = cuda_model.decode(cuda_model.encode(frame()), Prompt.from_boxes("bbox", np.zeros((0, 4))))
+    assert on_cuda(logits, scores) and len(logits) == len(scores) == 0
+
+
+def test_cuda_track_prompt_remember_and_memory_attention(cuda_model):
+    """Boxes and a click on frame 0, a re-prompt on frame 3, tracking in between and after: objects with
+    different memory layouts go through memory attention (the fused kernel GPUs use) in separate groups."""
+    streaming = Sam2StreamingModel(cuda_model)
+    memories = [streaming.new_memory() for _ in range(3)]
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110]]))
+    click = Prompt.from_points("points", np.array([[80, 60]]), [1])
+    for index in range(streaming.num_maskmem + 3):
+        features = streaming.encode(frame(index))
+        assert on_cuda(features.image, features.position, *features.high_res)
+        if index == 0:
+            steps = [streaming.prompt(features, boxes), streaming.prompt(features, click)]
+            step = type(steps[0]).concat(steps, [0, 1, 2])
+            prompted = [True, True, True]
+        elif index == 3:
+            steps = [streaming.prompt(features, click), streaming.track(features, memories[:2], index)]
+            step = type(steps[0]).concat(steps, [1, 2, 0])  # objects 0, 1 tracked, 2 prompted
+            prompted = [False, False, True]
+        else:
+            step = streaming.track(features, memories, index)
+            prompted = [False, False, False]
+        assert on_cuda(step.logits, step.scores, step.object_score_logits, step.pointers)
+        assert step.logits.shape[0] == step.scores.shape[0] == 3
+        remembered = streaming.remember(features, step, prompted)
+        assert on_cuda(*(t for m in remembered for t in (m.features, m.position, m.pointer)))
+        for memory, m, was_prompted in zip(memories, remembered, prompted):
+            memory.add(index, m, was_prompted)
+        assert on_cuda(cuda_model.upsample(step.logits, WIDTH, HEIGHT), step.object_score_logits > 0)
