@@ -87,3 +87,49 @@ def test_auto_dtype_on_cpu_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: False)
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_dtype_on_cuda_asks_the_chosen_gpu_for_native_bf16(monkeypatch, capability, expected):
+    """T4 (7.5) and V100 (7.0) only emulate bf16: fp16 there. Asked of the chosen device, not the current."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    assert resolve_dtype("auto", torch.device("cuda:1")) == expected
+    assert asked == [torch.device("cuda:1")]
+
+
+def test_float16_overflow_falls_back_to_float32_for_the_rest_of_the_run(model_dir, caplog):
+    """A weight beyond float16's range (65504) makes its float16 copy infinite while float32 is fine:
+    the frame is answered in float32, one line says so, and later frames stay in float32."""
+    from transformers import Sam2Model
+
+    from dora_sam2.engine import Segmenter
+
+    weights = Sam2Model.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        for mlp in weights.mask_decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.mul_(1e6)
+    fp16 = Sam2ImageModel(weights, torch.device("cpu"), torch.float16, "overflowing")
+    segmenter = Segmenter(fp16)
+    segmenter.add_frame(frame())
+    box = Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240], [300, 200, 600, 450]]))
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        _, first = segmenter.segment(box)
+        _, second = segmenter.segment(box)
+    assert fp16.dtype == torch.float32 and fp16.decoder is weights.mask_decoder
+    assert first.masks.shape == second.masks.shape == (2, H, W) and np.isfinite(first.scores).all()
+    assert len([r for r in caplog.records if "float16 overflowed" in r.message]) == 1
+
+
+def test_without_float16_a_non_finite_output_is_an_error(model_dir):
+    from transformers import Sam2Model
+
+    weights = Sam2Model.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        for mlp in weights.mask_decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.fill_(float("nan"))
+    fp32 = Sam2ImageModel(weights, torch.device("cpu"), torch.float32, "broken")
+    with pytest.raises(FloatingPointError):
+        fp32.predict(fp32.encode(frame()), Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240]])))
+    assert fp32.dtype == torch.float32

@@ -174,3 +174,24 @@ def test_memory_is_flat_over_hundreds_of_frames(micro_model_dir):
     assert tracker.started == 2 and masks.track_ids == (1, 2)
     for track in tracker.tracks:
         assert len(track.memory.prompted) == 2 and len(track.memory.recent) == model.num_maskmem - 1
+
+
+def test_tracking_falls_back_to_float32_when_float16_overflows(model_dir):
+    """As in segment mode (test_model.py): the failed frame runs again in float32, its new track kept."""
+    from transformers import Sam2VideoModel
+
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.tracking import Tracker
+
+    weights = Sam2VideoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        for mlp in weights.mask_decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.mul_(1e6)  # beyond float16's range
+    image_model = Sam2ImageModel(weights, torch.device("cpu"), torch.float16, "overflowing")
+    tracker = Tracker(Sam2StreamingModel(image_model))
+    stream = list(frames(3))
+    first = tracker.step(stream[0], Prompt.from_boxes("bbox", BOXES, ["a", "b"]))
+    # the failed try's tracks were rolled back (ids are never reused, so the kept ones are new)
+    assert image_model.dtype == torch.float32 and len(first) == 2 and tracker.started == 2
+    assert np.isfinite(first.scores).all()
+    assert [tracker.step(f).track_ids for f in stream[1:]] == [first.track_ids] * 2

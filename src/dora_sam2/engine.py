@@ -63,12 +63,21 @@ class Segmenter:
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
             masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
         else:
-            embedding = self.embedding(frame)
-            with self.stages.time("prompt_decode"):
-                logits, scores = self.model.decode(embedding, prompt)
-            with self.stages.time("postprocess"):
-                masks, scores = self.model.postprocess(logits, scores, frame.width, frame.height)
+            try:
+                masks, scores = self._predict(frame, prompt)
+            except FloatingPointError:
+                if not self.model.fall_back_to_float32():
+                    raise
+                self._embeddings.clear()  # computed in the old dtype
+                masks, scores = self._predict(frame, prompt)
         return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
+
+    def _predict(self, frame: Frame, prompt: Prompt):
+        embedding = self.embedding(frame)
+        with self.stages.time("prompt_decode"):
+            logits, scores = self.model.decode(embedding, prompt)
+        with self.stages.time("postprocess"):
+            return self.model.postprocess(logits, scores, frame.width, frame.height)
 
     def awaits_frame(self, prompt: Prompt) -> bool:
         """True when the prompt is newer than every frame kept of its camera: its frame is still on the way

@@ -47,17 +47,31 @@ class Sam2ImageModel:
     def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str):
         self.model = model
         self.device = device
-        self.dtype = dtype
         self.name = name
         self.input_size = int(model.config.prompt_encoder_config.image_size)
         self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+        self._use_dtype(dtype)
+
+    def _use_dtype(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
         with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
-            self.image_pe = model.get_image_wide_positional_embeddings().to(dtype)
+            self.image_pe = self.model.get_image_wide_positional_embeddings().to(dtype)
         # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
         # per-object image copies: a decoder that is in the fast dtype throughout skips both (4 M
         # parameters, copied once). The encoder stays under autocast, which is faster there.
-        self.decoder = model.mask_decoder if dtype == torch.float32 else _copy_in_dtype(model.mask_decoder, dtype)
+        decoder = self.model.mask_decoder
+        self.decoder = decoder if dtype == torch.float32 else _copy_in_dtype(decoder, dtype)
+
+    def fall_back_to_float32(self) -> bool:
+        """After float16 gave NaN or infinity (its range ends at 65504; bf16's does not): the rest of the
+        run in float32, said once. False when the model is not in float16, where a retry would not help."""
+        if self.dtype != torch.float16:
+            return False
+        log.warning("float16 overflowed (NaN or infinite outputs) on %s: running in float32 from now on. "
+                    "Set DTYPE=float32 to start that way.", self.device)
+        self._use_dtype(torch.float32)
+        return True
 
     @classmethod
     def load(cls, settings: Settings, video: bool = False) -> "Sam2ImageModel":
@@ -214,7 +228,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # bf16 where the chosen GPU computes it natively (Ampere, compute capability 8.0, and later);
+        # is_bf16_supported() also says yes where it is only emulated (T4, V100), and asks the current
+        # device, not the chosen one.
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32

@@ -59,6 +59,14 @@ class Tracker:
 
     def step(self, frame: Frame, detections: Prompt | None = None, clicks: Sequence[Prompt] = ()) -> Masks:
         """This frame's masks of every live track, after applying the prompts that came with it."""
+        try:
+            return self._step(frame, detections, clicks)
+        except FloatingPointError:  # nothing of the failed frame was kept: it can run again
+            if not self.model.fall_back_to_float32():
+                raise
+            return self._step(frame, detections, clicks)
+
+    def _step(self, frame: Frame, detections: Prompt | None, clicks: Sequence[Prompt]) -> Masks:
         known = len(self.tracks)  # tracks started below are appended after these
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:

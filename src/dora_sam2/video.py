@@ -139,6 +139,9 @@ class Sam2StreamingModel:
     def device(self):
         return self.image_model.device
 
+    def fall_back_to_float32(self) -> bool:
+        return self.image_model.fall_back_to_float32()
+
     def new_memory(self) -> ObjectMemory:
         return ObjectMemory(recent=self.num_maskmem - 1, pointers=self.max_pointers - 1)
 
