@@ -36,7 +36,7 @@ nodes:
     path: dora-sam2
     inputs: {{image: camera/image, bbox: yolo/bbox}}
     outputs: [mask, overlay]
-    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+    env: {{MODEL: "{model_dir}"}}
   - id: remove
     path: {APPS}/remove_objects.py
     inputs: {{image: camera/image, mask: sam2/mask}}

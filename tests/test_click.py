@@ -129,7 +129,7 @@ nodes:
     path: dora-sam2
     inputs: {{image: camera/image, points: click/points, reset: click/reset}}
     outputs: [mask]
-    env: {{MODEL: "{model_dir}", DTYPE: float32, MODE: {mode}, LOST_FRAMES: "100000"}}
+    env: {{MODEL: "{model_dir}", MODE: {mode}, LOST_FRAMES: "100000"}}
   - id: out
     path: {NODES}/collector.py
     inputs: {{points: click/points, mask: sam2/mask}}

@@ -51,7 +51,7 @@ def cluster(tmp_path, model_dir):
 
     start("coordinator", "coordinator", "--interface", "127.0.0.1", "--port", str(port))
     wait_for_port(port)
-    for machine, machine_env in (("robot", {}), ("gpu", {"MODEL": str(model_dir), "DTYPE": "float32"})):
+    for machine, machine_env in (("robot", {}), ("gpu", {"MODEL": str(model_dir)})):
         start(f"daemon-{machine}", "daemon", "--machine-id", machine, "--coordinator-addr", "127.0.0.1",
               "--coordinator-port", str(port), "--local-listen-port", str(free_port()),
               "--zenoh-peer", f"tcp/127.0.0.1:{zenoh}", extra_env=machine_env)

@@ -12,7 +12,9 @@ import torch
 
 from conftest import run_dataflow
 from dora_sam2.engine import Segmenter
-from dora_sam2.node import Sam2Node
+from dora_sam2.node import Adapter
+from dora_sam2.scheduling import SegmentScheduler
+from dora_sam2.stats import Stats
 
 
 def sam2_lines(run):
@@ -38,7 +40,7 @@ nodes:
     path: dora-sam2
     inputs: {{image: camera/image, bbox: prompts/bbox}}
     outputs: [mask]
-    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+    env: {{MODEL: "{model_dir}"}}
   - id: out
     path: $NODES/collector.py
     inputs: {{mask: sam2/mask}}
@@ -69,7 +71,7 @@ nodes:
     path: dora-sam2
     inputs: {{image: camera/image, bbox: yolo/bbox}}
     outputs: [mask]
-    env: {{MODEL: "{model_dir}", DTYPE: float32}}
+    env: {{MODEL: "{model_dir}"}}
 """, stop_after="8s")
     assert run.returncode == 0, run.log[-4000:]
     assert "Traceback" not in run.log
@@ -129,8 +131,17 @@ class FailsOnce:
     def decode(self, embedding, prompt):
         return self.model.decode(embedding, prompt)
 
-    def postprocess(self, logits, width, height):
-        return self.model.postprocess(logits, width, height)
+    def postprocess(self, logits, scores, width, height):
+        return self.model.postprocess(logits, scores, width, height)
+
+    def fall_back_to_float32(self):
+        return self.model.fall_back_to_float32()
+
+
+def segment_node(node, segmenter: Segmenter) -> Adapter:
+    """The node in segment mode, around a RecordingNode instead of dora's."""
+    stats = Stats(segmenter.stages, every_s=0)
+    return Adapter(node, SegmentScheduler(segmenter, stats), stats, ["mask"])
 
 
 def image_event(i):
@@ -145,7 +156,7 @@ BOX = {"type": "INPUT", "id": "bbox", "value": pa.array(np.array([5, 5, 40, 40],
                                             ("nan", "FloatingPointError: the model produced NaN")])
 def test_a_frame_the_model_fails_on_is_logged_and_the_next_is_answered(model, caplog, failure, logged):
     node = RecordingNode()
-    sam2 = Sam2Node(node, Segmenter(FailsOnce(model, failure)), ["mask"], stats_every_s=0)
+    sam2 = segment_node(node, Segmenter(FailsOnce(model, failure)))
     with caplog.at_level(logging.ERROR, logger="dora_sam2"):
         for i in range(3):
             sam2.handle([image_event(i), BOX])
@@ -165,7 +176,7 @@ def test_boxes_delivered_before_their_frame_wait_for_it(model):
         return dict(event, metadata=dict(event["metadata"], timestamp=t0 + timedelta(seconds=seconds)))
 
     node = RecordingNode()
-    sam2 = Sam2Node(node, Segmenter(model), ["mask"], stats_every_s=0)
+    sam2 = segment_node(node, Segmenter(model))
     sam2.handle([stamped(image_event(0), 0), stamped(BOX, 1)])  # frame 1 is not here yet
     assert node.sent == []
     sam2.handle([stamped(image_event(1), 1)])
@@ -179,7 +190,7 @@ def test_boxes_delivered_before_the_first_frame_wait_for_it(model, caplog):
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     node = RecordingNode()
-    sam2 = Sam2Node(node, Segmenter(model, cameras=("image",)), ["mask"], stats_every_s=0)
+    sam2 = segment_node(node, Segmenter(model, cameras=("image",)))
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
         sam2.handle([dict(BOX, metadata={"timestamp": t0})])
         sam2.handle([])  # still no frame: it keeps waiting
@@ -191,7 +202,7 @@ def test_boxes_delivered_before_the_first_frame_wait_for_it(model, caplog):
 
 def test_boxes_whose_camera_never_sends_are_dropped_with_one_line_at_the_end(model, caplog):
     node = RecordingNode()
-    sam2 = Sam2Node(node, Segmenter(model, cameras=("image",)), ["mask"], stats_every_s=0)
+    sam2 = segment_node(node, Segmenter(model, cameras=("image",)))
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
         sam2.handle([BOX, BOX])
         assert not caplog.records  # waiting, not failing
@@ -206,7 +217,7 @@ def test_a_held_prompt_is_answered_even_if_its_frame_never_comes(model, caplog):
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     node = RecordingNode()
-    sam2 = Sam2Node(node, Segmenter(model), ["mask"], stats_every_s=0)
+    sam2 = segment_node(node, Segmenter(model))
     frame = dict(image_event(0), metadata=dict(image_event(0)["metadata"], timestamp=t0))
     box = dict(BOX, metadata={"timestamp": t0 + timedelta(seconds=5)})
     sam2.handle([frame, box])

@@ -48,7 +48,7 @@ nodes:
     path: {BIN}/dora-sam2
     inputs: {{image: camera/image, bbox: yolo/bbox}}
     outputs: [mask, overlay]
-    env: {{MODEL: "{model_dir}", DTYPE: float32, WARMUP: "0", {env}}}
+    env: {{MODEL: "{model_dir}", WARMUP: "0", {env}}}
   - id: rerun
     path: dora-rerun
     inputs: {{overlay: sam2/overlay}}

@@ -18,6 +18,11 @@ TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
 BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
 
 
+def is_newer(stamp: datetime | None, than: datetime | None) -> bool:
+    """True when both timestamps are known and `stamp` is later than `than`, beyond dora's precision."""
+    return stamp is not None and than is not None and stamp - than > TIMESTAMP_TOLERANCE
+
+
 class InputError(ValueError):
     """A message the node cannot use. Its text is the one log line the user sees."""
 
@@ -87,6 +92,21 @@ class Prompt:
         points = np.asarray(points_xy, np.float32).reshape(1, -1, 2)
         point_labels = np.asarray(point_labels, np.int64).reshape(1, -1)
         return cls(input_id, points, point_labels, (label,), **kw)
+
+
+def camera_of(prompt: Prompt, cameras, seen) -> str:
+    """The camera a prompt belongs to: the one its `image_id` names, else the default camera. `cameras`
+    lists the dataflow's camera inputs, default first; dora 0.5 does not say, and then the default is the
+    first camera `seen`."""
+    if prompt.image_id is not None:
+        if cameras and prompt.image_id not in cameras:
+            raise InputError(prompt.input_id, f"image_id {prompt.image_id!r} names no camera input "
+                                              f"(cameras: {', '.join(cameras)})")
+        return prompt.image_id
+    camera = cameras[0] if cameras else next(iter(seen), None)
+    if camera is None:
+        raise InputError(prompt.input_id, "prompt arrived before any image; it is dropped")
+    return camera
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt
+from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt, camera_of, is_newer
 from .stats import Stages
 
 log = logging.getLogger("dora_sam2")
@@ -39,7 +39,8 @@ class FrameBuffer:
 class Segmenter:
     """Keeps recent frames per camera and answers prompts on them, encoding each frame at most once."""
 
-    def __init__(self, model, frame_buffer: int = 30, cameras: Sequence[str] = (), embeddings_kept: int = 2):
+    def __init__(self, model, frame_buffer: int = 30, cameras: Sequence[str] = (), embeddings_kept: int = 2,
+                 stages: Stages | None = None):
         self.model = model
         # The dataflow's camera inputs, default first, when dora tells (1.x). Knowing them, a prompt for a
         # camera that has sent no frame yet can wait for it; prompts without an image_id go to the first.
@@ -50,7 +51,7 @@ class Segmenter:
         self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
         self._embeddings_kept = embeddings_kept
         self._warned: dict[str, float] = {}
-        self.stages = Stages()
+        self.stages = stages if stages is not None else Stages()
 
     def add_frame(self, frame: Frame) -> None:
         if frame.image_id not in self._frames:
@@ -86,13 +87,15 @@ class Segmenter:
             newest = self._camera(prompt).newest
         except InputError:
             return False  # answering will say what is wrong
-        return (prompt.timestamp is not None and newest.timestamp is not None
-                and prompt.timestamp - newest.timestamp > TIMESTAMP_TOLERANCE)
+        return is_newer(prompt.timestamp, newest.timestamp)
 
     def awaits_first_frame(self, prompt: Prompt) -> bool:
         """True while the camera the prompt goes to has sent no frame at all (dora may deliver the first
         boxes before the first frame): nothing to answer it on yet."""
-        name = self._camera_name(prompt)
+        try:
+            name = camera_of(prompt, self.cameras, self._frames)
+        except InputError:
+            return False  # answering will say what is wrong
         return name in self.cameras and name not in self._frames
 
     def frame_for(self, prompt: Prompt) -> Frame:
@@ -128,22 +131,13 @@ class Segmenter:
         return embedding
 
     def _camera(self, prompt: Prompt) -> FrameBuffer:
-        name = self._camera_name(prompt)
+        name = camera_of(prompt, self.cameras, self._frames)
         if name in self._frames:
             return self._frames[name]
-        if name is None:
-            raise InputError(prompt.input_id, "prompt arrived before any image; it is dropped")
         if name in self.cameras:
             raise InputError(prompt.input_id, f"no frame of camera input '{name}' has arrived; the prompt is dropped")
-        known = ", ".join(self.cameras or self._frames) or "none yet"
+        known = ", ".join(self._frames) or "none yet"
         raise InputError(prompt.input_id, f"image_id {name!r} names no camera input (cameras: {known})")
-
-    def _camera_name(self, prompt: Prompt) -> str | None:
-        if prompt.image_id is not None:
-            return prompt.image_id
-        if self.cameras:
-            return self.cameras[0]
-        return next(iter(self._frames), None)  # dora 0.5 does not say which inputs exist: the first seen
 
     def _warn_every(self, key: str, seconds: float, message: str) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ class Settings:
     max_objects: int = 16  # track mode: live tracks at most; further new objects are refused, said once
     lost_frames: int = 30  # track mode: a track SAM2 has not seen for this many frames ends
     match_iou: float = 0.3  # track mode: least overlap of a detection and a track's box to be that track
+    every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -60,6 +61,7 @@ class Settings:
             max_objects=_int(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
             lost_frames=_int(env, "LOST_FRAMES", cls.lost_frames, minimum=1),
             match_iou=match_iou,
+            every_frame=_bool(env, "EVERY_FRAME", cls.every_frame),
         )
 
 

@@ -1,0 +1,181 @@
+"""When each frame and prompt is answered: the policy between dora's event batches and the engine or the
+tracker. No dora here: the adapter hands each batch over as domain objects and sends what comes back.
+
+Live (the default), latest wins: a batch is everything that queued while the model was busy, and only
+the newest of it is worth an answer (segment mode: each prompt source's newest prompt; track mode:
+each camera's newest frame). The rest is counted as skipped.
+
+`every_frame`: nothing is skipped. Track mode answers every frame in order, segment mode every prompt:
+what a recorded video wants, and what lets a test know exactly which frames are answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+from .domain import Frame, InputError, Masks, Prompt, camera_of, is_newer
+from .engine import Segmenter
+from .stats import Stats
+from .tracking import Tracker
+
+log = logging.getLogger("dora_sam2")
+
+RESET = "reset"  # what a message on the `reset` input means, whatever it holds
+BOX_INPUTS = ("bbox", "boxes2d")
+DETECTIONS_WAITING = 30  # per camera: detection sets ahead of their frames, at most
+
+Answer = tuple[Frame, Masks]
+
+
+class SegmentScheduler:
+    """MODE=segment: each prompt answered on the frame it was computed on."""
+
+    def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False):
+        self.segmenter = segmenter
+        self.stats = stats
+        self.every_frame = every_frame
+        self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
+
+    def handle(self, items: Iterable) -> Iterator[Answer]:
+        """One batch: keep every frame, then answer the prompts (per source, the newest, or all of them)."""
+        waited = {id(p) for prompts in self._held.values() for p in prompts}
+        pending, self._held = self._held, {}
+        for item in items:
+            if isinstance(item, Frame):
+                self.segmenter.add_frame(item)
+            elif isinstance(item, Prompt):
+                pending.setdefault((item.input_id, item.image_id), []).append(item)
+            # RESET: segment mode keeps no objects between prompts, so there is nothing to drop
+        for key, prompts in pending.items():
+            chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
+            if held:
+                self._held[key] = held
+            yield from filter(None, map(self._answer, chosen))
+
+    def finish(self) -> Iterator[Answer]:
+        """The stream has ended before the frames of the prompts still held: answer, do not drop."""
+        held, self._held = self._held, {}
+        yield from filter(None, (self._answer(p) for prompts in held.values() for p in prompts))
+
+    def _newest(self, prompts: list[Prompt], waited: set[int]) -> tuple[list[Prompt], list[Prompt]]:
+        """Newest wins; but dora may deliver boxes before the frame they came from. A newest prompt whose
+        frame is not here yet waits one batch for it while the newest older one is answered, and one
+        whose camera has sent no frame at all waits for that first frame."""
+        newest = prompts[-1]
+        if self.segmenter.awaits_first_frame(newest):
+            chosen, held = [], [newest]
+        elif id(newest) in waited or not self.segmenter.awaits_frame(newest):
+            chosen, held = [newest], []
+        else:
+            chosen, held = prompts[-2:-1], [newest]
+        self.stats.skipped += len(prompts) - len(chosen) - len(held)
+        return chosen, held
+
+    def _in_order(self, prompts: list[Prompt], waited: set[int]) -> tuple[list[Prompt], list[Prompt]]:
+        """Every prompt, in order; from the first whose frame is still on the way, they wait together."""
+        for i, prompt in enumerate(prompts):
+            if self.segmenter.awaits_first_frame(prompt) or (
+                    id(prompt) not in waited and self.segmenter.awaits_frame(prompt)):
+                return prompts[:i], prompts[i:]
+        return prompts, []
+
+    def _answer(self, prompt: Prompt) -> Answer | None:
+        try:
+            return self.segmenter.segment(prompt)
+        except InputError as error:
+            log.warning("%s", error)
+        except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
+            log.error("input '%s': segmentation failed on this frame (%s: %s); skipping it",
+                      prompt.input_id, type(error).__name__, error)
+        return None
+
+
+class TrackScheduler:
+    """MODE=track: every frame answered with all live tracks of its camera; prompts start and refresh
+    them on the next frame of their camera."""
+
+    def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False):
+        self.new_tracker = new_tracker  # ids -> Tracker, one per camera
+        self.stats = stats
+        self.cameras = tuple(cameras)
+        self.every_frame = every_frame
+        self.trackers: dict[str, Tracker] = {}
+        self._ids = itertools.count(1)  # shared, so an id names one object across cameras
+        self._detections: dict[str, list[Prompt]] = {}  # per camera, in order, until their frames are here
+        self._clicks: dict[str, list[Prompt]] = {}  # per camera, all of them, in order
+
+    def handle(self, items: Iterable) -> Iterator[Answer]:
+        frames: dict[str, Frame] = {}  # live: each camera's newest frame of the batch
+        for item in items:
+            if isinstance(item, Frame):
+                if self.every_frame:
+                    yield from self._step(item)
+                else:
+                    self.stats.skipped += item.image_id in frames
+                    frames[item.image_id] = item
+            elif isinstance(item, Prompt):
+                self._queue(item)
+            elif item == RESET:  # frames before it are answered with the tracks they had
+                for frame in frames.values():
+                    yield from self._step(frame)
+                frames = {}
+                self.reset()
+        for frame in frames.values():
+            yield from self._step(frame)
+        self._count_tracks()
+
+    def finish(self) -> Iterator[Answer]:
+        return iter(())
+
+    def reset(self) -> None:
+        """Drop every track, and prompts not yet applied: what comes after the reset starts afresh."""
+        for tracker in self.trackers.values():
+            tracker.reset()
+        self._detections.clear()
+        self._clicks.clear()
+
+    def _step(self, frame: Frame) -> list[Answer]:
+        camera = frame.image_id
+        detections = self._due_detections(frame)
+        if camera not in self.trackers:
+            self.trackers[camera] = self.new_tracker(self._ids)
+        try:
+            return [(frame, self.trackers[camera].step(frame, detections, self._clicks.pop(camera, [])))]
+        except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
+            log.error("input '%s': tracking failed on this frame (%s: %s); skipping it",
+                      camera, type(error).__name__, error)
+            return []
+
+    def _due_detections(self, frame: Frame) -> Prompt | None:
+        """The newest detection set computed on this frame or before; later ones wait for their frames.
+        A detector's set says where everything is: older due sets are superseded, and counted."""
+        waiting = self._detections.get(frame.image_id, [])
+        due = [d for d in waiting if not is_newer(d.timestamp, frame.timestamp)]
+        self._detections[frame.image_id] = [d for d in waiting if is_newer(d.timestamp, frame.timestamp)]
+        self.stats.skipped += max(len(due) - 1, 0)
+        return due[-1] if due else None
+
+    def _queue(self, prompt: Prompt) -> None:
+        try:
+            camera = camera_of(prompt, self.cameras, self.trackers)
+        except InputError as error:
+            log.warning("%s", error)
+            return
+        if prompt.input_id in BOX_INPUTS:
+            waiting = self._detections.setdefault(camera, [])
+            waiting.append(prompt)
+            if len(waiting) > DETECTIONS_WAITING:  # their camera has stalled: keep the newest
+                self.stats.skipped += 1
+                del waiting[0]
+        else:
+            self._clicks.setdefault(camera, []).append(prompt)
+
+    def _count_tracks(self) -> None:
+        trackers = self.trackers.values()
+        self.stats.tracking = {
+            "started": sum(t.started for t in trackers),
+            "ended": sum(t.ended for t in trackers),
+            "live": sum(len(t.tracks) for t in trackers),
+        }

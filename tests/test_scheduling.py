@@ -1,0 +1,121 @@
+"""What gets answered, without dora: batches of frames and prompts as dora would deliver them behind a
+busy model, through the real schedulers, engine and tracker. Latest wins by default; EVERY_FRAME answers
+everything in order. Nothing here depends on how fast the machine is: a batch is given, not raced."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dora_sam2.engine import Segmenter
+from dora_sam2.scheduling import RESET, SegmentScheduler, TrackScheduler
+from dora_sam2.stats import Stages, Stats
+from dora_sam2.tracking import Tracker
+from test_tracking import GREEN, RED, ColourSegmenter, detect, render
+
+
+def stats() -> Stats:
+    return Stats(Stages(), every_s=0)
+
+
+# ---------------------------------------------------------------------------- segment mode
+
+
+@pytest.fixture
+def segment(model):
+    def make(every_frame=False):
+        counts = stats()
+        return SegmentScheduler(Segmenter(model, stages=counts.stages), counts, every_frame), counts
+    return make
+
+
+def boxes_on(frame, n=1):
+    return detect(frame, {RED: (10, 10), GREEN: (60, 40)} if n == 2 else {RED: (10, 10)})
+
+
+def test_segment_live_answers_each_sources_newest_prompt_and_counts_the_rest(segment):
+    scheduler, counts = segment()
+    frames = [render(i, {RED: (10, 10)}) for i in range(3)]
+    clicks = detect(frames[1], {RED: (10, 10)})
+    clicks = type(clicks).from_points("points", [[15, 15]], [1], timestamp=frames[1].timestamp)
+    answers = list(scheduler.handle([*frames, *map(boxes_on, frames), clicks]))
+    assert [(a[0].timestamp, a[1].labels) for a in answers] == [(frames[2].timestamp, ("thing",)),
+                                                                (frames[1].timestamp, ("",))]
+    assert counts.skipped == 2
+
+
+def test_segment_every_frame_answers_every_prompt_in_order(segment):
+    scheduler, counts = segment(every_frame=True)
+    frames = [render(i, {RED: (10, 10)}) for i in range(3)]
+    answers = list(scheduler.handle([*frames, *map(boxes_on, frames)]))
+    assert [frame.timestamp for frame, _ in answers] == [f.timestamp for f in frames]
+    assert counts.skipped == 0
+
+
+def test_segment_every_frame_holds_prompts_from_the_first_whose_frame_is_on_the_way(segment):
+    scheduler, counts = segment(every_frame=True)
+    frames = [render(i, {RED: (10, 10)}) for i in range(3)]
+    first = list(scheduler.handle([frames[0], *map(boxes_on, frames)]))  # frames 1 and 2 come later
+    assert [frame.timestamp for frame, _ in first] == [frames[0].timestamp]
+    rest = list(scheduler.handle(frames[1:]))
+    assert [frame.timestamp for frame, _ in rest] == [frames[1].timestamp, frames[2].timestamp]
+    assert counts.skipped == 0 and list(scheduler.finish()) == []
+
+
+# ---------------------------------------------------------------------------- track mode
+
+
+def track(every_frame=False, cameras=("image",)):
+    counts = stats()
+    scheduler = TrackScheduler(lambda ids: Tracker(ColourSegmenter(), lost_frames=100, ids=ids), counts,
+                               cameras, every_frame)
+    return scheduler, counts
+
+
+def test_track_live_answers_each_cameras_newest_frame_and_counts_the_rest():
+    scheduler, counts = track()
+    frames = [render(i, {RED: (10 + i, 10)}) for i in range(4)]
+    answers = list(scheduler.handle([frames[0], detect(frames[0], {RED: (10, 10)}), *frames[1:]]))
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [(frames[3].timestamp, (1,))]
+    assert counts.skipped == 3
+
+
+def test_track_every_frame_answers_every_frame_in_order():
+    scheduler, counts = track(every_frame=True)
+    frames = [render(i, {RED: (10 + i, 10)}) for i in range(4)]
+    answers = list(scheduler.handle([frames[0], detect(frames[0], {RED: (10, 10)}), *frames[1:]]))
+    # boxes delivered after their frame apply to the next frame of their camera
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [
+        (frames[0].timestamp, ()), (frames[1].timestamp, (1,)), (frames[2].timestamp, (1,)),
+        (frames[3].timestamp, (1,))]
+    assert counts.skipped == 0 and counts.tracking == {"started": 1, "ended": 0, "live": 1}
+
+
+def test_track_detections_wait_for_their_own_frame():
+    scheduler, _ = track(every_frame=True)
+    frames = [render(i, {RED: (10, 10)}) for i in range(3)]
+    early = detect(frames[2], {RED: (10, 10)})  # delivered before frames 1 and 2
+    answers = list(scheduler.handle([frames[0], early, frames[1], frames[2]]))
+    assert [masks.track_ids for _, masks in answers] == [(), (), (1,)]
+
+
+def test_track_reset_mid_batch_answers_the_frames_before_it_with_their_tracks():
+    scheduler, _ = track(every_frame=True)
+    frames = [render(i, {RED: (10, 10)}) for i in range(4)]
+    answers = list(scheduler.handle([detect(frames[0], {RED: (10, 10)}), frames[0], frames[1], RESET,
+                                     frames[2], detect(frames[3], {GREEN: (60, 40)}), frames[3]]))
+    assert [masks.track_ids for _, masks in answers] == [(1,), (1,), (), (2,)]
+    assert scheduler.trackers["image"].started == 2
+
+
+def test_track_prompts_for_an_unknown_camera_are_one_line(caplog):
+    scheduler, _ = track(every_frame=True, cameras=("image",))
+    frame = render(0, {RED: (10, 10)})
+    prompt = detect(frame, {RED: (10, 10)})
+    prompt = dataclasses.replace(prompt, image_id="image_rear")
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        answers = list(scheduler.handle([prompt, frame]))
+    assert [masks.track_ids for _, masks in answers] == [()]
+    [record] = caplog.records
+    assert "image_id 'image_rear' names no camera input" in record.getMessage()
