@@ -222,3 +222,10 @@ def test_metadata_holds_python_types_only():
     }
     for value in [*metadata.values(), *metadata["scores"], *metadata["track_ids"]]:
         assert type(value).__module__ in ("builtins", "datetime"), type(value)
+
+
+def test_a_timestamp_without_timezone_is_read_as_utc():
+    naive = TS.replace(tzinfo=None)
+    frame = codecs.decode_frame("image", pa.array(BGR.ravel()), {"width": 64, "height": 48, "timestamp": naive})
+    boxes = codecs.decode_boxes("bbox", pa.array([1.0, 2.0, 30.0, 40.0]), {"timestamp": naive})
+    assert frame.timestamp == TS and boxes.timestamp == TS and frame.timestamp.tzinfo is not None

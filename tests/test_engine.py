@@ -129,3 +129,18 @@ def test_prompts_that_cannot_be_placed_are_input_errors(recording, cameras, prep
     prepare(segmenter)
     with pytest.raises(InputError, match=message):
         segmenter.segment(prompt)
+
+
+def test_a_box_wholly_outside_the_frame_is_dropped_in_one_line(recording, caplog):
+    """Clipped, [700, 100, 800, 200] on a 64x48 frame would be a line on its edge, and SAM2 would
+    answer it with a mask anyway. The boxes inside are answered as usual, in their order."""
+    segmenter = Segmenter(recording)
+    segmenter.add_frame(frames(1)[0])
+    prompt = Prompt.from_boxes("bbox", np.array([[2, 2, 30, 30], [700, 10, 800, 20], [10, 5, 60, 40],
+                                                 [-50, -40, 0, 10]]), ["a", "out", "b", "out too"])
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        _, answer = segmenter.segment(prompt)
+    assert answer.labels == ("a", "b") and len(answer.masks) == 2
+    [record] = caplog.records
+    assert record.getMessage() == ("input 'bbox': boxes [[700.0, 10.0, 800.0, 20.0], [-50.0, -40.0, 0.0, 10.0]] "
+                                   "lie wholly outside the 64x48 frame: dropped")

@@ -97,3 +97,25 @@ def test_points_reset_and_the_object_cap(dataflow, model_dir, tmp_path):
     assert all(answers[i]["track_ids"] == [1, 2] for i in (1, 2, 3))
     assert all(answers[i]["track_ids"] == [] for i in (4, 5))  # reset dropped them, nothing prompted yet
     assert all(answers[i]["track_ids"] == [3] and answers[i]["labels"] == ["object 0"] for i in range(6, 10))
+
+
+def test_bad_input_in_track_mode_is_one_line_and_tracking_goes_on(dataflow, model_dir, tmp_path):
+    """Timestamps without a timezone, a box wholly outside the frame, a camera that changes resolution."""
+    def naive(message):
+        delay, output, value, metadata = message
+        return delay, output, value, dict(metadata, timestamp=metadata["timestamp"].replace(tzinfo=None))
+
+    steps = [naive(frame_message(scene(), 0)),
+             naive(boxes_message(0, [[40, 40, 200, 220], [700, 100, 800, 200]])),  # the second: right of 640
+             *[naive(frame_message(scene(), i)) for i in (1, 2)],
+             (2.0, *frame_message(scene(320, 240), 3)[1:]), frame_message(scene(320, 240), 4)]
+    run = dataflow(track_flow(model_dir, tmp_path, steps))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    answers = {frame_index(e): e["metadata"] for e in run.events()}
+    assert sorted(answers) == list(range(5))
+    assert answers[1]["track_ids"] == answers[2]["track_ids"] == [1]  # one box in the frame: one track
+    assert answers[3]["track_ids"] == answers[4]["track_ids"] == [] and answers[3]["width"] == 320
+    lines = run.node_log("sam2")
+    assert len([line for line in lines if "[700.0, 100.0, 800.0, 200.0] lies wholly outside the 640x480" in line]) == 1
+    assert len([line for line in lines if "changed resolution from 640x480 to 320x240" in line]) == 1

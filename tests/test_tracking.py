@@ -226,3 +226,29 @@ def test_a_failed_frame_does_not_leave_half_started_tracks():
     assert len(t.step(render(1, objects))) == 0
     frame = render(2, objects)
     assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 2}
+
+
+def test_a_box_wholly_outside_the_frame_starts_no_track(caplog):
+    t = tracker()
+    frame = render(0, {RED: (10, 10)})
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 24, 24], [W + 10, 10, W + 40, 40]], np.float32),
+                              ["red", "nothing"], timestamp=frame.timestamp)
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        masks = t.step(frame, boxes)
+    assert masks.track_ids == (1,) and masks.labels == ("red",) and t.started == 1
+    assert ["wholly outside" in r.getMessage() for r in caplog.records] == [True]
+
+
+def test_a_camera_that_changes_resolution_drops_its_tracks_in_one_line(caplog):
+    t = tracker()
+    objects = {RED: (10, 10)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    assert t.step(render(1, objects)).track_ids == (1,)
+    bigger = Frame("image", np.zeros((2 * H, 2 * W, 3), np.uint8), T0 + timedelta(seconds=2), "rgb8")
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        masks = t.step(bigger)
+        again = t.step(bigger)
+    assert masks.track_ids == again.track_ids == () and t.ended == 1
+    [record] = caplog.records
+    assert "changed resolution from 120x90 to 240x180: dropping tracks [1]" in record.getMessage()

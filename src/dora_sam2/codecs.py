@@ -7,7 +7,7 @@ problem; nothing else escapes (the fuzz tests hold it to that).
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 
 import cv2
 import numpy as np
@@ -85,8 +85,12 @@ def _positive_int(input_id: str, metadata: dict, key: str) -> int:
 
 
 def _timestamp(metadata: dict) -> datetime | None:
+    """dora's timestamps are UTC; one without a timezone (a node that built its own) is read as UTC, so it
+    compares with the others."""
     ts = metadata.get("timestamp")
-    return ts if isinstance(ts, datetime) else None
+    if not isinstance(ts, datetime):
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
 
 
 # ---------------------------------------------------------------------------- prompts

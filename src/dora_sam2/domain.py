@@ -5,10 +5,14 @@ Each is validated once, when it is built (by the codecs); past that, code trusts
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+
+log = logging.getLogger("dora_sam2")
 
 # Two timestamps name the same frame within this: dora carries them to about 1 us, and frames of any
 # real camera are milliseconds apart.
@@ -87,11 +91,37 @@ class Prompt:
         labels = tuple(labels) if labels else ("",) * len(boxes)
         return cls(input_id, boxes, point_labels, labels, **kw)
 
+    def keep(self, objects: np.ndarray) -> "Prompt":
+        """This prompt with only the objects where `objects` (N,) is True."""
+        ids = None if self.object_ids is None else tuple(np.asarray(self.object_ids)[objects].tolist())
+        return dataclasses.replace(self, points=self.points[objects], point_labels=self.point_labels[objects],
+                                   labels=tuple(np.asarray(self.labels, object)[objects].tolist()), object_ids=ids)
+
+    def boxes_outside(self, width: int, height: int) -> np.ndarray:
+        """(N,) True for each object that is a box lying wholly outside a width x height frame: clipped, it
+        would be a line on the edge, and SAM2 would still answer it with a mask."""
+        if self.points.shape[1] < 2:
+            return np.zeros(self.num_objects, bool)
+        box = (self.point_labels[:, :2] == (BOX_TOP_LEFT, BOX_BOTTOM_RIGHT)).all(axis=1)
+        (x1, y1), (x2, y2) = self.points[:, 0].T, self.points[:, 1].T
+        return box & ((x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height))
+
     @classmethod
     def from_points(cls, input_id: str, points_xy: np.ndarray, point_labels, label: str = "", **kw) -> "Prompt":
         points = np.asarray(points_xy, np.float32).reshape(1, -1, 2)
         point_labels = np.asarray(point_labels, np.int64).reshape(1, -1)
         return cls(input_id, points, point_labels, (label,), **kw)
+
+
+def on_frame(prompt: Prompt, frame: Frame) -> Prompt:
+    """The prompt as it can be answered on `frame`: a box wholly outside it is dropped, in one line."""
+    outside = prompt.boxes_outside(frame.width, frame.height)
+    if not outside.any():
+        return prompt
+    boxes = [prompt.points[i].ravel().round(1).tolist() for i in np.flatnonzero(outside)]
+    log.warning("input '%s': %s wholly outside the %dx%d frame: dropped", prompt.input_id,
+                f"box {boxes[0]} lies" if len(boxes) == 1 else f"boxes {boxes} lie", frame.width, frame.height)
+    return prompt.keep(~outside)
 
 
 def camera_of(prompt: Prompt, cameras, seen) -> str:

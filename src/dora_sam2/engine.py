@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt, camera_of, is_newer
+from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt, camera_of, is_newer, on_frame
 from .stats import Stages
 
 log = logging.getLogger("dora_sam2")
@@ -61,6 +61,7 @@ class Segmenter:
     def segment(self, prompt: Prompt) -> tuple[Frame, Masks]:
         """The masks for a prompt, with the frame they were computed on."""
         frame = self.frame_for(prompt)
+        prompt = on_frame(prompt, frame)
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
             masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
         else:

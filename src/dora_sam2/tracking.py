@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .association import associate, boxes_from_masks
-from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt
+from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt, on_frame
 from .stats import Stages
 from .video import ObjectMemory, Sam2StreamingModel, Step
 
@@ -55,6 +55,7 @@ class Tracker:
         self.started = self.ended = 0
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
+        self._size: tuple[int, int] | None = None  # (width, height) of the camera's frames
         self._warned = -1e9
 
     def step(self, frame: Frame, detections: Prompt | None = None, clicks: Sequence[Prompt] = ()) -> Masks:
@@ -67,6 +68,8 @@ class Tracker:
             return self._step(frame, detections, clicks)
 
     def _step(self, frame: Frame, detections: Prompt | None, clicks: Sequence[Prompt]) -> Masks:
+        self._follow_resolution(frame)
+        detections = on_frame(detections, frame) if detections is not None else None
         known = len(self.tracks)  # tracks started below are appended after these
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:
@@ -94,6 +97,17 @@ class Tracker:
         self._follow(found.masks, found.visible)
         self._frame_index += 1
         return answer
+
+    def _follow_resolution(self, frame: Frame) -> None:
+        """A camera that changes resolution mid-stream: the tracks' boxes and memories no longer fit it."""
+        size = (frame.width, frame.height)
+        if self._size is not None and size != self._size and self.tracks:
+            log.warning("input '%s': the camera changed resolution from %dx%d to %dx%d: dropping tracks %s, "
+                        "whose boxes and memories no longer fit the frame", frame.image_id, *self._size, *size,
+                        [t.track_id for t in self.tracks])
+            self.ended += len(self.tracks)
+            self.tracks = []
+        self._size = size
 
     def reset(self) -> None:
         if self.tracks:
