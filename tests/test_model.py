@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, Prompt
-from dora_sam2.model import PIXEL_MEAN, PIXEL_STD, Sam2ImageModel, resolve_dtype
+from dora_sam2.model import Sam2ImageModel, resolve_dtype
 
 W, H = 640, 480
 
@@ -22,11 +22,12 @@ def test_preprocess_stretches_the_frame_onto_the_square_input(model):
     rgb[:240, 320:] = 255  # top-right quadrant white
     pixels = model.preprocess(rgb)
     assert pixels.shape == (1, 3, 1024, 1024)
-    mean, std = torch.tensor(PIXEL_MEAN).view(3, 1, 1), torch.tensor(PIXEL_STD).view(3, 1, 1)
-    unnormalised = pixels[0] * std + mean
-    assert torch.allclose(unnormalised[:, 100, 800], torch.ones(3), atol=1e-4)  # inside the quadrant
-    assert torch.allclose(unnormalised[:, 800, 100], torch.zeros(3), atol=1e-4)  # outside
-    assert torch.allclose(unnormalised[:, 505, 505], torch.zeros(3), atol=1e-4)  # just outside its corner
+    # Sam2Processor's normalisation (ImageNet statistics), written out: (1 - mean) / std and -mean / std
+    white = torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
+    black = torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
+    assert torch.allclose(pixels[0, :, 100, 800], white, atol=1e-4)  # inside the quadrant
+    assert torch.allclose(pixels[0, :, 800, 100], black, atol=1e-4)  # outside
+    assert torch.allclose(pixels[0, :, 505, 505], black, atol=1e-4)  # just outside its corner
 
 
 def test_box_reaches_the_prompt_encoder_in_model_coordinates(model):

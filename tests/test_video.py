@@ -35,69 +35,155 @@ def frames(count: int):
         yield Frame("image", rgb, None, "rgb8")
 
 
-def run_ours(streaming, count, prompt_every=None):
-    memories = [streaming.new_memory() for _ in BOXES]
+# What an object is told on a frame: (points in frame pixels, SAM2 labels). A box is its two corners.
+BOX_A = (BOXES[0].reshape(2, 2), [2, 3])
+BOX_B = (BOXES[1].reshape(2, 2), [2, 3])
+CLICK_B = (np.array([[120, 60]], np.float32), [1])  # one click: ambiguous, SAM2 picks among 3 masks
+CLICKS_B = (np.array([[118, 62], [95, 35]], np.float32), [1, 0])  # a foreground and a background click
+
+
+def as_prompt(cues: dict) -> Prompt:
+    """{object: (points, labels)} as one Prompt, objects in order, padded as the tracker pads them."""
+    k = max(len(labels) for _, labels in cues.values())
+    points = np.zeros((len(cues), k, 2), np.float32)
+    labels = np.full((len(cues), k), Prompt.PAD, np.int64)
+    for row, (xy, point_labels) in enumerate(cues.values()):
+        points[row, : len(xy)], labels[row, : len(point_labels)] = xy, point_labels
+    return Prompt("test", points, labels, ("",) * len(cues))
+
+
+def run_ours(streaming, count, prompts, before_frame=lambda index: None):
+    """`prompts`: {frame: {object: cue}}; objects not prompted on a frame are tracked from memory."""
+    from dora_sam2.video import Step
+
+    objects = sorted({o for cues in prompts.values() for o in cues})
+    memories = {o: streaming.new_memory() for o in objects}
     logits = []
     for index, frame in enumerate(frames(count)):
+        before_frame(index)
         features = streaming.encode(frame)
-        prompted = index == 0 or (prompt_every and index % prompt_every == 0)
+        cues = prompts.get(index, {})
+        prompted = [o for o in objects if o in cues]
+        tracked = [o for o in objects if o not in cues]
+        steps = []
         if prompted:
-            step = streaming.prompt(features, Prompt.from_boxes("bbox", BOXES))
-        else:
-            step = streaming.track(features, memories, index)
-        for memory, m in zip(memories, streaming.remember(features, step, [bool(prompted)] * len(BOXES))):
-            memory.add(index, m, prompted=bool(prompted))
+            steps.append(streaming.prompt(features, as_prompt({o: cues[o] for o in prompted})))
+        if tracked:
+            steps.append(streaming.track(features, [memories[o] for o in tracked], index))
+        step = Step.concat(steps, np.argsort(prompted + tracked).tolist())
+        for o, m in zip(objects, streaming.remember(features, step, [o in cues for o in objects])):
+            memories[o].add(index, m, prompted=o in cues)
         logits.append(step.logits)
     return logits, memories
 
 
-def run_transformers(streaming, count):
+def run_transformers(streaming, count, prompts, before_frame=lambda index: None):
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
     model, image_model = streaming.model, streaming.image_model
     session = Sam2VideoInferenceSession(video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
     logits = []
     for index, frame in enumerate(frames(count)):
+        before_frame(index)
         pixels = image_model.preprocess(frame.rgb)[0]
-        if index == 0:
-            session.add_new_frame(pixels)
-            points = image_model.model_points(Prompt.from_boxes("bbox", BOXES), WIDTH, HEIGHT)
-            for obj_id, corners in enumerate(points):
-                obj_idx = session.obj_id_to_idx(obj_id)
-                session.add_point_inputs(obj_idx, 0, {
-                    "point_coords": torch.from_numpy(corners)[None, None],
-                    "point_labels": torch.tensor([[[2, 3]]]),
-                })
-                session.obj_with_new_inputs.append(obj_id)
-            out = model(inference_session=session, frame_idx=0)
-        else:
-            out = model(inference_session=session, frame=pixels)
-        logits.append(out.pred_masks[:, 0])
+        with image_model.autocast():
+            if index in prompts:
+                session.add_new_frame(pixels, index)
+                for obj_id, (xy, labels) in prompts[index].items():
+                    model_xy = image_model.model_points(as_prompt({0: (xy, labels)}), WIDTH, HEIGHT)[0]
+                    session.add_point_inputs(session.obj_id_to_idx(obj_id), index, {
+                        "point_coords": torch.from_numpy(model_xy)[None, None],
+                        "point_labels": torch.tensor([[labels]]),
+                    })
+                    session.obj_with_new_inputs.append(obj_id)
+                out = model(inference_session=session, frame_idx=index)
+            else:
+                out = model(inference_session=session, frame=pixels)
+        logits.append(out.pred_masks[:, 0].float())
     return logits
+
+
+class Presence:
+    """Random weights say "object present" at random: this pins SAM2's presence score, on the decoder
+    and on the copy the fast dtypes decode with."""
+
+    def __init__(self, streaming):
+        decoders = {id(d): d for d in (streaming.model.mask_decoder, streaming.image_model.decoder)}
+        self._biases = [d.pred_obj_score_head.proj_out.bias for d in decoders.values()]
+        self._saved = [b.detach().clone() for b in self._biases]
+
+    def pin(self, visible: bool) -> None:
+        with torch.no_grad():
+            for bias, saved in zip(self._biases, self._saved):
+                bias.copy_(saved + (30.0 if visible else -30.0))
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for bias, saved in zip(self._biases, self._saved):
+                bias.copy_(saved)
 
 
 @pytest.fixture(params=["visible", "hidden"])
 def visibility(request, streaming):
-    """Random weights say "object present" at random: pin SAM2's presence score to test each path."""
-    bias = streaming.model.mask_decoder.pred_obj_score_head.proj_out.bias
-    saved = bias.detach().clone()
-    with torch.no_grad():
-        bias.add_(30.0 if request.param == "visible" else -30.0)
+    presence = Presence(streaming)
+    presence.pin(request.param == "visible")
     yield request.param
-    with torch.no_grad():
-        bias.copy_(saved)
+    presence.restore()
 
 
 def test_matches_transformers_streaming(streaming, visibility):
     """A prompted frame, then tracked frames reading a growing, then full, then sliding memory window."""
     count = streaming.num_maskmem + 4
+    prompts = {0: {0: BOX_A, 1: BOX_B}}
     with torch.inference_mode():
-        ours, _ = run_ours(streaming, count)
-        reference = run_transformers(streaming, count)
+        ours, _ = run_ours(streaming, count, prompts)
+        reference = run_transformers(streaming, count, prompts)
     for index, (mine, theirs) in enumerate(zip(ours, reference)):
-        torch.testing.assert_close(mine, theirs.float(), rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
     hidden = torch.stack(ours) == -1024.0
     assert (~hidden).all() if visibility == "visible" else hidden.all()
+
+
+@pytest.fixture
+def short_pointer_window(streaming):
+    """SAM2 reads the pointers of its last 16 frames: 4 here, so a short run fills and slides the window."""
+    config = streaming.model.config
+    saved = config.max_object_pointers_in_encoder
+    config.max_object_pointers_in_encoder = 4
+    yield Sam2StreamingModel(streaming.image_model)
+    config.max_object_pointers_in_encoder = saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_matches_transformers_through_occlusion_clicks_and_re_prompts(short_pointer_window, dtype):
+    """A box and a single click on frame 0 (padding, and SAM2's pick among three masks), both objects
+    hidden on frames 3-4 and back, the clicked object re-prompted with a foreground and a background
+    click on frame 6 while the other is tracked, 12 frames: full and evicting memory and pointer windows."""
+    from dora_sam2.model import Sam2ImageModel
+
+    base = short_pointer_window.image_model
+    streaming = Sam2StreamingModel(Sam2ImageModel(base.model, base.device, dtype, base.name))
+    presence = Presence(streaming)
+    prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
+
+    def before_frame(index):
+        presence.pin(visible=index not in (3, 4))
+
+    try:
+        with torch.inference_mode():
+            ours, _ = run_ours(streaming, 12, prompts, before_frame)
+            reference = run_transformers(streaming, 12, prompts, before_frame)
+    finally:
+        presence.restore()
+    hidden = torch.stack(ours) == -1024.0
+    assert hidden[3:5].all() and not hidden[:3].any() and not hidden[5:].any()
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        if dtype == torch.float32:
+            torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+        elif index in (3, 4):  # hidden: the same constant "no object" logit
+            torch.testing.assert_close(mine, theirs, msg=f"frame {index}")
+        else:  # both in bf16, rounded at different steps: the same logits up to that rounding
+            assert torch.corrcoef(torch.stack([mine.flatten(), theirs.flatten()]))[0, 1] > 0.99, f"frame {index}"
 
 
 def test_chunked_attention_is_softmax_attention():
@@ -130,8 +216,9 @@ def test_both_memory_attention_paths_agree(streaming):
 @pytest.mark.parametrize("streaming", ["micro"], indirect=True)  # bookkeeping: any size will do
 def test_memory_stays_bounded(streaming):
     """Re-prompted every 4th frame for 30 frames: each object keeps 2 prompted frames and the window."""
-    _, memories = run_ours(streaming, 30, prompt_every=4)
-    for memory in memories:
+    prompts = {i: {0: BOX_A, 1: BOX_B} for i in range(0, 30, 4)}
+    _, memories = run_ours(streaming, 30, prompts)
+    for memory in memories.values():
         assert len(memory.prompted) == 2 and 0 in memory.prompted and 28 in memory.prompted
         assert len(memory.recent) == streaming.num_maskmem - 1
         assert len(memory.recent_pointers) <= streaming.max_pointers - 1
