@@ -66,7 +66,7 @@ def run(model_dir: str, args) -> dict:
         if args.reset_every and index and index % args.reset_every == 0:
             tracker.reset()
         masks = tracker.step(frame, detections)
-        codecs.encode_masks_uint8(masks), codecs.encode_masks_bool(masks), codecs.masks_metadata(masks)
+        codecs.encode_mask(masks), codecs.encode_masks(masks)
         overlay.draw(frame, masks)
         live.append(len(masks))
         if index % args.sample_every == 0 or index == args.frames - 1:

@@ -122,13 +122,13 @@ nodes:
     env: {{FRAMES: "100000"}}
   - id: click
     path: dora-sam2-click
-    inputs: {{image: camera/image, mask: sam2/mask}}
+    inputs: {{image: camera/image, masks: sam2/masks}}
     outputs: [points, reset]
     env: {{PORT: "{port}"}}
   - id: sam2
     path: dora-sam2
     inputs: {{image: camera/image, points: click/points, reset: click/reset}}
-    outputs: [mask]
+    outputs: [mask, masks]
     env: {{MODEL: "{model_dir}", MODE: {mode}, LOST_FRAMES: "100000"}}
   - id: out
     path: {NODES}/collector.py

@@ -199,17 +199,29 @@ def make_masks(n=2, h=3, w=4):
                  "image", TS, track_ids=tuple(range(7, 7 + n)))
 
 
-def test_uint8_output_is_what_the_seed_consumer_reshapes():
-    masks = make_masks(n=1)
-    value = codecs.encode_masks_uint8(masks)
-    assert value.type == pa.uint8()
-    np.testing.assert_array_equal(value.to_numpy().reshape(3, 4), masks.masks[0].astype(np.uint8))
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_mask_is_one_frame_sized_union_the_seed_consumer_reshapes(n):
+    masks = make_masks(n=n)
+    value, metadata = codecs.encode_mask(masks)
+    assert value.type == pa.uint8() and len(value) == 3 * 4
+    expected = np.zeros((3, 4), np.uint8)
+    for mask in masks.masks:
+        expected |= mask.astype(np.uint8)
+    np.testing.assert_array_equal(value.to_numpy().reshape((3, 4)), expected)
+    assert metadata["mask_layout"] == "union" and metadata["num_masks"] == n and len(metadata["labels"]) == n
 
 
-def test_boolean_output_round_trips():
+def test_mask_stacked_on_request():
     masks = make_masks(n=3)
-    value = codecs.encode_masks_bool(masks)
-    assert value.type == pa.bool_()
+    value, metadata = codecs.encode_mask(masks, "stack")
+    assert value.type == pa.uint8() and metadata["mask_layout"] == "stack"
+    np.testing.assert_array_equal(value.to_numpy().reshape(3, 3, 4), masks.masks.astype(np.uint8))
+
+
+def test_masks_output_round_trips():
+    masks = make_masks(n=3)
+    value, metadata = codecs.encode_masks(masks)
+    assert value.type == pa.bool_() and "mask_layout" not in metadata
     np.testing.assert_array_equal(value.to_numpy(zero_copy_only=False).reshape(3, 3, 4), masks.masks)
 
 

@@ -11,7 +11,7 @@ import pytest
 from dora_sam2 import codecs
 from dora_sam2.domain import Masks
 from dora_sam2.masks import (RecentFrames, area, bounding_boxes, centroids, colliding_pairs, coverage,
-                             decode_masks, extract, inpaint_mask, masks_with_frames, overlaps)
+                             decode_masks, decode_union, extract, inpaint_mask, masks_with_frames, overlaps)
 
 
 def stack():
@@ -21,15 +21,35 @@ def stack():
     return m                   # object 2 is empty
 
 
-@pytest.mark.parametrize("n", [0, 1, 3])
-@pytest.mark.parametrize("encode", [codecs.encode_masks_uint8, codecs.encode_masks_bool])
-def test_decode_round_trips_both_outputs(n, encode):
+def answer(n: int) -> Masks:
     masks = np.random.default_rng(n).random((n, 6, 8)) > 0.5
-    answer = Masks(masks, np.zeros(n, np.float32), ("",) * n, "image", None)
-    event = {"value": encode(answer), "metadata": codecs.masks_metadata(answer)}
-    decoded = decode_masks(event)
+    return Masks(masks, np.zeros(n, np.float32), ("",) * n, "image", None)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("encode", [codecs.encode_masks, lambda masks: codecs.encode_mask(masks, "stack")],
+                         ids=["masks", "mask-stack"])
+def test_decode_masks_round_trips_the_per_object_outputs(n, encode):
+    value, metadata = encode(answer(n))
+    decoded = decode_masks({"value": value, "metadata": metadata})
     assert decoded.shape == (n, 6, 8) and decoded.dtype == np.bool_
-    np.testing.assert_array_equal(decoded, masks)
+    np.testing.assert_array_equal(decoded, answer(n).masks)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+@pytest.mark.parametrize("encode", [codecs.encode_mask, codecs.encode_masks,
+                                    lambda masks: codecs.encode_mask(masks, "stack")],
+                         ids=["mask", "masks", "mask-stack"])
+def test_decode_union_reads_every_output(n, encode):
+    value, metadata = encode(answer(n))
+    expected = np.logical_or.reduce(answer(n).masks, axis=0) if n else np.zeros((6, 8), bool)
+    np.testing.assert_array_equal(decode_union({"value": value, "metadata": metadata}), expected)
+
+
+def test_decode_masks_on_a_union_says_where_the_objects_are():
+    value, metadata = codecs.encode_mask(answer(3))
+    with pytest.raises(ValueError, match="union of its 3 objects.*`masks` output"):
+        decode_masks({"value": value, "metadata": metadata})
 
 
 def test_decode_rejects_what_is_not_masks():
@@ -68,6 +88,7 @@ def test_extract_black_and_transparent():
     assert (black[~union] == 0).all()
     rgba = extract(image, m, transparent=True)
     assert rgba.shape == (6, 8, 4) and (rgba[union, 3] == 255).all() and (rgba[~union, 3] == 0).all()
+    np.testing.assert_array_equal(extract(image, union), black)  # the union `mask` does the same
 
 
 def test_inpaint_mask_covers_objects_and_grows():
@@ -76,6 +97,7 @@ def test_inpaint_mask_covers_objects_and_grows():
     assert set(np.unique(plain)) == {0, 255}
     np.testing.assert_array_equal(plain > 0, m.any(0))
     assert (grown >= plain).all() and grown.sum() > plain.sum()
+    np.testing.assert_array_equal(inpaint_mask(m.any(0), grow=1), grown)  # from the union `mask` alike
 
 
 def test_recent_frames_find_by_timestamp_within_dora_precision():
@@ -102,4 +124,7 @@ def test_masks_with_frames_pairs_each_answer_with_its_frame():
     stream = [image(0), image(1), {"type": "INPUT_CLOSED", "id": "x"}, mask(1), mask(7), mask(0)]
     pairs = list(masks_with_frames(stream))
     assert [int(frame[0, 0, 0]) for frame, _, _ in pairs] == [1, 0]  # mask 7's frame was never seen
-    assert pairs[0][1].shape == (1, 2, 2)
+    assert pairs[0][1].shape == (2, 2)  # `mask`: the union
+    masks = [dict(mask(1), id="masks", value=pa.array([True, False, False, True]))]
+    [(_, per_object, _)] = masks_with_frames([image(1), *masks], mask_input="masks")
+    assert per_object.shape == (1, 2, 2)

@@ -16,9 +16,12 @@ from dora import Node
 
 
 def synthetic(frames: int, width: int, height: int):
-    """A red block sliding right and a green disc, on grey."""
+    """A red block sliding right and a green disc, on a grey gradient (texture enough that painting a
+    region over changes it)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    background = (40 + 150 * (xs + ys) / (width + height)).astype(np.uint8)
     for index in range(frames):
-        image = np.full((height, width, 3), 96, np.uint8)
+        image = np.repeat(background[..., None], 3, axis=2)
         x = (index * 7) % max(width // 2, 1)
         cv2.rectangle(image, (x + 20, height // 4), (x + width // 4, height // 2), (0, 0, 220), -1)
         cv2.circle(image, (width * 3 // 4, height * 2 // 3), min(width, height) // 8, (0, 200, 0), -1)

@@ -1,6 +1,7 @@
 """Collision detection (the seed's application): which segmented objects overlap.
 
-Input `mask` (dora-sam2); output `collisions`: flat pairs i, j (Int64, indices into the mask message),
+Input `masks` (dora-sam2's per-object masks); output `collisions`: flat pairs i, j (Int64, indices into
+the objects of the message),
 with metadata `labels` as pairs of the objects' labels, and the frame's `timestamp`.
 """
 
@@ -14,7 +15,7 @@ from dora_sam2.masks import colliding_pairs, decode_masks
 def main():
     node = Node()
     for event in node:
-        if event["type"] != "INPUT" or event["id"] != "mask":
+        if event["type"] != "INPUT" or event["id"] != "masks":
             continue
         labels = event["metadata"].get("labels", [])
         pairs = colliding_pairs(decode_masks(event))

@@ -1,6 +1,6 @@
 """Object extraction (the seed's application): the segmented objects on a black background.
 
-Inputs `image` (the camera, bgr8) and `mask` (dora-sam2); output `image` (bgr8).
+Inputs `image` (the camera, bgr8) and `mask` (dora-sam2's union of the objects); output `image` (bgr8).
 """
 
 import pyarrow as pa
@@ -11,9 +11,9 @@ from dora_sam2.masks import extract, masks_with_frames
 
 def main():
     node = Node()
-    for frame, masks, metadata in masks_with_frames(node):
+    for frame, union, metadata in masks_with_frames(node):
         out = {k: metadata[k] for k in ("width", "height", "timestamp")}
-        node.send_output("image", pa.array(extract(frame, masks).ravel()), dict(out, encoding="bgr8", primitive="image"))
+        node.send_output("image", pa.array(extract(frame, union).ravel()), dict(out, encoding="bgr8", primitive="image"))
 
 
 if __name__ == "__main__":

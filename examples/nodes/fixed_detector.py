@@ -3,7 +3,8 @@
 A length-1 struct (bbox: list<float32> flattened, conf: list<float32>, labels: list<string>), the image's
 metadata passed through (encoding, width, height and, in dora 1.x, its timestamp) plus `format` and
 `primitive: boxes2d`. Env BOXES: JSON list of [x1, y1, x2, y2, label]; FORMAT xyxy | xywh;
-EMPTY_EVERY: every Nth image gets an empty detection (0 = never); EVERY: answer every Nth image only.
+EMPTY_EVERY: every Nth image gets an empty detection (0 = never); EVERY: answer every Nth image only;
+COUNTS: comma-separated numbers of boxes to send in turn (the first N of BOXES), e.g. "0,1,3".
 """
 
 import json
@@ -18,6 +19,7 @@ def main():
     boxes = json.loads(os.environ.get("BOXES", "[[100, 100, 300, 300, \"cup\"]]"))
     fmt = os.environ.get("FORMAT", "xyxy")
     empty_every, every = int(os.environ.get("EMPTY_EVERY", "0")), int(os.environ.get("EVERY", "1"))
+    counts = [int(n) for n in os.environ.get("COUNTS", "").split(",") if n.strip()]
     node = Node()
     seen = 0
     for event in node:
@@ -27,6 +29,8 @@ def main():
         if (seen - 1) % every:
             continue
         chosen = [] if empty_every and seen % empty_every == 0 else boxes
+        if counts:
+            chosen = boxes[: counts[(seen - 1) // every % len(counts)]]
         coords = np.array([b[:4] for b in chosen], np.float32).reshape(-1, 4)
         if fmt == "xywh":
             coords = np.concatenate([(coords[:, :2] + coords[:, 2:]) / 2, coords[:, 2:] - coords[:, :2]], axis=1)

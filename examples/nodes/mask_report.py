@@ -1,23 +1,24 @@
-"""The seed's 'Processing Masks in Custom Node' code, for every object of a message.
+"""The seed's 'Processing Masks in Custom Node' code, for every object of an answer.
 
-With one object per message the seed's code runs unchanged on our `mask` output; this version also reads
-messages holding N objects, as a detector with several boxes produces.
+The seed's code reads the node's `mask` (the union of the objects, one frame-sized mask); this version
+reads `masks`, where each object has its own mask, and reports each one with its label.
 """
 
 import numpy as np
 from dora import Node
 
+from dora_sam2.masks import decode_masks
+
 
 def main():
     for event in Node():
-        if event["type"] != "INPUT" or event["id"] != "mask":
+        if event["type"] != "INPUT" or event["id"] != "masks":
             continue
         metadata = event["metadata"]
-        width, height = int(metadata["width"]), int(metadata["height"])
-        masks = event["value"].to_numpy().reshape((-1, height, width))
+        masks = decode_masks(event)  # (N, height, width)
         for mask, label in zip(masks, metadata.get("labels", [])):
             object_area = np.sum(mask)
-            coverage = object_area / (width * height)
+            coverage = object_area / mask.size
             line = f"{label or 'object'} covers {coverage:.1%} of frame"
             if object_area > 0:
                 y_coords, x_coords = np.where(mask > 0)

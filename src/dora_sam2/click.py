@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from . import codecs, overlay
 from .domain import InputError, Masks
-from .masks import decode_masks
+from .masks import decode_masks, decode_union
 
 log = logging.getLogger("dora_sam2.click")
 
@@ -225,7 +225,11 @@ def _handle(event: dict, view: LiveView) -> None:
             view.show_frame(codecs.decode_frame(event["id"], event["value"], event["metadata"]))
         elif event["id"] in ("mask", "masks"):
             metadata = event["metadata"]
-            view.show_masks(decode_masks(event), list(metadata.get("labels", [])), list(metadata.get("scores", [])))
+            labels, scores = list(metadata.get("labels", [])), list(metadata.get("scores", []))
+            if metadata.get("mask_layout") == "union":  # the objects drawn as one
+                view.show_masks(decode_union(event)[None], [", ".join(filter(None, labels))], scores[:1])
+            else:
+                view.show_masks(decode_masks(event), labels, scores)
     except (InputError, ValueError) as error:
         log.warning("input '%s': %s", event["id"], error)
 

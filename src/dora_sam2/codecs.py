@@ -218,7 +218,8 @@ def _routing(metadata: dict) -> dict:
 
 
 def masks_metadata(masks: Masks) -> dict:
-    """Python types only: dora turns numpy scalars, dicts and None into strings."""
+    """What the answer is made of, for `mask` and `masks` alike. Python types only: dora turns numpy
+    scalars, dicts and None into strings."""
     metadata = {
         "width": int(masks.width),
         "height": int(masks.height),
@@ -235,14 +236,19 @@ def masks_metadata(masks: Masks) -> dict:
     return metadata
 
 
-def encode_masks_uint8(masks: Masks) -> pa.Array:
-    """N*H*W UInt8, 1 = object: what the seed's consumer code reshapes with `.to_numpy()`."""
-    return pa.array(masks.masks.reshape(-1).view(np.uint8))
+def encode_mask(masks: Masks, layout: str = "union") -> tuple[pa.Array, dict]:
+    """The seed's `mask`: one H*W UInt8 mask, 1 wherever any object is (all zeros for none), which the
+    seed's consumer code reshapes to (height, width) whatever the number of objects. `stack` instead
+    sends the N*H*W masks as UInt8. Metadata `mask_layout` says which."""
+    metadata = dict(masks_metadata(masks), mask_layout=layout)
+    if layout == "stack":
+        return pa.array(masks.masks.reshape(-1).view(np.uint8)), metadata
+    return pa.array(masks.masks.any(axis=0).reshape(-1).view(np.uint8)), metadata
 
 
-def encode_masks_bool(masks: Masks) -> pa.Array:
-    """N*H*W BooleanArray: what the upstream node, dora-rerun and dora-object-to-pose read."""
-    return pa.array(masks.masks.reshape(-1), type=pa.bool_())
+def encode_masks(masks: Masks) -> tuple[pa.Array, dict]:
+    """`masks`: the per-object N*H*W BooleanArray the upstream node, dora-rerun and dora-object-to-pose read."""
+    return pa.array(masks.masks.reshape(-1), type=pa.bool_()), masks_metadata(masks)
 
 
 def encode_overlay(frame: Frame, rgb):

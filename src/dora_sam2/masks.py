@@ -2,11 +2,14 @@
 
     from dora_sam2.masks import decode_masks, coverage, centroids
     for event in node:
-        if event["type"] == "INPUT" and event["id"] == "mask":
-            masks = decode_masks(event)          # (N, H, W) bool, N may be 0
+        if event["type"] == "INPUT" and event["id"] == "masks":
+            masks = decode_masks(event)          # (N, H, W) bool, one per object, N may be 0
             print(coverage(masks), centroids(masks))
 
-Every helper takes the (N, H, W) bool stack and answers for all N objects at once.
+The node sends two forms. `masks` holds each object's mask (N*H*W); `mask`, the seed's output, holds
+their union (H*W, 1 wherever any object is) unless the node runs with MASK_LAYOUT=stack. Every helper
+takes the (N, H, W) bool stack and answers for all N objects at once; `extract` and `inpaint_mask` also
+take a union (H, W).
 """
 
 from __future__ import annotations
@@ -22,12 +25,38 @@ from .domain import TIMESTAMP_TOLERANCE
 
 
 def decode_masks(event) -> np.ndarray:
-    """(N, H, W) bool from a `mask` (UInt8) or `masks` (Boolean) message; N = 0 for an empty answer.
+    """(N, H, W) bool, one mask per object, from a `masks` (Boolean) message or a `mask` (UInt8) sent with
+    MASK_LAYOUT=stack; N = 0 for an empty answer.
+
+    A union `mask` (the default) holds no per-object masks: this raises ValueError saying so. Read the
+    `masks` output for each object, or `decode_union` for the union.
 
     >>> decode_masks({"value": pa.array([0, 1, 1, 0], pa.uint8()), "metadata": {"width": 2, "height": 2}})[0]
     array([[False,  True],
            [ True, False]])
     """
+    metadata = event["metadata"]
+    if metadata.get("mask_layout") == "union":
+        raise ValueError(f"this `mask` message is the union of its {metadata.get('num_masks', '?')} objects, one "
+                         "frame-sized mask: wire the node's `masks` output for each object's mask, or use "
+                         "decode_union() for the union")
+    return _flat_masks(event).reshape(-1, int(metadata["height"]), int(metadata["width"]))
+
+
+def decode_union(event) -> np.ndarray:
+    """(H, W) bool, True wherever any object is, from any of the node's mask messages (`mask` as a union
+    or a stack, or `masks`).
+
+    >>> decode_union({"value": pa.array([0, 1, 0, 0, 1, 0, 0, 0], pa.uint8()), "metadata": {"width": 2, "height": 2}})
+    array([[ True,  True],
+           [False, False]])
+    """
+    metadata = event["metadata"]
+    height, width = int(metadata["height"]), int(metadata["width"])
+    return _flat_masks(event).reshape(-1, height, width).any(axis=0)
+
+
+def _flat_masks(event) -> np.ndarray:
     value, metadata = event["value"], event["metadata"]
     width, height = int(metadata["width"]), int(metadata["height"])
     if not isinstance(value, pa.Array) or not (value.type == pa.uint8() or value.type == pa.bool_()):
@@ -35,7 +64,7 @@ def decode_masks(event) -> np.ndarray:
     flat = value.to_numpy(zero_copy_only=False)
     if flat.size % (width * height):
         raise ValueError(f"{flat.size} mask values are not a whole number of {width}x{height} masks")
-    return flat.reshape(-1, height, width).astype(bool, copy=False)
+    return flat.astype(bool, copy=False)
 
 
 def area(masks: np.ndarray) -> np.ndarray:
@@ -103,9 +132,15 @@ def colliding_pairs(masks: np.ndarray, min_pixels: int = 1) -> list[tuple[int, i
     return [(int(i), int(j)) for i, j in zip(*np.nonzero(shared >= min_pixels))]
 
 
+def union(masks: np.ndarray) -> np.ndarray:
+    """(H, W) bool, wherever any object is, from an (N, H, W) stack; a union (H, W) is returned as it is."""
+    return masks if masks.ndim == 2 else masks.any(axis=0)
+
+
 def extract(image: np.ndarray, masks: np.ndarray, transparent: bool = False) -> np.ndarray:
-    """The objects alone: black elsewhere, or (transparent=True) an (H, W, 4) image with alpha 0 elsewhere."""
-    keep = masks.any(axis=0)
+    """The objects alone: black elsewhere, or (transparent=True) an (H, W, 4) image with alpha 0 elsewhere.
+    `masks`: (N, H, W) or their union (H, W)."""
+    keep = union(masks)
     if transparent:
         return np.dstack([image, np.where(keep, 255, 0).astype(np.uint8)])
     return np.where(keep[..., None], image, 0).astype(image.dtype)
@@ -113,23 +148,27 @@ def extract(image: np.ndarray, masks: np.ndarray, transparent: bool = False) -> 
 
 def inpaint_mask(masks: np.ndarray, grow: int = 0) -> np.ndarray:
     """(H, W) uint8, 255 where any object is (grown by `grow` pixels to cover its edge): for cv2.inpaint.
+    `masks`: (N, H, W) or their union (H, W).
 
     Object removal, as the seed does it: `cv2.inpaint(image, inpaint_mask(masks, 3), 3, cv2.INPAINT_TELEA)`.
     """
-    union = masks.any(axis=0).astype(np.uint8) * 255
+    painted = union(masks).astype(np.uint8) * 255
     if grow > 0:
-        union = cv2.dilate(union, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
-    return union
+        painted = cv2.dilate(painted, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return painted
 
 
-def masks_with_frames(events, mask_input: str = "mask", image_input: str = "image"):
-    """For each mask message, (frame pixels, (N, H, W) masks, its metadata): the frame it was computed on.
+def masks_with_frames(events, mask_input: str = "mask", image_input: str = "image", decode=None):
+    """For each mask message, (frame pixels, masks, its metadata): the frame it was computed on.
 
     Feed it the node's events; frames are kept by timestamp, and a mask whose frame is gone is skipped.
+    `decode` reads the message: by default `decode_union` for `mask` ((H, W), the seed's form) and
+    `decode_masks` for any other input ((N, H, W), e.g. `masks`).
 
-        for frame, masks, metadata in masks_with_frames(Node()):
+        for frame, union, metadata in masks_with_frames(Node()):
             ...
     """
+    decode = decode or (decode_union if mask_input == "mask" else decode_masks)
     frames = RecentFrames()
     for event in events:
         if event["type"] != "INPUT":
@@ -139,7 +178,7 @@ def masks_with_frames(events, mask_input: str = "mask", image_input: str = "imag
         elif event["id"] == mask_input:
             frame = frames.find(event["metadata"].get("timestamp"))
             if frame is not None:
-                yield frame, decode_masks(event), event["metadata"]
+                yield frame, decode(event), event["metadata"]
 
 
 class RecentFrames:

@@ -39,7 +39,8 @@ def main() -> None:
     node = Node()
     config = _node_config(node)
     stats = Stats(Stages(), settings.stats_every_s)
-    adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats), stats, config["outputs"])
+    adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats), stats,
+                      config["outputs"], settings.mask_layout)
     adapter.run()
     if settings.stats_file:
         stats.write(settings.stats_file)
@@ -62,8 +63,9 @@ def scheduler(settings: Settings, model: Sam2ImageModel, cameras: list[str], sta
 class Adapter:
     """dora events in, as Frames, Prompts and RESET for the scheduler; its answers out, as messages."""
 
-    def __init__(self, node, scheduler, stats: Stats, declared_outputs):
+    def __init__(self, node, scheduler, stats: Stats, declared_outputs, mask_layout: str = "union"):
         self.node = node
+        self.mask_layout = mask_layout
         self.scheduler = scheduler
         self.stats = stats
         self.stages = stats.stages
@@ -114,11 +116,10 @@ class Adapter:
 
     def send(self, frame: Frame, masks: Masks) -> None:
         with self.stages.time("send"):
-            metadata = codecs.masks_metadata(masks)
             if "mask" in self.outputs:
-                self.node.send_output("mask", codecs.encode_masks_uint8(masks), metadata)
+                self.node.send_output("mask", *codecs.encode_mask(masks, self.mask_layout))
             if "masks" in self.outputs:
-                self.node.send_output("masks", codecs.encode_masks_bool(masks), metadata)
+                self.node.send_output("masks", *codecs.encode_masks(masks))
             if "overlay" in self.outputs:  # drawn only when a dataflow asks for it
                 self.node.send_output("overlay", *codecs.encode_overlay(frame, overlay.draw(frame, masks)))
         self.stats.answered(masks.timestamp)

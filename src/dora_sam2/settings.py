@@ -9,6 +9,7 @@ DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("segment", "track")
+MASK_LAYOUTS = ("union", "stack")
 
 
 class ConfigError(Exception):
@@ -31,6 +32,7 @@ class Settings:
     lost_frames: int = 30  # track mode: a track SAM2 has not seen for this many frames ends
     match_iou: float = 0.3  # track mode: least overlap of a detection and a track's box to be that track
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
+    mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -44,6 +46,9 @@ class Settings:
         mode = env.get("MODE", "segment").strip().lower() or "segment"
         if mode not in MODES:
             raise ConfigError(f"MODE={mode!r} is not one of {', '.join(MODES)}.")
+        mask_layout = env.get("MASK_LAYOUT", "union").strip().lower() or "union"
+        if mask_layout not in MASK_LAYOUTS:
+            raise ConfigError(f"MASK_LAYOUT={mask_layout!r} is not one of {', '.join(MASK_LAYOUTS)}.")
         match_iou = _float(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
         if match_iou > 1:
             raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
@@ -62,6 +67,7 @@ class Settings:
             lost_frames=_int(env, "LOST_FRAMES", cls.lost_frames, minimum=1),
             match_iou=match_iou,
             every_frame=_bool(env, "EVERY_FRAME", cls.every_frame),
+            mask_layout=mask_layout,
         )
 
 
