@@ -89,8 +89,11 @@ nodes:
   - id: sam2
     deploy: {{machine: gpu}}
     path: dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    inputs:
+      image: {{source: camera/image, queue_size: 100}}
+      bbox: {{source: yolo/bbox, queue_size: 100}}
     outputs: [mask]  # MODEL comes from the gpu daemon's environment
+    env: {{EVERY_FRAME: "1"}}  # every prompt answered, whatever the machine's pace
   - id: out
     deploy: {{machine: robot}}
     path: {NODES}/collector.py
@@ -103,5 +106,5 @@ nodes:
     logs = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("daemon-*.log"))
     assert result.returncode == 0, logs[-4000:]
     events = (out / "events.jsonl").read_text().splitlines() if (out / "events.jsonl").exists() else []
-    # 6 frames; under load newest-wins may skip one queued behind another (counted in the node's log)
-    assert len(events) >= 4 and all('"width": 640' in e for e in events), logs[-4000:]
+    # 6 frames, each prompt answered (dora may stop the detector before it answers the last frame)
+    assert len(events) in (5, 6) and all('"width": 640' in e for e in events), logs[-4000:]
