@@ -2,7 +2,7 @@
 
 A detector that runs now and then must not mint new ids for objects already tracked. Each detection
 set is matched to the live tracks by the IoU of the detection box and the box of the track's mask;
-the assignment maximises the total IoU over all pairs at once (Hungarian algorithm), so two objects
+the assignment maximises the total IoU over all pairs at once (SciPy's Hungarian solver), so two objects
 crossing paths are not swapped the way greedy nearest-first matching swaps them.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ def associate(track_boxes: np.ndarray, detection_boxes: np.ndarray, min_iou: flo
     detection_boxes = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     iou = box_iou(track_boxes, detection_boxes)
     gain = np.where(iou >= min_iou, iou, 0.0)  # a pair below the bar is worth nothing
-    matches = [(t, d) for t, d in optimal_assignment(-gain) if gain[t, d] > 0]
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    matches = [(int(t), int(d)) for t, d in zip(rows, cols) if gain[t, d] > 0]
     matched_tracks = {t for t, _ in matches}
     matched_detections = {d for _, d in matches}
     return Association(
@@ -61,50 +63,3 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
         if len(rows):
             boxes[i] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
     return boxes
-
-
-def optimal_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
-    """The (row, column) pairs of minimum total cost, each row and column used at most once.
-
-    Kuhn-Munkres with potentials, O(n^3): tracks and detections number in the tens, so this is
-    microseconds, and it spares a SciPy dependency for one function.
-    """
-    cost = np.asarray(cost, np.float64)
-    rows, cols = cost.shape
-    if rows == 0 or cols == 0:
-        return []
-    transposed = rows > cols  # the algorithm wants rows <= columns
-    if transposed:
-        cost = cost.T
-        rows, cols = cols, rows
-    u = np.zeros(rows + 1)
-    v = np.zeros(cols + 1)
-    owner = np.zeros(cols + 1, dtype=int)  # owner[j]: the row (1-based) holding column j; 0 = free
-    for row in range(1, rows + 1):
-        owner[0] = row
-        free_col = 0
-        slack = np.full(cols + 1, np.inf)
-        previous = np.zeros(cols + 1, dtype=int)
-        used = np.zeros(cols + 1, dtype=bool)
-        while owner[free_col] != 0:
-            used[free_col] = True
-            current = owner[free_col]
-            reduced = cost[current - 1] - u[current] - v[1:]
-            improve = ~used[1:] & (reduced < slack[1:])
-            slack[1:][improve] = reduced[improve]
-            previous[1:][improve] = free_col
-            candidates = np.where(used[1:], np.inf, slack[1:])
-            nxt = int(np.argmin(candidates)) + 1
-            delta = candidates[nxt - 1]
-            u[owner[used]] += delta
-            v[used] -= delta
-            slack[1:][~used[1:]] -= delta
-            free_col = nxt
-        while free_col:  # flip the augmenting path
-            prev = previous[free_col]
-            owner[free_col] = owner[prev]
-            free_col = prev
-    pairs = [(owner[j] - 1, j - 1) for j in range(1, cols + 1) if owner[j]]
-    if transposed:
-        pairs = [(c, r) for r, c in pairs]
-    return sorted(pairs)
