@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dora_sam2.association import associate, box_iou, boxes_from_masks
+from dora_sam2.association import associate, box_iou
+from dora_sam2.geometry import mask_boxes
 
 
 def test_crossing_objects_are_not_swapped_where_greedy_would_swap_them():
@@ -56,7 +57,7 @@ def test_ids_follow_objects_through_motion_and_occlusion():
         for i, (x, y) in positions.items():
             if i not in hidden:
                 masks[i, y : y + size, x : x + size] = True
-        seen = boxes_from_masks(masks)
+        seen = mask_boxes(masks)
         visible = ~np.isnan(seen).any(axis=1)
         boxes[visible] = seen[visible]  # a hidden track keeps its last box
         if t % 3 == 0:
@@ -69,9 +70,9 @@ def test_ids_follow_objects_through_motion_and_occlusion():
             assert {track: shown[d] for track, d in found.matches} == {i: i for i in shown}, t
 
 
-def test_boxes_from_masks_encloses_the_mask_and_marks_empty_ones():
+def test_mask_boxes_enclose_the_mask_in_pixel_edges_and_mark_empty_ones():
     masks = np.zeros((2, 20, 30), bool)
     masks[0, 5:8, 10:20] = True
-    boxes = boxes_from_masks(masks)
+    boxes = mask_boxes(masks)
     np.testing.assert_array_equal(boxes[0], [10, 5, 20, 8])
     assert np.isnan(boxes[1]).all()

@@ -67,7 +67,7 @@ def test_area_coverage_centroid_box():
     np.testing.assert_allclose(c[:2], [[3.0, 1.5], [5.0, 3.0]])
     assert np.isnan(c[2]).all()
     b = bounding_boxes(m)
-    np.testing.assert_array_equal(b[:2], [[2, 1, 4, 2], [4, 2, 6, 4]])
+    np.testing.assert_array_equal(b[:2], [[2, 1, 5, 3], [4, 2, 7, 5]])  # pixel edges: right/bottom exclusive
     assert np.isnan(b[2]).all()
 
 

@@ -52,14 +52,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = inter / union
     return np.where(np.isfinite(iou) & (union > 0), iou, 0.0)
-
-
-def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) xyxy pixel boxes enclosing each mask (right/bottom exclusive, like a
-    detector's); NaN rows for empty masks."""
-    boxes = np.full((len(masks), 4), np.nan)
-    for i, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if len(rows):
-            boxes[i] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
-    return boxes

@@ -29,6 +29,24 @@ def clip_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy boxes around (N, H, W) masks, in pixel edges as a detector's boxes are: a mask
+    covering columns 2..4 spans x 2 to 5 (right and bottom exclusive). NaN rows for empty masks.
+
+    >>> mask_boxes(np.pad(np.ones((1, 2, 3), bool), ((0, 0), (1, 0), (2, 0))))
+    array([[2., 1., 5., 3.]])
+    """
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
+    boxes = np.full((len(masks), 4), np.nan)
+    present = cols.any(axis=1)
+    width, height = cols.shape[1], rows.shape[1]
+    boxes[present, 0] = np.argmax(cols[present], axis=1)
+    boxes[present, 1] = np.argmax(rows[present], axis=1)
+    boxes[present, 2] = width - np.argmax(cols[present][:, ::-1], axis=1)
+    boxes[present, 3] = height - np.argmax(rows[present][:, ::-1], axis=1)
+    return boxes
+
+
 def to_model_frame(points: np.ndarray, width: int, height: int, model_size: int) -> np.ndarray:
     """Scale (..., 2) pixel coordinates of a WxH frame into the model's square input.
 

@@ -22,6 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from .domain import TIMESTAMP_TOLERANCE
+from .geometry import mask_boxes
+
+# (N, 4) xyxy boxes around each object, in pixel edges (right and bottom exclusive, as a detector's
+# boxes are); NaN rows for empty masks. The same function the tracker matches detections with.
+bounding_boxes = mask_boxes
 
 
 def decode_masks(event) -> np.ndarray:
@@ -93,23 +98,6 @@ def centroids(masks: np.ndarray) -> np.ndarray:
         x = masks.sum(axis=1) @ np.arange(w) / pixels
         y = masks.sum(axis=2) @ np.arange(h) / pixels
     return np.stack([x, y], axis=1).reshape(n, 2)
-
-
-def bounding_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, 4) xyxy boxes (inclusive pixel bounds) around each object; NaN rows for empty masks.
-
-    >>> bounding_boxes(np.pad(np.ones((1, 2, 3), bool), ((0, 0), (1, 0), (2, 0))))
-    array([[2., 1., 4., 2.]])
-    """
-    cols, rows = masks.any(axis=1), masks.any(axis=2)  # (N, W), (N, H)
-    boxes = np.full((len(masks), 4), np.nan)
-    present = cols.any(axis=1)
-    w, h = cols.shape[1], rows.shape[1]
-    boxes[present, 0] = np.argmax(cols[present], axis=1)
-    boxes[present, 1] = np.argmax(rows[present], axis=1)
-    boxes[present, 2] = w - 1 - np.argmax(cols[present][:, ::-1], axis=1)
-    boxes[present, 3] = h - 1 - np.argmax(rows[present][:, ::-1], axis=1)
-    return boxes
 
 
 def overlaps(masks: np.ndarray) -> np.ndarray:

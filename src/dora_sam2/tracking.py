@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .association import associate, boxes_from_masks
+from .association import associate
 from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt, on_frame
+from .geometry import mask_boxes
 from .stats import Stages
 from .video import ObjectMemory, Sam2StreamingModel, Step
 
@@ -193,7 +194,7 @@ class Tracker:
 
     def _follow(self, masks: np.ndarray, visible: np.ndarray) -> None:
         """Note where each track is, and end those SAM2 has not seen for `lost_frames` frames."""
-        boxes = boxes_from_masks(masks)
+        boxes = mask_boxes(masks)
         for track, box, seen in zip(self.tracks, boxes, visible):
             if seen and not np.isnan(box).any():
                 track.box, track.lost_frames = box, 0
