@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dora_sam2.decoder import decode_masks
+from dora_sam2.decoder import predict_masks, run_decoder
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,10 @@ def prompts(n, k=2):
     return points, labels
 
 
+def clear(n):
+    return torch.zeros(n, dtype=torch.bool)  # prompts of two or more points: not ambiguous
+
+
 @pytest.mark.parametrize("n,k", [(1, 2), (5, 2), (3, 3)])
 def test_matches_transformers_forward(model, embedded, n, k):
     points, labels = prompts(n, k)
@@ -29,22 +33,56 @@ def test_matches_transformers_forward(model, embedded, n, k):
     with torch.inference_mode():
         reference = sam(image_embeddings=embedded, input_points=points, input_labels=labels, multimask_output=False)
         sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
-        logits, iou = decode_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
-                                   sparse, dense, embedded[:-1])
-    torch.testing.assert_close(logits, reference.pred_masks[0], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(iou, reference.iou_scores[0], rtol=1e-4, atol=1e-5)
+        logits, iou = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
+                                    sparse, dense, embedded[:-1], clear(n))
+    torch.testing.assert_close(logits, reference.pred_masks[0, :, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou, reference.iou_scores[0, :, 0], rtol=1e-4, atol=1e-5)
 
 
-def test_objects_do_not_leak_into_each_other(model, embedded):
-    """Decoding an object alone or beside others gives the same answer: the shared work really is shared."""
-    points, labels = prompts(4)
+def test_a_single_click_takes_the_best_of_three_candidates_as_sam2_does(model, embedded):
+    """SAM 2's image predictor users ask for three masks on one click and keep the best-scored one; the
+    node does the same (tracking's prompted frames too, test_a_single_click_picks_alike_in_both_modes)."""
+    points, labels = prompts(4, k=1)
     sam = model.model
-    pe = sam.get_image_wide_positional_embeddings()
     with torch.inference_mode():
+        reference = sam(image_embeddings=embedded, input_points=points, input_labels=labels, multimask_output=True)
         sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
-        together, _ = decode_masks(sam.mask_decoder, embedded[-1], pe, sparse, dense, embedded[:-1])
-        alone, _ = decode_masks(sam.mask_decoder, embedded[-1], pe, sparse[:, 2:3], dense, embedded[:-1])
-    torch.testing.assert_close(together[2:3], alone, rtol=1e-4, atol=1e-4)
+        logits, iou = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
+                                    sparse, dense, embedded[:-1], ~clear(4))
+    best = reference.iou_scores[0].argmax(dim=1)
+    torch.testing.assert_close(iou, reference.iou_scores[0].max(dim=1).values, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, reference.pred_masks[0, torch.arange(4), best], rtol=1e-4, atol=1e-4)
+
+
+def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
+    """The same rule in segment and track mode: a lone click keeps the candidate SAM 2 scores best
+    (the decoder's raw candidates recorded as each mode runs it)."""
+    import numpy as np
+
+    import dora_sam2.decoder
+    import dora_sam2.video
+    from dora_sam2.domain import Frame, Prompt
+    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.settings import Settings
+    from dora_sam2.video import Sam2StreamingModel
+
+    raw = []
+
+    def recording(*args, **kwargs):
+        raw.append(run_decoder(*args, **kwargs))
+        return raw[-1]
+
+    monkeypatch.setattr(dora_sam2.decoder, "run_decoder", recording)
+    monkeypatch.setattr(dora_sam2.video, "run_decoder", recording)
+    model = Sam2ImageModel.load(Settings(model=str(model_dir), dtype="float32"), video=True)
+    streaming = Sam2StreamingModel(model)
+    frame = Frame("image", np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8), None, "rgb8")
+    click = Prompt.from_points("points", [[80, 60]], [1])
+    with torch.inference_mode():
+        _, segment_iou = model.decode(model.encode(frame), click)
+        track_iou = streaming.prompt(streaming.encode(frame), click).scores
+    segment_raw, track_raw = raw
+    assert segment_iou[0] == segment_raw.iou[0, 1:].max() and track_iou[0] == track_raw.iou[0, 1:].max()
 
 
 def test_bfloat16_decoder_agrees_with_float32_per_object(model_dir):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,18 +34,46 @@ class DecoderOutput:
     object_score_logits: torch.Tensor  # (N, 1): > 0 when the object is visible
 
 
-def decode_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_features):
-    """Low-resolution mask logits (N, 1, 4H, 4W) and predicted IoU (N, 1) for N prompts on one image.
+def predict_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_features, ambiguous: torch.Tensor):
+    """Low-resolution mask logits (N, 4H, 4W) and predicted IoU (N,) for N prompts on one image, one mask
+    per object as `choose_masks` picks it.
 
     image_embedding, image_pe, dense: (1, C, H, W); sparse: (1, N, T, C) from the prompt encoder;
-    high_res_features: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)]. Single-mask output, as
-    `multimask_output=False` gives it (with SAM2's fallback to the most stable of its 3 candidates).
+    high_res_features: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)]; ambiguous: (N,) bool, see `is_ambiguous`.
     """
     out = run_decoder(decoder, image_embedding, image_pe, sparse, dense, high_res_features)
+    logits, iou, _ = choose_masks(decoder, out, ambiguous)
+    return logits, iou
+
+
+def is_ambiguous(config, num_points: np.ndarray, tracked: bool = False) -> np.ndarray:
+    """(N,) bool: SAM 2's rule for a prompt that may mean several objects (a single click on a shirt: the
+    shirt, or the person?), where SAM 2 answers with three candidates and the best is taken. From 0 to 1
+    points by default; on a tracked frame (no points at all) only if the checkpoint says so. Image-only
+    checkpoints do not carry the settings: SAM 2's defaults then."""
+    allowed = getattr(config, "multimask_output_in_sam", True) and (
+        not tracked or getattr(config, "multimask_output_for_tracking", True))
+    low, high = getattr(config, "multimask_min_pt_num", 0), getattr(config, "multimask_max_pt_num", 1)
+    return allowed & (low <= num_points) & (num_points <= high)
+
+
+def choose_masks(decoder, out: "DecoderOutput", ambiguous: torch.Tensor):
+    """One mask per object, the same rule in both modes, as SAM 2 (and transformers'
+    `_single_frame_forward`) picks it: for an ambiguous prompt, the best of the three candidates by
+    predicted IoU; otherwise the single-mask output, or, where that one is unstable, the most stable
+    candidate (`dynamic_multimask_via_stability`). Returns logits (N, 4H, 4W), IoU (N,) and the chosen
+    mask tokens (N, C), from which tracking makes each object's pointer."""
+    rows = torch.arange(out.masks.shape[0], device=out.masks.device)
+    best = out.iou[:, 1:].argmax(dim=1) + 1
     if decoder.dynamic_multimask_via_stability:
-        best_masks, best_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
-        return best_masks[0], best_iou[0]
-    return out.masks[:, :1], out.iou[:, :1]
+        single_masks, single_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
+        single_masks, single_iou = single_masks[0, :, 0], single_iou[0, :, 0]
+    else:
+        single_masks, single_iou = out.masks[:, 0], out.iou[:, 0]
+    logits = torch.where(ambiguous.view(-1, 1, 1), out.masks[rows, best], single_masks)
+    iou = torch.where(ambiguous, out.iou[rows, best], single_iou)
+    token = torch.where(ambiguous.view(-1, 1), out.mask_tokens[rows, best], out.mask_tokens[:, 0])
+    return logits, iou, token
 
 
 def run_decoder(decoder, image_embedding, image_pe, sparse, dense, high_res_features) -> DecoderOutput:

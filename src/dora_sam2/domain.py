@@ -84,6 +84,10 @@ class Prompt:
     def num_objects(self) -> int:
         return self.points.shape[0]
 
+    def num_points(self) -> np.ndarray:
+        """(N,) points given per object, padding aside (a box counts its two corners)."""
+        return (self.point_labels != self.PAD).sum(axis=1)
+
     @classmethod
     def from_boxes(cls, input_id: str, boxes_xyxy: np.ndarray, labels=None, **kw) -> "Prompt":
         boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 2, 2)

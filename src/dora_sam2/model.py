@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decoder import decode_masks
+from .decoder import is_ambiguous, predict_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
 from .settings import Settings
@@ -118,11 +118,9 @@ class Sam2ImageModel:
             return torch.zeros((0, *size), device=self.device), torch.zeros(0, device=self.device)
         sparse, dense = self.prompt_embeddings(self.model_points(prompt, embedding.width, embedding.height),
                                                prompt.point_labels)
-        # One mask per object; for an ambiguous single click SAM2 itself falls back to the best of its
-        # three candidates (dynamic multimask via stability), as multimask_output=False does.
         features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)
-        logits, iou = decode_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1])
-        return logits[:, 0], iou[:, 0]
+        ambiguous = torch.from_numpy(is_ambiguous(self.model.config, prompt.num_points())).to(self.device)
+        return predict_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1], ambiguous)
 
     def prompt_embeddings(self, points: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM2's prompt encoder on (N, K, 2) model-frame points and their (N, K) labels, in the decoder's

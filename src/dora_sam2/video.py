@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decoder import DecoderOutput, run_decoder
+from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
 from .memory_attention import attend_memory
 from .model import Sam2ImageModel
@@ -165,8 +165,7 @@ class Sam2StreamingModel:
         sparse, dense = self.image_model.prompt_embeddings(points, prompt.point_labels)
         image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
         out = self._decode(image, sparse, dense, features.high_res)
-        real_points = (prompt.point_labels != Prompt.PAD).sum(axis=1)
-        return self._select(out, self._multimask(real_points, prompted=True))
+        return self._select(out, self._ambiguous(prompt.num_points(), tracked=False))
 
     @torch.inference_mode()
     def track(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> Step:
@@ -179,7 +178,7 @@ class Sam2StreamingModel:
             image = self._attend(features, [memories[i] for i in members], frame_index)
             sparse, dense = self._no_point_embeddings()
             out = self._decode(image, sparse.expand(-1, len(members), -1, -1), dense, features.high_res)
-            steps.append(self._select(out, self._multimask(np.zeros(len(members), int), prompted=False)))
+            steps.append(self._select(out, self._ambiguous(np.zeros(len(members), int), tracked=True)))
             order.extend(members)
         inverse = np.argsort(order)
         return Step.concat(steps, inverse.tolist())
@@ -225,27 +224,13 @@ class Sam2StreamingModel:
         decoder = self.image_model.decoder
         return run_decoder(decoder, image.to(self.image_model.dtype), self.image_model.image_pe, sparse, dense, high_res)
 
-    def _multimask(self, num_points: np.ndarray, prompted: bool) -> torch.Tensor:
-        """SAM2 answers ambiguous prompts (no or one point) with the best of its three candidates."""
-        c = self.config
-        allowed = c.multimask_output_in_sam and (prompted or c.multimask_output_for_tracking)
-        chosen = allowed & (c.multimask_min_pt_num <= num_points) & (num_points <= c.multimask_max_pt_num)
-        return torch.from_numpy(np.asarray(chosen, bool)).to(self.device)
+    def _ambiguous(self, num_points: np.ndarray, tracked: bool) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(is_ambiguous(self.config, num_points, tracked), bool)).to(self.device)
 
-    def _select(self, out: DecoderOutput, multimask: torch.Tensor) -> Step:
-        """One mask per object, its pointer and visibility, as transformers' `_single_frame_forward`."""
-        decoder = self.image_model.decoder
-        rows = torch.arange(out.masks.shape[0], device=out.masks.device)
-        best = out.iou[:, 1:].argmax(dim=1) + 1
-        if decoder.dynamic_multimask_via_stability:
-            single_masks, single_iou = decoder._dynamic_multimask_via_stability(out.masks[None], out.iou[None])
-            single_masks, single_iou = single_masks[0, :, 0], single_iou[0, :, 0]
-        else:
-            single_masks, single_iou = out.masks[:, 0], out.iou[:, 0]
-        pick = multimask.view(-1, 1, 1)
-        logits = torch.where(pick, out.masks[rows, best], single_masks)
-        iou = torch.where(multimask, out.iou[rows, best], single_iou)
-        token = torch.where(multimask.view(-1, 1), out.mask_tokens[rows, best], out.mask_tokens[:, 0])
+    def _select(self, out: DecoderOutput, ambiguous: torch.Tensor) -> Step:
+        """One mask per object (the rule both modes share), its pointer and visibility, as transformers'
+        `_single_frame_forward`."""
+        logits, iou, token = choose_masks(self.image_model.decoder, out, ambiguous)
 
         object_score = out.object_score_logits[:, 0].float()
         visible = (object_score > 0).view(-1, 1)
