@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 import numpy as np
 
 log = logging.getLogger("dora_sam2")
+T = TypeVar("T")
 
 # Two timestamps name the same frame within this: dora carries them to about 1 us, and frames of any
 # real camera are milliseconds apart.
@@ -20,6 +23,30 @@ TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
 
 # Point labels as SAM2's prompt encoder reads them.
 BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 0, 1, 2, 3
+
+
+class RecentByTime(Generic[T]):
+    """The last `size` items of a stream, found again by their timestamp: a camera's frames, so that a
+    prompt lands on the frame it was computed on (the engine), or a mask on its frame (a consumer)."""
+
+    def __init__(self, size: int):
+        self._items: deque[tuple[datetime | None, T]] = deque(maxlen=size)
+
+    def add(self, timestamp: datetime | None, item: T) -> None:
+        self._items.append((timestamp, item))
+
+    @property
+    def newest(self) -> T | None:
+        return self._items[-1][1] if self._items else None
+
+    def find(self, timestamp: datetime | None) -> T | None:
+        """The item stamped `timestamp` (to dora's precision), or None when it is not, or no longer, kept."""
+        if timestamp is None:
+            return None
+        for stamp, item in reversed(self._items):
+            if stamp is not None and abs(stamp - timestamp) <= TIMESTAMP_TOLERANCE:
+                return item
+        return None
 
 
 def is_newer(stamp: datetime | None, than: datetime | None) -> bool:

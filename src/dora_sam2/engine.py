@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
-from .domain import TIMESTAMP_TOLERANCE, Frame, InputError, Masks, Prompt, camera_of, is_newer, on_frame
+from .domain import Frame, InputError, Masks, Prompt, RecentByTime, camera_of, is_newer, on_frame
 from .stats import Stages
 
 log = logging.getLogger("dora_sam2")
-
-
-class FrameBuffer:
-    """The last few frames of one camera, so a prompt lands on the frame it was computed on."""
-
-    def __init__(self, size: int):
-        self._frames: deque[Frame] = deque(maxlen=size)
-
-    def add(self, frame: Frame) -> None:
-        self._frames.append(frame)
-
-    @property
-    def newest(self) -> Frame | None:
-        return self._frames[-1] if self._frames else None
-
-    def find(self, timestamp) -> Frame | None:
-        """The frame taken at `timestamp`, or None when it is not (or no longer) kept."""
-        for frame in reversed(self._frames):
-            if frame.timestamp is not None and abs(frame.timestamp - timestamp) <= TIMESTAMP_TOLERANCE:
-                return frame
-        return None
 
 
 class Segmenter:
@@ -46,7 +25,7 @@ class Segmenter:
         # camera that has sent no frame yet can wait for it; prompts without an image_id go to the first.
         self.cameras = tuple(cameras)
         self._frame_buffer = frame_buffer
-        self._frames: dict[str, FrameBuffer] = {}  # per camera
+        self._frames: dict[str, RecentByTime[Frame]] = {}  # per camera
         # Keyed by the Frame object itself: a frame is encoded once however many prompts land on it.
         self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
         self._embeddings_kept = embeddings_kept
@@ -55,8 +34,8 @@ class Segmenter:
 
     def add_frame(self, frame: Frame) -> None:
         if frame.image_id not in self._frames:
-            self._frames[frame.image_id] = FrameBuffer(self._frame_buffer)
-        self._frames[frame.image_id].add(frame)
+            self._frames[frame.image_id] = RecentByTime(self._frame_buffer)
+        self._frames[frame.image_id].add(frame.timestamp, frame)
 
     def segment(self, prompt: Prompt) -> tuple[Frame, Masks]:
         """The masks for a prompt, with the frame they were computed on."""
@@ -131,7 +110,7 @@ class Segmenter:
             self._embeddings.popitem(last=False)
         return embedding
 
-    def _camera(self, prompt: Prompt) -> FrameBuffer:
+    def _camera(self, prompt: Prompt) -> RecentByTime[Frame]:
         name = camera_of(prompt, self.cameras, self._frames)
         if name in self._frames:
             return self._frames[name]

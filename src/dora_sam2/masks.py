@@ -14,14 +14,13 @@ take a union (H, W).
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime
 
 import cv2
 import numpy as np
 import pyarrow as pa
 
-from .domain import TIMESTAMP_TOLERANCE
+from .domain import RecentByTime
 from .geometry import mask_boxes
 
 # (N, 4) xyxy boxes around each object, in pixel edges (right and bottom exclusive, as a detector's
@@ -173,20 +172,14 @@ class RecentFrames:
     """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`)."""
 
     def __init__(self, size: int = 30):
-        self._frames: deque[tuple[datetime, np.ndarray]] = deque(maxlen=size)
+        self._frames: RecentByTime[np.ndarray] = RecentByTime(size)
 
     def add(self, event) -> None:
         """Keep an `image` event (bgr8 or rgb8 raw pixels) under its timestamp."""
         metadata = event["metadata"]
-        if "timestamp" not in metadata:
-            return
-        pixels = event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
-        self._frames.append((metadata["timestamp"], pixels))
+        if "timestamp" in metadata:
+            pixels = event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
+            self._frames.add(metadata["timestamp"], pixels)
 
     def find(self, timestamp: datetime | None) -> np.ndarray | None:
-        if timestamp is None:
-            return None
-        for stamp, pixels in reversed(self._frames):
-            if abs(stamp - timestamp) <= TIMESTAMP_TOLERANCE:
-                return pixels
-        return None
+        return self._frames.find(timestamp)
