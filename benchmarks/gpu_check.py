@@ -86,11 +86,11 @@ def check_dataflow(model_dir: str, mode: str, args) -> dict:
 
 
 def tracking_cost(model_dir: str, device: str) -> dict:
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
     from dora_sam2.video import Sam2StreamingModel
 
-    streaming = Sam2StreamingModel(Sam2ImageModel.load(Settings(model=model_dir, device=device), video=True))
+    streaming = Sam2StreamingModel(Sam2Backend.load(Settings(model=model_dir, device=device), video=True))
     return {n: cost_per_frame(streaming, n, repeats=5) for n in (1, 4, 8)}
 
 

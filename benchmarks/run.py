@@ -77,10 +77,10 @@ def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3) -> dic
     import torch
 
     from dora_sam2.domain import Frame, Prompt
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
 
-    model = Sam2ImageModel.load(Settings(model=model_dir, dtype=dtype, device=device))
+    model = Sam2Backend.load(Settings(model=model_dir, dtype=dtype, device=device))
     rng = np.random.default_rng(0)
     frame = Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), None, "rgb8")
     model.warmup(WIDTH, HEIGHT)

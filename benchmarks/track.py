@@ -34,12 +34,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="steady-state frames timed per object count")
     args = parser.parse_args()
 
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
     from dora_sam2.video import Sam2StreamingModel
 
     model_dir = args.model or str(random_tiny())
-    image_model = Sam2ImageModel.load(Settings(model=model_dir, dtype=args.dtype, device=args.device), video=True)
+    image_model = Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device), video=True)
     streaming = Sam2StreamingModel(image_model)
     rows = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
     base = rows[min(rows)]["total_ms"]

@@ -45,10 +45,10 @@ def micro_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(model_dir):
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
 
-    return Sam2ImageModel.load(Settings(model=str(model_dir), dtype="float32"))
+    return Sam2Backend.load(Settings(model=str(model_dir), dtype="float32"))
 
 
 @dataclass

@@ -104,7 +104,7 @@ def test_dora_yolo_struct_with_its_passed_through_image_metadata():
     prompt = codecs.decode_boxes("bbox", value, metadata)
     np.testing.assert_array_equal(prompt.points, [[[10, 20], [110, 220]], [[5, 6], [50, 60]]])
     np.testing.assert_array_equal(prompt.point_labels, [[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]] * 2)
-    assert prompt.labels == ("cup", "person") and prompt.timestamp == TS and prompt.image_id is None
+    assert prompt.class_names == ("cup", "person") and prompt.timestamp == TS and prompt.image_id is None
 
 
 def test_xywh_is_centre_and_size_as_ultralytics_writes_it():
@@ -124,12 +124,12 @@ def test_box_format_falls_back_to_encoding_then_xyxy():
 def test_flat_boxes_take_labels_and_image_id_from_metadata():
     flat = pa.array(np.array([0, 0, 10, 10, 5, 5, 20, 30], np.int32))
     prompt = codecs.decode_boxes("boxes2d", flat, {"labels": ["a", "b"], "image_id": "image_right"})
-    assert prompt.labels == ("a", "b") and prompt.image_id == "image_right" and prompt.num_objects == 2
+    assert prompt.class_names == ("a", "b") and prompt.image_id == "image_right" and prompt.num_objects == 2
 
 
 def test_empty_detection_is_a_prompt_with_no_objects():
     prompt = codecs.decode_boxes("bbox", yolo_struct([], []), {"format": "xyxy"})
-    assert prompt.num_objects == 0 and prompt.labels == ()
+    assert prompt.num_objects == 0 and prompt.class_names == ()
 
 
 @pytest.mark.parametrize("value,metadata,message", [

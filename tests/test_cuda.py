@@ -21,7 +21,7 @@ from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from dora_sam2.domain import Frame, Prompt
-from dora_sam2.model import Sam2ImageModel
+from dora_sam2.model import Sam2Backend
 from dora_sam2.video import Sam2StreamingModel
 
 CUDA = torch.device("cuda")
@@ -63,7 +63,7 @@ def cuda_model(request, model_dir, fake_mode, monkeypatch):
     model = Sam2VideoModel.from_pretrained(model_dir).eval()
     with fake_mode:
         model._apply(lambda t: fake_mode.from_tensor(t).to(CUDA))
-        yield Sam2ImageModel(model, CUDA, request.param, "fake-cuda")
+        yield Sam2Backend(model, CUDA, request.param, "fake-cuda")
 
 
 def frame(seed: int = 0) -> Frame:

@@ -140,7 +140,7 @@ def test_a_box_wholly_outside_the_frame_is_dropped_in_one_line(recording, caplog
                                                  [-50, -40, 0, 10]]), ["a", "out", "b", "out too"])
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
         _, answer = segmenter.segment(prompt)
-    assert answer.labels == ("a", "b") and len(answer.masks) == 2
+    assert answer.class_names == ("a", "b") and len(answer.masks) == 2
     [record] = caplog.records
     assert record.getMessage() == ("input 'bbox': boxes [[700.0, 10.0, 800.0, 20.0], [-50.0, -40.0, 0.0, 10.0]] "
                                    "lie wholly outside the 64x48 frame: dropped")

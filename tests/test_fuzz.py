@@ -101,7 +101,7 @@ def test_box_decoder(value, meta):
         corners = prompt.points
         assert np.isfinite(corners).all()
         assert (corners[:, 1] > corners[:, 0]).all()  # x2 > x1 and y2 > y1
-        assert len(prompt.labels) == prompt.num_objects
+        assert len(prompt.class_names) == prompt.num_objects
 
 
 @FUZZ

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, Prompt
-from dora_sam2.model import Sam2ImageModel, resolve_dtype
+from dora_sam2.model import Sam2Backend, resolve_dtype
 
 W, H = 640, 480
 
@@ -47,7 +47,7 @@ def test_postprocess_puts_low_res_logits_back_on_the_frame():
     logits = torch.full((1, 256, 256), -10.0)
     # box (64, 48)-(320, 240) on 640x480 is x 25.6..128, y 25.6..128 on the 256 grid
     logits[0, 26:128, 26:128] = 10.0
-    mask = Sam2ImageModel.upsample(logits, W, H)[0].numpy()
+    mask = Sam2Backend.upsample(logits, W, H)[0].numpy()
     assert mask.shape == (H, W) and mask.dtype == np.bool_
     ys, xs = np.nonzero(mask)
     assert abs(xs.min() - 64) <= 3 and abs(xs.max() - 319) <= 3
@@ -75,7 +75,7 @@ def test_batched_decode_equals_one_by_one(model):
 def test_bfloat16_autocast_agrees_with_float32(model):
     """The fast path must not change what the encoder sees. (Random-weight mask logits sit near 0, so
     masks themselves flip sign under any noise; the embeddings are the meaningful comparison.)"""
-    fast = Sam2ImageModel(model.model, model.device, torch.bfloat16, model.name)
+    fast = Sam2Backend(model.model, model.device, torch.bfloat16, model.name)
     for fp32, bf16 in zip(model.encode(frame()).features, fast.encode(frame()).features):
         similarity = torch.nn.functional.cosine_similarity(fp32.flatten().float(), bf16.flatten().float(), dim=0)
         assert similarity > 0.99
@@ -111,7 +111,7 @@ def test_float16_overflow_falls_back_to_float32_for_the_rest_of_the_run(model_di
     with torch.no_grad():
         for mlp in weights.mask_decoder.output_hypernetworks_mlps:
             mlp.proj_out.weight.mul_(1e6)
-    fp16 = Sam2ImageModel(weights, torch.device("cpu"), torch.float16, "overflowing")
+    fp16 = Sam2Backend(weights, torch.device("cpu"), torch.float16, "overflowing")
     segmenter = Segmenter(fp16)
     segmenter.add_frame(frame())
     box = Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240], [300, 200, 600, 450]]))
@@ -130,7 +130,7 @@ def test_without_float16_a_non_finite_output_is_an_error(model_dir):
     with torch.no_grad():
         for mlp in weights.mask_decoder.output_hypernetworks_mlps:
             mlp.proj_out.weight.fill_(float("nan"))
-    fp32 = Sam2ImageModel(weights, torch.device("cpu"), torch.float32, "broken")
+    fp32 = Sam2Backend(weights, torch.device("cpu"), torch.float32, "broken")
     with pytest.raises(FloatingPointError):
         fp32.predict(fp32.encode(frame()), Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240]])))
     assert fp32.dtype == torch.float32

@@ -31,9 +31,9 @@ def test_overlay_differs_inside_masks_and_not_far_outside():
 
 def test_colours_follow_track_ids_not_slots():
     frame, masks = scene()
-    swapped = Masks(masks.masks[::-1].copy(), masks.scores[::-1].copy(), masks.labels[::-1], "image", None,
+    swapped = Masks(masks.masks[::-1].copy(), masks.scores[::-1].copy(), masks.class_names[::-1], "image", None,
                     track_ids=(5, 3))
-    again = Masks(masks.masks.copy(), masks.scores, masks.labels, "image", None, track_ids=(3, 5))
+    again = Masks(masks.masks.copy(), masks.scores, masks.class_names, "image", None, track_ids=(3, 5))
     assert overlay.colour_keys(swapped) == [5, 3] and overlay.colour_keys(again) == [3, 5]
     only_first = (masks.masks[0] & ~masks.masks[1]).view(np.uint8)
     only_first = cv2.erode(only_first, np.ones((7, 7), np.uint8)).astype(bool)  # clear of outlines

@@ -40,7 +40,7 @@ def test_segment_live_answers_each_sources_newest_prompt_and_counts_the_rest(seg
     clicks = detect(frames[1], {RED: (10, 10)})
     clicks = type(clicks).from_points("points", [[15, 15]], [1], timestamp=frames[1].timestamp)
     answers = list(scheduler.handle([*frames, *map(boxes_on, frames), clicks]))
-    assert [(a[0].timestamp, a[1].labels) for a in answers] == [(frames[2].timestamp, ("thing",)),
+    assert [(a[0].timestamp, a[1].class_names) for a in answers] == [(frames[2].timestamp, ("thing",)),
                                                                 (frames[1].timestamp, ("",))]
     assert counts.skipped == 2
 

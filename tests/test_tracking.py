@@ -172,15 +172,15 @@ def test_detector_label_travels_with_the_track():
     t = tracker()
     objects = {RED: (10, 10)}
     frame = render(0, objects)
-    assert t.step(frame, detect(frame, objects, {RED: "cup"})).labels == ("cup",)
-    assert t.step(render(1, objects)).labels == ("cup",)
+    assert t.step(frame, detect(frame, objects, {RED: "cup"})).class_names == ("cup",)
+    assert t.step(render(1, objects)).class_names == ("cup",)
 
 
 def test_clicks_refine_the_object_they_name_or_land_in_and_start_others():
     t = tracker()
     objects = {RED: (10, 10), GREEN: (60, 40)}
     frame = render(0, objects)
-    click_red = Prompt.from_points("points", [[15, 15]], [FOREGROUND], label="object 0", object_ids=(0,))
+    click_red = Prompt.from_points("points", [[15, 15]], [FOREGROUND], class_name="object 0", object_ids=(0,))
     assert t.step(frame, clicks=[click_red]).track_ids == (1,)
     # the page sends object 0's whole point list again: the same track, refined
     again = Prompt.from_points("points", [[15, 15], [20, 20]], [FOREGROUND, FOREGROUND], object_ids=(0,))
@@ -234,7 +234,7 @@ def test_a_box_wholly_outside_the_frame_starts_no_track(caplog):
                               ["red", "nothing"], timestamp=frame.timestamp)
     with caplog.at_level("WARNING", logger="dora_sam2"):
         masks = t.step(frame, boxes)
-    assert masks.track_ids == (1,) and masks.labels == ("red",) and t.started == 1
+    assert masks.track_ids == (1,) and masks.class_names == ("red",) and t.started == 1
     assert ["wholly outside" in r.getMessage() for r in caplog.records] == [True]
 
 

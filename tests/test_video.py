@@ -19,11 +19,11 @@ BOXES = np.array([[20, 20, 70, 80], [90, 30, 150, 100]], np.float32)
 @pytest.fixture(scope="module", params=["test", "micro"])
 def streaming(request, model_dir, micro_model_dir):
     """The suite's model, and `micro` (the same at a 256-pixel input, so no size is taken for granted)."""
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
 
     path = model_dir if request.param == "test" else micro_model_dir
-    return Sam2StreamingModel(Sam2ImageModel.load(Settings(model=str(path), dtype="float32"), video=True))
+    return Sam2StreamingModel(Sam2Backend.load(Settings(model=str(path), dtype="float32"), video=True))
 
 
 def frames(count: int):
@@ -159,10 +159,10 @@ def test_matches_transformers_through_occlusion_clicks_and_re_prompts(short_poin
     """A box and a single click on frame 0 (padding, and SAM2's pick among three masks), both objects
     hidden on frames 3-4 and back, the clicked object re-prompted with a foreground and a background
     click on frame 6 while the other is tracked, 12 frames: full and evicting memory and pointer windows."""
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
 
     base = short_pointer_window.image_model
-    streaming = Sam2StreamingModel(Sam2ImageModel(base.model, base.device, dtype, base.name))
+    streaming = Sam2StreamingModel(Sam2Backend(base.model, base.device, dtype, base.name))
     presence = Presence(streaming)
     prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
 
@@ -240,11 +240,11 @@ def test_memory_is_flat_over_hundreds_of_frames(micro_model_dir):
     `micro` model keeps this quick; benchmarks/track_memory.py runs 10,000 frames.)
     (Re-prompts name their object, as the click page does: with random weights a detection would not
     reliably land on its track.)"""
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
     from dora_sam2.tracking import Tracker
 
-    model = Sam2StreamingModel(Sam2ImageModel.load(Settings(model=str(micro_model_dir)), video=True))
+    model = Sam2StreamingModel(Sam2Backend.load(Settings(model=str(micro_model_dir)), video=True))
     tracker = Tracker(model, lost_frames=10_000)
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
     rgb = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 80)], -1).astype(np.uint8)
@@ -267,14 +267,14 @@ def test_tracking_falls_back_to_float32_when_float16_overflows(model_dir):
     """As in segment mode (test_model.py): the failed frame runs again in float32, its new track kept."""
     from transformers import Sam2VideoModel
 
-    from dora_sam2.model import Sam2ImageModel
+    from dora_sam2.model import Sam2Backend
     from dora_sam2.tracking import Tracker
 
     weights = Sam2VideoModel.from_pretrained(model_dir).eval()
     with torch.no_grad():
         for mlp in weights.mask_decoder.output_hypernetworks_mlps:
             mlp.proj_out.weight.mul_(1e6)  # beyond float16's range
-    image_model = Sam2ImageModel(weights, torch.device("cpu"), torch.float16, "overflowing")
+    image_model = Sam2Backend(weights, torch.device("cpu"), torch.float16, "overflowing")
     tracker = Tracker(Sam2StreamingModel(image_model))
     stream = list(frames(3))
     first = tracker.step(stream[0], Prompt.from_boxes("bbox", BOXES, ["a", "b"]))

@@ -6,12 +6,12 @@ import torch
 from dora import Node
 
 from dora_sam2 import codecs
-from dora_sam2.model import Sam2ImageModel
+from dora_sam2.model import Sam2Backend
 from dora_sam2.settings import Settings
 
 
 def main():
-    model = Sam2ImageModel.load(Settings.from_env())  # the benchmark sets DTYPE=float32
+    model = Sam2Backend.load(Settings.from_env())  # the benchmark sets DTYPE=float32
     node, newest = Node(), None
     for event in node:
         if event["type"] != "INPUT":

@@ -98,11 +98,7 @@ def _timestamp(metadata: dict) -> datetime | None:
 
 def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
     """dora-yolo's length-1 struct (bbox, conf?, labels?) or a flat numeric N*4 array."""
-    if isinstance(value, pa.StructArray):
-        flat = _struct_list(input_id, value, "bbox", required=True)
-        labels = _struct_list(input_id, value, "labels", required=False)
-    else:
-        flat, labels = value, metadata.get("labels")
+    flat, class_names = _values_and_labels(input_id, value, metadata, "bbox")
     coords = _finite_floats(input_id, flat, "box coordinates")
     if coords.size % 4:
         raise InputError(input_id, f"{coords.size} box coordinates is not a multiple of 4")
@@ -111,28 +107,33 @@ def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
     if reversed_.any():
         i = int(np.argmax(reversed_))
         raise InputError(input_id, f"box {i} {boxes[i].tolist()} has no area (reversed or empty corners)")
-    labels = _labels(input_id, labels, len(boxes))
-    return Prompt.from_boxes(input_id, boxes, labels, **_routing(metadata))
+    return Prompt.from_boxes(input_id, boxes, _class_names(input_id, class_names, len(boxes)), **_routing(metadata))
 
 
 def decode_points(input_id: str, value, metadata: dict) -> Prompt:
     """Flat x,y pairs (labels in metadata) or a length-1 struct with `points` and `labels`; one object."""
-    if isinstance(value, pa.StructArray):
-        flat = _struct_list(input_id, value, "points", required=True)
-        raw_labels = _struct_list(input_id, value, "labels", required=False)
-    else:
-        flat, raw_labels = value, metadata.get("labels")
+    flat, point_labels = _values_and_labels(input_id, value, metadata, "points")
     coords = _finite_floats(input_id, flat, "point coordinates")
     if coords.size == 0 or coords.size % 2:
         raise InputError(input_id, f"expected x,y pairs, got {coords.size} numbers")
     points = coords.reshape(-1, 2)
-    point_labels = _point_labels(input_id, raw_labels, len(points))
+    point_labels = _point_labels(input_id, point_labels, len(points))
     object_id = metadata.get("object_id")
     routing = _routing(metadata)
     if isinstance(object_id, int) and not isinstance(object_id, bool):
         routing["object_ids"] = (object_id,)
-    label = metadata.get("label")
-    return Prompt.from_points(input_id, points, point_labels, str(label) if label is not None else "", **routing)
+    class_name = metadata.get("label")
+    return Prompt.from_points(input_id, points, point_labels, str(class_name) if class_name is not None else "",
+                              **routing)
+
+
+def _values_and_labels(input_id: str, value, metadata: dict, field: str):
+    """A message's numbers and its `labels` (class names on boxes, 1/0 on points): a length-1 struct with
+    `field` and `labels`, or a flat array with `labels` in the metadata."""
+    if isinstance(value, pa.StructArray):
+        return (_struct_list(input_id, value, field, required=True),
+                _struct_list(input_id, value, "labels", required=False))
+    return value, metadata.get("labels")
 
 
 def _struct_list(input_id: str, value: pa.StructArray, field: str, required: bool):
@@ -174,7 +175,7 @@ def _box_format(input_id: str, metadata: dict) -> str:
     return fmt
 
 
-def _labels(input_id: str, raw, count: int) -> tuple[str, ...]:
+def _class_names(input_id: str, raw, count: int) -> tuple[str, ...]:
     if raw is None:
         return ("",) * count
     labels = raw.to_pylist() if isinstance(raw, pa.Array) else raw
@@ -224,7 +225,7 @@ def masks_metadata(masks: Masks) -> dict:
         "width": int(masks.width),
         "height": int(masks.height),
         "num_masks": len(masks),
-        "labels": list(masks.labels),
+        "labels": list(masks.class_names),
         "scores": [float(s) for s in masks.scores],
         "image_id": masks.image_id,
         "primitive": "masks",

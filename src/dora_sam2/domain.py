@@ -96,7 +96,7 @@ class Prompt:
     input_id: str
     points: np.ndarray  # (N, K, 2) float32, pixel coordinates of the source frame
     point_labels: np.ndarray  # (N, K) int64
-    labels: tuple[str, ...]  # one per object: the detector's class name, or ""
+    class_names: tuple[str, ...]  # one per object: the detector's label, or "" (metadata `labels`)
     image_id: str | None = None  # which camera; None means the only (or first) one
     timestamp: datetime | None = None  # the frame the prompt was computed on
     object_ids: tuple[int, ...] | None = None  # the click UI's object index, when it sends one
@@ -105,7 +105,7 @@ class Prompt:
         n = self.points.shape[0]
         assert self.points.ndim == 3 and self.points.shape[2] == 2, self.points.shape
         assert self.point_labels.shape == self.points.shape[:2], (self.point_labels.shape, self.points.shape)
-        assert len(self.labels) == n, (len(self.labels), n)
+        assert len(self.class_names) == n, (len(self.class_names), n)
 
     @property
     def num_objects(self) -> int:
@@ -116,17 +116,18 @@ class Prompt:
         return (self.point_labels != self.PAD).sum(axis=1)
 
     @classmethod
-    def from_boxes(cls, input_id: str, boxes_xyxy: np.ndarray, labels=None, **kw) -> "Prompt":
+    def from_boxes(cls, input_id: str, boxes_xyxy: np.ndarray, class_names=None, **kw) -> "Prompt":
         boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 2, 2)
         point_labels = np.tile(np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64), (len(boxes), 1))
-        labels = tuple(labels) if labels else ("",) * len(boxes)
-        return cls(input_id, boxes, point_labels, labels, **kw)
+        class_names = tuple(class_names) if class_names else ("",) * len(boxes)
+        return cls(input_id, boxes, point_labels, class_names, **kw)
 
     def keep(self, objects: np.ndarray) -> "Prompt":
         """This prompt with only the objects where `objects` (N,) is True."""
         ids = None if self.object_ids is None else tuple(np.asarray(self.object_ids)[objects].tolist())
         return dataclasses.replace(self, points=self.points[objects], point_labels=self.point_labels[objects],
-                                   labels=tuple(np.asarray(self.labels, object)[objects].tolist()), object_ids=ids)
+                                   class_names=tuple(np.asarray(self.class_names, object)[objects].tolist()),
+                                   object_ids=ids)
 
     def boxes_outside(self, width: int, height: int) -> np.ndarray:
         """(N,) True for each object that is a box lying wholly outside a width x height frame: clipped, it
@@ -138,10 +139,10 @@ class Prompt:
         return box & ((x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height))
 
     @classmethod
-    def from_points(cls, input_id: str, points_xy: np.ndarray, point_labels, label: str = "", **kw) -> "Prompt":
+    def from_points(cls, input_id: str, points_xy: np.ndarray, point_labels, class_name: str = "", **kw) -> "Prompt":
         points = np.asarray(points_xy, np.float32).reshape(1, -1, 2)
         point_labels = np.asarray(point_labels, np.int64).reshape(1, -1)
-        return cls(input_id, points, point_labels, (label,), **kw)
+        return cls(input_id, points, point_labels, (class_name,), **kw)
 
 
 def on_frame(prompt: Prompt, frame: Frame) -> Prompt:
@@ -172,19 +173,20 @@ def camera_of(prompt: Prompt, cameras, seen) -> str:
 
 @dataclass(frozen=True)
 class Masks:
-    """The answer to one prompt: N binary masks over the source frame, parallel to labels and scores."""
+    """The answer to one prompt: N binary masks over the source frame, parallel to class names and scores
+    (metadata `labels` and `scores` on the wire)."""
 
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,) float32: SAM2's predicted IoU per mask
-    labels: tuple[str, ...]
+    class_names: tuple[str, ...]
     image_id: str
     timestamp: datetime | None
     track_ids: tuple[int, ...] | None = None
 
     def __post_init__(self):
         assert self.masks.ndim == 3 and self.masks.dtype == np.bool_, (self.masks.shape, self.masks.dtype)
-        assert len(self.scores) == len(self.labels) == len(self.masks), (
-            len(self.scores), len(self.labels), len(self.masks))
+        assert len(self.scores) == len(self.class_names) == len(self.masks), (
+            len(self.scores), len(self.class_names), len(self.masks))
 
     def __len__(self) -> int:
         return self.masks.shape[0]

@@ -51,7 +51,7 @@ class Segmenter:
                     raise
                 self._embeddings.clear()  # computed in the old dtype
                 masks, scores = self._predict(frame, prompt)
-        return frame, Masks(masks, scores, prompt.labels, frame.image_id, frame.timestamp)
+        return frame, Masks(masks, scores, prompt.class_names, frame.image_id, frame.timestamp)
 
     def _predict(self, frame: Frame, prompt: Prompt):
         embedding = self.embedding(frame)

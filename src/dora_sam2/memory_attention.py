@@ -38,16 +38,16 @@ def attend_memory(attention, image, image_position, memory, memory_position, num
     keys_with_position = memory + memory_position
     for layer in attention.layers:
         query = layer.layer_norm1(output)
-        output = output + _attention(layer.self_attn, query, query, query, rope, fused)
+        output = output + _rope_attention(layer.self_attn, query, query, query, rope, fused)
         query = layer.layer_norm2(output)
-        output = output + _attention(layer.cross_attn_image, query, keys_with_position, memory, rope, fused,
+        output = output + _rope_attention(layer.cross_attn_image, query, keys_with_position, memory, rope, fused,
                                      num_pointer_tokens)
         query = layer.layer_norm3(output)
         output = output + layer.linear2(layer.activation(layer.linear1(query)))
     return attention.layer_norm(output)
 
 
-def _attention(attn, query, key, value, rope, fused: bool, num_k_exclude_rope: int = 0):
+def _rope_attention(attn, query, key, value, rope, fused: bool, num_k_exclude_rope: int = 0):
     # transformers is imported when the model runs, not when this module is imported
     from transformers.models.sam2_video.modeling_sam2_video import apply_rotary_pos_emb_2d
 

@@ -43,7 +43,7 @@ class ImageEmbedding:
     height: int
 
 
-class Sam2ImageModel:
+class Sam2Backend:
     def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str):
         self.model = model
         self.device = device
@@ -74,7 +74,7 @@ class Sam2ImageModel:
         return True
 
     @classmethod
-    def load(cls, settings: Settings, video: bool = False) -> "Sam2ImageModel":
+    def load(cls, settings: Settings, video: bool = False) -> "Sam2Backend":
         """`video` loads SAM2 with its memory modules (transformers' Sam2VideoModel), for tracking."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
@@ -122,11 +122,11 @@ class Sam2ImageModel:
         ambiguous = torch.from_numpy(is_ambiguous(self.model.config, prompt.num_points())).to(self.device)
         return predict_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1], ambiguous)
 
-    def prompt_embeddings(self, points: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_embeddings(self, points: np.ndarray, point_labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM2's prompt encoder on (N, K, 2) model-frame points and their (N, K) labels, in the decoder's
         dtype: sparse (1, N, K', C) and dense (1, C, h, w) embeddings."""
         points = torch.from_numpy(np.asarray(points, np.float32)).to(self.device)[None]
-        labels = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)[None]
+        labels = torch.from_numpy(np.asarray(point_labels, np.int64)).to(self.device)[None]
         with self.autocast():
             sparse, dense = self.model.prompt_encoder(
                 input_points=points, input_labels=labels, input_boxes=None, input_masks=None

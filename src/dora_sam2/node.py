@@ -10,7 +10,7 @@ from dora import Node
 from . import codecs, overlay
 from .domain import Frame, InputError, Masks
 from .engine import Segmenter
-from .model import ModelLoadError, Sam2ImageModel
+from .model import ModelLoadError, Sam2Backend
 from .scheduling import RESET, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Settings
 from .stats import Stages, Stats
@@ -27,7 +27,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2: %(message)s", stream=sys.stderr)
     try:
         settings = Settings.from_env()
-        model = Sam2ImageModel.load(settings, video=settings.mode == "track")
+        model = Sam2Backend.load(settings, video=settings.mode == "track")
     except (ConfigError, ModelLoadError) as error:
         log.error("%s", error)
         sys.exit(1)
@@ -46,7 +46,7 @@ def main() -> None:
         stats.write(settings.stats_file)
 
 
-def scheduler(settings: Settings, model: Sam2ImageModel, cameras: list[str], stats: Stats):
+def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats):
     """The engine (segment) or a tracker per camera (track), behind the policy of what to answer."""
     s = settings
     if s.mode == "track":

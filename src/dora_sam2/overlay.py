@@ -22,7 +22,7 @@ def colour_keys(masks: Masks) -> list[int]:
     """A colour that stays with its object: per track id when tracking, else per label, else per slot."""
     if masks.track_ids is not None:
         return [int(t) for t in masks.track_ids]
-    return [zlib.crc32(label.encode()) if label else i for i, label in enumerate(masks.labels)]
+    return [zlib.crc32(label.encode()) if label else i for i, label in enumerate(masks.class_names)]
 
 
 def draw(frame: Frame, masks: Masks) -> np.ndarray:
@@ -44,7 +44,7 @@ def draw(frame: Frame, masks: Masks) -> np.ndarray:
 def _captions(masks: Masks) -> list[str]:
     ids = masks.track_ids or [None] * len(masks)
     return [" ".join(part for part in (f"#{i}" if i is not None else "", label, f"{score:.2f}") if part)
-            for i, label, score in zip(ids, masks.labels, masks.scores)]
+            for i, label, score in zip(ids, masks.class_names, masks.scores)]
 
 
 def _outline_and_caption(image: np.ndarray, mask: np.ndarray, colour, caption: str) -> None:

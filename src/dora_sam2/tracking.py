@@ -29,7 +29,7 @@ BOX_LABELS = np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64)
 @dataclass
 class Track:
     track_id: int
-    label: str
+    class_name: str  # the detector's (or the click page's) word for it
     memory: ObjectMemory
     box: np.ndarray  # xyxy of its newest visible mask (or its prompt, before any): what detections match
     lost_frames: int = 0  # consecutive frames SAM2 has not seen it
@@ -38,10 +38,10 @@ class Track:
 
 @dataclass(frozen=True)
 class _Cue:
-    """One object's prompt on this frame: its points in frame pixels and their SAM2 labels."""
+    """One object's prompt on this frame: its points in frame pixels and their SAM2 point labels."""
 
     points: np.ndarray  # (K, 2)
-    labels: np.ndarray  # (K,)
+    point_labels: np.ndarray  # (K,)
 
 
 class Tracker:
@@ -124,10 +124,10 @@ class Tracker:
         cues = {}
         for t, d in found.matches:
             track = self.tracks[t]
-            track.label = detections.labels[d] or track.label  # the detector's newest word on what it is
+            track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
             cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
         for d in found.new_detections:
-            track = self._start(detections.labels[d], boxes[d])
+            track = self._start(detections.class_names[d], boxes[d])
             if track is not None:
                 cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
         return cues
@@ -137,40 +137,40 @@ class Tracker:
         cues = {}
         for i in range(prompt.num_objects):
             keep = prompt.point_labels[i] != Prompt.PAD
-            points, labels = prompt.points[i][keep], prompt.point_labels[i][keep]
+            points, point_labels = prompt.points[i][keep], prompt.point_labels[i][keep]
             if len(points) == 0:
                 continue
             click_object = prompt.object_ids[i] if prompt.object_ids is not None else None
-            track = self._clicked_track(points, labels, click_object)
+            track = self._clicked_track(points, point_labels, click_object)
             if track is None:
                 box = np.concatenate([points.min(axis=0), points.max(axis=0)])
-                track = self._start(prompt.labels[i], box, click_object)
-            elif prompt.labels[i]:
-                track.label = prompt.labels[i]
+                track = self._start(prompt.class_names[i], box, click_object)
+            elif prompt.class_names[i]:
+                track.class_name = prompt.class_names[i]
             if track is not None:
-                cues[track.track_id] = _Cue(points, labels)
+                cues[track.track_id] = _Cue(points, point_labels)
         return cues
 
-    def _clicked_track(self, points, labels, click_object) -> Track | None:
+    def _clicked_track(self, points, point_labels, click_object) -> Track | None:
         if click_object is not None:
             return next((t for t in self.tracks if t.click_object == click_object), None)
         # Without an object id, a click inside a track's box refines the smallest such track.
-        foreground = points[labels == FOREGROUND]
+        foreground = points[point_labels == FOREGROUND]
         if len(foreground) == 0:
             return None
         x, y = foreground[0]
         inside = [t for t in self.tracks if t.box[0] <= x <= t.box[2] and t.box[1] <= y <= t.box[3]]
         return min(inside, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]), default=None)
 
-    def _start(self, label: str, box: np.ndarray, click_object: int | None = None) -> Track | None:
+    def _start(self, class_name: str, box: np.ndarray, click_object: int | None = None) -> Track | None:
         if len(self.tracks) >= self.max_objects:
             now = time.monotonic()
             if now - self._warned >= 10.0:
                 self._warned = now
                 log.warning("MAX_OBJECTS=%d objects are tracked already: not starting another (%s). Raise "
-                            "MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects, label or "unlabelled")
+                            "MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects, class_name or "unlabelled")
             return None
-        track = Track(next(self._ids), label, self.model.new_memory(), np.asarray(box, np.float64),
+        track = Track(next(self._ids), class_name, self.model.new_memory(), np.asarray(box, np.float64),
                       click_object=click_object)
         self.tracks.append(track)
         self.started += 1
@@ -207,7 +207,7 @@ class Tracker:
             self.tracks = [t for t in self.tracks if t.lost_frames < self.lost_frames]
 
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray) -> Masks:
-        return Masks(masks, scores, tuple(t.label for t in self.tracks), frame.image_id, frame.timestamp,
+        return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
                      track_ids=tuple(t.track_id for t in self.tracks))
 
 
@@ -215,8 +215,8 @@ def _as_prompt(cues: list[_Cue]) -> Prompt:
     """Cues of several objects as one padded Prompt, for one batched decoder call."""
     k = max(len(c.points) for c in cues)
     points = np.zeros((len(cues), k, 2), np.float32)
-    labels = np.full((len(cues), k), Prompt.PAD, np.int64)
+    point_labels = np.full((len(cues), k), Prompt.PAD, np.int64)
     for i, cue in enumerate(cues):
         points[i, : len(cue.points)] = cue.points.reshape(-1, 2)
-        labels[i, : len(cue.labels)] = cue.labels
-    return Prompt("tracker", points, labels, ("",) * len(cues))
+        point_labels[i, : len(cue.point_labels)] = cue.point_labels
+    return Prompt("tracker", points, point_labels, ("",) * len(cues))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
 from .memory_attention import attend_memory
-from .model import Sam2ImageModel
+from .model import Sam2Backend
 
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0
@@ -123,7 +123,7 @@ class Sam2StreamingModel:
     """Frames and prompts in, per-object masks and memories out. The caller (tracking.Tracker) owns the
     objects and their `ObjectMemory`; this class owns the maths."""
 
-    def __init__(self, image_model: Sam2ImageModel):
+    def __init__(self, image_model: Sam2Backend):
         self.image_model = image_model  # pre/post-processing, device, dtype, the fast decoder copy
         self.model = image_model.model  # a transformers Sam2VideoModel
         config = self.model.config
