@@ -22,6 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from dora_sam2.domain import Frame, Prompt
 from dora_sam2.model import Sam2Backend
+from dora_sam2.processing import upsample
 from dora_sam2.video import Sam2StreamingModel
 
 CUDA = torch.device("cuda")
@@ -86,7 +87,7 @@ def test_cuda_segment_encode_and_batched_decode(cuda_model):
     click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
     for prompt in (boxes, click):
         logits, scores = cuda_model.decode(embedding, prompt)
-        masks = cuda_model.upsample(logits, WIDTH, HEIGHT)
+        masks = upsample(logits, WIDTH, HEIGHT)
         assert on_cuda(logits, scores, masks)
         assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
 
@@ -123,4 +124,4 @@ def test_cuda_track_prompt_remember_and_memory_attention(cuda_model):
         assert on_cuda(*(t for m in remembered for t in (m.features, m.position, m.pointer)))
         for memory, m, was_prompted in zip(memories, remembered, prompted):
             memory.add(index, m, was_prompted)
-        assert on_cuda(cuda_model.upsample(step.logits, WIDTH, HEIGHT), step.object_score_logits > 0)
+        assert on_cuda(upsample(step.logits, WIDTH, HEIGHT), step.object_score_logits > 0)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, Prompt
-from dora_sam2.model import Sam2Backend, resolve_dtype
+from dora_sam2.devices import resolve_dtype
+from dora_sam2.model import Sam2Backend
+from dora_sam2.processing import upsample
 
 W, H = 640, 480
 
@@ -47,7 +49,7 @@ def test_postprocess_puts_low_res_logits_back_on_the_frame():
     logits = torch.full((1, 256, 256), -10.0)
     # box (64, 48)-(320, 240) on 640x480 is x 25.6..128, y 25.6..128 on the 256 grid
     logits[0, 26:128, 26:128] = 10.0
-    mask = Sam2Backend.upsample(logits, W, H)[0].numpy()
+    mask = upsample(logits, W, H)[0].numpy()
     assert mask.shape == (H, W) and mask.dtype == np.bool_
     ys, xs = np.nonzero(mask)
     assert abs(xs.min() - 64) <= 3 and abs(xs.max() - 319) <= 3
@@ -82,7 +84,7 @@ def test_bfloat16_autocast_agrees_with_float32(model):
 
 
 def test_auto_dtype_on_cpu_follows_the_hardware(monkeypatch):
-    import dora_sam2.model as backend
+    import dora_sam2.devices as backend
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: True)
     assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
     monkeypatch.setattr(backend, "cpu_has_fast_bf16", lambda: False)

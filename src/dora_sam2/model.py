@@ -11,28 +11,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from . import processing
 from .decoder import is_ambiguous, predict_masks
+from .devices import resolve_device, resolve_dtype
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
+from .loading import load_sam2
 from .settings import Settings
 
 log = logging.getLogger("dora_sam2")
-
-# SAM2's input normalisation (ImageNet statistics), applied after scaling pixels to [0, 1].
-PIXEL_MEAN = (0.485, 0.456, 0.406)
-PIXEL_STD = (0.229, 0.224, 0.225)
-SAM2_MODEL_TYPES = ("sam2", "sam2_video")
-
-
-class ModelLoadError(Exception):
-    """The model cannot be had. Its text is the one sentence telling the user what to do."""
-
 
 @dataclass(frozen=True)
 class ImageEmbedding:
@@ -49,8 +40,6 @@ class Sam2Backend:
         self.device = device
         self.name = name
         self.input_size = int(model.config.prompt_encoder_config.image_size)
-        self._mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
         self._use_dtype(dtype)
 
     def _use_dtype(self, dtype: torch.dtype) -> None:
@@ -82,7 +71,7 @@ class Sam2Backend:
             # torch's default is every core of the machine, which oversubscribes a pinned container
             torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
-        model = _load_sam2(settings.model, video).to(device).eval()
+        model = load_sam2(settings.model, video).to(device).eval()
         if settings.compile:
             # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
             model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
@@ -136,41 +125,14 @@ class Sam2Backend:
     # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised, resized to the square model input.
-
-        As transformers' Sam2Processor does it: the uint8 image is resized (bilinear, antialiased, on the
-        CPU, where torch has a uint8 kernel) and only then scaled to [0, 1]. Resizing float pixels instead
-        differs by up to 0.017 after normalisation. The one transfer to the device is the resized uint8."""
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-        size = (self.input_size, self.input_size)
-        resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
-        pixels = resized.to(self.device).float().div_(255.0)
-        return (pixels - self._mean) / self._std
+        return processing.preprocess(rgb, self.input_size, self.device)
 
     def model_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return to_model_frame(clip_points(prompt.points, width, height), width, height, self.input_size)
 
     def postprocess(self, logits: torch.Tensor, scores: torch.Tensor, width: int, height: int,
                     *extra: torch.Tensor) -> tuple[np.ndarray, ...]:
-        """The answer brought to the frame and to the CPU, in the one transfer back per answer:
-        (N, H, W) bool masks, (N,) scores, and any `extra` per-object tensors as numpy.
-
-        Raises FloatingPointError when the model produced NaN or infinity (fp16 overflow, a broken
-        checkpoint): checked here, once, so the device is waited for once."""
-        masks = self.upsample(logits, width, height)
-        finite = torch.isfinite(logits).all() & torch.isfinite(scores).all()
-        if not bool(finite.cpu()):
-            raise FloatingPointError("the model produced NaN or infinite outputs")
-        return masks.cpu().numpy(), scores.float().cpu().numpy(), *(t.cpu().numpy() for t in extra)
-
-    @staticmethod
-    def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        """(N, h, w) mask logits -> (N, H, W) bool on their device: one batched bilinear upsample, then
-        logit > 0."""
-        upsampled = F.interpolate(
-            low_res_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
-        )
-        return upsampled[:, 0] > 0
+        return processing.to_frame(logits, scores, width, height, *extra)
 
     def warmup(self, width: int = 640, height: int = 480) -> float:
         """One encode and decode, so the first real frame does not pay for lazy initialisation."""
@@ -195,145 +157,3 @@ def _copy_in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modu
     weights = {name: t.to(dtype) if t.is_floating_point() else t for name, t in module.state_dict().items()}
     clone.load_state_dict(weights, assign=True)
     return clone.eval()
-
-
-# ---------------------------------------------------------------------------- device and dtype
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ModelLoadError(
-                f"DEVICE={name} but this torch build sees no CUDA GPU: set DEVICE=cpu (or auto), "
-                "or install a CUDA build of torch."
-            )
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ModelLoadError(f"DEVICE={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ModelLoadError("DEVICE=mps but Metal is not available here: set DEVICE=cpu (or auto).")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` picks the fastest dtype that is numerically safe on the device (applied as autocast)."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type == "cuda":
-        # bf16 where the chosen GPU computes it natively (Ampere, compute capability 8.0, and later);
-        # is_bf16_supported() also says yes where it is only emulated (T4, V100), and asks the current
-        # device, not the chosen one.
-        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 matmuls run natively (2.5x faster than fp32 on our 2-core machine)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def _load_sam2(source: str, video: bool = False):
-    # heavy: imported when the node starts, not at import
-    from transformers import AutoConfig, Sam2Model, Sam2VideoModel
-
-    local = _local_checkpoint(source)
-    with _quiet_hub():
-        try:
-            config = _from_cache_or_hub(AutoConfig.from_pretrained, source, local)
-        except OSError as error:
-            raise ModelLoadError(_explain_missing(source, local, error)) from None
-        if config.model_type not in SAM2_MODEL_TYPES:
-            raise ModelLoadError(
-                f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
-                "such as facebook/sam2.1-hiera-tiny or to a directory holding one."
-            )
-        if video and config.model_type != "sam2_video":
-            raise ModelLoadError(
-                f"MODE=track needs SAM2's video memory, and MODEL={source} is an image-only SAM2 checkpoint: "
-                "use a facebook/sam2.1-hiera-* hub id (they hold both), or MODE=segment."
-            )
-        try:
-            return _from_cache_or_hub((Sam2VideoModel if video else Sam2Model).from_pretrained, source, local)
-        except OSError as error:
-            raise ModelLoadError(_explain_missing(source, local, error)) from None
-
-
-def _local_checkpoint(source: str) -> Path | None:
-    path = Path(source).expanduser()
-    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"MODEL={source} is not a directory: set MODEL to a directory holding a SAM2 checkpoint "
-                "(config.json and model.safetensors) or to a hub id such as facebook/sam2.1-hiera-tiny."
-            )
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"MODEL={source} holds no config.json: point MODEL at a directory saved with "
-                "save_pretrained (config.json and model.safetensors), or at a hub id."
-            )
-        return path
-    return None
-
-
-def _from_cache_or_hub(load, source: str, local: Path | None):
-    """The local cache first: no network round trip when the weights are already here."""
-    if local is not None:
-        return load(str(local), local_files_only=True)
-    try:
-        return load(source, local_files_only=True)
-    except OSError:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
-            raise
-        log.info("fetching %s from the Hugging Face hub (first run only)", source)
-        return load(source)
-
-
-def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
-    text = str(error)
-    if local is not None:
-        return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
-    if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
-        return (
-            f"MODEL={source} is not in the Hugging Face cache and the hub cannot be reached: connect this "
-            "machine to the internet once (the weights are then cached), or download the model elsewhere "
-            f"(`hf download {source} --local-dir sam2-model`) and set MODEL to that directory."
-        )
-    return (
-        f"MODEL={source} was not found on the Hugging Face hub: use one of facebook/sam2.1-hiera-tiny, "
-        "-small, -base-plus, -large (or facebook/sam2-hiera-*), or a local checkpoint directory."
-    )
-
-
-@contextlib.contextmanager
-def _quiet_hub():
-    """The hub's retry warnings and progress bars would bury the one line that matters."""
-    import huggingface_hub.utils as hub_utils
-    import transformers
-
-    hub_level = hub_utils.logging.get_verbosity()
-    tf_level = transformers.logging.get_verbosity()
-    hub_utils.logging.set_verbosity_error()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hub_utils.logging.set_verbosity(hub_level)
-        transformers.logging.set_verbosity(tf_level)

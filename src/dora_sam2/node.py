@@ -10,7 +10,8 @@ from dora import Node
 from . import codecs, overlay
 from .domain import Frame, InputError, Masks
 from .engine import Segmenter
-from .model import ModelLoadError, Sam2Backend
+from .loading import ModelLoadError
+from .model import Sam2Backend
 from .scheduling import RESET, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Settings
 from .stats import Stages, Stats

@@ -1,0 +1,111 @@
+"""SAM 2 checkpoints from the Hugging Face hub or a local directory, and the one sentence to say when
+one cannot be had. No remote code is ever run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+log = logging.getLogger("dora_sam2")
+
+SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+
+
+class ModelLoadError(Exception):
+    """The model cannot be had. Its text is the one sentence telling the user what to do."""
+
+
+
+def load_sam2(source: str, video: bool = False):
+    """transformers' Sam2VideoModel (video) or Sam2Model from a hub id or a local directory, the local cache
+    first; ModelLoadError with one sentence saying what to do when it cannot be had."""
+    # heavy: imported when the node starts, not at import
+    from transformers import AutoConfig, Sam2Model, Sam2VideoModel
+
+    local = _local_checkpoint(source)
+    with _quiet_hub():
+        try:
+            config = _from_cache_or_hub(AutoConfig.from_pretrained, source, local)
+        except OSError as error:
+            raise ModelLoadError(_explain_missing(source, local, error)) from None
+        if config.model_type not in SAM2_MODEL_TYPES:
+            raise ModelLoadError(
+                f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
+                "such as facebook/sam2.1-hiera-tiny or to a directory holding one."
+            )
+        if video and config.model_type != "sam2_video":
+            raise ModelLoadError(
+                f"MODE=track needs SAM2's video memory, and MODEL={source} is an image-only SAM2 checkpoint: "
+                "use a facebook/sam2.1-hiera-* hub id (they hold both), or MODE=segment."
+            )
+        try:
+            return _from_cache_or_hub((Sam2VideoModel if video else Sam2Model).from_pretrained, source, local)
+        except OSError as error:
+            raise ModelLoadError(_explain_missing(source, local, error)) from None
+
+
+def _local_checkpoint(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"MODEL={source} is not a directory: set MODEL to a directory holding a SAM2 checkpoint "
+                "(config.json and model.safetensors) or to a hub id such as facebook/sam2.1-hiera-tiny."
+            )
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"MODEL={source} holds no config.json: point MODEL at a directory saved with "
+                "save_pretrained (config.json and model.safetensors), or at a hub id."
+            )
+        return path
+    return None
+
+
+def _from_cache_or_hub(load, source: str, local: Path | None):
+    """The local cache first: no network round trip when the weights are already here."""
+    if local is not None:
+        return load(str(local), local_files_only=True)
+    try:
+        return load(source, local_files_only=True)
+    except OSError:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise
+        log.info("fetching %s from the Hugging Face hub (first run only)", source)
+        return load(source)
+
+
+def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
+    text = str(error)
+    if local is not None:
+        return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
+    if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
+        return (
+            f"MODEL={source} is not in the Hugging Face cache and the hub cannot be reached: connect this "
+            "machine to the internet once (the weights are then cached), or download the model elsewhere "
+            f"(`hf download {source} --local-dir sam2-model`) and set MODEL to that directory."
+        )
+    return (
+        f"MODEL={source} was not found on the Hugging Face hub: use one of facebook/sam2.1-hiera-tiny, "
+        "-small, -base-plus, -large (or facebook/sam2-hiera-*), or a local checkpoint directory."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """The hub's retry warnings and progress bars would bury the one line that matters."""
+    import huggingface_hub.utils as hub_utils
+    import transformers
+
+    hub_level = hub_utils.logging.get_verbosity()
+    tf_level = transformers.logging.get_verbosity()
+    hub_utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hub_utils.logging.set_verbosity(hub_level)
+        transformers.logging.set_verbosity(tf_level)

@@ -1,0 +1,48 @@
+"""Frames into SAM 2 and its masks back onto the frames, as transformers' Sam2Processor does it, without
+torchvision (which has no build beside the CPU torch): resize, normalise, upsample, threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# SAM2's input normalisation (ImageNet statistics), applied after scaling pixels to [0, 1].
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, size, size) normalised, resized to the square model input.
+
+    As the processor does it: the uint8 image is resized (bilinear, antialiased, on the CPU, where torch
+    has a uint8 kernel) and only then scaled to [0, 1]. Resizing float pixels instead differs by up to
+    0.017 after normalisation. The one transfer to the device is the resized uint8 image."""
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    resized = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    pixels = resized.to(device).float().div_(255.0)
+    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(N, h, w) mask logits -> (N, H, W) bool on their device: one batched bilinear upsample, then
+    logit > 0."""
+    upsampled = F.interpolate(low_res_logits[:, None].float(), size=(height, width), mode="bilinear",
+                              align_corners=False)
+    return upsampled[:, 0] > 0
+
+
+def to_frame(logits: torch.Tensor, scores: torch.Tensor, width: int, height: int,
+             *extra: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """An answer brought to the frame and to the CPU, in the one transfer back per answer: (N, H, W) bool
+    masks, (N,) scores, and any `extra` per-object tensors, as numpy.
+
+    Raises FloatingPointError when the model produced NaN or infinity (fp16 overflow, a broken
+    checkpoint): checked here, once, so the device is waited for once."""
+    masks = upsample(logits, width, height)
+    finite = torch.isfinite(logits).all() & torch.isfinite(scores).all()
+    if not bool(finite.cpu()):
+        raise FloatingPointError("the model produced NaN or infinite outputs")
+    return masks.cpu().numpy(), scores.float().cpu().numpy(), *(t.cpu().numpy() for t in extra)
