@@ -3,6 +3,8 @@ torchvision (which has no build beside the CPU torch): resize, normalise, upsamp
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,9 +23,15 @@ def preprocess(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor
     pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     resized = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     pixels = resized.to(device).float().div_(255.0)
-    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    mean, std = _normalisation(device)
     return (pixels - mean) / std
+
+
+@functools.lru_cache(maxsize=4)
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics on the device, made once rather than per frame."""
+    return (torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1))
 
 
 def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:
