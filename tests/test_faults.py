@@ -225,3 +225,32 @@ def test_a_held_prompt_is_answered_even_if_its_frame_never_comes(model, caplog):
         sam2.handle([])  # the next batch brings no frame: answered on the newest, and said
     assert len(node.sent) == 1 and node.sent[0][1]["timestamp"] == t0
     assert any("no kept frame has the prompt's timestamp" in r.getMessage() for r in caplog.records)
+
+
+def test_the_event_pump_keeps_each_inputs_newest_events_in_order_and_counts_the_rest():
+    """While the model works, the pump takes dora's events off its queues (where they would overflow
+    with a warning each), keeping the newest `keep` per input, in arrival order."""
+    import time
+
+    from dora_sam2.node import EventPump
+
+    class ScriptedNode:
+        def __init__(self, events):
+            self.events = list(events)
+
+        def next(self):
+            return self.events.pop(0) if self.events else None
+
+    def event(input_id, i):
+        return {"type": "INPUT", "id": input_id, "value": pa.array([i]), "metadata": {}}
+
+    script = [event("image", 0), event("bbox", 0), event("image", 1), event("image", 2), event("bbox", 1),
+              event("image", 3), {"type": "STOP", "id": None}]
+    pump = EventPump(ScriptedNode(script), keep=2)
+    deadline = time.monotonic() + 5
+    while not pump._ended and time.monotonic() < deadline:  # let the pump take everything first
+        time.sleep(0.01)
+    [(batch, dropped)] = list(pump.batches())
+    assert [(e["id"], e["value"][0].as_py() if e["type"] == "INPUT" else None) for e in batch] == [
+        ("bbox", 0), ("image", 2), ("bbox", 1), ("image", 3), (None, None)]
+    assert dropped == {"image": 2}

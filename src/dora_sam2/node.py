@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections import Counter, deque
 
 from dora import Node
 
@@ -42,7 +44,7 @@ def main() -> None:
     stats = Stats(Stages(), settings.stats_every_s)
     adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats), stats,
                       config["outputs"], settings.mask_layout)
-    adapter.run()
+    adapter.run(settings.every_frame, keep=settings.frame_buffer)
     if settings.stats_file:
         stats.write(settings.stats_file)
 
@@ -75,10 +77,25 @@ class Adapter:
             log.warning("the dataflow declares none of the outputs %s for this node: nothing will be sent", OUTPUTS)
         self._ignored_inputs: set[str] = set()
 
-    def run(self) -> None:
-        for events in event_batches(self.node):
-            self.handle(events)
+    def run(self, every_frame: bool = False, keep: int = 30) -> None:
+        """Live, events are pumped off dora's queues while the model works (EventPump); with EVERY_FRAME
+        they are taken from dora in batches, dora's queues holding the rest."""
+        if every_frame:
+            for events in event_batches(self.node):
+                self.handle(events)
+        else:
+            for events, dropped in EventPump(self.node, keep).batches():
+                self._count_dropped(dropped)
+                self.handle(events)
         self.finish()
+
+    def _count_dropped(self, dropped: Counter) -> None:
+        """Inputs the pump dropped as stale count as skipped, as those the scheduler passes over do."""
+        for input_id, count in dropped.items():
+            if input_id in PROMPT_DECODERS:
+                self.stats.prompts += count
+            if input_id in PROMPT_DECODERS or (input_id.startswith("image") and self.scheduler.answers_frames):
+                self.stats.skipped += count
 
     def handle(self, events: list[dict]) -> None:
         for frame, masks in self.scheduler.handle(self.inputs(events)):
@@ -138,6 +155,65 @@ def event_batches(node):
         if event is None:
             return
         yield [event, *_drain(node)]
+
+
+class EventPump:
+    """dora's events taken as they arrive, on a thread, while the model works.
+
+    A model that takes seconds would otherwise leave dora's input queues (10 by default) full behind it,
+    and dora warns on every event it then drops: hundreds of lines that read as faults. Live mode wants
+    only the newest anyway. The pump keeps the newest `keep` events of each input, in arrival order, and
+    counts what it drops. Not for EVERY_FRAME, which must drop nothing: there dora's own queue_size and
+    queue_policy (backpressure) govern."""
+
+    def __init__(self, node, keep: int):
+        self.node = node
+        self.keep = keep
+        self._events: deque[dict] = deque()
+        self._per_input: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._ended = False
+        self._ready = threading.Condition()
+        threading.Thread(target=self._pump, name="dora-events", daemon=True).start()
+
+    def batches(self):
+        """Each batch: everything that arrived since the last one (at least one event), and how many
+        events of each input were dropped meanwhile."""
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._events or self._ended)
+                if not self._events:
+                    return
+                batch, self._events = list(self._events), deque()
+                dropped, self._dropped = self._dropped, Counter()
+                self._per_input.clear()
+            yield batch, dropped
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                event = self.node.next()
+            except RuntimeError:  # the channel closes while a dataflow ends
+                event = None
+            with self._ready:
+                if event is None:
+                    self._ended = True
+                else:
+                    self._add(event)
+                self._ready.notify()
+            if event is None:
+                return
+
+    def _add(self, event: dict) -> None:
+        self._events.append(event)
+        if event["type"] != "INPUT":
+            return
+        self._per_input[event["id"]] += 1
+        if self._per_input[event["id"]] > self.keep:  # drop that input's oldest queued event
+            oldest = next(e for e in self._events if e["type"] == "INPUT" and e["id"] == event["id"])
+            self._events.remove(oldest)
+            self._per_input[event["id"]] -= 1
+            self._dropped[event["id"]] += 1
 
 
 def _drain(node) -> list:

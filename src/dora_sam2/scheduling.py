@@ -32,6 +32,7 @@ Answer = tuple[Frame, Masks]
 class SegmentScheduler:
     """MODE=segment: each prompt answered on the frame it was computed on."""
 
+    answers_frames = False  # what it answers, and so what skipping means: prompts
     def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False):
         self.segmenter = segmenter
         self.stats = stats
@@ -96,6 +97,7 @@ class TrackScheduler:
     """MODE=track: every frame answered with all live tracks of its camera; prompts start and refresh
     them on the next frame of their camera."""
 
+    answers_frames = True
     def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
         self.stats = stats
