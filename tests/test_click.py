@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -33,21 +34,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN = "test-token-0123456789"
+
+
 @pytest.fixture
 def server():
     view = LiveView()
-    server = ClickServer(view, "127.0.0.1", free_port()).start()
+    server = ClickServer(view, "127.0.0.1", free_port(), TOKEN).start()
     yield server
     server.stop()
 
 
-def post(server, path, body):
-    request = urllib.request.Request(server.address + path.lstrip("/"), data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+def page_headers(server) -> dict:
+    """What the served page sends: its own origin, JSON, the token."""
+    return {"Origin": server.address.rstrip("/"), "Content-Type": "application/json",
+            "Authorization": f"Bearer {TOKEN}"}
+
+
+def post(server, path, body, **headers):
+    """POST as the page does; `headers` replace or (None) remove the page's."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    sent = {"Content-Length": str(len(data)), **page_headers(server), **headers}
+    host = sent.pop("Host", None)
+    return raw(server, "POST", path, {k: v for k, v in sent.items() if v is not None}, data, host)
+
+
+def raw(server, method: str, path: str, headers: dict, body: bytes = b"", host: str | None = None) -> int:
+    """A request exactly as given (urllib would fix up Host and Content-Length); its status."""
+    port = int(server.address.rstrip("/").rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        return urllib.request.urlopen(request, timeout=5).status
-    except urllib.error.HTTPError as error:
-        return error.code
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", host or f"127.0.0.1:{port}")
+        for key, value in headers.items():
+            connection.putheader(key, value)
+        connection.endheaders(body or None)
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def test_page_is_served(server):
@@ -80,7 +104,7 @@ def test_reset_is_sent_and_forgets_masks(server):
 
 
 def test_frames_stream_with_their_timestamp_and_masks(server):
-    stream = urllib.request.urlopen(server.address + "events", timeout=5)
+    stream = urllib.request.urlopen(server.address + f"events?token={TOKEN}", timeout=5)
     frame = Frame("image", np.full((48, 64, 3), 100, np.uint8), T0, "bgr8")
     server.view.show_masks(np.pad(np.ones((1, 10, 10), bool), ((0, 0), (0, 38), (0, 54))), ["object 0"], [0.8])
     deadline = time.monotonic() + 5
@@ -96,6 +120,89 @@ def test_frames_stream_with_their_timestamp_and_masks(server):
     image = cv2.imdecode(np.frombuffer(base64.b64decode(message["jpeg"]), np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (48, 64, 3)
     assert abs(int(image[5, 5, 2]) - 100) > 20 and abs(int(image[40, 60, 2]) - 100) < 8  # tinted where the mask is
+
+
+# ---------------------------------------------------------------------------- only the operator's page
+
+
+CLICK = {"object": 0, "points": [[10, 20, 1]]}
+
+
+@pytest.mark.parametrize("headers, why", [
+    ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, "what any page sends with no-cors"),
+    ({"Origin": "http://evil.example"}, "another site, even with JSON and the token"),
+    ({"Origin": "http://127.0.0.1:1"}, "another local server"),
+    ({"Origin": None, "Referer": "http://evil.example/page"}, "a referer from elsewhere"),
+    ({"Origin": None}, "neither origin nor referer"),
+    ({"Host": "attacker.example:8765", "Origin": "http://attacker.example:8765"}, "DNS rebinding"),
+    ({"Authorization": None}, "no token"),
+    ({"Authorization": "Bearer guessed"}, "a wrong token"),
+    ({"Content-Type": "text/plain"}, "not JSON"),
+])
+@pytest.mark.parametrize("path", ["/points", "/reset"])
+def test_requests_not_from_the_page_are_refused_and_nothing_is_sent(server, headers, why, path, caplog):
+    with caplog.at_level("WARNING", logger="dora_sam2.click"):
+        assert post(server, path, CLICK, **headers) == 403, why
+    assert server.outbox.empty()
+    assert len([r for r in caplog.records if r.getMessage().startswith(f"refused POST {path}")]) == 1
+
+
+def test_refusals_are_one_line_per_kind_however_many(server, caplog):
+    with caplog.at_level("WARNING", logger="dora_sam2.click"):
+        for _ in range(20):
+            assert post(server, "/points", CLICK, Origin="http://evil.example") == 403
+    assert len(caplog.records) == 1 and server.outbox.empty()
+
+
+def test_the_pages_own_clicks_from_any_loopback_name_are_obeyed(server):
+    port = server.address.rstrip("/").rsplit(":", 1)[1]
+    for name in ("127.0.0.1", "localhost"):
+        assert post(server, "/points", CLICK, Host=f"{name}:{port}", Origin=f"http://{name}:{port}") == 204
+    assert server.outbox.qsize() == 2
+
+
+@pytest.mark.parametrize("length, body, status", [
+    ("abc", b"{}", 400), (None, b"{}", 400), ("-5", b"{}", 400),
+    (str(10**6), b"", 413),  # refused on its Content-Length, before anything is read
+    (None, b"{not json", 400),
+])
+def test_malformed_or_oversized_bodies_are_refused_and_the_server_goes_on(server, length, body, status, capfd):
+    headers = page_headers(server)
+    if length is not None:
+        headers["Content-Length"] = length
+    elif body != b"{}":
+        headers["Content-Length"] = str(len(body))
+    assert raw(server, "POST", "/points", headers, body) == status
+    assert server.outbox.empty() and "Traceback" not in capfd.readouterr().err
+    assert post(server, "/points", CLICK) == 204  # still serving
+
+
+def test_the_frame_stream_needs_the_token_and_the_pages_origin(server):
+    assert raw(server, "GET", "/events", {}) == 403
+    assert raw(server, "GET", "/events?token=guessed", {}) == 403
+    assert raw(server, "GET", f"/events?token={TOKEN}", {"Origin": "http://evil.example"}) == 403
+    assert raw(server, "GET", f"/events?token={TOKEN}", {}, host="attacker.example:80") == 403
+    assert raw(server, "GET", f"/events?token={TOKEN}", {}) == 200
+
+
+def test_token_setting():
+    from dora_sam2.click import resolve_token
+
+    assert len(resolve_token(None, "127.0.0.1")) >= 20 and resolve_token("", "::1") != resolve_token("", "::1")
+    assert resolve_token("mine-0123456789", "0.0.0.0") == "mine-0123456789"
+    assert resolve_token("off", "127.0.0.1") is None
+    with pytest.raises(ValueError, match="anyone on the network could click"):
+        resolve_token("off", "0.0.0.0")
+
+
+def test_a_network_server_takes_ip_addresses_but_not_other_names():
+    from dora_sam2.click import Access
+
+    access = Access("0.0.0.0", 8000, "t")
+    assert access.host_refusal("192.168.1.20:8000") is None and access.host_refusal("localhost:8000") is None
+    assert access.host_refusal("evil.example:8000") is not None and access.host_refusal("192.168.1.20:9") is not None
+    loopback = Access("127.0.0.1", 8000, "t")
+    assert loopback.host_refusal("192.168.1.20:8000") is not None
 
 
 def test_click_message_rejects_labels_other_than_0_and_1():
@@ -124,7 +231,7 @@ nodes:
     path: dora-sam2-click
     inputs: {{image: camera/image, masks: sam2/masks}}
     outputs: [points, reset]
-    env: {{PORT: "{port}"}}
+    env: {{PORT: "{port}", TOKEN: "{TOKEN}"}}
   - id: sam2
     path: dora-sam2
     inputs: {{image: camera/image, points: click/points, reset: click/reset}}
@@ -132,9 +239,10 @@ nodes:
     env: {{MODEL: "{model_dir}", MODE: {mode}, LOST_FRAMES: "100000"}}
   - id: out
     path: {NODES}/collector.py
-    inputs: {{points: click/points, mask: sam2/mask}}
+    inputs: {{points: click/points, reset: click/reset, mask: sam2/mask}}
     env: {{OUT_DIR: "{out}"}}
 """)
+    evil = _serve_elsewhere(tmp_path, port)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
                PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
     log = open(tmp_path / "dora.log", "w")
@@ -145,8 +253,14 @@ nodes:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            # Another site open in the same browser tries to click and to wipe the tracks, as any web page
+            # can: fetch() in no-cors mode with a text/plain body, no preflight.
+            other = browser.new_page()
+            _open_when_served(other, f"http://127.0.0.1:{port}/")  # the click node is up
+            other.goto(evil.url)
+            other.wait_for_function("document.title === 'sent'", timeout=30_000)
             page = browser.new_page(viewport={"width": 900, "height": 700})
-            _open_when_served(page, f"http://127.0.0.1:{port}/")
+            _open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
             page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
             box = page.locator("#view").bounding_box()
             scale = box["width"] / 640
@@ -162,6 +276,7 @@ nodes:
             browser.close()
         print(f"{mode} mode, click to mask drawn: {delay * 1e3:.0f} ms")
     finally:
+        evil.shutdown()
         dora.send_signal(signal.SIGINT)
         try:
             dora.wait(timeout=60)
@@ -171,6 +286,10 @@ nodes:
     events = _events(out)
     points = [e for e in events if e["id"] == "points"]
     assert points, (tmp_path / "dora.log").read_text()[-3000:]
+    # nothing from the other site: every points message is one of the page's two clicks, no reset
+    assert [e["metadata"]["labels"] for e in points] == [[1], [1, 0]] and not any(e["id"] == "reset" for e in events)
+    logged = (tmp_path / "dora.log").read_text()
+    assert f"?token={TOKEN}" in logged and "refused POST /points" in logged and "refused POST /reset" in logged
     last = points[-1]
     assert last["metadata"]["labels"] == [1, 0]
     coords = np.load(out / f"{last['index']:04d}.npy").reshape(-1, 2)
@@ -182,6 +301,31 @@ nodes:
         assert len(tracked) >= 2 and all(e["metadata"]["track_ids"] == [1] for e in tracked)
     if os.environ.get("SAVE_SCREENSHOT") and mode == "segment":
         shutil.copy(tmp_path / "click.png", ROOT / "docs" / "click.png")
+
+
+EVIL_PAGE = """<!doctype html><title>loading</title><script>
+const target = "http://127.0.0.1:PORT";
+const click = JSON.stringify({object: 0, points: [[5, 5, 1]]});
+Promise.allSettled([
+  fetch(target + "/points", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: click}),
+  fetch(target + "/reset", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: "{}"}),
+]).then(() => { document.title = "sent"; });
+</script>"""
+
+
+def _serve_elsewhere(tmp_path: Path, port: int):
+    """A page on another local origin (localhost, another port) that tries to drive the click server."""
+    import http.server
+    import threading
+
+    site = tmp_path / "elsewhere"
+    site.mkdir()
+    (site / "index.html").write_text(EVIL_PAGE.replace("PORT", str(port)))
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(site), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    httpd.url = f"http://localhost:{httpd.server_address[1]}/index.html"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
 
 
 def _events(out: Path) -> list[dict]:

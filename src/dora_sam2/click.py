@@ -3,25 +3,36 @@
     inputs:  image (the camera), optionally mask or masks (dora-sam2's answers, drawn tinted)
     outputs: points (the current object's clicks: flat x,y; metadata labels 1/0, the clicked frame's
              timestamp, object_id, label), reset (the user cleared everything)
-    env:     HOST (default 127.0.0.1), PORT (default 8000)
+    env:     HOST (default 127.0.0.1), PORT (default 8000), TOKEN (default: a new one each run; `off`
+             turns it off on a loopback HOST)
 
 The page gets frames by server-sent events and posts clicks back; the server is the standard
 library's. Left click = foreground, right click = background; z undoes, n starts a new object,
 c clears all.
+
+Only the operator's page may click (`Access`): a request must come to the address the server listens
+on, from the page it serves (Origin), with the run's token, as JSON of a sane size. Anything else is
+refused before it reaches the robot.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
+import ipaddress
 import json
 import logging
 import os
 import queue
+import secrets
+import socket
 import sys
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
@@ -105,20 +116,116 @@ def click_message(body: dict) -> tuple[pa.Array, dict]:
     return pa.array(np.array([p[:2] for p in points], np.float32).ravel()), metadata
 
 
+MAX_BODY = 64 * 1024  # a click is a few hundred bytes
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Access:
+    """Which requests the click server obeys.
+
+    - Host must name this server: a loopback server answers only to localhost, 127.0.0.1 or [::1] at its
+      port; one on the network also to an IP address or this machine's own name. A DNS name that merely
+      resolves here (DNS rebinding: a web page whose domain re-resolves to 127.0.0.1) is refused.
+    - A POST must come from the page this server serves: its Origin (or, without one, its Referer) is
+      this server's own address. Any other web page the operator has open sends its own origin.
+    - The token (a new one each run, as notebook servers do) must come with every POST (Authorization:
+      Bearer) and with the frame stream (?token=, which EventSource cannot send as a header).
+    """
+
+    def __init__(self, host: str, port: int, token: str | None):
+        self.port = port
+        self.token = token
+        self.loopback = is_loopback(host)
+        names = {host.lower(), *LOOPBACK_NAMES}
+        if not self.loopback:
+            names |= {socket.gethostname().lower(), f"{socket.gethostname().lower()}.local"}
+        self._names = names
+
+    def host_refusal(self, host_header: str | None) -> str | None:
+        if not host_header:
+            return "no Host header"
+        split = urlsplit(f"//{host_header}")
+        try:
+            name, port = (split.hostname or "").lower(), split.port
+        except ValueError:
+            return f"Host {host_header!r} is malformed"
+        bracketed = f"[{name}]" if ":" in name else name
+        ip_literal = _is_ip(name)
+        if port not in (self.port, None) or not (bracketed in self._names or name in self._names
+                                                 or (ip_literal and not self.loopback)):
+            return f"Host {host_header!r} is not this server (DNS rebinding?)"
+        if self.loopback and ip_literal and not is_loopback(name):
+            return f"Host {host_header!r} is not this loopback server"
+        return None
+
+    def origin_refusal(self, headers, required: bool) -> str | None:
+        """The request's Origin (or Referer) is the page's own: http:// and the Host it was sent to."""
+        own = f"http://{headers.get('Host', '')}"
+        origin = headers.get("Origin")
+        if origin is None and headers.get("Referer"):
+            referer = urlsplit(headers["Referer"])
+            origin = f"{referer.scheme}://{referer.netloc}"
+        if origin is None:
+            return "no Origin or Referer: not sent by the page" if required else None
+        if origin != own:
+            return f"origin {origin!r} is not this page's"
+        return None
+
+    def token_refusal(self, headers, query: dict) -> str | None:
+        if self.token is None:
+            return None
+        given = headers.get("Authorization", "").removeprefix("Bearer ").strip() or (query.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return "no token or a wrong one" if given else "no token"
+        return None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_token(raw: str | None, host: str) -> str | None:
+    """TOKEN: unset or empty -> a new random token; `off` -> none (loopback HOST only); else that token."""
+    raw = (raw or "").strip()
+    if raw.lower() in ("off", "0", "false", "no"):
+        if not is_loopback(host):
+            raise ValueError(f"TOKEN={raw} with HOST={host}: anyone on the network could click. Keep the token "
+                             "(the default), or keep HOST on 127.0.0.1 and reach it through an SSH tunnel.")
+        return None
+    return raw or secrets.token_urlsafe(18)
+
+
 class ClickServer:
     """The page, the frame stream and the click endpoint, on HOST:PORT. Clicks land in `outbox`."""
 
-    def __init__(self, view: LiveView, host: str = "127.0.0.1", port: int = 8000):
+    def __init__(self, view: LiveView, host: str = "127.0.0.1", port: int = 8000, token: str | None = None):
         self.view = view
         self.outbox: queue.Queue = queue.Queue()
         page = resources.files("dora_sam2").joinpath("static/click.html").read_bytes()
-        self.httpd = ThreadingHTTPServer((host, port), _handler(view, self.outbox, page))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), _handler(view, self.outbox, page))
+        self.access = Access(host, self.httpd.server_address[1], token)
+        self.httpd.access = self.access
 
     @property
     def address(self) -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/"
+
+    @property
+    def url(self) -> str:
+        """Where the operator opens the page: the address, with the token."""
+        return self.address + (f"?token={self.access.token}" if self.access.token else "")
 
     def start(self) -> "ClickServer":
         threading.Thread(target=self.httpd.serve_forever, daemon=True, name="click-http").start()
@@ -129,20 +236,70 @@ class ClickServer:
         self.httpd.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    access: Access
+
+    def handle_error(self, request, client_address):  # a client that hangs up: one line, no traceback
+        log.warning("request from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+
+class _Refusals:
+    """One log line per kind of refusal (request and reason) every 10 s: a hostile page may retry in a loop."""
+
+    def __init__(self):
+        self._said: dict[tuple[str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def say(self, method: str, path: str, reason: str) -> None:
+        now, kind = time.monotonic(), (method, path, reason)
+        with self._lock:
+            if now - self._said.get(kind, -10.0) < 10.0:
+                return
+            self._said[kind] = now
+        log.warning("refused %s %s: %s", method, path, reason)
+
+
 def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
+    refusals = _Refusals()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path == "/":
+            url = urlsplit(self.path)
+            refusal = self.server.access.host_refusal(self.headers.get("Host"))
+            if url.path == "/events" and refusal is None:
+                refusal = (self.server.access.origin_refusal(self.headers, required=False)
+                           or self.server.access.token_refusal(self.headers, parse_qs(url.query)))
+            if refusal:
+                return self._refuse(403, refusal)
+            if url.path == "/":
                 self._send(200, "text/html; charset=utf-8", page)
-            elif self.path == "/events":
+            elif url.path == "/events":
                 self._stream()
             else:
                 self._send(404, "text/plain", b"not found")
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
+            access = self.server.access
+            refusal = (access.host_refusal(self.headers.get("Host"))
+                       or access.origin_refusal(self.headers, required=True)
+                       or access.token_refusal(self.headers, {}))
+            if refusal is None and self.headers.get_content_type() != "application/json":
+                refusal = f"Content-Type {self.headers.get('Content-Type')!r} is not application/json"
+            if refusal:
+                return self._refuse(403, refusal)
+            try:
+                length = int(self.headers["Content-Length"])
+                if length < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                return self._refuse(400, f"Content-Length {self.headers.get('Content-Length')!r} is not a length")
+            if length > MAX_BODY:
+                return self._refuse(413, f"a body of {length} bytes (at most {MAX_BODY})")
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("the body should be a JSON object")
                 if self.path == "/points":
                     outbox.put(("points", *click_message(body)))
                 elif self.path == "/reset":
@@ -150,9 +307,14 @@ def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
                     outbox.put(("reset", pa.array([], pa.null()), {}))
                 else:
                     return self._send(404, "text/plain", b"not found")
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError) as error:  # json's errors are ValueErrors
                 return self._send(400, "text/plain", str(error).encode())
             self._send(204, "text/plain", b"")
+
+        def _refuse(self, status: int, reason: str):
+            refusals.say(self.command, urlsplit(self.path).path, reason)
+            self.close_connection = True
+            self._send(status, "text/plain", reason.encode())
 
         def _stream(self):
             self.send_response(200)
@@ -191,11 +353,16 @@ def main() -> None:
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     view = LiveView()
     try:
-        server = ClickServer(view, host, int(port)).start()
+        token = resolve_token(os.environ.get("TOKEN"), host)
+    except ValueError as error:
+        log.error("%s", error)
+        sys.exit(1)
+    try:
+        server = ClickServer(view, host, int(port), token).start()
     except (OSError, ValueError) as error:
         log.error("cannot serve on %s:%s (%s): set HOST and PORT to a free local address", host, port, error)
         sys.exit(1)
-    log.info("open %s and click: left = object, right = background; z undo, n new object, c clear", server.address)
+    log.info("open %s and click: left = object, right = background; z undo, n new object, c clear", server.url)
 
     from dora import Node
 
