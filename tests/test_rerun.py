@@ -1,18 +1,25 @@
 """The overlay in the real dora-rerun. dora-rerun 0.5.0 (its newest release) speaks only the dora 0.5
 daemon protocol, so this runs the 0.5 runtime: dora-rs-cli, dora-rs and dora-rerun 0.5.0 in a venv of
-their own, our node on dora-rs 0.5.0's Python API (examples/rerun.yml documents the pairing)."""
+their own, our node on dora-rs 0.5.0's Python API (examples/rerun-dora05.yml documents the pairing)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import venv
+from datetime import datetime, timedelta, timezone
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from conftest import BIN, EXAMPLES
+from conftest import BIN, EXAMPLES, ROOT
 
 pytestmark = pytest.mark.dataflow
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DORA_05 = ["dora-rs-cli==0.5.0", "dora-rs==0.5.0", "dora-rerun==0.5.0", "pyyaml"]
 
 
@@ -65,3 +72,174 @@ nodes:
     assert len(archives) == 1, log[-3000:]
     recording = archives[0].read_bytes()
     assert b"/overlay" in recording and len(recording) > 50_000  # four 640x480 overlay images, compressed
+
+
+# ---------------------------------------------------------------------------- dora-sam2-rerun, dora 1.x
+
+
+def nanoseconds(batch) -> list[int]:
+    return batch.column("frame_time").cast(pa.int64()).to_pylist()
+
+
+def segmentation_images(rrd) -> dict:
+    """frame time (ns since the epoch) -> (class image, annotation context {class: label}) for camera
+    `image`, read back with rerun's own reader."""
+    from rerun.chunk import RrdReader
+
+    images, contexts = {}, {}
+    for chunk in RrdReader(str(rrd)).stream():
+        batch = chunk.to_record_batch()
+        if chunk.entity_path == "/image/masks":
+            for when, buffer, fmt in zip(nanoseconds(batch),
+                                         batch.column("SegmentationImage:buffer").to_pylist(),
+                                         batch.column("SegmentationImage:format").to_pylist()):
+                dtype = {6: np.uint8, 8: np.uint16}[fmt[0]["channel_datatype"]]
+                images[when] = np.frombuffer(bytes(buffer[0]), dtype).reshape(fmt[0]["height"], fmt[0]["width"])
+        elif chunk.entity_path == "/image" and "AnnotationContext:context" in batch.schema.names:
+            for when, context in zip(nanoseconds(batch),
+                                     batch.column("AnnotationContext:context").to_pylist()):
+                contexts[when] = {c["class_id"]: c["class_description"]["info"]["label"] for c in context[0]}
+    return {when: (image, contexts.get(when)) for when, image in images.items()}
+
+
+@pytest.mark.parametrize("mode", ["segment", "track"])
+def test_dora_sam2_rerun_saves_each_answer_as_a_segmentation_of_its_frame(dataflow, model_dir, tmp_path, mode):
+    pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    boxes = [[100, 120, 300, 360, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
+    rrd = tmp_path / "sam2.rrd"
+    run = dataflow(f"""
+nodes:
+  - id: camera
+    path: $EXAMPLES/camera.py
+    outputs: [image]
+    env: {{FRAMES: "4", FPS: "2"}}
+  - id: yolo
+    path: $EXAMPLES/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '{json.dumps(boxes)}'}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: [masks]
+    env: {{MODEL: "{model_dir}", MODE: {mode}, EVERY_FRAME: "1", LOST_FRAMES: "1000"}}
+  - id: rerun
+    path: dora-sam2-rerun
+    inputs: {{image: camera/image, masks: sam2/masks, bbox: yolo/bbox}}
+    env: {{OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"}}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {{masks: sam2/masks}}
+    env: {{OUT_DIR: $OUT/out}}
+""")
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    answers = run.events()
+    saved = segmentation_images(rrd)
+    assert answers and len(saved) == len(answers)
+    for answer in answers:
+        meta = answer["metadata"]
+        when = (datetime.fromisoformat(meta["timestamp"]["datetime"]) - EPOCH) // timedelta(microseconds=1) * 1000
+        [(image, context)] = [v for t, v in saved.items() if abs(t - when) <= 5000]  # dora's precision: ~1 us
+        masks = answer["value"].reshape(-1, meta["height"], meta["width"])
+        classes = meta["track_ids"] if mode == "track" else list(range(1, len(masks) + 1))
+        expected = np.zeros((meta["height"], meta["width"]), np.uint16)
+        for mask, class_id in zip(masks, classes):  # the later object on top, as on the overlay
+            expected[mask] = class_id
+        np.testing.assert_array_equal(image, expected)
+        prefix = [f"#{c} " for c in classes] if mode == "track" else ["", ""]
+        assert context == {c: p + label for c, p, label in zip(classes, prefix, meta["labels"])}
+
+
+def test_a_mask_without_its_frame_or_of_another_size_is_one_line_and_the_viewer_goes_on(tmp_path, caplog):
+    rr = pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Frame, Masks
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    rr.init("test", spawn=False)
+    rr.save(str(tmp_path / "t.rrd"))
+    logger = MaskLogger(rr)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def answer(width, at):
+        masks = Masks(np.ones((1, 4, width), bool), np.ones(1, np.float32), ("cup",), "image", at)
+        value, metadata = codecs.encode_masks(masks)
+        return {"value": value, "metadata": metadata}
+
+    with caplog.at_level("WARNING", logger="dora_sam2.rerun"):
+        logger.answer("masks", answer(6, t0))  # no frame yet
+        logger.frame(Frame("image", np.zeros((4, 6, 3), np.uint8), t0, "rgb8"))
+        logger.answer("mask", answer(5, t0))  # another size
+        logger.answer("masks", answer(6, t0 + timedelta(seconds=1)))  # a frame never seen
+        logger.answer("bbox", answer(6, t0))  # good
+    rr.disconnect()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "no frame of camera 'image' is kept" in messages[0]
+    assert "masks of 5x4 for a 6x4 frame" in messages[1]  # the third is the same kind as the first: said once
+    assert len(segmentation_images(tmp_path / "t.rrd")) == 1
+
+
+def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path, model_dir):
+    """SERVE: rerun's web viewer for a robot without a screen, on 127.0.0.1 unless BIND says otherwise."""
+    pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from test_click import CHROMIUM, _open_when_served, free_port
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
+    web, grpc = free_port(), free_port()
+    (tmp_path / "serve.yml").write_text(f"""
+nodes:
+  - id: camera
+    path: {EXAMPLES}/camera.py
+    inputs: {{tick: dora/timer/millis/300}}
+    outputs: [image]
+    env: {{FRAMES: "100000"}}
+  - id: yolo
+    path: {EXAMPLES}/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '[[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "ball"]]'}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    outputs: [masks]
+    env: {{MODEL: "{model_dir}", MODE: track, LOST_FRAMES: "100000"}}
+  - id: rerun
+    path: dora-sam2-rerun
+    inputs: {{image: camera/image, masks: sam2/masks, bbox: yolo/bbox}}
+    env: {{OPERATING_MODE: SERVE, RERUN_WEB_PORT: "{web}", RERUN_GRPC_PORT: "{grpc}"}}
+""")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
+               HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    log = open(tmp_path / "dora.log", "w")
+    dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "serve.yml")], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-gl=swiftshader",
+                                                                        "--enable-unsafe-swiftshader"])
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            url = f"http://127.0.0.1:{web}/?url=rerun%2Bhttp://127.0.0.1:{grpc}/proxy"
+            _open_when_served(page, url)
+            page.wait_for_selector("canvas", timeout=60_000)  # the viewer (WebAssembly) has started
+            page.wait_for_timeout(8_000)  # let it connect and draw a few answers
+            page.screenshot(path=str(tmp_path / "rerun.png"))
+            title = page.title()
+            browser.close()
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    finally:
+        dora.send_signal(signal.SIGINT)
+        try:
+            dora.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dora.kill()
+        log.close()
+    logged = (tmp_path / "dora.log").read_text()
+    assert "rerun" in title.lower(), title
+    assert f"masks to http://127.0.0.1:{web}/" in logged, logged[-3000:]
+    bound = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{web}")]
+    assert bound == [f"127.0.0.1:{web}"], bound  # loopback only
+    if os.environ.get("SAVE_SCREENSHOT"):
+        shutil.copy(tmp_path / "rerun.png", ROOT / "docs" / "rerun.png")

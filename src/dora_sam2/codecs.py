@@ -33,7 +33,7 @@ def decode_frame(input_id: str, value, metadata: dict) -> Frame:
     else:
         known = ", ".join([*RAW_ENCODINGS, *sorted(COMPRESSED_ENCODINGS)])
         raise InputError(input_id, f"unknown image encoding {encoding!r} (expected one of {known})")
-    return Frame(input_id, rgb, _timestamp(metadata), encoding)
+    return Frame(input_id, rgb, timestamp_of(metadata), encoding)
 
 
 def _uint8_buffer(input_id: str, value) -> np.ndarray:
@@ -84,8 +84,8 @@ def _positive_int(input_id: str, metadata: dict, key: str) -> int:
     return number
 
 
-def _timestamp(metadata: dict) -> datetime | None:
-    """dora's timestamps are UTC; one without a timezone (a node that built its own) is read as UTC, so it
+def timestamp_of(metadata: dict) -> datetime | None:
+    """A message's `timestamp`. dora's timestamps are UTC; one without a timezone (a node that built its own) is read as UTC, so it
     compares with the others."""
     ts = metadata.get("timestamp")
     if not isinstance(ts, datetime):
@@ -211,7 +211,7 @@ def _routing(metadata: dict) -> dict:
     image_id = metadata.get("image_id")
     return {
         "image_id": str(image_id) if image_id is not None else None,
-        "timestamp": _timestamp(metadata),
+        "timestamp": timestamp_of(metadata),
     }
 
 
@@ -250,6 +250,28 @@ def encode_mask(masks: Masks, layout: str = "union") -> tuple[pa.Array, dict]:
 def encode_masks(masks: Masks) -> tuple[pa.Array, dict]:
     """`masks`: the per-object N*H*W BooleanArray the upstream node, dora-rerun and dora-object-to-pose read."""
     return pa.array(masks.masks.reshape(-1), type=pa.bool_()), masks_metadata(masks)
+
+
+def decode_answer(input_id: str, value, metadata: dict) -> Masks:
+    """One of dora-sam2's own `mask` / `masks` messages back into its Masks (a union `mask` as one mask
+    standing for all its objects), for nodes that draw them."""
+    try:
+        width, height = int(metadata["width"]), int(metadata["height"])
+        flat = _uint8_buffer(input_id, value) if value.type == pa.uint8() else value.to_numpy(zero_copy_only=False)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(input_id, f"not a dora-sam2 mask message ({error})") from None
+    if width <= 0 or height <= 0 or flat.size % (width * height):
+        raise InputError(input_id, f"{flat.size} mask values are not a whole number of {width}x{height} masks")
+    masks = flat.reshape(-1, height, width).astype(bool, copy=False)
+    names = tuple(str(n) for n in metadata.get("labels", []))
+    scores = np.asarray(metadata.get("scores", []), np.float32)
+    track_ids = metadata.get("track_ids")
+    if metadata.get("mask_layout") == "union":
+        masks, names, scores, track_ids = masks[:1], (", ".join(filter(None, names)),), scores[:1], None
+    ids = tuple(int(t) for t in track_ids) if track_ids is not None else None
+    if not len(names) == len(scores) == len(masks) == len(ids if ids is not None else masks):
+        raise InputError(input_id, f"{len(names)} labels and {len(scores)} scores for {len(masks)} masks")
+    return Masks(masks, scores, names, str(metadata.get("image_id", "image")), timestamp_of(metadata), ids)
 
 
 def encode_overlay(frame: Frame, rgb):

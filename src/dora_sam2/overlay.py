@@ -36,12 +36,13 @@ def draw(frame: Frame, masks: Masks) -> np.ndarray:
     top = len(masks) - 1 - np.argmax(masks.masks[::-1], axis=0)
     tint = colours[top[covered]].astype(np.float32)
     out[covered] = (out[covered] * (1 - ALPHA) + tint * ALPHA).astype(np.uint8)
-    for mask, colour, caption in zip(masks.masks, colours, _captions(masks)):
+    for mask, colour, caption in zip(masks.masks, colours, captions(masks)):
         _outline_and_caption(out, mask, tuple(int(c) for c in colour), caption)
     return out
 
 
-def _captions(masks: Masks) -> list[str]:
+def captions(masks: Masks) -> list[str]:
+    """Per object: "#id label score" (the parts it has)."""
     ids = masks.track_ids or [None] * len(masks)
     return [" ".join(part for part in (f"#{i}" if i is not None else "", label, f"{score:.2f}") if part)
             for i, label, score in zip(ids, masks.class_names, masks.scores)]

@@ -1,0 +1,214 @@
+"""`dora-sam2-rerun`: dora-sam2's masks in rerun, on dora 1.x and 0.5.
+
+    inputs:  image, image_* (the cameras; every encoding dora-sam2 reads), mask or masks (dora-sam2's
+             answers), optionally bbox / boxes2d (a detector's boxes)
+    env:     OPERATING_MODE: SPAWN (a local viewer), SAVE (an .rrd file at RRD_PATH, default
+             out/<dataflow id>/sam2.rrd), CONNECT (a running viewer at RERUN_ADDR), SERVE (rerun's web
+             viewer on BIND, default 127.0.0.1, at RERUN_WEB_PORT, default 9090, its data at
+             RERUN_GRPC_PORT, default 9876); FRAME_BUFFER (frames kept per camera, default 30)
+
+Per camera, on a timeline of the frames' own timestamps: the camera image, each answer's masks as one
+segmentation image (class = track id in track mode, else 1 + the mask's index; where masks overlap the
+later one shows) with an annotation context that names and colours each class as the overlay does,
+the masks' boxes with their labels and scores, and scalars (objects, answer latency). Each mask message
+is matched to the frame it was computed on by its timestamp, as `masks_with_frames` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import codecs
+from .domain import Frame, InputError, RecentByTime
+from .geometry import mask_boxes
+from .overlay import PALETTE, captions, colour_keys
+from .settings import ConfigError
+
+log = logging.getLogger("dora_sam2.rerun")
+
+MODES = ("SPAWN", "SAVE", "CONNECT", "SERVE")
+
+
+class MaskLogger:
+    """Frames and answers in, rerun entities out. `rr` is the rerun module, its recording already set up."""
+
+    def __init__(self, rr, frame_buffer: int = 30):
+        self.rr = rr
+        self.frame_buffer = frame_buffer
+        self._frames: dict[str, RecentByTime[Frame]] = {}
+        self._said: dict[str, float] = {}
+        self._sequence = 0
+
+    def frame(self, frame: Frame) -> None:
+        self._frames.setdefault(frame.image_id, RecentByTime(self.frame_buffer)).add(frame.timestamp, frame)
+        self._at(frame.timestamp)
+        # JPEG in the recording: raw frames made 6 MB a second at 640x480 and 3 fps
+        self.rr.log(f"{frame.image_id}/image", self.rr.Image(frame.rgb).compress(jpeg_quality=85))
+
+    def answer(self, input_id: str, event) -> None:
+        """One `mask` or `masks` message, drawn on its frame; a bad one is one line and skipped."""
+        try:
+            masks = codecs.decode_answer(input_id, event["value"], event["metadata"])
+        except InputError as error:
+            return self._say(input_id, str(error))
+        frames = self._frames.get(masks.image_id)
+        frame = None if frames is None else frames.find(masks.timestamp) if masks.timestamp else frames.newest
+        if frame is None:
+            return self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept for the "
+                                       f"answer at {masks.timestamp}; wire that camera to this node too")
+        if (masks.width, masks.height) != (frame.width, frame.height):
+            return self._say(input_id, f"input '{input_id}': masks of {masks.width}x{masks.height} for a "
+                                       f"{frame.width}x{frame.height} frame")
+        self._at(frame.timestamp)
+        self._log_masks(masks)
+        self.rr.log(f"{masks.image_id}/objects", self.rr.Scalars([int(event["metadata"].get("num_masks", len(masks)))]))
+        if frame.timestamp is not None:
+            latency_ms = (datetime.now(timezone.utc) - frame.timestamp).total_seconds() * 1e3
+            self.rr.log(f"{masks.image_id}/latency_ms", self.rr.Scalars([latency_ms]))
+
+    def detections(self, input_id: str, event) -> None:
+        try:
+            prompt = codecs.decode_boxes(input_id, event["value"], event["metadata"])
+        except InputError as error:
+            return self._say(input_id, str(error))
+        self._at(prompt.timestamp)
+        self.rr.log(f"{prompt.image_id or next(iter(self._frames), 'image')}/detections",
+                    self.rr.Boxes2D(array=prompt.points.reshape(-1, 4), array_format=self.rr.Box2DFormat.XYXY,
+                                    labels=list(prompt.class_names)))
+
+    def _log_masks(self, masks) -> None:
+        """One segmentation image: class = track id (track mode) or 1 + the mask's index; where masks
+        overlap the later one shows, as on the overlay. Labels and colours are the overlay's."""
+        rr, camera = self.rr, masks.image_id
+        classes = list(masks.track_ids) if masks.track_ids is not None else list(range(1, len(masks) + 1))
+        segmentation = np.zeros((masks.height, masks.width), np.uint16)
+        for mask, class_id in zip(masks.masks, classes):
+            segmentation[mask] = class_id
+        colours = PALETTE[np.array(colour_keys(masks), int) % len(PALETTE)] if len(masks) else []
+        names = [" ".join(p for p in (f"#{c}" if masks.track_ids is not None else "", n) if p) or f"object {c}"
+                 for c, n in zip(classes, masks.class_names)]
+        rr.log(camera, rr.AnnotationContext([(c, n, tuple(int(v) for v in colour))
+                                             for c, n, colour in zip(classes, names, colours)]))
+        rr.log(f"{camera}/masks", rr.SegmentationImage(segmentation))
+        boxes = mask_boxes(masks.masks)
+        seen = ~np.isnan(boxes).any(axis=1)
+        rr.log(f"{camera}/boxes", rr.Boxes2D(array=boxes[seen], array_format=rr.Box2DFormat.XYXY,
+                                             class_ids=np.asarray(classes, int)[seen],
+                                             labels=[c for c, s in zip(captions(masks), seen) if s]))
+
+    def _newest(self, camera: str) -> Frame | None:
+        frames = self._frames.get(camera)
+        return frames.newest if frames else None
+
+    def _at(self, timestamp: datetime | None) -> None:
+        """The frames' own time when dora gives one (1.x), else the order of arrival (dora 0.5)."""
+        if timestamp is not None:
+            self.rr.set_time("frame_time", timestamp=timestamp)
+        else:
+            self._sequence += 1
+            self.rr.set_time("frame", sequence=self._sequence)
+
+    def _say(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._said.get(key, -10.0) >= 10.0:
+            self._said[key] = now
+            log.warning("%s", message)
+
+
+def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
+    """The rerun sink OPERATING_MODE asks for; returns what to tell the user."""
+    rr.init("dora-sam2", spawn=False)
+    if mode == "SPAWN":
+        rr.spawn()
+        return "a rerun viewer"
+    if mode == "SAVE":
+        path = Path(env.get("RRD_PATH") or Path("out") / dataflow_id / "sam2.rrd")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rr.save(str(path))
+        return str(path)
+    if mode == "CONNECT":
+        address = env.get("RERUN_ADDR", "rerun+http://127.0.0.1:9876/proxy")
+        rr.connect_grpc(address)
+        return address
+    bind = env.get("BIND", "127.0.0.1")
+    grpc_port, web_port = env.get("RERUN_GRPC_PORT", "9876"), env.get("RERUN_WEB_PORT", "9090")
+    # rerun's Python API serves on every interface; its CLI can bind: the web viewer stays on loopback
+    # unless BIND asks for more.
+    cli = shutil.which("rerun", path=str(Path(sys.executable).parent)) or shutil.which("rerun")
+    if cli is None:
+        raise ConfigError("OPERATING_MODE=SERVE needs the `rerun` command of rerun-sdk: pip install 'dora-sam2[rerun]'.")
+    subprocess.Popen([cli, "--serve-web", "--bind", bind, "--port", grpc_port, "--web-viewer-port", web_port],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=False)
+    grpc = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
+    _wait_for_port(int(grpc_port))
+    rr.connect_grpc(grpc)
+    host = "127.0.0.1" if bind in ("127.0.0.1", "0.0.0.0", "::") else bind
+    return f"http://{host}:{web_port}/?url={grpc.replace('+', '%2B')}"
+
+
+def _wait_for_port(port: int, seconds: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise ConfigError(f"rerun's server did not open port {port} in {seconds:.0f} s: is another one running there?")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-rerun: %(message)s", stream=sys.stderr)
+    mode = os.environ.get("OPERATING_MODE", "SPAWN").strip().upper()
+    try:
+        import rerun as rr
+    except ImportError:
+        log.error("dora-sam2-rerun needs rerun-sdk: pip install 'dora-sam2[rerun]'.")
+        sys.exit(1)
+    from dora import Node
+
+    node = Node()
+    try:
+        if mode not in MODES:
+            raise ConfigError(f"OPERATING_MODE={mode!r} is not one of {', '.join(MODES)}.")
+        where = start_recording(rr, mode, _dataflow_id(node))
+    except (ConfigError, OSError) as error:
+        log.error("%s", error)
+        sys.exit(1)
+    log.info("masks to %s", where)
+    logger = MaskLogger(rr, int(os.environ.get("FRAME_BUFFER", "30")))
+    for event in node:
+        if event["type"] != "INPUT":
+            continue
+        input_id = event["id"]
+        try:
+            if input_id.startswith("image"):
+                logger.frame(codecs.decode_frame(input_id, event["value"], event["metadata"]))
+            elif input_id in ("mask", "masks"):
+                logger.answer(input_id, event)
+            elif input_id in ("bbox", "boxes2d"):
+                logger.detections(input_id, event)
+        except InputError as error:
+            log.warning("%s", error)
+    rr.disconnect()
+
+
+def _dataflow_id(node) -> str:
+    try:
+        return str(node.dataflow_id())
+    except AttributeError:  # dora 0.5
+        return "dataflow"
+
+
+if __name__ == "__main__":
+    main()
