@@ -61,7 +61,7 @@ def main() -> None:
         with torch.inference_mode():
             out = ours.model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=False)
         their_masks = processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu())[0][:, 0]
-        our_logits, _ = ours.decode(embedding, prompt)
+        our_logits, _, _ = ours.decode(embedding, prompt)
         our_masks, _ = ours.predict(embedding, prompt)
         correlation = np.corrcoef(our_logits.float().cpu().numpy().ravel(),
                                   out.pred_masks[0, :, 0].float().cpu().numpy().ravel())[0, 1]

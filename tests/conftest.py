@@ -63,7 +63,7 @@ class DataflowRun:
             return []
         events = [json.loads(line) for line in path.read_text().splitlines()]
         for event in events:
-            event["value"] = np.load(self.out / name / f"{event['index']:04d}.npy")
+            event["value"] = np.load(self.out / name / f"{event['index']:04d}.npy", allow_pickle=True)  # structs
         return events
 
     def sam2_stats(self) -> dict:

@@ -226,14 +226,42 @@ def test_masks_output_round_trips():
 
 
 def test_metadata_holds_python_types_only():
-    metadata = codecs.masks_metadata(make_masks(n=2))
+    masks = make_masks(n=2)
+    metadata = codecs.masks_metadata(masks)
+    boxes = []
+    for mask in masks.masks:  # pixel edges: right and bottom exclusive
+        rows, cols = np.nonzero(mask)
+        boxes += [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
     assert metadata == {
         "width": 4, "height": 3, "num_masks": 2, "labels": ["obj0", "obj1"],
         "scores": pytest.approx([0.1, 0.9]), "image_id": "image", "primitive": "masks",
-        "timestamp": TS, "track_ids": [7, 8],
+        "timestamp": TS, "track_ids": [7, 8], "boxes": boxes, "visible": [1, 1],
     }
-    for value in [*metadata.values(), *metadata["scores"], *metadata["track_ids"]]:
+    for value in [*metadata.values(), *metadata["scores"], *metadata["track_ids"], *metadata["boxes"]]:
         assert type(value).__module__ in ("builtins", "datetime"), type(value)
+
+
+def test_boxes_and_visible_agree_with_the_masks():
+    """An empty mask has box 0, 0, 0, 0 and is never visible; one SAM 2 does not see is not visible."""
+    masks = np.zeros((3, 10, 10), bool)
+    masks[0, 2:5, 3:7] = True
+    masks[2, 0:1, 9:10] = True
+    answer = Masks(masks, np.ones(3, np.float32), ("a", "b", "c"), "image", TS, visible=np.array([True, True, False]))
+    metadata = codecs.masks_metadata(answer)
+    assert metadata["boxes"] == [3, 2, 7, 5, 0, 0, 0, 0, 9, 0, 10, 1]
+    assert metadata["visible"] == [1, 0, 0]
+
+
+def test_boxes2d_output_is_dora_yolos_struct_with_track_ids():
+    masks = np.zeros((2, 10, 10), bool)
+    masks[0, 2:5, 3:7] = True
+    masks[1, 6:9, 1:4] = True
+    answer = Masks(masks, np.array([0.5, 0.75], np.float32), ("cup", ""), "image", TS, track_ids=(4, 9))
+    value, metadata = codecs.encode_boxes2d(answer)
+    decoded = codecs.decode_boxes("boxes2d", value, metadata)  # what a detector consumer reads back
+    np.testing.assert_array_equal(decoded.points.reshape(-1, 4), [[3, 2, 7, 5], [1, 6, 4, 9]])
+    assert decoded.class_names == ("#4 cup", "#9") and decoded.confidences.tolist() == [0.5, 0.75]
+    assert (metadata["format"], metadata["primitive"], metadata["timestamp"]) == ("xyxy", "boxes2d", TS)
 
 
 def test_a_timestamp_without_timezone_is_read_as_utc():

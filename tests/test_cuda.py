@@ -86,14 +86,14 @@ def test_cuda_segment_encode_and_batched_decode(cuda_model):
     boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110], [0, 0, 160, 120]]))
     click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
     for prompt in (boxes, click):
-        logits, scores = cuda_model.decode(embedding, prompt)
+        logits, scores, _ = cuda_model.decode(embedding, prompt)
         masks = upsample(logits, WIDTH, HEIGHT)
         assert on_cuda(logits, scores, masks)
         assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
 
 
 def test_cuda_empty_detection(cuda_model):
-    logits, scores = cuda_model.decode(cuda_model.encode(frame()), Prompt.from_boxes("bbox", np.zeros((0, 4))))
+    logits, scores, _ = cuda_model.decode(cuda_model.encode(frame()), Prompt.from_boxes("bbox", np.zeros((0, 4))))
     assert on_cuda(logits, scores) and len(logits) == len(scores) == 0
 
 

@@ -110,6 +110,14 @@ nodes:
     assert len(answers) == stats["answers"] == stats["prompts"] >= 5  # dora may stop yolo before the last
     assert [e["metadata"]["num_masks"] for e in answers] == [0, 1, 3, 0, 1, 3][: len(answers)]
 
+    for answer in answers:  # segment mode says what it sees too: boxes and visibility per mask
+        masks, meta = answer["value"].reshape(-1, 480, 640), answer["metadata"]
+        expected = []
+        for mask in masks:
+            rows, cols = np.nonzero(mask)
+            expected += [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1] if len(rows) else [0, 0, 0, 0]
+        assert meta["boxes"] == expected and len(meta["visible"]) == len(masks)
+        assert not any(v and not m.any() for v, m in zip(meta["visible"], masks))
     unions = [e["value"].reshape(-1, 480, 640).any(axis=0) for e in answers]
     coverage = [line for line in run.node_log("consumer") if line.startswith("Object covers")]
     assert coverage == [f"Object covers {union.mean():.1%} of frame" for union in unions]

@@ -33,7 +33,7 @@ def test_matches_transformers_forward(model, embedded, n, k):
     with torch.inference_mode():
         reference = sam(image_embeddings=embedded, input_points=points, input_labels=labels, multimask_output=False)
         sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
-        logits, iou = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
+        logits, iou, _ = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
                                     sparse, dense, embedded[:-1], clear(n))
     torch.testing.assert_close(logits, reference.pred_masks[0, :, 0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(iou, reference.iou_scores[0, :, 0], rtol=1e-4, atol=1e-5)
@@ -47,7 +47,7 @@ def test_a_single_click_takes_the_best_of_three_candidates_as_sam2_does(model, e
     with torch.inference_mode():
         reference = sam(image_embeddings=embedded, input_points=points, input_labels=labels, multimask_output=True)
         sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
-        logits, iou = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
+        logits, iou, _ = predict_masks(sam.mask_decoder, embedded[-1], sam.get_image_wide_positional_embeddings(),
                                     sparse, dense, embedded[:-1], ~clear(4))
     best = reference.iou_scores[0].argmax(dim=1)
     torch.testing.assert_close(iou, reference.iou_scores[0].max(dim=1).values, rtol=1e-4, atol=1e-5)
@@ -79,10 +79,22 @@ def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
     frame = Frame("image", np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8), None, "rgb8")
     click = Prompt.from_points("points", [[80, 60]], [1])
     with torch.inference_mode():
-        _, segment_iou = model.decode(model.encode(frame), click)
+        _, segment_iou, _ = model.decode(model.encode(frame), click)
         track_iou = streaming.prompt(streaming.encode(frame), click).scores
     segment_raw, track_raw = raw
     assert segment_iou[0] == segment_raw.iou[0, 1:].max() and track_iou[0] == track_raw.iou[0, 1:].max()
+
+
+def test_objects_do_not_leak_into_each_other(model, embedded):
+    """Decoding an object alone or beside others gives the same answer: the shared work really is shared."""
+    points, labels = prompts(4)
+    sam = model.model
+    pe = sam.get_image_wide_positional_embeddings()
+    with torch.inference_mode():
+        sparse, dense = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
+        together, _, _ = predict_masks(sam.mask_decoder, embedded[-1], pe, sparse, dense, embedded[:-1], clear(4))
+        alone, _, _ = predict_masks(sam.mask_decoder, embedded[-1], pe, sparse[:, 2:3], dense, embedded[:-1], clear(1))
+    torch.testing.assert_close(together[2:3], alone, rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_decoder_agrees_with_float32_per_object(model_dir):
@@ -103,8 +115,8 @@ def test_bfloat16_decoder_agrees_with_float32_per_object(model_dir):
     xy = rng.uniform(0, 400, (6, 2))
     prompt = Prompt.from_boxes("bbox", np.concatenate([xy, xy + rng.uniform(20, 200, (6, 2))], axis=1))
     embedding = exact.encode(frame)
-    a, _ = exact.decode(embedding, prompt)
-    b, _ = fast.decode(embedding, prompt)
+    a, _, _ = exact.decode(embedding, prompt)
+    b, _, _ = fast.decode(embedding, prompt)
     assert b.dtype == torch.bfloat16
     for i in range(6):
         assert np.corrcoef(a[i].numpy().ravel(), b[i].float().numpy().ravel())[0, 1] > 0.999

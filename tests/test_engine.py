@@ -27,8 +27,8 @@ class Recording:
     def decode(self, embedding, prompt):
         return self.model.decode(embedding, prompt)
 
-    def postprocess(self, logits, scores, width, height):
-        return self.model.postprocess(logits, scores, width, height)
+    def postprocess(self, logits, scores, width, height, *extra):
+        return self.model.postprocess(logits, scores, width, height, *extra)
 
 
 def frames(n, camera="image", size=(48, 64), start=T0):

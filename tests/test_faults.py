@@ -131,8 +131,8 @@ class FailsOnce:
     def decode(self, embedding, prompt):
         return self.model.decode(embedding, prompt)
 
-    def postprocess(self, logits, scores, width, height):
-        return self.model.postprocess(logits, scores, width, height)
+    def postprocess(self, logits, scores, width, height, *extra):
+        return self.model.postprocess(logits, scores, width, height, *extra)
 
     def fall_back_to_float32(self):
         return self.model.fall_back_to_float32()

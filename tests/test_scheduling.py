@@ -89,7 +89,7 @@ def test_track_every_frame_answers_every_frame_in_order():
     assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [
         (frames[0].timestamp, ()), (frames[1].timestamp, (1,)), (frames[2].timestamp, (1,)),
         (frames[3].timestamp, (1,))]
-    assert counts.skipped == 0 and counts.tracking == {"started": 1, "ended": 0, "live": 1}
+    assert counts.skipped == 0 and counts.tracking == {"started": 1, "ended": 0, "revived": 0, "live": 1}
 
 
 def test_track_detections_wait_for_their_own_frame():

@@ -119,3 +119,65 @@ def test_bad_input_in_track_mode_is_one_line_and_tracking_goes_on(dataflow, mode
     lines = run.node_log("sam2")
     assert len([line for line in lines if "[700.0, 100.0, 800.0, 200.0] lies wholly outside the 640x480" in line]) == 1
     assert len([line for line in lines if "changed resolution from 640x480 to 320x240" in line]) == 1
+
+
+def yolo_message(index: int, boxes, confidences, labels) -> tuple:
+    """dora-yolo's struct, with confidences, stamped with frame `index`."""
+    value = pa.array([{"bbox": np.asarray(boxes, np.float32).ravel().tolist(), "conf": list(confidences),
+                       "labels": list(labels)}],
+                     type=pa.struct([("bbox", pa.list_(pa.float32())), ("conf", pa.list_(pa.float32())),
+                                     ("labels", pa.list_(pa.string()))]))
+    return (0.01, "bbox", value, {"timestamp": stamp(index), "format": "xyxy"})
+
+
+def test_stray_boxes_start_no_track_and_live_tracks_stay_bounded(dataflow, model_dir, tmp_path):
+    """What a real detector sends a random-weight model: two objects every 15th frame and, in every
+    round, a stray box at confidence 0.2. With MIN_CONFIDENCE=0.5 no track starts from a stray box, and
+    live tracks never exceed 2 x (DETECTOR_MISSES + 1), however many rounds pass."""
+    objects, stray = [[40, 40, 200, 220], [300, 100, 560, 400]], [[560, 20, 630, 90]]
+    steps = []
+    for i in range(91):
+        steps.append(frame_message(scene(seed=i % 3), i))
+        if i % 15 == 0:
+            steps.append(yolo_message(i, objects + stray, [0.9, 0.8, 0.2], ["cup", "cup", "stray"]))
+    run = dataflow(track_flow(model_dir, tmp_path, steps, env={"MIN_CONFIDENCE": "0.5", "LOST_SECONDS": "3",
+                                                                "LOST_FRAMES": ""}))
+    assert run.returncode == 0, run.log[-4000:]
+    answers = [e["metadata"] for e in run.events()]
+    assert len(answers) == 91
+    assert all("stray" not in meta["labels"] for meta in answers)
+    assert max(meta["num_masks"] for meta in answers) <= 2 * (3 + 1)
+    assert run.sam2_stats()["filtered"] == 7  # one stray box in each of the 7 rounds
+
+
+def test_remove_boxes_visible_and_boxes2d(dataflow, model_dir, tmp_path):
+    boxes = [[40, 40, 200, 220], [300, 100, 560, 400], [420, 20, 600, 90]]
+    steps = [frame_message(scene(), 0), yolo_message(0, boxes, [0.9, 0.9, 0.9], ["a", "b", "c"])]
+    steps += [frame_message(scene(seed=i), i) for i in range(1, 4)]
+    steps += [(2.0, "remove", pa.array([2, 77], pa.int64()), {}), frame_message(scene(), 4), frame_message(scene(), 5)]
+    run = dataflow(track_flow(model_dir, tmp_path, steps, outputs=("masks", "boxes2d"),
+                              inputs=("image", "bbox", "remove")))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    events = run.events()
+    answers = {frame_index(e): e for e in events if e["id"] == "masks"}
+    drawn = {frame_index(e): e for e in events if e["id"] == "boxes2d"}
+    assert sorted(answers) == sorted(drawn) == list(range(6))
+    assert answers[3]["metadata"]["track_ids"] == [1, 2, 3] and answers[5]["metadata"]["track_ids"] == [1, 3]
+    lines = run.node_log("sam2")
+    assert len([line for line in lines if "remove: ending tracks [2]" in line]) == 1
+    assert len([line for line in lines if "no live track has id 77" in line]) == 1
+    for index, answer in answers.items():
+        meta = answer["metadata"]
+        masks = answer["value"].reshape(-1, 480, 640)
+        expected = []
+        for mask in masks:  # independently: pixel-edge boxes, zeros for an empty mask
+            rows, cols = np.nonzero(mask)
+            expected += [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1] if len(rows) else [0, 0, 0, 0]
+        assert meta["boxes"] == expected, index
+        assert len(meta["visible"]) == len(masks) and set(meta["visible"]) <= {0, 1}
+        assert not any(v and not m.any() for v, m in zip(meta["visible"], masks))
+        box_meta, struct = drawn[index]["metadata"], drawn[index]["value"]
+        assert (box_meta["format"], box_meta["primitive"]) == ("xyxy", "boxes2d")
+        assert list(struct[0]["bbox"]) == pytest.approx(expected)
+        assert list(struct[0]["labels"]) == [f"#{t} {label}" for t, label in zip(meta["track_ids"], meta["labels"])]

@@ -9,6 +9,7 @@ run end to end in test_track_dataflows.py.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -251,3 +252,92 @@ def test_a_camera_that_changes_resolution_drops_its_tracks_in_one_line(caplog):
     assert masks.track_ids == again.track_ids == () and t.ended == 1
     [record] = caplog.records
     assert "changed resolution from 120x90 to 240x180: dropping tracks [1]" in record.getMessage()
+
+
+# ---------------------------------------------------------------------------- the lifecycle
+
+
+def with_confidence(prompt: Prompt, confidences) -> Prompt:
+    return dataclasses.replace(prompt, confidences=np.asarray(confidences, np.float32))
+
+
+def test_a_flickering_low_confidence_box_starts_no_track():
+    from dora_sam2.scheduling import DetectionFilter, TrackScheduler
+    from dora_sam2.stats import Stages, Stats
+
+    stats = Stats(Stages(), every_s=0)
+    scheduler = TrackScheduler(lambda ids: Tracker(ColourSegmenter(), lost_frames=100, ids=ids), stats, ("image",),
+                               every_frame=True, detections=DetectionFilter(min_confidence=0.5))
+    for i in range(0, 30, 3):
+        objects = {RED: (10, 10), BLUE: (90, 60)}  # blue: a stray box the detector is unsure of
+        frame = render(i, objects)
+        boxes = with_confidence(detect(frame, objects, {RED: "cup", BLUE: "stray"}), [0.9, 0.2])
+        [(_, masks)] = list(scheduler.handle([boxes, frame]))
+        assert masks.class_names == ("cup",) and masks.track_ids == (1,)
+    assert stats.filtered == 10
+
+
+def test_a_track_the_detector_stops_confirming_ends_after_detector_misses_rounds(caplog):
+    t = tracker(detector_misses=3, lost_frames=1000)
+    objects = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    rounds = []
+    with caplog.at_level("INFO", logger="dora_sam2"):
+        for i in range(1, 5):  # green is still there for SAM2, but the detector no longer reports it
+            frame = render(i, objects)
+            rounds.append(t.step(frame, detect(frame, {RED: (10, 10)})).track_ids)
+    assert rounds == [(1, 2), (1, 2), (1,), (1,)]  # ended on the 3rd unconfirming round
+    assert [r.getMessage() for r in caplog.records if "ended" in r.getMessage()] == [
+        "tracks [2] ended: the detector has not confirmed them in 3 rounds"]
+    frame = render(5, objects)
+    assert t.step(frame, detect(frame, {})).track_ids == (1,)  # an empty round denies nothing
+
+
+def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
+    t = tracker(lost_seconds=2.0, revive_seconds=10.0, lost_frames=None)
+    seen = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen, {GREEN: "cup"}))
+    for i in range(1, 5):  # green leaves the frame: not seen for 2 s of camera time, it ends
+        masks = t.step(render(i, {RED: (10, 10), GREEN: None}))
+    assert masks.track_ids == (1,)
+    back = {RED: (10, 10), GREEN: (72, 50)}
+    frame = render(8, back)  # 6 s after it ended: within REVIVE_SECONDS
+    masks = t.step(frame, detect(frame, back, {GREEN: "cup"}))
+    assert ids_by_colour(frame, masks) == {RED: 1, GREEN: 2} and masks.class_names == ("thing", "cup")
+    assert (t.started, t.revived) == (2, 1)
+
+
+def test_an_object_that_returns_after_revive_seconds_gets_a_new_id():
+    t = tracker(lost_seconds=2.0, revive_seconds=10.0, lost_frames=None)
+    seen = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen))
+    for i in range(1, 4):
+        t.step(render(i, {RED: (10, 10), GREEN: None}))
+    frame = render(20, seen)  # 18 s after it ended
+    assert ids_by_colour(frame, t.step(frame, detect(frame, seen))) == {RED: 1, GREEN: 3}
+
+
+def test_remove_ends_exactly_the_named_tracks_and_they_do_not_come_back():
+    t = tracker(revive_seconds=10.0)
+    objects = {RED: (10, 10), GREEN: (70, 50), BLUE: (40, 60)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    assert t.remove([2, 9]) == [2]
+    frame = render(1, objects)
+    masks = t.step(frame, detect(frame, objects))  # green detected again: a new object now
+    assert ids_by_colour(frame, masks) == {RED: 1, BLUE: 3, GREEN: 4}
+
+
+def test_a_poor_mask_does_not_duplicate_its_object():
+    """A detection is matched by the track's last prompt box too. Here the detector's box is far larger
+    than the mask SAM2 makes of it (IoU 0.05, under MATCH_IOU): matched by its mask alone, every round
+    would start another track."""
+    t = tracker(lost_frames=1000)
+    box = Prompt.from_boxes("bbox", np.array([[0, 0, 60, 60]], np.float32), ["crate"])
+    for i in range(4):
+        frame = render(i, {GREEN: (24, 24)})
+        masks = t.step(frame, dataclasses.replace(box, timestamp=frame.timestamp))
+        assert masks.track_ids == (1,) and masks.masks[0].sum() == SIZE * SIZE

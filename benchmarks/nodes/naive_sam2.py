@@ -26,7 +26,7 @@ def main():
         with torch.inference_mode():
             out = model.model(pixel_values=model.preprocess(newest.rgb), input_points=points,
                               input_labels=torch.from_numpy(prompt.point_labels)[None], multimask_output=False)
-        masks = model.postprocess(out.pred_masks[0, :, 0], newest.width, newest.height)
+        masks, _ = model.postprocess(out.pred_masks[0, :, 0], out.iou_scores[0, :, 0], newest.width, newest.height)
         metadata = {"width": newest.width, "height": newest.height, "num_masks": len(masks)}
         if prompt.timestamp is not None:  # latency counts from the frame the boxes were found on
             metadata["timestamp"] = prompt.timestamp

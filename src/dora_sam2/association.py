@@ -21,12 +21,15 @@ class Association:
     unmatched_tracks: list[int]  # tracks no detection landed on: they go on from memory
 
 
-def associate(track_boxes: np.ndarray, detection_boxes: np.ndarray, min_iou: float) -> Association:
-    """Match (T, 4) track boxes to (D, 4) detection boxes, xyxy. A track box of NaNs (nothing seen
-    yet) matches nothing; a pair overlapping less than `min_iou` is never matched."""
+def associate(track_boxes, detection_boxes, min_iou: float, also=None) -> Association:
+    """Match (T, 4) track boxes to (D, 4) detection boxes, xyxy. `also`: a second (T, 4) box per track;
+    a pair overlaps by whichever of the two overlaps the detection more. A track box of NaNs matches
+    nothing; a pair overlapping less than `min_iou` is never matched."""
     track_boxes = np.asarray(track_boxes, np.float64).reshape(-1, 4)
     detection_boxes = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     iou = box_iou(track_boxes, detection_boxes)
+    if also is not None:
+        iou = np.maximum(iou, box_iou(np.asarray(also, np.float64).reshape(-1, 4), detection_boxes))
     gain = np.where(iou >= min_iou, iou, 0.0)  # a pair below the bar is worth nothing
     rows, cols = linear_sum_assignment(gain, maximize=True)
     matches = [(int(t), int(d)) for t, d in zip(rows, cols) if gain[t, d] > 0]

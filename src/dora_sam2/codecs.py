@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Prompt
-from .geometry import BOX_FORMATS, to_xyxy
+from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
 
 RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
 COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
@@ -107,7 +107,21 @@ def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
     if reversed_.any():
         i = int(np.argmax(reversed_))
         raise InputError(input_id, f"box {i} {boxes[i].tolist()} has no area (reversed or empty corners)")
-    return Prompt.from_boxes(input_id, boxes, _class_names(input_id, class_names, len(boxes)), **_routing(metadata))
+    confidences = None
+    if isinstance(value, pa.StructArray) and value.type.get_field_index("conf") >= 0:
+        confidences = _finite_floats(input_id, _struct_list(input_id, value, "conf", required=True), "confidences")
+        if confidences.size != len(boxes):
+            raise InputError(input_id, f"{confidences.size} confidences for {len(boxes)} boxes")
+    return Prompt.from_boxes(input_id, boxes, _class_names(input_id, class_names, len(boxes)),
+                             confidences=confidences, **_routing(metadata))
+
+
+def decode_track_ids(input_id: str, value) -> tuple[int, ...]:
+    """`remove`: a flat integer array of track ids."""
+    if not isinstance(value, pa.Array) or not pa.types.is_integer(value.type) or value.null_count:
+        kind = value.type if isinstance(value, pa.Array) else type(value).__name__
+        raise InputError(input_id, f"expected a flat integer array of track ids, got {kind}")
+    return tuple(int(v) for v in value.to_numpy(zero_copy_only=False))
 
 
 def decode_points(input_id: str, value, metadata: dict) -> Prompt:
@@ -220,13 +234,22 @@ def _routing(metadata: dict) -> dict:
 
 def masks_metadata(masks: Masks) -> dict:
     """What the answer is made of, for `mask` and `masks` alike. Python types only: dora turns numpy
-    scalars, dicts and None into strings."""
+    scalars, dicts and None into strings.
+
+    `boxes`: xyxy in pixel edges around each mask, 4 per mask (0, 0, 0, 0 for an empty one); `visible`:
+    1 where SAM 2 sees the object (its object score above 0) and its mask is not empty, else 0."""
+    boxes = np.nan_to_num(mask_boxes(masks.masks), nan=0.0)
+    seen = masks.masks.reshape(len(masks), masks.height * masks.width).any(axis=1)
+    if masks.visible is not None:
+        seen &= masks.visible
     metadata = {
         "width": int(masks.width),
         "height": int(masks.height),
         "num_masks": len(masks),
         "labels": list(masks.class_names),
         "scores": [float(s) for s in masks.scores],
+        "boxes": [float(v) for v in boxes.ravel()],
+        "visible": [int(v) for v in seen],  # 1/0: dora turns a list of bools into a string
         "image_id": masks.image_id,
         "primitive": "masks",
     }
@@ -235,6 +258,19 @@ def masks_metadata(masks: Masks) -> dict:
     if masks.track_ids is not None:
         metadata["track_ids"] = [int(t) for t in masks.track_ids]
     return metadata
+
+
+def encode_boxes2d(masks: Masks) -> tuple[pa.Array, dict]:
+    """`boxes2d`: the masks' boxes as dora-yolo's struct (bbox xyxy, conf = SAM 2's score, labels; "#id label"
+    in track mode), so opencv-plot and other box viewers draw the objects, and their ids."""
+    metadata = masks_metadata(masks)
+    ids = masks.track_ids or [None] * len(masks)
+    labels = [" ".join(p for p in (f"#{i}" if i is not None else "", name) if p) for i, name in zip(ids, masks.class_names)]
+    value = pa.array([{"bbox": metadata["boxes"], "conf": metadata["scores"], "labels": labels}],
+                     type=pa.struct([("bbox", pa.list_(pa.float32())), ("conf", pa.list_(pa.float32())),
+                                     ("labels", pa.list_(pa.string()))]))
+    extra = {k: metadata[k] for k in ("width", "height", "image_id", "timestamp") if k in metadata}
+    return value, {**extra, "format": "xyxy", "primitive": "boxes2d"}
 
 
 def encode_mask(masks: Masks, layout: str = "union") -> tuple[pa.Array, dict]:

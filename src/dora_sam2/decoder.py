@@ -35,15 +35,15 @@ class DecoderOutput:
 
 
 def predict_masks(decoder, image_embedding, image_pe, sparse, dense, high_res_features, ambiguous: torch.Tensor):
-    """Low-resolution mask logits (N, 4H, 4W) and predicted IoU (N,) for N prompts on one image, one mask
-    per object as `choose_masks` picks it.
+    """Low-resolution mask logits (N, 4H, 4W), predicted IoU (N,) and object score logits (N,; above 0
+    when SAM 2 sees the object) for N prompts on one image, one mask per object as `choose_masks` picks it.
 
     image_embedding, image_pe, dense: (1, C, H, W); sparse: (1, N, T, C) from the prompt encoder;
     high_res_features: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)]; ambiguous: (N,) bool, see `is_ambiguous`.
     """
     out = run_decoder(decoder, image_embedding, image_pe, sparse, dense, high_res_features)
     logits, iou, _ = choose_masks(decoder, out, ambiguous)
-    return logits, iou
+    return logits, iou, out.object_score_logits[:, 0]
 
 
 def is_ambiguous(config, num_points: np.ndarray, tracked: bool = False) -> np.ndarray:

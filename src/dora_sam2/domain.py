@@ -100,6 +100,7 @@ class Prompt:
     image_id: str | None = None  # which camera; None means the only (or first) one
     timestamp: datetime | None = None  # the frame the prompt was computed on
     object_ids: tuple[int, ...] | None = None  # the click UI's object index, when it sends one
+    confidences: np.ndarray | None = None  # (N,) the detector's confidence per box, when it sends one
 
     def __post_init__(self):
         n = self.points.shape[0]
@@ -125,9 +126,10 @@ class Prompt:
     def keep(self, objects: np.ndarray) -> "Prompt":
         """This prompt with only the objects where `objects` (N,) is True."""
         ids = None if self.object_ids is None else tuple(np.asarray(self.object_ids)[objects].tolist())
+        confidences = None if self.confidences is None else self.confidences[objects]
         return dataclasses.replace(self, points=self.points[objects], point_labels=self.point_labels[objects],
                                    class_names=tuple(np.asarray(self.class_names, object)[objects].tolist()),
-                                   object_ids=ids)
+                                   object_ids=ids, confidences=confidences)
 
     def boxes_outside(self, width: int, height: int) -> np.ndarray:
         """(N,) True for each object that is a box lying wholly outside a width x height frame: clipped, it
@@ -182,6 +184,7 @@ class Masks:
     image_id: str
     timestamp: datetime | None
     track_ids: tuple[int, ...] | None = None
+    visible: np.ndarray | None = None  # (N,) bool: SAM2's object score above 0 (it sees the object)
 
     def __post_init__(self):
         assert self.masks.ndim == 3 and self.masks.dtype == np.bool_, (self.masks.shape, self.masks.dtype)

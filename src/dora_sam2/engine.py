@@ -42,23 +42,23 @@ class Segmenter:
         frame = self.frame_for(prompt)
         prompt = on_frame(prompt, frame)
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
-            masks, scores = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32)
+            masks, scores, visible = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32), None
         else:
             try:
-                masks, scores = self._predict(frame, prompt)
+                masks, scores, visible = self._predict(frame, prompt)
             except FloatingPointError:
                 if not self.model.fall_back_to_float32():
                     raise
                 self._embeddings.clear()  # computed in the old dtype
-                masks, scores = self._predict(frame, prompt)
-        return frame, Masks(masks, scores, prompt.class_names, frame.image_id, frame.timestamp)
+                masks, scores, visible = self._predict(frame, prompt)
+        return frame, Masks(masks, scores, prompt.class_names, frame.image_id, frame.timestamp, visible=visible)
 
     def _predict(self, frame: Frame, prompt: Prompt):
         embedding = self.embedding(frame)
         with self.stages.time("prompt_decode"):
-            logits, scores = self.model.decode(embedding, prompt)
+            logits, scores, object_scores = self.model.decode(embedding, prompt)
         with self.stages.time("postprocess"):
-            return self.model.postprocess(logits, scores, frame.width, frame.height)
+            return self.model.postprocess(logits, scores, frame.width, frame.height, object_scores > 0)
 
     def awaits_frame(self, prompt: Prompt) -> bool:
         """True when the prompt is newer than every frame kept of its camera: its frame is still on the way

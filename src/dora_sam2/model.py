@@ -95,16 +95,16 @@ class Sam2Backend:
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) bool masks and (N,) predicted IoU, in the prompt's object order."""
-        logits, scores = self.decode(embedding, prompt)
+        logits, scores, _ = self.decode(embedding, prompt)
         return self.postprocess(logits, scores, embedding.width, embedding.height)
 
     @torch.inference_mode()
-    def decode(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Low-resolution mask logits (N, h, w) and predicted IoU (N,), on the device: all objects in one
         batched call."""
         if prompt.num_objects == 0:
             size = self.model.prompt_encoder.mask_input_size
-            return torch.zeros((0, *size), device=self.device), torch.zeros(0, device=self.device)
+            return torch.zeros((0, *size), device=self.device), *torch.zeros((2, 0), device=self.device)
         sparse, dense = self.prompt_embeddings(self.model_points(prompt, embedding.width, embedding.height),
                                                prompt.point_labels)
         features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)

@@ -14,7 +14,7 @@ from .domain import Frame, InputError, Masks
 from .engine import Segmenter
 from .loading import ModelLoadError
 from .model import Sam2Backend
-from .scheduling import RESET, SegmentScheduler, TrackScheduler
+from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Settings
 from .stats import Stages, Stats
 from .tracking import Tracker
@@ -23,7 +23,7 @@ from .video import Sam2StreamingModel
 log = logging.getLogger("dora_sam2")
 
 PROMPT_DECODERS = {"bbox": codecs.decode_boxes, "boxes2d": codecs.decode_boxes, "points": codecs.decode_points}
-OUTPUTS = ("mask", "masks", "overlay")
+OUTPUTS = ("mask", "masks", "overlay", "boxes2d")
 
 
 def main() -> None:
@@ -52,15 +52,18 @@ def main() -> None:
 def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats):
     """The engine (segment) or a tracker per camera (track), behind the policy of what to answer."""
     s = settings
+    detections = DetectionFilter(s.min_confidence, s.classes)
     if s.mode == "track":
         streaming = Sam2StreamingModel(model)
 
         def new_tracker(ids):
-            return Tracker(streaming, s.max_objects, s.lost_frames, s.match_iou, ids=ids, stages=stats.stages)
+            return Tracker(streaming, s.max_objects, s.lost_frames, s.match_iou, ids=ids, stages=stats.stages,
+                           lost_seconds=s.lost_seconds, detector_misses=s.detector_misses,
+                           revive_seconds=s.revive_seconds)
 
-        return TrackScheduler(new_tracker, stats, cameras, s.every_frame)
+        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections)
     segmenter = Segmenter(model, s.frame_buffer, cameras=cameras, stages=stats.stages)
-    return SegmentScheduler(segmenter, stats, s.every_frame)
+    return SegmentScheduler(segmenter, stats, s.every_frame, detections)
 
 
 class Adapter:
@@ -124,6 +127,8 @@ class Adapter:
                     self.stats.prompts += 1
                 elif input_id == "reset":
                     item = RESET
+                elif input_id == "remove":
+                    item = Remove(codecs.decode_track_ids(input_id, event["value"]))
                 else:
                     self._ignore(input_id)
                     continue
@@ -140,12 +145,15 @@ class Adapter:
                 self.node.send_output("masks", *codecs.encode_masks(masks))
             if "overlay" in self.outputs:  # drawn only when a dataflow asks for it
                 self.node.send_output("overlay", *codecs.encode_overlay(frame, overlay.draw(frame, masks)))
+            if "boxes2d" in self.outputs:
+                self.node.send_output("boxes2d", *codecs.encode_boxes2d(masks))
         self.stats.answered(masks.timestamp)
 
     def _ignore(self, input_id: str) -> None:
         if input_id not in self._ignored_inputs:
             self._ignored_inputs.add(input_id)
-            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points, reset); ignoring it", input_id)
+            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points, reset, remove); "
+                        "ignoring it", input_id)
 
 
 def event_batches(node):

@@ -14,6 +14,9 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt, camera_of, is_newer
 from .engine import Segmenter
@@ -23,6 +26,33 @@ from .tracking import Tracker
 log = logging.getLogger("dora_sam2")
 
 RESET = "reset"  # what a message on the `reset` input means, whatever it holds
+
+
+@dataclass(frozen=True)
+class Remove:
+    """A `remove` message: end these tracks."""
+
+    track_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DetectionFilter:
+    """Detections worth answering: a detector's box under `min_confidence`, or of a label not in
+    `classes` (when given), is dropped before it reaches the engine or the tracker, and counted."""
+
+    min_confidence: float = 0.0
+    classes: frozenset[str] = frozenset()
+
+    def __call__(self, prompt: Prompt, stats: Stats) -> Prompt:
+        if prompt.input_id not in BOX_INPUTS or not (self.min_confidence > 0 or self.classes):
+            return prompt
+        keep = np.ones(prompt.num_objects, bool)
+        if prompt.confidences is not None:
+            keep &= prompt.confidences >= self.min_confidence
+        if self.classes:
+            keep &= np.array([name in self.classes for name in prompt.class_names], bool)
+        stats.filtered += int((~keep).sum())
+        return prompt if keep.all() else prompt.keep(keep)
 BOX_INPUTS = ("bbox", "boxes2d")
 DETECTIONS_WAITING = 30  # per camera: detection sets ahead of their frames, at most
 
@@ -33,10 +63,12 @@ class SegmentScheduler:
     """MODE=segment: each prompt answered on the frame it was computed on."""
 
     answers_frames = False  # what it answers, and so what skipping means: prompts
-    def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False):
+    def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False,
+                 detections: DetectionFilter = DetectionFilter()):
         self.segmenter = segmenter
         self.stats = stats
         self.every_frame = every_frame
+        self.detections = detections
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
     def handle(self, items: Iterable) -> Iterator[Answer]:
@@ -47,8 +79,8 @@ class SegmentScheduler:
             if isinstance(item, Frame):
                 self.segmenter.add_frame(item)
             elif isinstance(item, Prompt):
-                pending.setdefault((item.input_id, item.image_id), []).append(item)
-            # RESET: segment mode keeps no objects between prompts, so there is nothing to drop
+                pending.setdefault((item.input_id, item.image_id), []).append(self.detections(item, self.stats))
+            # RESET, Remove: segment mode keeps no objects between prompts, so there is nothing to drop
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
             if held:
@@ -98,11 +130,13 @@ class TrackScheduler:
     them on the next frame of their camera."""
 
     answers_frames = True
-    def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False):
+    def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
+                 detections: DetectionFilter = DetectionFilter()):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
+        self.detections = detections
         self.trackers: dict[str, Tracker] = {}
         self._ids = itertools.count(1)  # shared, so an id names one object across cameras
         self._detections: dict[str, list[Prompt]] = {}  # per camera, in order, until their frames are here
@@ -118,7 +152,12 @@ class TrackScheduler:
                     self.stats.skipped += item.image_id in frames
                     frames[item.image_id] = item
             elif isinstance(item, Prompt):
-                self._queue(item)
+                self._queue(self.detections(item, self.stats))
+            elif isinstance(item, Remove):  # frames before it are answered with the tracks they had
+                for frame in frames.values():
+                    yield from self._step(frame)
+                frames = {}
+                self.remove(item.track_ids)
             elif item == RESET:  # frames before it are answered with the tracks they had
                 for frame in frames.values():
                     yield from self._step(frame)
@@ -137,6 +176,14 @@ class TrackScheduler:
             tracker.reset()
         self._detections.clear()
         self._clicks.clear()
+
+    def remove(self, track_ids: tuple[int, ...]) -> None:
+        """End the named tracks, whichever camera has them; one line for ids no camera has."""
+        found = {i for tracker in self.trackers.values() for i in tracker.remove(track_ids)}
+        unknown = sorted(set(track_ids) - found)
+        if unknown:
+            log.warning("input 'remove': no live track has id %s; nothing else was done",
+                        unknown[0] if len(unknown) == 1 else unknown)
 
     def _step(self, frame: Frame) -> list[Answer]:
         camera = frame.image_id
@@ -179,5 +226,6 @@ class TrackScheduler:
         self.stats.tracking = {
             "started": sum(t.started for t in trackers),
             "ended": sum(t.ended for t in trackers),
+            "revived": sum(t.revived for t in trackers),
             "live": sum(len(t.tracks) for t in trackers),
         }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+
+log = logging.getLogger("dora_sam2")
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,8 +32,13 @@ class Settings:
     stats_file: str = ""  # where to write the final stats as JSON (the benchmark reads it)
     mode: str = "segment"  # segment: answer each prompt on its frame; track: follow objects on every frame
     max_objects: int = 16  # track mode: live tracks at most; further new objects are refused, said once
-    lost_frames: int = 30  # track mode: a track SAM2 has not seen for this many frames ends
+    lost_seconds: float | None = 3.0  # track mode: a track SAM2 has not seen for this long (camera time) ends
+    lost_frames: int | None = None  # track mode, the older setting: ... for this many answered frames
     match_iou: float = 0.3  # track mode: least overlap of a detection and a track's box to be that track
+    detector_misses: int = 3  # track mode: a track no detection round confirms this many times ends; 0 = off
+    revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
+    min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
+    classes: frozenset[str] = frozenset()  # detections: only these labels (empty = all)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
 
@@ -50,6 +58,14 @@ class Settings:
         if mask_layout not in MASK_LAYOUTS:
             raise ConfigError(f"MASK_LAYOUT={mask_layout!r} is not one of {', '.join(MASK_LAYOUTS)}.")
         match_iou = _float(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
+        lost_seconds, lost_frames = _float(env, "LOST_SECONDS", cls.lost_seconds, minimum=0.0), None
+        if (env.get("LOST_FRAMES") or "").strip() and not (env.get("LOST_SECONDS") or "").strip():
+            lost_seconds, lost_frames = None, _int(env, "LOST_FRAMES", 30, minimum=1)
+            log.warning("LOST_FRAMES counts answered frames, which come slower on a slower machine: it still "
+                        "works, but set LOST_SECONDS (camera time) instead.")
+        min_confidence = _float(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
+        if min_confidence > 1:
+            raise ConfigError(f"MIN_CONFIDENCE={min_confidence} is above 1: it is a detector's confidence, 0 to 1.")
         if match_iou > 1:
             raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
         return cls(
@@ -64,8 +80,13 @@ class Settings:
             stats_file=env.get("STATS_FILE", "").strip(),
             mode=mode,
             max_objects=_int(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
-            lost_frames=_int(env, "LOST_FRAMES", cls.lost_frames, minimum=1),
+            lost_seconds=lost_seconds,
+            lost_frames=lost_frames,
             match_iou=match_iou,
+            detector_misses=_int(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
+            revive_seconds=_float(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
+            min_confidence=min_confidence,
+            classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
             every_frame=_bool(env, "EVERY_FRAME", cls.every_frame),
             mask_layout=mask_layout,
         )

@@ -43,6 +43,7 @@ class Stats:
         self.answers = 0
         self.skipped = 0
         self.prompts = 0  # prompt messages that reached the node and decoded
+        self.filtered = 0  # detector boxes dropped by MIN_CONFIDENCE / CLASSES
         self.latencies_ms: list[float] = []
         self.tracking: dict | None = None  # track mode: tracks started, ended, live
         self._last = time.monotonic()
@@ -62,11 +63,11 @@ class Stats:
         tracks = ""
         if self.tracking is not None:  # track mode answers frames, not prompts
             tracks = (f"; tracks: {self.tracking['live']} live, {self.tracking['started']} started, "
-                      f"{self.tracking['ended']} ended, memory attention {self.stages.mean_ms('memory'):.0f} ms")
+                      f"{self.tracking['ended']} ended, {self.tracking.get('revived', 0)} revived, memory attention {self.stages.mean_ms('memory'):.0f} ms")
         log.info(
-            "%sanswered %d, skipped %d stale inputs; mean latency %.0f ms; encode %.0f ms x %d, "
+            "%sanswered %d, skipped %d stale inputs, filtered %d boxes; mean latency %.0f ms; encode %.0f ms x %d, "
             "prompt decode %.0f ms, post-process %.0f ms, frame decode %.1f ms%s",
-            "final: " if final else "", self.answers, self.skipped, latency, self.stages.mean_ms("encode"),
+            "final: " if final else "", self.answers, self.skipped, self.filtered, latency, self.stages.mean_ms("encode"),
             self.stages.calls["encode"], self.stages.mean_ms("prompt_decode"), self.stages.mean_ms("postprocess"),
             self.stages.mean_ms("frame_decode"), tracks,
         )
@@ -76,6 +77,7 @@ class Stats:
             "answers": self.answers,
             "skipped": self.skipped,
             "prompts": self.prompts,
+            "filtered": self.filtered,
             "stages_ms": {stage: self.stages.mean_ms(stage) for stage in STAGES},
             "stage_calls": {stage: self.stages.calls[stage] for stage in STAGES},
             **({"tracking": self.tracking} if self.tracking is not None else {}),

@@ -1,8 +1,11 @@
 """Frames + prompts -> tracked masks with stable ids. No dora here: driven (and tested) on its own.
 
 A `Tracker` follows the objects of one camera. Prompts start or refresh tracks; every frame carries
-each track forward with SAM2's memory; a track SAM2 no longer sees for `lost_frames` frames ends.
-Ids are never reused, and none appears without a prompt.
+each track forward with SAM2's memory. A track ends when SAM2 has not seen it for `lost_seconds` of
+camera time (or, the older way, `lost_frames` answered frames), when the detector has not confirmed it
+in `detector_misses` rounds, or on `remove`. A detection that matches no live track but lands where a
+track ended less than `revive_seconds` ago gets that track's id back. No id appears without a prompt,
+and none is given to two objects.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -31,9 +35,22 @@ class Track:
     track_id: int
     class_name: str  # the detector's (or the click page's) word for it
     memory: ObjectMemory
-    box: np.ndarray  # xyxy of its newest visible mask (or its prompt, before any): what detections match
+    box: np.ndarray  # xyxy of its newest visible mask (or its prompt, before any)
+    prompt_box: np.ndarray  # xyxy of its last detection (or clicks): matched too, when its mask is poor
+    last_seen: datetime  # camera time SAM2 last saw it (or it was prompted)
     lost_frames: int = 0  # consecutive frames SAM2 has not seen it
+    misses: int = 0  # consecutive detection rounds that did not confirm it
     click_object: int | None = None  # the click page's object index, when a person prompted it
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A track that ended on its own (lost, unconfirmed): its id may come back for a while."""
+
+    track_id: int
+    class_name: str
+    box: np.ndarray
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -45,15 +62,22 @@ class _Cue:
 
 
 class Tracker:
-    def __init__(self, model: Sam2StreamingModel, max_objects: int = 16, lost_frames: int = 30,
-                 match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None):
+    def __init__(self, model: Sam2StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
+                 match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
+                 lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0):
         self.model = model
         self.max_objects = max_objects
-        self.lost_frames = lost_frames
+        self.lost_frames = lost_frames if lost_seconds is None else None
+        self.lost_seconds = lost_seconds
+        self.detector_misses = detector_misses
+        self.revive_seconds = revive_seconds
         self.match_iou = match_iou
         self.tracks: list[Track] = []
         self.stages = stages if stages is not None else Stages()
-        self.started = self.ended = 0
+        self.started = self.ended = self.revived = 0
+        self._ended: list[_Ended] = []  # recently ended on their own, newest last
+        self._new: list[Track] = []
+        self._now = datetime.now(timezone.utc)
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
         self._size: tuple[int, int] | None = None  # (width, height) of the camera's frames
@@ -69,9 +93,12 @@ class Tracker:
             return self._step(frame, detections, clicks)
 
     def _step(self, frame: Frame, detections: Prompt | None, clicks: Sequence[Prompt]) -> Masks:
+        # Camera time, so a track lives as long on a slow CPU as on a GPU; arrival time without one (dora 0.5).
+        self._now = frame.timestamp or datetime.now(timezone.utc)
         self._follow_resolution(frame)
         detections = on_frame(detections, frame) if detections is not None else None
-        known = len(self.tracks)  # tracks started below are appended after these
+        self._new: list[Track] = []  # started (or revived) on this frame
+        self._revived_now: set[int] = set()
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:
             cues.update(self._match_clicks(prompt))
@@ -89,12 +116,14 @@ class Tracker:
                 found = self.model.postprocess(step, frame)
         except Exception:
             # A track started on this frame has no memory to go on from: it did not start after all.
-            self.started -= len(self.tracks) - known
-            self.tracks = self.tracks[:known]
+            self.tracks = [t for t in self.tracks if t not in self._new]
+            revived = sum(t.track_id in self._revived_now for t in self._new)
+            self.started -= len(self._new) - revived
+            self.revived -= revived
             raise
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
             track.memory.add(self._frame_index, memory, was_prompted)
-        answer = self._masks(frame, found.masks, found.scores)
+        answer = self._masks(frame, found.masks, found.scores, found.visible)
         self._follow(found.masks, found.visible)
         self._frame_index += 1
         return answer
@@ -111,26 +140,77 @@ class Tracker:
         self._size = size
 
     def reset(self) -> None:
+        """Drop every track; none of them comes back."""
         if self.tracks:
             log.info("reset: dropping tracks %s", [t.track_id for t in self.tracks])
         self.ended += len(self.tracks)
-        self.tracks = []
+        self.tracks, self._ended = [], []
+
+    def remove(self, track_ids) -> list[int]:
+        """End the named tracks for good (they do not come back); returns the ids that were live."""
+        gone = [t for t in self.tracks if t.track_id in set(track_ids)]
+        if gone:
+            log.info("remove: ending tracks %s", [t.track_id for t in gone])
+            self.ended += len(gone)
+            self.tracks = [t for t in self.tracks if t not in gone]
+        return [t.track_id for t in gone]
 
     # -- prompts -> cues per track
 
     def _match_detections(self, detections: Prompt) -> dict[int, _Cue]:
+        """Each detection to the live track it overlaps best (by the track's mask box or its last prompt
+        box, whichever overlaps more, so a poor mask does not duplicate its object), else to a track that
+        ended lately, else a new track. Tracks this round leaves unconfirmed count a miss."""
         boxes = detections.points.reshape(-1, 4)
-        found = associate(np.array([t.box for t in self.tracks]).reshape(-1, 4), boxes, self.match_iou)
+        found = associate([t.box for t in self.tracks], boxes, self.match_iou,
+                          also=[t.prompt_box for t in self.tracks])
         cues = {}
         for t, d in found.matches:
             track = self.tracks[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
+            track.prompt_box, track.misses = boxes[d].astype(np.float64), 0
             cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
-        for d in found.new_detections:
-            track = self._start(detections.class_names[d], boxes[d])
+        if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
+            self._count_misses({t for t, _ in found.matches})
+        for d, track in zip(found.new_detections, self._revive([boxes[d] for d in found.new_detections])):
+            track = track or self._start(detections.class_names[d], boxes[d])
             if track is not None:
                 cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
         return cues
+
+    def _count_misses(self, confirmed: set[int]) -> None:
+        """Tracks the detector has not confirmed in `detector_misses` rounds end: a stray box that SAM 2
+        keeps seeing would otherwise cost a tracked object's work on every frame. Tracks a person clicked
+        are the person's, not the detector's."""
+        for i, track in enumerate(self.tracks):
+            if i not in confirmed and track.click_object is None:
+                track.misses += 1
+        if self.detector_misses:
+            unconfirmed = [t for t in self.tracks if t.misses >= self.detector_misses]
+            if unconfirmed:
+                log.info("tracks %s ended: the detector has not confirmed them in %d rounds",
+                         [t.track_id for t in unconfirmed], self.detector_misses)
+                self._end(unconfirmed)
+
+    def _revive(self, boxes: list[np.ndarray]) -> list[Track | None]:
+        """Per new detection, the lately ended track it lands on (its id and label back, its memory anew
+        from the detection), or None. Each ended track comes back once, to the detection it overlaps most."""
+        horizon = self.revive_seconds
+        self._ended = [e for e in self._ended if (self._now - e.at).total_seconds() < horizon]
+        revived: list[Track | None] = [None] * len(boxes)
+        if not boxes or not self._ended:
+            return revived
+        found = associate([e.box for e in self._ended], np.asarray(boxes), self.match_iou)
+        for e, d in found.matches:
+            ended = self._ended[e]
+            track = self._start(ended.class_name, boxes[d], track_id=ended.track_id)
+            if track is not None:
+                log.info("track %d is back (ended %.1f s ago)", ended.track_id, (self._now - ended.at).total_seconds())
+                revived[d] = track
+                self._revived_now.add(track.track_id)
+        taken = {r.track_id for r in revived if r is not None}
+        self._ended = [e for e in self._ended if e.track_id not in taken]
+        return revived
 
     def _match_clicks(self, prompt: Prompt) -> dict[int, _Cue]:
         """A person's points: the object they name (or click inside) is refined, else a new one starts."""
@@ -162,7 +242,8 @@ class Tracker:
         inside = [t for t in self.tracks if t.box[0] <= x <= t.box[2] and t.box[1] <= y <= t.box[3]]
         return min(inside, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]), default=None)
 
-    def _start(self, class_name: str, box: np.ndarray, click_object: int | None = None) -> Track | None:
+    def _start(self, class_name: str, box: np.ndarray, click_object: int | None = None,
+               track_id: int | None = None) -> Track | None:
         if len(self.tracks) >= self.max_objects:
             now = time.monotonic()
             if now - self._warned >= 10.0:
@@ -170,10 +251,15 @@ class Tracker:
                 log.warning("MAX_OBJECTS=%d objects are tracked already: not starting another (%s). Raise "
                             "MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects, class_name or "unlabelled")
             return None
-        track = Track(next(self._ids), class_name, self.model.new_memory(), np.asarray(box, np.float64),
-                      click_object=click_object)
+        box = np.asarray(box, np.float64)
+        track = Track(track_id if track_id is not None else next(self._ids), class_name, self.model.new_memory(),
+                      box, box.copy(), self._now, click_object=click_object)
         self.tracks.append(track)
-        self.started += 1
+        self._new.append(track)
+        if track_id is None:
+            self.started += 1
+        else:
+            self.revived += 1
         return track
 
     # -- model
@@ -193,22 +279,33 @@ class Tracker:
         return Step.concat(steps, np.argsort(prompted + followed).tolist())
 
     def _follow(self, masks: np.ndarray, visible: np.ndarray) -> None:
-        """Note where each track is, and end those SAM2 has not seen for `lost_frames` frames."""
+        """Note where each track is, and end those SAM2 has not seen for long enough."""
         boxes = mask_boxes(masks)
         for track, box, seen in zip(self.tracks, boxes, visible):
             if seen and not np.isnan(box).any():
-                track.box, track.lost_frames = box, 0
+                track.box, track.lost_frames, track.last_seen = box, 0, self._now
             else:
                 track.lost_frames += 1
-        ended = [t for t in self.tracks if t.lost_frames >= self.lost_frames]
-        if ended:
-            log.info("tracks %s ended: not seen for %d frames", [t.track_id for t in ended], self.lost_frames)
-            self.ended += len(ended)
-            self.tracks = [t for t in self.tracks if t.lost_frames < self.lost_frames]
+        if self.lost_seconds is not None:
+            lost = [t for t in self.tracks if (self._now - t.last_seen).total_seconds() >= self.lost_seconds]
+            how_long = f"{self.lost_seconds:g} s"
+        else:
+            lost = [t for t in self.tracks if t.lost_frames >= self.lost_frames]
+            how_long = f"{self.lost_frames} frames"
+        if lost:
+            log.info("tracks %s ended: not seen for %s", [t.track_id for t in lost], how_long)
+            self._end(lost)
 
-    def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray) -> Masks:
+    def _end(self, tracks: list[Track]) -> None:
+        """Tracks that ended on their own: their ids may come back within `revive_seconds`."""
+        self.ended += len(tracks)
+        self.tracks = [t for t in self.tracks if t not in tracks]
+        if self.revive_seconds > 0:
+            self._ended += [_Ended(t.track_id, t.class_name, t.box, self._now) for t in tracks]
+
+    def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
-                     track_ids=tuple(t.track_id for t in self.tracks))
+                     track_ids=tuple(t.track_id for t in self.tracks), visible=visible)
 
 
 def _as_prompt(cues: list[_Cue]) -> Prompt:
