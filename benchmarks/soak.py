@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def main() -> None:
         tmp = Path(tmp)
         probe = tmp / "latency.json"
         (tmp / "soak.yml").write_text(pipeline(model_dir, "dora-sam2", args.boxes, args.frames, args.fps, probe,
-                                               sam2_env={"STATS_EVERY": "60", "MODE": args.mode,
+                                               sam2_env={"STATS_EVERY": "20", "MODE": args.mode,
                                                          "MAX_OBJECTS": str(args.max_objects)},
                                                outputs=("mask", "masks", "overlay"),
                                                detector_env={"EVERY": str(args.detect_every)}))
@@ -65,7 +66,9 @@ def main() -> None:
         if dora.returncode != 0 or not probe.exists():
             raise SystemExit(f"soak dataflow failed:\n{(tmp / 'dora.log').read_text()[-3000:]}")
         measured = json.loads(probe.read_text())
-        final_stats = [l for l in (tmp / "dora.log").read_text().splitlines() if "final: answered" in l]
+        lines = (tmp / "dora.log").read_text().splitlines()
+        final_stats = [l for l in lines if "final: answered" in l]
+        periodic = [l for l in lines if "dora-sam2: answered" in l and "tracks:" in l]
 
     latencies = np.array(measured["latencies_ms"])
     fifth = max(len(latencies) // 5, 1)
@@ -82,6 +85,9 @@ def main() -> None:
         "latency_ms_last_fifth_p50": float(np.median(latencies[-fifth:])),
         "latency_ms_p99": float(np.percentile(latencies, 99)),
         "rss_samples": rss, "node_final_line": final_stats[-1].split("INFO", 1)[-1] if final_stats else "",
+        # track mode: the node's line every 20 s -> (live tracks, mean memory-attention ms so far)
+        "tracks_over_time": [(int(re.search(r"tracks: (\d+) live", l).group(1)),
+                              int(re.search(r"memory attention (\d+) ms", l).group(1))) for l in periodic],
     }
     prompts = "on every frame" if args.detect_every == 1 else f"every {args.detect_every}th frame"
     table = (
@@ -94,6 +100,10 @@ def main() -> None:
         f"{result['latency_ms_first_fifth_p50']:.0f} ms | {result['latency_ms_last_fifth_p50']:.0f} ms | "
         f"{result['latency_ms_p99']:.0f} ms |\n"
     )
+    if result["tracks_over_time"]:
+        table += ("\nLive tracks every 20 s: " + ", ".join(str(n) for n, _ in result["tracks_over_time"])
+                  + "; memory attention per frame (running mean, ms): "
+                  + ", ".join(str(ms) for _, ms in result["tracks_over_time"]) + "\n")
     save("soak" if args.mode == "segment" else "soak-track", result, table)
 
 
