@@ -16,9 +16,12 @@ is matched to the frame it was computed on by its timestamp, as `masks_with_fram
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -143,16 +146,36 @@ def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
     grpc_port, web_port = env.get("RERUN_GRPC_PORT", "9876"), env.get("RERUN_WEB_PORT", "9090")
     # rerun's Python API serves on every interface; its CLI can bind: the web viewer stays on loopback
     # unless BIND asks for more.
-    cli = shutil.which("rerun", path=str(Path(sys.executable).parent)) or shutil.which("rerun")
+    cli = _rerun_binary()
     if cli is None:
         raise ConfigError("OPERATING_MODE=SERVE needs the `rerun` command of rerun-sdk: pip install 'dora-sam2[rerun]'.")
-    subprocess.Popen([cli, "--serve-web", "--bind", bind, "--port", grpc_port, "--web-viewer-port", web_port],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=False)
+    server = subprocess.Popen([cli, "--serve-web", "--bind", bind, "--port", grpc_port, "--web-viewer-port", web_port],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    atexit.register(server.terminate)  # the viewer's server goes when the node goes
     grpc = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
     _wait_for_port(int(grpc_port))
     rr.connect_grpc(grpc)
     host = "127.0.0.1" if bind in ("127.0.0.1", "0.0.0.0", "::") else bind
     return f"http://{host}:{web_port}/?url={grpc.replace('+', '%2B')}"
+
+
+def _rerun_binary() -> str | None:
+    """rerun-sdk's own binary, not its `rerun` script, which runs it as a child of its own: stopping the
+    script would leave the server running."""
+    try:
+        import rerun_cli
+    except ImportError:
+        return shutil.which("rerun")
+    binary = Path(rerun_cli.__file__).parent / "rerun"
+    return str(binary) if binary.exists() else shutil.which("rerun")
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM should the node be killed outright, rather than keep its ports."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _wait_for_port(port: int, seconds: float = 30) -> None:
