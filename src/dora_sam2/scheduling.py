@@ -26,6 +26,10 @@ from .tracking import Tracker
 log = logging.getLogger("dora_sam2")
 
 RESET = "reset"  # what a message on the `reset` input means, whatever it holds
+BOX_INPUTS = ("bbox", "boxes2d")
+DETECTIONS_WAITING = 30  # per camera: detection sets ahead of their frames, at most
+
+Answer = tuple[Frame, Masks]
 
 
 @dataclass(frozen=True)
@@ -53,22 +57,19 @@ class DetectionFilter:
             keep &= np.array([name in self.classes for name in prompt.class_names], bool)
         stats.filtered += int((~keep).sum())
         return prompt if keep.all() else prompt.keep(keep)
-BOX_INPUTS = ("bbox", "boxes2d")
-DETECTIONS_WAITING = 30  # per camera: detection sets ahead of their frames, at most
-
-Answer = tuple[Frame, Masks]
 
 
 class SegmentScheduler:
     """MODE=segment: each prompt answered on the frame it was computed on."""
 
     answers_frames = False  # what it answers, and so what skipping means: prompts
+
     def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False,
                  detections: DetectionFilter = DetectionFilter()):
         self.segmenter = segmenter
         self.stats = stats
         self.every_frame = every_frame
-        self.detections = detections
+        self.filter = detections
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
     def handle(self, items: Iterable) -> Iterator[Answer]:
@@ -79,7 +80,7 @@ class SegmentScheduler:
             if isinstance(item, Frame):
                 self.segmenter.add_frame(item)
             elif isinstance(item, Prompt):
-                pending.setdefault((item.input_id, item.image_id), []).append(self.detections(item, self.stats))
+                pending.setdefault((item.input_id, item.image_id), []).append(self.filter(item, self.stats))
             # RESET, Remove: segment mode keeps no objects between prompts, so there is nothing to drop
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
@@ -130,13 +131,14 @@ class TrackScheduler:
     them on the next frame of their camera."""
 
     answers_frames = True
+
     def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
                  detections: DetectionFilter = DetectionFilter()):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
-        self.detections = detections
+        self.filter = detections
         self.trackers: dict[str, Tracker] = {}
         self._ids = itertools.count(1)  # shared, so an id names one object across cameras
         self._detections: dict[str, list[Prompt]] = {}  # per camera, in order, until their frames are here
@@ -152,7 +154,7 @@ class TrackScheduler:
                     self.stats.skipped += item.image_id in frames
                     frames[item.image_id] = item
             elif isinstance(item, Prompt):
-                self._queue(self.detections(item, self.stats))
+                self._queue(self.filter(item, self.stats))
             elif isinstance(item, Remove):  # frames before it are answered with the tracks they had
                 for frame in frames.values():
                     yield from self._step(frame)
