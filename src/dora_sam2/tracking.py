@@ -30,7 +30,7 @@ log = logging.getLogger("dora_sam2")
 BOX_LABELS = np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64)
 
 
-@dataclass
+@dataclass(eq=False)  # a track is itself: compared by identity, not by its (array) fields
 class Track:
     track_id: int
     class_name: str  # the detector's (or the click page's) word for it
@@ -77,6 +77,7 @@ class Tracker:
         self.started = self.ended = self.revived = 0
         self._ended: list[_Ended] = []  # recently ended on their own, newest last
         self._new: list[Track] = []
+        self._revived_now: set[int] = set()
         self._now = datetime.now(timezone.utc)
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
@@ -97,8 +98,7 @@ class Tracker:
         self._now = frame.timestamp or datetime.now(timezone.utc)
         self._follow_resolution(frame)
         detections = on_frame(detections, frame) if detections is not None else None
-        self._new: list[Track] = []  # started (or revived) on this frame
-        self._revived_now: set[int] = set()
+        self._new, self._revived_now = [], set()  # started, and revived, on this frame
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:
             cues.update(self._match_clicks(prompt))
