@@ -44,6 +44,24 @@ def test_box_reaches_the_prompt_encoder_in_model_coordinates(model):
     np.testing.assert_array_equal(seen["input_labels"].numpy(), [[[2, 3]]])
 
 
+def test_image_size_runs_the_same_weights_at_a_smaller_input(model_dir):
+    """IMAGE_SIZE=512: the frame resized to 512, prompts scaled into 512, masks back at the frame's size."""
+    from dora_sam2.settings import Settings
+
+    small = Sam2Backend.load(Settings(model=str(model_dir), dtype="float32", image_size=512))
+    assert small.input_size == 512 and small.preprocess(frame().rgb).shape == (1, 3, 512, 512)
+    seen = {}
+    hook = small.model.prompt_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    try:
+        masks, scores = small.predict(small.encode(frame()), Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240]])))
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(seen["input_points"].numpy(), [[[[51.2, 51.2], [256.0, 256.0]]]], rtol=1e-6)
+    assert masks.shape == (1, H, W) and np.isfinite(scores).all()
+    assert small.model.config.prompt_encoder_config.image_size == 512
+
+
 def test_postprocess_puts_low_res_logits_back_on_the_frame():
     """A positive patch on the 256x256 grid where the box is must come back as a 640x480 mask on the box."""
     logits = torch.full((1, 256, 256), -10.0)

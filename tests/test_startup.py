@@ -42,6 +42,11 @@ def test_bad_model_directories(model, expected):
     assert expected in one_sentence(start({"MODEL": model}))
 
 
+def test_an_image_size_hieras_windows_cannot_take(model_dir):
+    line = one_sentence(start({"MODEL": str(model_dir), "IMAGE_SIZE": "528"}))
+    assert "IMAGE_SIZE=528 does not fit" in line and "multiple of 32" in line
+
+
 def test_a_checkpoint_that_is_not_sam2(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     assert "not SAM2" in one_sentence(start({"MODEL": str(tmp_path)}))
@@ -64,6 +69,9 @@ def test_cuda_asked_for_on_a_machine_without_it():
     ({"MATCH_IOU": "1.5"}, "MATCH_IOU=1.5 is above 1"),
     ({"MAX_OBJECTS": "0"}, "MAX_OBJECTS=0 is below its minimum"),
     ({"LOST_FRAMES": "soon"}, "is not an integer"),
+    ({"IMAGE_SIZE": "big"}, "is not an integer"),
+    ({"MIN_CONFIDENCE": "2"}, "MIN_CONFIDENCE=2.0 is above 1"),
+    ({"MASK_LAYOUT": "grid"}, "MASK_LAYOUT='grid' is not one of union, stack"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -181,3 +181,19 @@ def test_remove_boxes_visible_and_boxes2d(dataflow, model_dir, tmp_path):
         assert (box_meta["format"], box_meta["primitive"]) == ("xyxy", "boxes2d")
         assert list(struct[0]["bbox"]) == pytest.approx(expected)
         assert list(struct[0]["labels"]) == [f"#{t} {label}" for t, label in zip(meta["track_ids"], meta["labels"])]
+
+
+@pytest.mark.parametrize("mode", ["segment", "track"])
+def test_image_size_in_both_modes(dataflow, model_dir, tmp_path, mode):
+    """IMAGE_SIZE=512 runs the suite's 1024-pixel checkpoint at 512: answers of the frame's size, the
+    startup line names the size."""
+    steps = [frame_message(scene(), i) for i in range(3)]
+    steps.insert(1, boxes_message(0, [[40, 40, 200, 220], [300, 100, 560, 400]]))
+    env = {"IMAGE_SIZE": "512", **({"MODE": "segment"} if mode == "segment" else {})}
+    run = dataflow(track_flow(model_dir, tmp_path, steps, env=env))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    answers = [e for e in run.events() if e["id"] == "mask"]
+    assert answers and all(e["value"].size == 640 * 480 for e in answers)
+    assert any(e["metadata"]["num_masks"] == 2 for e in answers)
+    assert any("at 512x512 on cpu" in line for line in run.node_log("sam2"))

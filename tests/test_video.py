@@ -16,14 +16,17 @@ WIDTH, HEIGHT = 160, 120
 BOXES = np.array([[20, 20, 70, 80], [90, 30, 150, 100]], np.float32)
 
 
-@pytest.fixture(scope="module", params=["test", "micro"])
+@pytest.fixture(scope="module", params=["test", "micro", "test@512"])
 def streaming(request, model_dir, micro_model_dir):
-    """The suite's model, and `micro` (the same at a 256-pixel input, so no size is taken for granted)."""
+    """The suite's model; `micro`, built at a 256-pixel input; and the suite's model run at 512 with
+    IMAGE_SIZE (its 1024-pixel weights, every size-dependent part following): no size taken for granted."""
     from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
 
-    path = model_dir if request.param == "test" else micro_model_dir
-    return Sam2StreamingModel(Sam2Backend.load(Settings(model=str(path), dtype="float32"), video=True))
+    path = micro_model_dir if request.param == "micro" else model_dir
+    size = 512 if request.param == "test@512" else 0
+    return Sam2StreamingModel(Sam2Backend.load(Settings(model=str(path), dtype="float32", image_size=size),
+                                               video=True))
 
 
 def frames(count: int):

@@ -4,6 +4,8 @@ one cannot be had. No remote code is ever run."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import logging
 from pathlib import Path
 
@@ -17,9 +19,10 @@ class ModelLoadError(Exception):
 
 
 
-def load_sam2(source: str, video: bool = False):
+def load_sam2(source: str, video: bool = False, image_size: int = 0):
     """transformers' Sam2VideoModel (video) or Sam2Model from a hub id or a local directory, the local cache
-    first; ModelLoadError with one sentence saying what to do when it cannot be had."""
+    first; ModelLoadError with one sentence saying what to do when it cannot be had. `image_size` (0: the
+    checkpoint's own) runs the same weights at another square input size."""
     # heavy: imported when the node starts, not at import
     from transformers import AutoConfig, Sam2Model, Sam2VideoModel
 
@@ -39,10 +42,34 @@ def load_sam2(source: str, video: bool = False):
                 f"MODE=track needs SAM2's video memory, and MODEL={source} is an image-only SAM2 checkpoint: "
                 "use a facebook/sam2.1-hiera-* hub id (they hold both), or MODE=segment."
             )
+        if image_size:
+            config = at_input_size(config, image_size, source)
+        load = functools.partial((Sam2VideoModel if video else Sam2Model).from_pretrained, config=config)
         try:
-            return _from_cache_or_hub((Sam2VideoModel if video else Sam2Model).from_pretrained, source, local)
+            return _from_cache_or_hub(load, source, local)
         except OSError as error:
             raise ModelLoadError(_explain_missing(source, local, error)) from None
+
+
+def at_input_size(config, size: int, source: str = "the model"):
+    """The checkpoint's config at a square input of `size` pixels. The weights do not depend on it (Hiera
+    interpolates its position embeddings); everything that follows from the size does: the feature map
+    sizes, the prompt encoder's grid and coordinate scale, memory attention's rotary tables and the memory
+    encoder's mask size. Hiera tiles its window position embedding over the first stage's features
+    (size / 4), so the size must be a multiple of 4 x that window."""
+    backbone = config.vision_config.backbone_config
+    multiple = 4 * backbone.window_size_per_stage[0]
+    if size % multiple or size < 2 * multiple:
+        raise ModelLoadError(f"IMAGE_SIZE={size} does not fit {source}'s Hiera windows: use a multiple of {multiple} "
+                             f"from {2 * multiple} up (e.g. 512 or 768; 1024 is what SAM 2 was trained at).")
+    config = copy.deepcopy(config)
+    config.vision_config.backbone_config.image_size = [size, size]
+    config.vision_config.backbone_feature_sizes = [[size // stride] * 2 for stride in (4, 8, 16)]
+    config.prompt_encoder_config.image_size = size
+    if hasattr(config, "memory_attention_rope_feat_sizes"):  # the video model
+        config.image_size = size
+        config.memory_attention_rope_feat_sizes = [size // 16] * 2
+    return config
 
 
 def _local_checkpoint(source: str) -> Path | None:

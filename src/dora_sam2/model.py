@@ -71,15 +71,16 @@ class Sam2Backend:
             # torch's default is every core of the machine, which oversubscribes a pinned container
             torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
-        model = load_sam2(settings.model, video).to(device).eval()
+        model = load_sam2(settings.model, video, settings.image_size).to(device).eval()
         if settings.compile:
             # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
             model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
         self = cls(model, device, dtype, settings.model)
         log.info(
-            "model %s on %s (%d threads), %s%s, loaded in %.1f s",
-            settings.model, device, torch.get_num_threads(), str(dtype).removeprefix("torch."),
-            ", compiled encoder" if settings.compile else "", time.perf_counter() - started,
+            "model %s at %dx%d on %s (%d threads), %s%s, loaded in %.1f s",
+            settings.model, self.input_size, self.input_size, device, torch.get_num_threads(),
+            str(dtype).removeprefix("torch."), ", compiled encoder" if settings.compile else "",
+            time.perf_counter() - started,
         )
         return self
 

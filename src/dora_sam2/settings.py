@@ -39,6 +39,7 @@ class Settings:
     revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
     min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
     classes: frozenset[str] = frozenset()  # detections: only these labels (empty = all)
+    image_size: int = 0  # the model's square input in pixels; 0 = the checkpoint's own (1024 for SAM 2)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
 
@@ -88,6 +89,7 @@ class Settings:
             min_confidence=min_confidence,
             classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
             every_frame=_bool(env, "EVERY_FRAME", cls.every_frame),
+            image_size=_int(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
         )
 
