@@ -38,7 +38,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=25.0, help="length of each dataflow run")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image-size", type=int, default=0, help="IMAGE_SIZE (0: the checkpoint's own)")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        help="only the model's own cost, at each of these input sizes, in one run")
     args = parser.parse_args()
+    if args.sizes:
+        return save("sizes", *sizes_table(args.model or str(random_tiny()), args.sizes, args.device))
 
     model_dir = args.model or str(random_tiny())
     box_counts = [3] if args.quick else [1, 3, 4, 16]
@@ -72,7 +77,7 @@ def save(name: str, result: dict, table: str) -> None:
 # ---------------------------------------------------------------------------- the model alone
 
 
-def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3) -> dict:
+def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3, image_size: int = 0) -> dict:
     """Best-of-N seconds for each step on one 640x480 frame, in this process, nothing else running."""
     import torch
 
@@ -80,7 +85,7 @@ def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3) -> dic
     from dora_sam2.model import Sam2Backend
     from dora_sam2.settings import Settings
 
-    model = Sam2Backend.load(Settings(model=model_dir, dtype=dtype, device=device))
+    model = Sam2Backend.load(Settings(model=model_dir, dtype=dtype, device=device, image_size=image_size))
     rng = np.random.default_rng(0)
     frame = Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), None, "rgb8")
     model.warmup(WIDTH, HEIGHT)
@@ -107,6 +112,19 @@ def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3) -> dic
     return out
 
 
+def sizes_table(model_dir: str, sizes: list[int], device: str) -> tuple[dict, str]:
+    """Segment mode's cost (encode + 3 boxes) per input size, in the node's default dtype, one run."""
+    rows = {size: model_cost(model_dir, "auto", device, image_size=size) for size in sizes}
+    base = rows[max(sizes)]["cost_ms"][3]
+    lines = [f"Segment mode, model alone: {Path(model_dir).name}, default dtype, one 640x480 frame, best of 3; "
+             f"{machine()}.", "", "| input size | encode | decode 3 boxes | cost, 3 boxes | x of the largest |",
+             "|---|---|---|---|---|"]
+    for size, row in rows.items():
+        lines.append(f"| {size} | {row['encode_ms']:.0f} ms | {row['decode_ms'][3]:.0f} ms | "
+                     f"{row['cost_ms'][3]:.0f} ms | {row['cost_ms'][3] / base:.2f}x |")
+    return {"model": model_dir, "sizes": rows}, "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------- dataflows
 
 
@@ -116,7 +134,8 @@ def dataflow(model_dir: str, node: str, boxes: int, dtype: str, args, seconds: f
         stats, probe = tmp / "stats.json", tmp / "latency.json"
         sam2_path = "dora-sam2" if node == "dora-sam2" else str(ROOT / "benchmarks" / "nodes" / "naive_sam2.py")
         yaml = pipeline(model_dir, sam2_path, boxes, frames=int(args.fps * seconds), fps=args.fps, probe=probe,
-                        sam2_env={"DTYPE": dtype, "DEVICE": args.device, "STATS_FILE": str(stats), "STATS_EVERY": "0"})
+                        sam2_env={"DTYPE": dtype, "DEVICE": args.device, "STATS_FILE": str(stats), "STATS_EVERY": "0",
+                                  "IMAGE_SIZE": str(args.image_size)})
         (tmp / "dataflow.yml").write_text(yaml)
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
         run = subprocess.run([str(BIN / "dora"), "run", str(tmp / "dataflow.yml")], cwd=tmp, env=env,

@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="steady-state frames timed per object count")
+    parser.add_argument("--image-size", type=int, default=0, help="IMAGE_SIZE (0: the checkpoint's own)")
     args = parser.parse_args()
 
     from dora_sam2.model import Sam2Backend
@@ -39,15 +40,17 @@ def main() -> None:
     from dora_sam2.video import Sam2StreamingModel
 
     model_dir = args.model or str(random_tiny())
-    image_model = Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device), video=True)
+    image_model = Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device,
+                                            image_size=args.image_size), video=True)
     streaming = Sam2StreamingModel(image_model)
     rows = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
     base = rows[min(rows)]["total_ms"]
     for row in rows.values():
         row["x_of_fewest"] = row["total_ms"] / base
     result = {"model": model_dir, "dtype": str(image_model.dtype), "device": str(image_model.device),
+              "input_size": image_model.input_size,
               "machine": machine(), "flops": flops(streaming), "objects": rows}
-    save("track", result, markdown(result))
+    save(f"track-{image_model.input_size}", result, markdown(result))
 
 
 def cost_per_frame(streaming, objects: int, repeats: int) -> dict:
@@ -92,7 +95,8 @@ def flops(streaming) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"Tracking, steady state: {Path(result['model']).name}, {result['dtype'].removeprefix('torch.')} on "
+        f"Tracking, steady state: {Path(result['model']).name} at {result['input_size']}, "
+        f"{result['dtype'].removeprefix('torch.')} on "
         f"{result['device']}, {WIDTH}x{HEIGHT}; {result['machine']}.",
         "",
         "| objects | per frame | x of 1 object | encode | memory attention + decode | memory encode | post-process |",
