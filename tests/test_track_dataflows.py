@@ -163,7 +163,12 @@ def test_remove_boxes_visible_and_boxes2d(dataflow, model_dir, tmp_path):
     answers = {frame_index(e): e for e in events if e["id"] == "masks"}
     drawn = {frame_index(e): e for e in events if e["id"] == "boxes2d"}
     assert sorted(answers) == sorted(drawn) == list(range(6))
-    assert answers[3]["metadata"]["track_ids"] == [1, 2, 3] and answers[5]["metadata"]["track_ids"] == [1, 3]
+    # dora orders events of different inputs by its own fairness, not by arrival, so which frame the
+    # remove lands before depends on the machine's pace: track 2 is there until it is removed, then gone
+    # for good, and the others are untouched throughout.
+    has_two = [2 in answers[i]["metadata"]["track_ids"] for i in range(1, 6)]
+    assert has_two[0] and not has_two[-1] and has_two == sorted(has_two, reverse=True), has_two
+    assert all({1, 3} <= set(answers[i]["metadata"]["track_ids"]) for i in range(1, 6))
     lines = run.node_log("sam2")
     assert len([line for line in lines if "remove: ending tracks [2]" in line]) == 1
     assert len([line for line in lines if "no live track has id 77" in line]) == 1
