@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -97,6 +99,25 @@ def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_afte
     log = result.stdout + result.stderr
     (tmp_path / "dora.log").write_text(log)
     return DataflowRun(result.returncode, log, out)
+
+
+@contextlib.contextmanager
+def dataflow_in_background(dataflow: Path):
+    """`dora run` a dataflow that runs until stopped (a live camera, a browser driving it), its output in
+    dora.log beside it; stopped with Ctrl-C, as a user stops it, when the block ends."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    with open(dataflow.parent / "dora.log", "w") as log:
+        dora = subprocess.Popen([str(BIN / "dora"), "run", str(dataflow)], cwd=dataflow.parent, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield dora
+        finally:
+            dora.send_signal(signal.SIGINT)
+            try:
+                dora.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dora.kill()
 
 
 def assert_no_traceback(run: DataflowRun) -> None:

@@ -7,9 +7,7 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BIN, EXAMPLES, NODES, ROOT
+from conftest import EXAMPLES, NODES, ROOT, dataflow_in_background
 from dora_sam2.click import ClickServer, LiveView, click_message
 from dora_sam2.domain import Frame
 
@@ -243,46 +241,36 @@ nodes:
     env: {{OUT_DIR: "{out}"}}
 """)
     evil = _serve_elsewhere(tmp_path, port)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
-    log = open(tmp_path / "dora.log", "w")
-    dora = subprocess.Popen([str(BIN / "dora"), "run", str(dataflow)], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
     try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            # Another site open in the same browser tries to click and to wipe the tracks, as any web page
-            # can: fetch() in no-cors mode with a text/plain body, no preflight.
-            other = browser.new_page()
-            _open_when_served(other, f"http://127.0.0.1:{port}/")  # the click node is up
-            other.goto(evil.url)
-            other.wait_for_function("document.title === 'sent'", timeout=30_000)
-            page = browser.new_page(viewport={"width": 900, "height": 700})
-            _open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
-            page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
-            box = page.locator("#view").bounding_box()
-            scale = box["width"] / 640
-            page.mouse.click(box["x"] + 200 * scale, box["y"] + 150 * scale)
-            clicked = time.monotonic()
-            page.wait_for_function("+document.body.dataset.masks >= 1", timeout=60_000)
-            delay = time.monotonic() - clicked
-            page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
-            _wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
-                                  for e in _events(out)))
-            page.wait_for_timeout(1500)  # let the two-point answer come back and be drawn
-            page.screenshot(path=str(tmp_path / "click.png"))
-            browser.close()
-        print(f"{mode} mode, click to mask drawn: {delay * 1e3:.0f} ms")
+        with dataflow_in_background(dataflow):
+            with playwright.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                # Another site open in the same browser tries to click and to wipe the tracks, as any web page
+                # can: fetch() in no-cors mode with a text/plain body, no preflight.
+                other = browser.new_page()
+                _open_when_served(other, f"http://127.0.0.1:{port}/")  # the click node is up
+                other.goto(evil.url)
+                other.wait_for_function("document.title === 'sent'", timeout=30_000)
+                page = browser.new_page(viewport={"width": 900, "height": 700})
+                _open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
+                page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
+                box = page.locator("#view").bounding_box()
+                scale = box["width"] / 640
+                page.mouse.click(box["x"] + 200 * scale, box["y"] + 150 * scale)
+                clicked = time.monotonic()
+                page.wait_for_function("+document.body.dataset.masks >= 1", timeout=60_000)
+                delay = time.monotonic() - clicked
+                page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
+                _wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
+                                      for e in _events(out)))
+                page.wait_for_timeout(1500)  # let the two-point answer come back and be drawn
+                page.screenshot(path=str(tmp_path / "click.png"))
+                browser.close()
+            print(f"{mode} mode, click to mask drawn: {delay * 1e3:.0f} ms")
     finally:
         evil.shutdown()
-        dora.send_signal(signal.SIGINT)
-        try:
-            dora.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dora.kill()
-        log.close()
     events = _events(out)
     points = [e for e in events if e["id"] == "points"]
     assert points, (tmp_path / "dora.log").read_text()[-3000:]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import venv
 from datetime import datetime, timedelta, timezone
@@ -16,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import BIN, EXAMPLES, ROOT
+from conftest import BIN, EXAMPLES, ROOT, dataflow_in_background
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -211,12 +210,7 @@ nodes:
     inputs: {{image: camera/image, masks: sam2/masks, bbox: yolo/bbox}}
     env: {{OPERATING_MODE: SERVE, RERUN_WEB_PORT: "{web}", RERUN_GRPC_PORT: "{grpc}"}}
 """)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
-               HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
-    log = open(tmp_path / "dora.log", "w")
-    dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "serve.yml")], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with dataflow_in_background(tmp_path / "serve.yml"):
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-gl=swiftshader",
                                                                         "--enable-unsafe-swiftshader"])
@@ -229,13 +223,6 @@ nodes:
             title = page.title()
             browser.close()
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-    finally:
-        dora.send_signal(signal.SIGINT)
-        try:
-            dora.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dora.kill()
-        log.close()
     logged = (tmp_path / "dora.log").read_text()
     assert "rerun" in title.lower(), title
     assert f"masks to http://127.0.0.1:{web}/" in logged, logged[-3000:]
