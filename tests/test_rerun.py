@@ -150,7 +150,8 @@ nodes:
         assert context == {c: p + label for c, p, label in zip(classes, prefix, meta["labels"])}
 
 
-def test_a_mask_without_its_frame_or_of_another_size_is_one_line_and_the_viewer_goes_on(tmp_path, caplog):
+def test_a_mask_before_its_frame_waits_for_it_and_one_without_a_frame_is_one_line(tmp_path, caplog):
+    """dora delivers inputs by fairness, not by arrival: a mask can come before its frame."""
     rr = pytest.importorskip("rerun", reason="rerun-sdk is not installed")
     from dora_sam2 import codecs
     from dora_sam2.domain import Frame, Masks
@@ -160,23 +161,30 @@ def test_a_mask_without_its_frame_or_of_another_size_is_one_line_and_the_viewer_
     rr.save(str(tmp_path / "t.rrd"))
     logger = MaskLogger(rr)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    second = timedelta(seconds=1)
 
     def answer(width, at):
         masks = Masks(np.ones((1, 4, width), bool), np.ones(1, np.float32), ("cup",), "image", at)
         value, metadata = codecs.encode_masks(masks)
         return {"value": value, "metadata": metadata}
 
+    def frame(at):
+        logger.frame(Frame("image", np.zeros((4, 6, 3), np.uint8), at, "rgb8"))
+
     with caplog.at_level("WARNING", logger="dora_sam2.rerun"):
-        logger.answer("masks", answer(6, t0))  # no frame yet
-        logger.frame(Frame("image", np.zeros((4, 6, 3), np.uint8), t0, "rgb8"))
+        logger.answer("masks", answer(6, t0))  # before its frame: waits for it
+        frame(t0)
         logger.answer("mask", answer(5, t0))  # another size
-        logger.answer("masks", answer(6, t0 + timedelta(seconds=1)))  # a frame never seen
-        logger.answer("bbox", answer(6, t0))  # good
+        logger.answer("masks", answer(6, t0 - second))  # older than every frame kept
+        logger.answer("bbox", answer(6, t0 + second))  # its frame never comes: the next one is later
+        frame(t0 + 2 * second)
     rr.disconnect()
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2 and "no frame of camera 'image' is kept" in messages[0]
-    assert "masks of 5x4 for a 6x4 frame" in messages[1]  # the third is the same kind as the first: said once
-    assert len(segmentation_images(tmp_path / "t.rrd")) == 1
+    assert len(messages) == 3, messages
+    assert "masks of 5x4 for a 6x4 frame" in messages[0]
+    assert "no frame of camera 'image' is kept for the answer at 2025-12-31 23:59:59" in messages[1]
+    assert "no frame of camera 'image' came for the answer at 2026-01-01 00:00:01" in messages[2]
+    assert list(segmentation_images(tmp_path / "t.rrd")) == [(t0 - EPOCH) // timedelta(microseconds=1) * 1000]
 
 
 def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path, model_dir):

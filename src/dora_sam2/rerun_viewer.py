@@ -11,7 +11,8 @@ Per camera, on a timeline of the frames' own timestamps: the camera image, each 
 segmentation image (class = track id in track mode, else 1 + the mask's index; where masks overlap the
 later one shows) with an annotation context that names and colours each class as the overlay does,
 the masks' boxes with their labels and scores, and scalars (objects, answer latency). Each mask message
-is matched to the frame it was computed on by its timestamp, as `masks_with_frames` does.
+is matched to the frame it was computed on by its timestamp, as `masks_with_frames` does; one that
+dora delivers before its frame waits for it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import codecs
-from .domain import Frame, InputError, RecentByTime
+from .domain import Frame, InputError, Masks, RecentByTime, is_newer
 from .geometry import mask_boxes
 from .overlay import PALETTE, captions, colour_keys
 from .settings import ConfigError
@@ -50,12 +51,15 @@ class MaskLogger:
         self._frames: dict[str, RecentByTime[Frame]] = {}
         self._said: dict[str, float] = {}
         self._sequence = 0
+        # dora delivers inputs by fairness, not arrival: an answer can come before its frame does
+        self._waiting: dict[str, list[tuple[str, Masks, int]]] = {}
 
     def frame(self, frame: Frame) -> None:
         self._frames.setdefault(frame.image_id, RecentByTime(self.frame_buffer)).add(frame.timestamp, frame)
         self._at(frame.timestamp)
         # JPEG in the recording: raw frames made 6 MB a second at 640x480 and 3 fps
         self.rr.log(f"{frame.image_id}/image", self.rr.Image(frame.rgb).compress(jpeg_quality=85))
+        self._answer_waiting(frame)
 
     def answer(self, input_id: str, event) -> None:
         """One `mask` or `masks` message, drawn on its frame; a bad one is one line and skipped."""
@@ -63,17 +67,39 @@ class MaskLogger:
             masks = codecs.decode_answer(input_id, event["value"], event["metadata"])
         except InputError as error:
             return self._say(input_id, str(error))
+        objects = int(event["metadata"].get("num_masks", len(masks)))
         frames = self._frames.get(masks.image_id)
         frame = None if frames is None else frames.find(masks.timestamp) if masks.timestamp else frames.newest
-        if frame is None:
-            return self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept for the "
-                                       f"answer at {masks.timestamp}; wire that camera to this node too")
+        if frame is not None:
+            return self._draw(input_id, masks, objects, frame)
+        if frames is None or is_newer(masks.timestamp, frames.newest.timestamp):
+            waiting = self._waiting.setdefault(masks.image_id, [])
+            waiting.append((input_id, masks, objects))
+            if len(waiting) <= self.frame_buffer:
+                return
+            input_id, masks, _ = waiting.pop(0)  # that camera has stalled, or is not wired to this node
+        self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept for the "
+                            f"answer at {masks.timestamp}; wire that camera to this node too")
+
+    def _answer_waiting(self, frame: Frame) -> None:
+        """Answers that came before this frame: drawn if they are its own; older ones' frames never came."""
+        waiting = self._waiting.pop(frame.image_id, [])
+        for input_id, masks, objects in waiting:
+            if is_newer(masks.timestamp, frame.timestamp):
+                self._waiting.setdefault(frame.image_id, []).append((input_id, masks, objects))
+            elif not is_newer(frame.timestamp, masks.timestamp):  # the same frame, to dora's precision
+                self._draw(input_id, masks, objects, frame)
+            else:
+                self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' came for the "
+                                    f"answer at {masks.timestamp}")
+
+    def _draw(self, input_id: str, masks: Masks, objects: int, frame: Frame) -> None:
         if (masks.width, masks.height) != (frame.width, frame.height):
             return self._say(input_id, f"input '{input_id}': masks of {masks.width}x{masks.height} for a "
                                        f"{frame.width}x{frame.height} frame")
         self._at(frame.timestamp)
         self._log_masks(masks)
-        self.rr.log(f"{masks.image_id}/objects", self.rr.Scalars([int(event["metadata"].get("num_masks", len(masks)))]))
+        self.rr.log(f"{masks.image_id}/objects", self.rr.Scalars([objects]))
         if frame.timestamp is not None:
             latency_ms = (datetime.now(timezone.utc) - frame.timestamp).total_seconds() * 1e3
             self.rr.log(f"{masks.image_id}/latency_ms", self.rr.Scalars([latency_ms]))
