@@ -121,10 +121,24 @@ def test_masks_with_frames_pairs_each_answer_with_its_frame():
         return {"type": "INPUT", "id": "mask", "value": pa.array([1, 0, 0, 1], pa.uint8()),
                 "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i, microseconds=1)}}
 
-    stream = [image(0), image(1), {"type": "INPUT_CLOSED", "id": "x"}, mask(1), mask(7), mask(0)]
+    # dora delivers inputs by fairness: mask 2 comes before its frame; mask 3's frame never comes
+    stream = [image(0), image(1), {"type": "INPUT_CLOSED", "id": "x"}, mask(1), mask(2), mask(3), image(2),
+              mask(0), image(4), mask(7)]
     pairs = list(masks_with_frames(stream))
-    assert [int(frame[0, 0, 0]) for frame, _, _ in pairs] == [1, 0]  # mask 7's frame was never seen
+    assert [int(frame[0, 0, 0]) for frame, _, _ in pairs] == [1, 2, 0]
+    assert [m["timestamp"].second for _, _, m in pairs] == [1, 2, 0]
     assert pairs[0][1].shape == (2, 2)  # `mask`: the union
     masks = [dict(mask(1), id="masks", value=pa.array([True, False, False, True]))]
     [(_, per_object, _)] = masks_with_frames([image(1), *masks], mask_input="masks")
     assert per_object.shape == (1, 2, 2)
+
+
+def test_answers_waiting_for_a_camera_that_never_sends_are_given_up_oldest_first():
+    from dora_sam2.domain import AnswersOnFrames
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    pairs = AnswersOnFrames(size=2)
+    assert pairs.answer("left", t0, "a") == [] and pairs.answer("left", t0 + timedelta(seconds=1), "b") == []
+    assert pairs.answer("left", t0 + timedelta(seconds=2), "c") == [("a", None)]
+    assert pairs.frame("right", t0, "R0") == []  # another camera's frame settles nothing here
+    assert pairs.frame("left", t0 + timedelta(seconds=2), "L2") == [("b", None), ("c", "L2")]

@@ -178,12 +178,14 @@ def test_a_mask_before_its_frame_waits_for_it_and_one_without_a_frame_is_one_lin
         logger.answer("masks", answer(6, t0 - second))  # older than every frame kept
         logger.answer("bbox", answer(6, t0 + second))  # its frame never comes: the next one is later
         frame(t0 + 2 * second)
+        logger.detections("boxes2d", {"value": pa.array([1.0, 2.0, 3.0]), "metadata": {}})  # not N*4
     rr.disconnect()
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 3, messages
+    assert len(messages) == 4, messages
+    assert messages[3].startswith("input 'boxes2d'")
     assert "masks of 5x4 for a 6x4 frame" in messages[0]
-    assert "no frame of camera 'image' is kept for the answer at 2025-12-31 23:59:59" in messages[1]
-    assert "no frame of camera 'image' came for the answer at 2026-01-01 00:00:01" in messages[2]
+    assert "no frame of camera 'image' is kept or came for the answer at 2025-12-31 23:59:59" in messages[1]
+    assert "no frame of camera 'image' is kept or came for the answer at 2026-01-01 00:00:01" in messages[2]
     assert list(segmentation_images(tmp_path / "t.rrd")) == [(t0 - EPOCH) // timedelta(microseconds=1) * 1000]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 log = logging.getLogger("dora_sam2")
 T = TypeVar("T")
+F, A = TypeVar("F"), TypeVar("A")
 
 # Two timestamps name the same frame within this: dora carries them to about 1 us, and frames of any
 # real camera are milliseconds apart.
@@ -39,6 +40,10 @@ class RecentByTime(Generic[T]):
     def newest(self) -> T | None:
         return self._items[-1][1] if self._items else None
 
+    @property
+    def newest_timestamp(self) -> datetime | None:
+        return self._items[-1][0] if self._items else None
+
     def find(self, timestamp: datetime | None) -> T | None:
         """The item stamped `timestamp` (to dora's precision), or None when it is not, or no longer, kept."""
         if timestamp is None:
@@ -47,6 +52,41 @@ class RecentByTime(Generic[T]):
             if stamp is not None and abs(stamp - timestamp) <= TIMESTAMP_TOLERANCE:
                 return item
         return None
+
+
+class AnswersOnFrames(Generic[F, A]):
+    """Pairs each answer (masks) with the frame it was computed on, by timestamp, per camera.
+
+    dora hands a node its inputs by fairness, not by arrival, so an answer can come before its frame: it
+    waits for it (at most `size` per camera). Both calls return the answers they settle, as
+    (answer, frame), with frame None where that frame is gone or never came."""
+
+    def __init__(self, size: int = 30):
+        self.size = size
+        self._frames: dict[str, RecentByTime[F]] = {}
+        self._waiting: dict[str, list[tuple[datetime | None, A]]] = {}
+
+    def frame(self, camera: str, timestamp: datetime | None, frame: F) -> list[tuple[A, F | None]]:
+        self._frames.setdefault(camera, RecentByTime(self.size)).add(timestamp, frame)
+        settled, waiting = [], self._waiting.pop(camera, [])
+        for stamp, answer in waiting:
+            if is_newer(stamp, timestamp):
+                self._waiting.setdefault(camera, []).append((stamp, answer))
+            else:  # its own frame, to dora's precision, or one that will never come now
+                settled.append((answer, frame if not is_newer(timestamp, stamp) else None))
+        return settled
+
+    def answer(self, camera: str, timestamp: datetime | None, answer: A) -> list[tuple[A, F | None]]:
+        frames = self._frames.get(camera)
+        found = None if frames is None else frames.find(timestamp) if timestamp is not None else frames.newest
+        if found is not None:
+            return [(answer, found)]
+        if frames is not None and not is_newer(timestamp, frames.newest_timestamp):
+            return [(answer, None)]
+        waiting = self._waiting.setdefault(camera, [])
+        waiting.append((timestamp, answer))
+        # that camera has stalled, or is not wired to this node: give up on the oldest
+        return [(waiting.pop(0)[1], None)] if len(waiting) > self.size else []
 
 
 def is_newer(stamp: datetime | None, than: datetime | None) -> bool:

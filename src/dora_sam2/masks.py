@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from .domain import RecentByTime
+from .domain import AnswersOnFrames, RecentByTime
 from .geometry import mask_boxes
 
 # (N, 4) xyxy boxes around each object, in pixel edges (right and bottom exclusive, as a detector's
@@ -148,7 +148,8 @@ def inpaint_mask(masks: np.ndarray, grow: int = 0) -> np.ndarray:
 def masks_with_frames(events, mask_input: str = "mask", image_input: str = "image", decode=None):
     """For each mask message, (frame pixels, masks, its metadata): the frame it was computed on.
 
-    Feed it the node's events; frames are kept by timestamp, and a mask whose frame is gone is skipped.
+    Feed it the node's events; frames are kept by timestamp, a mask that dora delivers before its frame
+    waits for it, and a mask whose frame is gone or never came is skipped.
     `decode` reads the message: by default `decode_union` for `mask` ((H, W), the seed's form) and
     `decode_masks` for any other input ((N, H, W), e.g. `masks`).
 
@@ -156,16 +157,25 @@ def masks_with_frames(events, mask_input: str = "mask", image_input: str = "imag
             ...
     """
     decode = decode or (decode_union if mask_input == "mask" else decode_masks)
-    frames = RecentFrames()
+    pairs: AnswersOnFrames[np.ndarray, dict] = AnswersOnFrames()
     for event in events:
         if event["type"] != "INPUT":
             continue
         if event["id"] == image_input:
-            frames.add(event)
+            settled = pairs.frame(image_input, event["metadata"].get("timestamp"), frame_pixels(event))
         elif event["id"] == mask_input:
-            frame = frames.find(event["metadata"].get("timestamp"))
+            settled = pairs.answer(image_input, event["metadata"].get("timestamp"), event)
+        else:
+            continue
+        for answer, frame in settled:
             if frame is not None:
-                yield frame, decode(event), event["metadata"]
+                yield frame, decode(answer), answer["metadata"]
+
+
+def frame_pixels(event) -> np.ndarray:
+    """An `image` event's raw pixels (bgr8 or rgb8) as (H, W, C)."""
+    metadata = event["metadata"]
+    return event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
 
 
 class RecentFrames:
@@ -178,8 +188,7 @@ class RecentFrames:
         """Keep an `image` event (bgr8 or rgb8 raw pixels) under its timestamp."""
         metadata = event["metadata"]
         if "timestamp" in metadata:
-            pixels = event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
-            self._frames.add(metadata["timestamp"], pixels)
+            self._frames.add(metadata["timestamp"], frame_pixels(event))
 
     def find(self, timestamp: datetime | None) -> np.ndarray | None:
         return self._frames.find(timestamp)

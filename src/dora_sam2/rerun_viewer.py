@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import codecs
-from .domain import Frame, InputError, Masks, RecentByTime, is_newer
+from .domain import AnswersOnFrames, Frame, InputError, Masks
 from .geometry import mask_boxes
 from .overlay import PALETTE, captions, colour_keys
 from .settings import ConfigError
@@ -47,19 +47,17 @@ class MaskLogger:
 
     def __init__(self, rr, frame_buffer: int = 30):
         self.rr = rr
-        self.frame_buffer = frame_buffer
-        self._frames: dict[str, RecentByTime[Frame]] = {}
+        self._pairs: AnswersOnFrames[Frame, tuple[str, Masks, int]] = AnswersOnFrames(frame_buffer)
+        self._cameras: dict[str, None] = {}  # in the order first seen
         self._said: dict[str, float] = {}
         self._sequence = 0
-        # dora delivers inputs by fairness, not arrival: an answer can come before its frame does
-        self._waiting: dict[str, list[tuple[str, Masks, int]]] = {}
 
     def frame(self, frame: Frame) -> None:
-        self._frames.setdefault(frame.image_id, RecentByTime(self.frame_buffer)).add(frame.timestamp, frame)
+        self._cameras.setdefault(frame.image_id)
         self._at(frame.timestamp)
         # JPEG in the recording: raw frames made 6 MB a second at 640x480 and 3 fps
         self.rr.log(f"{frame.image_id}/image", self.rr.Image(frame.rgb).compress(jpeg_quality=85))
-        self._answer_waiting(frame)
+        self._settle(self._pairs.frame(frame.image_id, frame.timestamp, frame))
 
     def answer(self, input_id: str, event) -> None:
         """One `mask` or `masks` message, drawn on its frame; a bad one is one line and skipped."""
@@ -68,30 +66,15 @@ class MaskLogger:
         except InputError as error:
             return self._say(input_id, str(error))
         objects = int(event["metadata"].get("num_masks", len(masks)))
-        frames = self._frames.get(masks.image_id)
-        frame = None if frames is None else frames.find(masks.timestamp) if masks.timestamp else frames.newest
-        if frame is not None:
-            return self._draw(input_id, masks, objects, frame)
-        if frames is None or is_newer(masks.timestamp, frames.newest.timestamp):
-            waiting = self._waiting.setdefault(masks.image_id, [])
-            waiting.append((input_id, masks, objects))
-            if len(waiting) <= self.frame_buffer:
-                return
-            input_id, masks, _ = waiting.pop(0)  # that camera has stalled, or is not wired to this node
-        self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept for the "
-                            f"answer at {masks.timestamp}; wire that camera to this node too")
+        self._settle(self._pairs.answer(masks.image_id, masks.timestamp, (input_id, masks, objects)))
 
-    def _answer_waiting(self, frame: Frame) -> None:
-        """Answers that came before this frame: drawn if they are its own; older ones' frames never came."""
-        waiting = self._waiting.pop(frame.image_id, [])
-        for input_id, masks, objects in waiting:
-            if is_newer(masks.timestamp, frame.timestamp):
-                self._waiting.setdefault(frame.image_id, []).append((input_id, masks, objects))
-            elif not is_newer(frame.timestamp, masks.timestamp):  # the same frame, to dora's precision
+    def _settle(self, pairs) -> None:
+        for (input_id, masks, objects), frame in pairs:
+            if frame is not None:
                 self._draw(input_id, masks, objects, frame)
             else:
-                self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' came for the "
-                                    f"answer at {masks.timestamp}")
+                self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept or came "
+                                    f"for the answer at {masks.timestamp}; wire that camera to this node too")
 
     def _draw(self, input_id: str, masks: Masks, objects: int, frame: Frame) -> None:
         if (masks.width, masks.height) != (frame.width, frame.height):
@@ -110,7 +93,7 @@ class MaskLogger:
         except InputError as error:
             return self._say(input_id, str(error))
         self._at(prompt.timestamp)
-        self.rr.log(f"{prompt.image_id or next(iter(self._frames), 'image')}/detections",
+        self.rr.log(f"{prompt.image_id or next(iter(self._cameras), 'image')}/detections",
                     self.rr.Boxes2D(array=prompt.points.reshape(-1, 4), array_format=self.rr.Box2DFormat.XYXY,
                                     labels=list(prompt.class_names)))
 
@@ -133,10 +116,6 @@ class MaskLogger:
         rr.log(f"{camera}/boxes", rr.Boxes2D(array=boxes[seen], array_format=rr.Box2DFormat.XYXY,
                                              class_ids=np.asarray(classes, int)[seen],
                                              labels=[c for c, s in zip(captions(masks), seen) if s]))
-
-    def _newest(self, camera: str) -> Frame | None:
-        frames = self._frames.get(camera)
-        return frames.newest if frames else None
 
     def _at(self, timestamp: datetime | None) -> None:
         """The frames' own time when dora gives one (1.x), else the order of arrival (dora 0.5)."""
