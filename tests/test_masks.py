@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from dora_sam2 import codecs
-from dora_sam2.domain import Masks
-from dora_sam2.masks import (RecentFrames, area, bounding_boxes, centroids, colliding_pairs, coverage,
+from dora_sam2.domain import AnswersOnFrames, Masks
+from dora_sam2.masks import (area, bounding_boxes, centroids, colliding_pairs, coverage,
                              decode_masks, decode_union, extract, inpaint_mask, masks_with_frames, overlaps)
 
 
@@ -100,14 +100,13 @@ def test_inpaint_mask_covers_objects_and_grows():
     np.testing.assert_array_equal(inpaint_mask(m.any(0), grow=1), grown)  # from the union `mask` alike
 
 
-def test_recent_frames_find_by_timestamp_within_dora_precision():
+def test_answers_find_their_frame_by_timestamp_within_dora_precision_while_it_is_kept():
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    frames = RecentFrames(size=2)
+    pairs = AnswersOnFrames(size=2)
     for i in range(3):
-        frames.add({"value": pa.array(np.full(12, i, np.uint8)),
-                    "metadata": {"width": 2, "height": 2, "timestamp": t0 + timedelta(seconds=i)}})
-    assert frames.find(t0) is None  # evicted
-    assert frames.find(t0 + timedelta(seconds=2, microseconds=1))[0, 0, 0] == 2
+        pairs.frame("image", t0 + timedelta(seconds=i), i)
+    assert pairs.answer("image", t0, "old") == [("old", None)]  # its frame was let go
+    assert pairs.answer("image", t0 + timedelta(seconds=2, microseconds=1), "new") == [("new", 2)]
 
 
 def test_masks_with_frames_pairs_each_answer_with_its_frame():
@@ -134,8 +133,6 @@ def test_masks_with_frames_pairs_each_answer_with_its_frame():
 
 
 def test_answers_waiting_for_a_camera_that_never_sends_are_given_up_oldest_first():
-    from dora_sam2.domain import AnswersOnFrames
-
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     pairs = AnswersOnFrames(size=2)
     assert pairs.answer("left", t0, "a") == [] and pairs.answer("left", t0 + timedelta(seconds=1), "b") == []

@@ -14,13 +14,11 @@ take a union (H, W).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import cv2
 import numpy as np
 import pyarrow as pa
 
-from .domain import AnswersOnFrames, RecentByTime
+from .domain import AnswersOnFrames
 from .geometry import mask_boxes
 
 # (N, 4) xyxy boxes around each object, in pixel edges (right and bottom exclusive, as a detector's
@@ -176,19 +174,3 @@ def frame_pixels(event) -> np.ndarray:
     """An `image` event's raw pixels (bgr8 or rgb8) as (H, W, C)."""
     metadata = event["metadata"]
     return event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
-
-
-class RecentFrames:
-    """The last few camera frames, to find the one a mask message was computed on (by its `timestamp`)."""
-
-    def __init__(self, size: int = 30):
-        self._frames: RecentByTime[np.ndarray] = RecentByTime(size)
-
-    def add(self, event) -> None:
-        """Keep an `image` event (bgr8 or rgb8 raw pixels) under its timestamp."""
-        metadata = event["metadata"]
-        if "timestamp" in metadata:
-            self._frames.add(metadata["timestamp"], frame_pixels(event))
-
-    def find(self, timestamp: datetime | None) -> np.ndarray | None:
-        return self._frames.find(timestamp)

@@ -6,24 +6,18 @@ import numpy as np
 import pyarrow as pa
 from dora import Node
 
-from dora_sam2.masks import RecentFrames
+from dora_sam2.masks import masks_with_frames
+
+
+def seed_read(event):  # as the seed's consumer code reads `mask`
+    metadata = event["metadata"]
+    return event["value"].to_numpy().reshape((int(metadata["height"]), int(metadata["width"])))
+
 
 node = Node()
-frames = RecentFrames()
 
-for event in node:
-    if event["type"] != "INPUT":
-        continue
-    if event["id"] == "image":
-        frames.add(event)
-        continue
-    metadata = event["metadata"]
-    width = int(metadata["width"])
-    height = int(metadata["height"])
-    mask = event["value"].to_numpy().reshape((height, width))
-    image = frames.find(metadata.get("timestamp"))
-    if image is None:
-        continue
+for image, mask, metadata in masks_with_frames(node, decode=seed_read):
+    width, height = mask.shape[1], mask.shape[0]
     image = np.ascontiguousarray(image)
 
     # Create inpainting mask from segmentation
