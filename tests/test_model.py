@@ -92,6 +92,22 @@ def test_batched_decode_equals_one_by_one(model):
         assert score[0] == pytest.approx(batched_scores[i], abs=1e-4)
 
 
+def test_boxes_and_clicks_batched_together_get_the_masks_each_gets_alone(model):
+    """SAM2's decoder attends over padding points too: a click padded to a box's two points would get
+    another mask than alone (with any non-zero biases, as trained weights have)."""
+    embedding = model.encode(frame())
+    mixed = Prompt(
+        "points", np.array([[[300, 200], [0, 0]], [[10, 10], [100, 100]], [[400, 300], [420, 310]]], np.float32),
+        np.array([[1, Prompt.PAD], [2, 3], [1, 0]]), ("click", "box", "two clicks"))
+    logits, scores, _ = model.decode(embedding, mixed)
+    for i in range(3):
+        alone = Prompt("points", mixed.points[i : i + 1, : mixed.num_points()[i]],
+                       mixed.point_labels[i : i + 1, : mixed.num_points()[i]], ("",))
+        single_logits, single_score, _ = model.decode(embedding, alone)
+        torch.testing.assert_close(logits[i], single_logits[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(scores[i], single_score[0], rtol=1e-4, atol=1e-4)
+
+
 def test_bfloat16_autocast_agrees_with_float32(model):
     """The fast path must not change what the encoder sees. (Random-weight mask logits sit near 0, so
     masks themselves flip sign under any noise; the embeddings are the meaningful comparison.)"""

@@ -156,6 +156,21 @@ class Prompt:
         """(N,) points given per object, padding aside (a box counts its two corners)."""
         return (self.point_labels != self.PAD).sum(axis=1)
 
+    def by_point_count(self) -> list[tuple[np.ndarray, "Prompt"]]:
+        """(object indices, their prompt without padding), one group per number of points. SAM2's mask
+        decoder attends over every point token, padding too: a padded object's mask would depend on the
+        objects it was batched with. Unpadded groups give each object the mask it gets alone."""
+        counts = self.num_points()
+        groups = []
+        for count in np.unique(counts):
+            members = counts == count
+            group = self.keep(members)
+            real_first = np.argsort(group.point_labels == self.PAD, axis=1, kind="stable")[:, :count]
+            groups.append((np.flatnonzero(members), dataclasses.replace(
+                group, points=np.take_along_axis(group.points, real_first[..., None], axis=1),
+                point_labels=np.take_along_axis(group.point_labels, real_first, axis=1))))
+        return groups
+
     @classmethod
     def from_boxes(cls, input_id: str, boxes_xyxy: np.ndarray, class_names=None, **kw) -> "Prompt":
         boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 2, 2)

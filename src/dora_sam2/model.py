@@ -106,9 +106,16 @@ class Sam2Backend:
         if prompt.num_objects == 0:
             size = self.model.prompt_encoder.mask_input_size
             return torch.zeros((0, *size), device=self.device), *torch.zeros((2, 0), device=self.device)
-        sparse, dense = self.prompt_embeddings(self.model_points(prompt, embedding.width, embedding.height),
-                                               prompt.point_labels)
         features = [f.to(self.dtype) for f in embedding.features]  # no copy when encode made them (see there)
+        groups = prompt.by_point_count()  # boxes together, clicks by count: one call each
+        outputs = [self._decode_group(features, group, embedding.width, embedding.height) for _, group in groups]
+        if len(outputs) == 1:
+            return outputs[0]
+        order = torch.from_numpy(np.argsort(np.concatenate([members for members, _ in groups]))).to(self.device)
+        return tuple(torch.cat(parts)[order] for parts in zip(*outputs))
+
+    def _decode_group(self, features, prompt: Prompt, width: int, height: int):
+        sparse, dense = self.prompt_embeddings(self.model_points(prompt, width, height), prompt.point_labels)
         ambiguous = torch.from_numpy(is_ambiguous(self.model.config, prompt.num_points())).to(self.device)
         return predict_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1], ambiguous)
 

@@ -160,12 +160,17 @@ class Sam2StreamingModel:
 
     @torch.inference_mode()
     def prompt(self, features: FrameFeatures, prompt: Prompt) -> Step:
-        """Objects given points or a box on this frame. As in SAM2, a prompted frame reads no memory."""
-        points = self.image_model.model_points(prompt, features.width, features.height)
-        sparse, dense = self.image_model.prompt_embeddings(points, prompt.point_labels)
+        """Objects given points or a box on this frame. As in SAM2, a prompted frame reads no memory.
+        Objects given the same number of points share one batch (see `Prompt.by_point_count`)."""
         image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
-        out = self._decode(image, sparse, dense, features.high_res)
-        return self._select(out, self._ambiguous(prompt.num_points(), tracked=False))
+        steps, order = [], []
+        for members, group in prompt.by_point_count():
+            points = self.image_model.model_points(group, features.width, features.height)
+            sparse, dense = self.image_model.prompt_embeddings(points, group.point_labels)
+            out = self._decode(image, sparse, dense, features.high_res)
+            steps.append(self._select(out, self._ambiguous(group.num_points(), tracked=False)))
+            order.extend(members.tolist())
+        return Step.concat(steps, np.argsort(order).tolist())
 
     @torch.inference_mode()
     def track(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> Step:
