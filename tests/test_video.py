@@ -3,7 +3,9 @@ and keep its memory bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -81,29 +83,58 @@ def run_ours(streaming, count, prompts, before_frame=lambda index: None):
 
 
 def run_transformers(streaming, count, prompts, before_frame=lambda index: None):
-    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
+    """The same through transformers' own video model (Sam2VideoModel or EdgeTamVideoModel) and its session."""
     model, image_model = streaming.model, streaming.image_model
-    session = Sam2VideoInferenceSession(video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
+    module = sys.modules[type(model).__module__]
+    session_class = getattr(module, type(model).__name__.replace("Model", "InferenceSession"))
+    session = session_class(video_height=HEIGHT, video_width=WIDTH, dtype=torch.float32)
     logits = []
-    for index, frame in enumerate(frames(count)):
-        before_frame(index)
-        pixels = image_model.preprocess(frame.rgb)[0]
-        with image_model.autocast():
-            if index in prompts:
-                session.add_new_frame(pixels, index)
-                for obj_id, (xy, labels) in prompts[index].items():
-                    model_xy = image_model.model_points(as_prompt({0: (xy, labels)}), WIDTH, HEIGHT)[0]
-                    session.add_point_inputs(session.obj_id_to_idx(obj_id), index, {
-                        "point_coords": torch.from_numpy(model_xy)[None, None],
-                        "point_labels": torch.tensor([[labels]]),
-                    })
-                    session.obj_with_new_inputs.append(obj_id)
-                out = model(inference_session=session, frame_idx=index)
-            else:
-                out = model(inference_session=session, frame=pixels)
-        logits.append(out.pred_masks[:, 0].float())
+    with memory_encoded_per_object(model):
+        for index, frame in enumerate(frames(count)):
+            logits.append(_transformers_frame(model, image_model, session, index, frame, prompts, before_frame))
     return logits
+
+
+def _transformers_frame(model, image_model, session, index, frame, prompts, before_frame):
+    before_frame(index)
+    pixels = image_model.preprocess(frame.rgb)[0]
+    with image_model.autocast():
+        if index in prompts:
+            session.add_new_frame(pixels, index)
+            for obj_id, (xy, labels) in prompts[index].items():
+                model_xy = image_model.model_points(as_prompt({0: (xy, labels)}), WIDTH, HEIGHT)[0]
+                session.add_point_inputs(session.obj_id_to_idx(obj_id), index, {
+                    "point_coords": torch.from_numpy(model_xy)[None, None],
+                    "point_labels": torch.tensor([[labels]]),
+                })
+                session.obj_with_new_inputs.append(obj_id)
+            out = model(inference_session=session, frame_idx=index)
+        else:
+            out = model(inference_session=session, frame=pixels)
+    return out.pred_masks[:, 0].float()
+
+
+@contextlib.contextmanager
+def memory_encoded_per_object(model):
+    """transformers' Sam2VideoModel encodes a frame's memories in one batch and then remembers every
+    object's mask hard (binarised) when any object on that frame was prompted
+    (`is_mask_from_pts=any(...)`). Meta's SAM2, and we, decide per object: an object tracked on a frame
+    where another is re-prompted is remembered soft. The reference runs that step per object."""
+    batched = getattr(model, "_batch_encode_memories", None)
+
+    def per_object(**kwargs):
+        for obj, mask, score, from_points in zip(*(kwargs[k] for k in (
+                "objects_needing_memory_encoding", "high_res_masks_for_memory", "object_score_logits_for_memory",
+                "is_mask_from_pts_per_obj"))):
+            batched(inference_session=kwargs["inference_session"], frame_idx=kwargs["frame_idx"],
+                    objects_needing_memory_encoding=[obj], high_res_masks_for_memory=[mask],
+                    object_score_logits_for_memory=[score], is_mask_from_pts_per_obj=[from_points])
+
+    model._batch_encode_memories = per_object
+    try:
+        yield
+    finally:
+        del model._batch_encode_memories
 
 
 class Presence:

@@ -25,8 +25,21 @@ def make_random_model(directory, size: str = "test", seed: int = 0) -> Path:
     directory = Path(directory)
     torch.manual_seed(seed)
     config = Sam2VideoConfig() if size == "tiny" else _test_config(Sam2VideoConfig, 256 if size == "micro" else 1024)
-    Sam2VideoModel(config).save_pretrained(directory)
+    model = Sam2VideoModel(config)
+    _spread_weights(model)
+    model.save_pretrained(directory)
     return directory
+
+
+def _spread_weights(model) -> None:
+    """PyTorch's default initialisation for every linear and convolution layer. transformers' own (normal,
+    std 0.02, zero biases) leaves a random SAM2's outputs near zero, where a wrong step barely shows:
+    padding points, for one, have no effect with zero biases and do with trained weights."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.reset_parameters()
 
 
 def _test_config(config_class, image_size: int):
