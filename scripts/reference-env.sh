@@ -3,12 +3,13 @@
 # EdgeTAM's backbone (timm) import. torchvision has no build that imports beside the CPU torch of .venv,
 # so this one takes the registry's own torch 2.14.1 (a CUDA build; it runs without a GPU) with
 # torchvision 0.29.1. A few GB, all from the package registry. .venv stays on the CPU torch.
-# Used by CI for the processor parity check (tests/test_reference.py); run it once by hand to do the same.
+# Used by CI for the processor parity check and EdgeTAM's tests (tests/test_reference.py runs
+# tests/test_edgetam.py here); run it once by hand to do the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-ref/bin/python ]; then python3 -m venv .venv-ref; fi
 .venv-ref/bin/python -m pip install -q --upgrade pip
-.venv-ref/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" "timm>=1.0"
+.venv-ref/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" "timm>=1.0" pytest dora-rs-cli
 # Our package without its torch pin: the torch above stays.
 .venv-ref/bin/python -m pip install -q -e .
 .venv-ref/bin/python -c "import torchvision, timm; from transformers import Sam2Processor" 

@@ -1,8 +1,9 @@
-"""Our pre- and post-processing against transformers' own Sam2Processor, on the same weights.
+"""What needs torchvision, run in the side environment: our pre- and post-processing against
+transformers' own Sam2Processor, and EdgeTAM (its encoder comes from timm, which imports torchvision).
 
-The processor needs torchvision, which does not import beside the CPU torch of `.venv`; it runs in the
-side environment `scripts/reference-env.sh` makes (`.venv-ref`, or DORA_SAM2_REFERENCE_PYTHON). CI
-makes it, and there this test must run: it is skipped only outside CI when the environment is absent.
+torchvision does not import beside the CPU torch of `.venv`; these run in the side environment
+`scripts/reference-env.sh` makes (`.venv-ref`, or DORA_SAM2_REFERENCE_PYTHON). CI makes it, and there
+these tests must run: they are skipped only outside CI when the environment is absent.
 """
 
 from __future__ import annotations
@@ -33,3 +34,15 @@ def test_masks_match_sam2_processor_for_boxes_and_points():
         pixels = float(re.search(r"input max \|diff\| ([\d.]+)", line).group(1))
         assert min(ious) >= 0.999 and pixels < 1e-3, line
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_edgetam_tests_pass_in_the_side_environment():
+    """tests/test_edgetam.py: parity with EdgeTamModel and EdgeTamVideoModel, and real dataflows in both
+    modes. Every test of it must run there and pass: none may skip."""
+    result = subprocess.run([str(REFERENCE_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                             str(ROOT / "tests" / "test_edgetam.py")],
+                            capture_output=True, text=True, timeout=1200, cwd=ROOT,
+                            env=dict(os.environ, PATH=f"{REFERENCE_PYTHON.parent}{os.pathsep}{os.environ['PATH']}"))
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0 and re.match(r"\d+ passed", summary), result.stdout[-4000:] + result.stderr[-2000:]
+    assert not re.search(r"skipped|failed|error", summary), result.stdout[-4000:]

@@ -47,6 +47,23 @@ def test_an_image_size_hieras_windows_cannot_take(model_dir):
     assert "IMAGE_SIZE=528 does not fit" in line and "multiple of 32" in line
 
 
+def test_edgetam_without_timm_says_what_to_install(tmp_path):
+    try:
+        import timm  # noqa: F401
+    except Exception:  # not installed, or torchvision built for another torch: the node must say so
+        pass
+    else:
+        pytest.skip("timm imports here")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "edgetam_video"}))
+    line = one_sentence(start({"MODEL": str(tmp_path), "MODE": "track"}))
+    assert "is EdgeTAM" in line and "pip install 'dora-sam2[edgetam]'" in line
+
+
+def test_meta_s_original_edgetam_id_points_to_the_one_transformers_loads():
+    line = one_sentence(start({"MODEL": "facebook/EdgeTAM"}))
+    assert "MODEL=yonigozlan/EdgeTAM-hf" in line
+
+
 def test_a_checkpoint_that_is_not_sam2(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     assert "not SAM2" in one_sentence(start({"MODEL": str(tmp_path)}))

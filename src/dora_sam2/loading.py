@@ -1,5 +1,8 @@
-"""SAM 2 checkpoints from the Hugging Face hub or a local directory, and the one sentence to say when
-one cannot be had. No remote code is ever run."""
+"""SAM 2 and EdgeTAM checkpoints from the Hugging Face hub or a local directory, and the one sentence to
+say when one cannot be had. No remote code is ever run.
+
+EdgeTAM (transformers' `EdgeTamModel` / `EdgeTamVideoModel`) is SAM 2's architecture with a RepViT image
+encoder from timm and a perceiver that compresses each memory frame: the node runs it as it runs SAM 2."""
 
 from __future__ import annotations
 
@@ -7,11 +10,14 @@ import contextlib
 import copy
 import functools
 import logging
+import math
 from pathlib import Path
 
 log = logging.getLogger("dora_sam2")
 
-SAM2_MODEL_TYPES = ("sam2", "sam2_video")
+SAM2_MODEL_TYPES = ("sam2", "sam2_video", "edgetam", "edgetam_video")
+VIDEO_MODEL_TYPES = ("sam2_video", "edgetam_video")
+EDGETAM_HUB_ID = "yonigozlan/EdgeTAM-hf"  # the id transformers' EdgeTAM docs load
 
 
 class ModelLoadError(Exception):
@@ -20,11 +26,11 @@ class ModelLoadError(Exception):
 
 
 def load_sam2(source: str, video: bool = False, image_size: int = 0):
-    """transformers' Sam2VideoModel (video) or Sam2Model from a hub id or a local directory, the local cache
-    first; ModelLoadError with one sentence saying what to do when it cannot be had. `image_size` (0: the
-    checkpoint's own) runs the same weights at another square input size."""
+    """transformers' video model (video) or image model of a SAM 2 or EdgeTAM checkpoint, from a hub id or a
+    local directory, the local cache first; ModelLoadError with one sentence saying what to do when it
+    cannot be had. `image_size` (0: the checkpoint's own) runs the same weights at another square input."""
     # heavy: imported when the node starts, not at import
-    from transformers import AutoConfig, Sam2Model, Sam2VideoModel
+    from transformers import AutoConfig
 
     local = _local_checkpoint(source)
     with _quiet_hub():
@@ -35,41 +41,76 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
         if config.model_type not in SAM2_MODEL_TYPES:
             raise ModelLoadError(
                 f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
-                "such as facebook/sam2.1-hiera-tiny or to a directory holding one."
+                f"such as facebook/sam2.1-hiera-tiny, to {EDGETAM_HUB_ID}, or to a directory holding one."
             )
-        if video and config.model_type != "sam2_video":
+        if video and config.model_type not in VIDEO_MODEL_TYPES:
             raise ModelLoadError(
                 f"MODE=track needs SAM2's video memory, and MODEL={source} is an image-only SAM2 checkpoint: "
                 "use a facebook/sam2.1-hiera-* hub id (they hold both), or MODE=segment."
             )
+        if is_edgetam(config):
+            _require_timm(source)
         if image_size:
             config = at_input_size(config, image_size, source)
-        load = functools.partial((Sam2VideoModel if video else Sam2Model).from_pretrained, config=config)
+        load = functools.partial(_model_class(config.model_type, video).from_pretrained, config=config)
         try:
             return _from_cache_or_hub(load, source, local)
         except OSError as error:
             raise ModelLoadError(_explain_missing(source, local, error)) from None
 
 
+def is_edgetam(config) -> bool:
+    return config.model_type.startswith("edgetam")
+
+
+def _model_class(model_type: str, video: bool):
+    import transformers
+
+    family = "EdgeTam" if model_type.startswith("edgetam") else "Sam2"
+    return getattr(transformers, f"{family}VideoModel" if video else f"{family}Model")
+
+
+def _require_timm(source: str) -> None:
+    """EdgeTAM's image encoder is timm's RepViT, and timm imports torchvision: both must import here."""
+    try:
+        import timm  # noqa: F401
+    except Exception as error:  # ImportError, or torchvision built for another torch
+        raise ModelLoadError(
+            f"MODEL={source} is EdgeTAM, whose image encoder needs timm (and torchvision built for this "
+            f"torch): pip install 'dora-sam2[edgetam]' ({type(error).__name__}: {str(error).splitlines()[0]})."
+        ) from None
+
+
 def at_input_size(config, size: int, source: str = "the model"):
     """The checkpoint's config at a square input of `size` pixels. The weights do not depend on it (Hiera
-    interpolates its position embeddings); everything that follows from the size does: the feature map
-    sizes, the prompt encoder's grid and coordinate scale, memory attention's rotary tables and the memory
-    encoder's mask size. Hiera tiles its window position embedding over the first stage's features
-    (size / 4), so the size must be a multiple of 4 x that window."""
-    backbone = config.vision_config.backbone_config
-    multiple = 4 * backbone.window_size_per_stage[0]
-    if size % multiple or size < 2 * multiple:
-        raise ModelLoadError(f"IMAGE_SIZE={size} does not fit {source}'s Hiera windows: use a multiple of {multiple} "
-                             f"from {2 * multiple} up (e.g. 512 or 768; 1024 is what SAM 2 was trained at).")
+    interpolates its position embeddings; RepViT is convolutional); everything that follows from the size
+    does: the feature map sizes, the prompt encoder's grid and coordinate scale, memory attention's rotary
+    tables and the memory encoder's mask size."""
+    multiple, smallest = _size_multiple(config)
+    if size % multiple or size < smallest:
+        raise ModelLoadError(f"IMAGE_SIZE={size} does not fit {source}: use a multiple of {multiple} from "
+                             f"{smallest} up (e.g. 512 or 768; 1024 is what SAM 2 and EdgeTAM were trained at).")
     config = copy.deepcopy(config)
-    config.vision_config.backbone_config.image_size = [size, size]
+    if not is_edgetam(config):
+        config.vision_config.backbone_config.image_size = [size, size]
     config.vision_config.backbone_feature_sizes = [[size // stride] * 2 for stride in (4, 8, 16)]
     config.prompt_encoder_config.image_size = size
     if hasattr(config, "memory_attention_rope_feat_sizes"):  # the video model
         config.image_size = size
         config.memory_attention_rope_feat_sizes = [size // 16] * 2
     return config
+
+
+def _size_multiple(config) -> tuple[int, int]:
+    """(multiple, smallest). Hiera tiles its window position embedding over the first stage's features
+    (size / 4), so the size is a multiple of 4 x that window, two windows at least. RepViT downsamples 32x,
+    and EdgeTAM's perceiver cuts the memory (size / 16) into a fixed grid of windows (16 x 16)."""
+    if not is_edgetam(config):
+        multiple = 4 * config.vision_config.backbone_config.window_size_per_stage[0]
+        return multiple, 2 * multiple
+    grid = math.isqrt(getattr(config, "perceiver_resampler_num_latents_2d", 0) or 1)
+    multiple = math.lcm(32, 16 * grid)
+    return multiple, multiple
 
 
 def _local_checkpoint(source: str) -> Path | None:
@@ -108,6 +149,9 @@ def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
     text = str(error)
     if local is not None:
         return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
+    if "edgetam" in source.lower() and source != EDGETAM_HUB_ID:
+        return (f"MODEL={source} could not be loaded: facebook/EdgeTAM holds Meta's original EdgeTAM checkpoint; "
+                f"transformers loads the same model as MODEL={EDGETAM_HUB_ID}.")
     if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
         return (
             f"MODEL={source} is not in the Hugging Face cache and the hub cannot be reached: connect this "

@@ -23,10 +23,15 @@ from .decoder import merge_heads, split_heads
 
 
 def attend_memory(attention, image, image_position, memory, memory_position, num_pointer_tokens: int,
-                  fused: bool | None = None):
+                  fused: bool | None = None, frame_tokens: int | None = None):
     """image, image_position: (1, HW, C), the frame; memory, memory_position: (B, M, mem_dim), each
-    object's memory tokens (the last `num_pointer_tokens` are object pointers, which take no rotary
-    encoding). Returns (B, HW, C): the frame as each object's memory sees it.
+    object's memory tokens: its memory frames, `frame_tokens` each (default HW), then `num_pointer_tokens`
+    object pointer tokens, which take no rotary encoding. Returns (B, HW, C): the frame as each object's
+    memory sees it.
+
+    SAM 2 remembers a frame as its HW feature tokens, all rotated as the queries are. EdgeTAM remembers it
+    as a perceiver's latents: global ones, which take no rotary encoding, then a grid of spatial ones with
+    rotary tables of their own (`position_ids_k`).
 
     `fused`: PyTorch's fused attention kernel; by default everywhere but on CPUs (see
     `_per_object_attention`), and always where attention has several heads."""
@@ -35,36 +40,61 @@ def attend_memory(attention, image, image_position, memory, memory_position, num
     fused = fused or attention.layers[0].self_attn.num_attention_heads != 1
     output = image + 0.1 * image_position
     rope = attention.rotary_emb(output, attention.position_ids)
+    key_ids = getattr(attention, "position_ids_k", None)  # EdgeTAM
+    key_rope = rope if key_ids is None else attention.rotary_emb(output, key_ids)
+    rotate_keys = _KeyRotation(*key_rope, frame_tokens or image.shape[1], num_pointer_tokens)
     keys_with_position = memory + memory_position
     for layer in attention.layers:
         query = layer.layer_norm1(output)
-        output = output + _rope_attention(layer.self_attn, query, query, query, rope, fused)
+        output = output + _rope_attention(layer.self_attn, query, query, query, rope, _KeyRotation(*rope), fused)
         query = layer.layer_norm2(output)
-        output = output + _rope_attention(layer.cross_attn_image, query, keys_with_position, memory, rope, fused,
-                                     num_pointer_tokens)
+        output = output + _rope_attention(layer.cross_attn_image, query, keys_with_position, memory, rope,
+                                          rotate_keys, fused)
         query = layer.layer_norm3(output)
-        output = output + layer.linear2(layer.activation(layer.linear1(query)))
+        output = output + _feed_forward(layer, query)
     return attention.layer_norm(output)
 
 
-def _rope_attention(attn, query, key, value, rope, fused: bool, num_k_exclude_rope: int = 0):
-    # transformers is imported when the model runs, not when this module is imported
-    from transformers.models.sam2_video.modeling_sam2_video import apply_rotary_pos_emb_2d
+def _feed_forward(layer, x):
+    if hasattr(layer, "mlp"):  # EdgeTAM
+        return layer.mlp(x)
+    return layer.linear2(layer.activation(layer.linear1(x)))
 
+
+class _KeyRotation:
+    """Rotary encoding of keys laid out as frames of `frame_tokens`, then `pointers` unrotated tokens.
+    In each frame the last len(cos) tokens rotate (all of them for SAM 2; the spatial latents for EdgeTAM)."""
+
+    def __init__(self, cos, sin, frame_tokens: int | None = None, pointers: int = 0):
+        self.cos, self.sin = cos, sin
+        self.frame_tokens = frame_tokens or cos.shape[-2]
+        self.pointers = pointers
+
+    def __call__(self, k):
+        rotated = k.shape[-2] - self.pointers
+        frames = k[..., :rotated, :].unflatten(-2, (-1, self.frame_tokens))
+        plain = self.frame_tokens - self.cos.shape[-2]
+        if plain:
+            frames = torch.cat([frames[..., :plain, :], _rotate(frames[..., plain:, :], self.cos, self.sin)], dim=-2)
+        else:
+            frames = _rotate(frames, self.cos, self.sin)
+        return torch.cat([frames.flatten(-3, -2), k[..., rotated:, :]], dim=-2)
+
+
+def _rope_attention(attn, query, key, value, rope, rotate_keys: _KeyRotation, fused: bool):
     q = split_heads(attn.q_proj(query), attn)
     cos, sin = rope
     if not fused:
-        return attn.o_proj(attn.v_proj(_per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope)))
-    k = split_heads(attn.k_proj(key), attn)
-    q, k = apply_rotary_pos_emb_2d(q, k, cos, sin, repeat_freqs_k=attn.rope_k_repeat,
-                                   num_k_exclude_rope=num_k_exclude_rope)
+        return attn.o_proj(attn.v_proj(_per_object_attention(attn, q, key, value, cos, sin, rotate_keys)))
+    q = _rotate(q, cos, sin)
+    k = rotate_keys(split_heads(attn.k_proj(key), attn))
     v = split_heads(attn.v_proj(value), attn)
     if q.shape[0] == 1 and k.shape[0] > 1:
         q = q.expand(k.shape[0], -1, -1, -1)
     return attn.o_proj(merge_heads(F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)))
 
 
-def _per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope):
+def _per_object_attention(attn, q, key, value, cos, sin, rotate_keys: _KeyRotation):
     """Single-head attention, one object at a time, before the value projection: (B, L, kv_in_dim).
 
     Attention weights sum to 1, so they may average the raw values and the value projection follow,
@@ -76,9 +106,7 @@ def _per_object_attention(attn, q, key, value, cos, sin, num_k_exclude_rope):
     q = _rotate(q, cos, sin) * attn.scaling  # every object's queries at once
     averaged = []
     for b in range(key.shape[0]):
-        k = split_heads(attn.k_proj(key[b : b + 1]), attn)
-        rotated = k.shape[-2] - num_k_exclude_rope  # object pointers take no rotary encoding
-        k = torch.cat([_rotate(k[..., :rotated, :], cos, sin), k[..., rotated:, :]], dim=-2)
+        k = rotate_keys(split_heads(attn.k_proj(key[b : b + 1]), attn))
         with torch.autocast(q.device.type, enabled=False):
             averaged.append(_softmax_attention(q[min(b, len(q) - 1), 0].to(dtype), k[0, 0].to(dtype),
                                                value[b].to(dtype)))

@@ -1,11 +1,13 @@
 """Write a SAM2 checkpoint with random weights: for plumbing, format and cost checks where no weights
 can be downloaded. Its masks are meaningless.
 
-    dora-sam2-random-model DIR [--size tiny|test|micro] [--seed 0]
+    dora-sam2-random-model DIR [--size tiny|test|micro|edgetam] [--image-size N] [--seed 0]
 
 `tiny` has exactly the layout and cost of facebook/sam2.1-hiera-tiny (156 MB); `test` is a 1.3 M-parameter
 model of the same architecture that makes the test suite fast; `micro` is `test` at a 256-pixel input
-(memory attention over 256 tokens instead of 4096), for runs of thousands of tracked frames.
+(memory attention over 256 tokens instead of 4096), for runs of thousands of tracked frames. `edgetam`
+has the layout and cost of EdgeTAM (yonigozlan/EdgeTAM-hf, 56 MB; its encoder needs timm).
+`--image-size` writes the checkpoint for another square input (e.g. `tiny` at 512), as IMAGE_SIZE runs one.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SIZES = ("tiny", "test", "micro")
+SIZES = ("tiny", "test", "micro", "edgetam")
 
 
-def make_random_model(directory, size: str = "test", seed: int = 0) -> Path:
+def make_random_model(directory, size: str = "test", seed: int = 0, image_size: int = 0) -> Path:
     import torch
-    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    from .loading import at_input_size
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     directory = Path(directory)
     torch.manual_seed(seed)
-    config = Sam2VideoConfig() if size == "tiny" else _test_config(Sam2VideoConfig, 256 if size == "micro" else 1024)
-    model = Sam2VideoModel(config)
+    model_class, config = _architecture(size)
+    if image_size:
+        config = at_input_size(config, image_size, f"the {size} model")
+    model = model_class(config)
     _spread_weights(model)
     model.save_pretrained(directory)
     return directory
@@ -40,6 +45,22 @@ def _spread_weights(model) -> None:
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             module.reset_parameters()
+
+
+def _architecture(size: str):
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    if size == "edgetam":
+        from transformers import EdgeTamVideoConfig, EdgeTamVideoModel
+        from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
+
+        vision = EdgeTamVisionConfig()
+        # transformers' default spells the key `archirecture`, and timm then builds a resnet50
+        vision.backbone_config.architecture = "repvit_m1"
+        return EdgeTamVideoModel, EdgeTamVideoConfig(vision_config=vision)
+    if size == "tiny":
+        return Sam2VideoModel, Sam2VideoConfig()
+    return Sam2VideoModel, _test_config(Sam2VideoConfig, 256 if size == "micro" else 1024)
 
 
 def _test_config(config_class, image_size: int):
@@ -82,9 +103,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory")
     parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--image-size", type=int, default=0, help="a square input other than the size's own")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = make_random_model(args.directory, args.size, args.seed)
+    path = make_random_model(args.directory, args.size, args.seed, args.image_size)
     print(f"random-weight SAM2 ({args.size}) written to {path}: set MODEL={path} (masks are meaningless)")
 
 

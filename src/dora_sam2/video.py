@@ -10,7 +10,10 @@ pixels and every output for ever. This module runs the same modules with the sam
 - each object's `ObjectMemory` keeps only what SAM2 reads back: its prompted frames (the first and
   the newest) and the last few tracked frames. Memory use is flat however long the stream runs.
 
-tests/test_video.py holds it to transformers' own streaming results.
+EdgeTAM runs through the same loop: its memory encoding ends in a perceiver that compresses each
+object's memory of a frame to a few hundred latents, and its memory attention reads those.
+
+tests/test_video.py holds it to transformers' own streaming results (tests/test_edgetam.py for EdgeTAM).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ class FrameFeatures:
 class Memory:
     """What one object leaves behind on one frame, for later frames to attend to."""
 
-    features: torch.Tensor  # (HW, mem_dim), bf16 as SAM2 stores it
-    position: torch.Tensor  # (HW, mem_dim)
+    features: torch.Tensor  # (tokens, mem_dim): SAM 2's HW feature tokens (bf16), EdgeTAM's latents
+    position: torch.Tensor  # (tokens, mem_dim)
     pointer: torch.Tensor  # (C,): the object's summary token
 
 
@@ -125,14 +128,13 @@ class Sam2StreamingModel:
 
     def __init__(self, image_model: Sam2Backend):
         self.image_model = image_model  # pre/post-processing, device, dtype, the fast decoder copy
-        self.model = image_model.model  # a transformers Sam2VideoModel
+        self.model = image_model.model  # a transformers Sam2VideoModel or EdgeTamVideoModel
         config = self.model.config
         self.config = config
         self.num_maskmem = config.num_maskmem
         self.max_pointers = config.max_object_pointers_in_encoder
         self.size = tuple(self.model.backbone_feature_sizes[-1])
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
-        self._memory_position = None  # the memory encoder's (fixed) positional encoding, made on first use
         self._no_point = {}  # per dtype: a tracked frame's prompt is "no point", the same embedding every time
 
     @property
@@ -206,11 +208,19 @@ class Sam2StreamingModel:
             if self.model.occlusion_spatial_embedding_parameter is not None:
                 hidden = (step.object_score_logits <= 0).to(memory.dtype).view(-1, 1, 1, 1)
                 memory = memory + hidden * self.model.occlusion_spatial_embedding_parameter.view(1, -1, 1, 1)
-        if self._memory_position is None:
-            shape = torch.Size((1, *memory.shape[1:]))
-            self._memory_position = encoder.position_encoding(shape, memory.device, memory.dtype)[0].flatten(1).T.float()
-        flat = memory.to(torch.bfloat16).flatten(2).transpose(1, 2)  # (N, HW, mem_dim)
-        return [Memory(flat[i].contiguous(), self._memory_position, step.pointers[i]) for i in range(len(prompted))]
+        position = encoder.position_encoding(torch.Size((1, *memory.shape[1:])), memory.device, memory.dtype)
+        perceiver = getattr(self.model, "spatial_perceiver", None)
+        if perceiver is None:
+            tokens = memory.to(torch.bfloat16).flatten(2).transpose(1, 2)  # (N, HW, mem_dim), as SAM2 stores it
+            position = position[0].flatten(1).T.float()
+        else:  # EdgeTAM: each object's memory compressed to the perceiver's latents, kept as computed
+            # One object at a time: transformers' perceiver takes a batch of one (its 2-D step views an
+            # expanded tensor), and it is cheap beside memory attention.
+            with self.image_model.autocast():
+                compressed = [perceiver(memory[i : i + 1], position.to(high_res.dtype)) for i in range(len(memory))]
+            tokens = torch.cat([t for t, _ in compressed])
+            position = compressed[0][1][0].float()  # the same for every object: it depends on the shape alone
+        return [Memory(tokens[i].contiguous(), position, step.pointers[i]) for i in range(len(prompted))]
 
     def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
         """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered."""
@@ -251,9 +261,10 @@ class Sam2StreamingModel:
         memory, position = torch.stack(memory), torch.stack(position)  # (B, M, mem_dim)
         image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
         image_position = features.position.flatten(2).transpose(1, 2)
+        frame_tokens = next((m.features.shape[0] for _, m in memories[0].spatial(frame_index)), None)
         with self.image_model.autocast():
             out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
-                                num_pointer_tokens[0])
+                                num_pointer_tokens[0], frame_tokens=frame_tokens)
         return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
 
     def _memory_tokens(self, memory: ObjectMemory, frame_index: int):

@@ -1,0 +1,186 @@
+"""EdgeTAM through our own code: held to transformers' EdgeTamModel and EdgeTamVideoModel, and run
+end to end in both modes.
+
+EdgeTAM's image encoder comes from timm, which needs torchvision; neither imports beside the CPU torch
+of `.venv`. tests/test_reference.py runs this file in the side environment (`scripts/reference-env.sh`),
+where both do; here, without timm, it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_no_traceback
+
+try:
+    import timm  # noqa: F401
+except Exception as error:  # ImportError, or a torchvision built for another torch
+    pytest.skip(f"EdgeTAM needs timm ({type(error).__name__}); tests/test_reference.py runs this file "
+                "in the side environment", allow_module_level=True)
+
+from test_video import BOX_A, BOX_B, CLICK_B, CLICKS_B, Presence, run_ours, run_transformers  # noqa: E402
+
+from dora_sam2.domain import Frame, Prompt  # noqa: E402
+from dora_sam2.model import Sam2Backend  # noqa: E402
+from dora_sam2.random_model import make_random_model  # noqa: E402
+from dora_sam2.settings import Settings  # noqa: E402
+from dora_sam2.video import Sam2StreamingModel  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def edgetam_dir(tmp_path_factory):
+    """EdgeTAM's exact layout (RepViT-M1 encoder, 2-layer memory attention, 256 + 256 perceiver latents)
+    with random weights."""
+    return make_random_model(tmp_path_factory.mktemp("edgetam") / "edgetam", size="edgetam", seed=0)
+
+
+def streaming(edgetam_dir, image_size=0, dtype="float32"):
+    settings = Settings(model=str(edgetam_dir), dtype=dtype, image_size=image_size)
+    return Sam2StreamingModel(Sam2Backend.load(settings, video=True))
+
+
+def test_loads_edgetam_in_both_modes(edgetam_dir):
+    from transformers import EdgeTamModel, EdgeTamVideoModel
+
+    image = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32"))
+    video = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32", image_size=512), video=True)
+    assert type(image.model) is EdgeTamModel and type(video.model) is EdgeTamVideoModel
+    assert image.input_size == 1024 and video.input_size == 512
+
+
+@pytest.mark.parametrize("image_size", [0, 512], ids=["1024", "512"])
+def test_segment_mode_matches_edgetam_model(edgetam_dir, image_size):
+    """Three boxes in one batched call against transformers' EdgeTamModel forward on the same pixels."""
+    backend = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32", image_size=image_size))
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 200, 300], [150, 100, 600, 470], [300, 20, 340, 400]], np.float32)
+    prompt = Prompt.from_boxes("bbox", boxes)
+    with torch.inference_mode():
+        logits, scores, _ = backend.decode(backend.encode(Frame("image", rgb, None, "rgb8")), prompt)
+        model_boxes = backend.model_points(prompt, 640, 480).reshape(1, -1, 4)
+        reference = backend.model(pixel_values=backend.preprocess(rgb), input_boxes=torch.from_numpy(model_boxes),
+                                  multimask_output=False)
+    assert logits.std() > 0.01  # random weights that give masks a spread, so a wrong step shows
+    torch.testing.assert_close(logits, reference.pred_masks[0, :, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scores, reference.iou_scores[0, :, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_tracking_matches_edgetam_video_model(edgetam_dir):
+    """At EdgeTAM's own 1024: two objects prompted, then tracked through a growing, full and sliding
+    memory window, each memory frame compressed by the perceiver."""
+    model = streaming(edgetam_dir)
+    presence = Presence(model)
+    presence.pin(visible=True)
+    prompts = {0: {0: BOX_A, 1: BOX_B}}
+    try:
+        with torch.inference_mode():
+            ours, memories = run_ours(model, model.num_maskmem + 2, prompts)
+            reference = run_transformers(model, model.num_maskmem + 2, prompts)
+    finally:
+        presence.restore()
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        assert theirs.std() > 0.01
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+    config = model.config  # what EdgeTAM remembers of a frame: the perceiver's latents, not 64 x 64 features
+    latents = config.perceiver_resampler_num_latents + config.perceiver_resampler_num_latents_2d
+    for memory in memories.values():
+        assert {m.features.shape for _, m in memory.recent} == {(latents, model.model.mem_dim)}
+        assert len(memory.recent) == model.num_maskmem - 1
+
+
+def test_tracking_at_512_through_occlusion_clicks_and_re_prompts(edgetam_dir):
+    """IMAGE_SIZE=512 (the perceiver's windows and the rotary tables follow it): a box and a single
+    click, both hidden on frames 3-4, the click re-prompted with two clicks on frame 6 while the box is
+    tracked, 10 frames."""
+    model = streaming(edgetam_dir, image_size=512)
+    presence = Presence(model)
+    prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
+
+    def before_frame(index):
+        presence.pin(visible=index not in (3, 4))
+
+    try:
+        with torch.inference_mode():
+            ours, _ = run_ours(model, 10, prompts, before_frame)
+            reference = run_transformers(model, 10, prompts, before_frame)
+    finally:
+        presence.restore()
+    hidden = torch.stack(ours) == -1024.0
+    assert hidden[3:5].all() and not hidden[:3].any() and not hidden[5:].any()
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+
+
+def test_both_memory_attention_paths_agree_on_perceiver_latents(edgetam_dir):
+    """The CPU path and the fused kernel GPUs take, on EdgeTAM's memory layout: per frame 256 global
+    latents without rotary encoding, then 16 x 16 spatial latents with their own tables; then pointers."""
+    from dora_sam2.memory_attention import attend_memory
+
+    model = streaming(edgetam_dir, image_size=512)
+    g = torch.Generator().manual_seed(0)
+    tokens, channels = model.size[0] * model.size[1], model.config.memory_attention_hidden_size
+    image, image_position = (torch.randn(1, tokens, channels, generator=g) for _ in range(2))
+    memory, position = (torch.randn(3, 2 * 512 + 4, model.model.mem_dim, generator=g) for _ in range(2))
+    with torch.inference_mode():
+        args = (model.model.memory_attention, image, image_position, memory, position, 4)
+        ours = attend_memory(*args, fused=False, frame_tokens=512)
+        fused = attend_memory(*args, fused=True, frame_tokens=512)
+    torch.testing.assert_close(ours, fused, rtol=1e-4, atol=1e-4)
+
+
+def edgetam_env(edgetam_dir, mode: str) -> dict:
+    # float32: a CPU without native bf16 emulates it ~10x slower; 512: a quarter of the pixels
+    return {"MODEL": str(edgetam_dir), "MODE": mode, "IMAGE_SIZE": "512", "DTYPE": "float32",
+            "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}
+
+
+@pytest.mark.dataflow
+@pytest.mark.parametrize("mode", ["segment", "track"])
+def test_edgetam_runs_the_seed_pipeline_in_both_modes(dataflow, edgetam_dir, mode):
+    """The seed's camera -> detector -> SAM 2 wiring with MODEL set to an EdgeTAM checkpoint: every frame
+    answered with the seed's `mask` and per-object `masks`; in track mode, ids that stay."""
+    boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"]]
+    env = json.dumps(edgetam_env(edgetam_dir, mode))
+    run = dataflow(f"""
+nodes:
+  - id: camera
+    path: $EXAMPLES/camera.py
+    outputs: [image]
+    env: {{FRAMES: "5", FPS: "2"}}
+  - id: yolo
+    path: $EXAMPLES/fixed_detector.py
+    inputs: {{image: camera/image}}
+    outputs: [bbox]
+    env: {{BOXES: '{json.dumps(boxes)}'}}
+  - id: sam2
+    path: dora-sam2
+    inputs: {{image: {{source: camera/image, queue_size: 100}}, bbox: {{source: yolo/bbox, queue_size: 100}}}}
+    outputs: [mask, masks]
+    env: {env}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {{mask: sam2/mask, masks: sam2/masks}}
+    env: {{OUT_DIR: $OUT/out}}
+""")
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    assert any("at 512x512" in line for line in run.node_log("sam2")), run.log[-3000:]
+    events = run.events()
+    unions = [e for e in events if e["id"] == "mask"]
+    stacks = [e for e in events if e["id"] == "masks"]
+    assert len(unions) == len(stacks) >= 4  # dora may stop the detector before the last frame
+    if mode == "track":  # a frame the detector has not answered yet has no tracks (dora orders inputs by fairness)
+        while stacks and stacks[0]["metadata"]["num_masks"] == 0:
+            unions, stacks = unions[1:], stacks[1:]
+        assert len(stacks) >= 3, [e["metadata"]["num_masks"] for e in events if e["id"] == "masks"]
+    for union, stack in zip(unions, stacks):
+        meta = stack["metadata"]
+        assert meta["num_masks"] == 2 and meta["labels"] == ["cup", "bottle"]
+        masks = stack["value"].reshape(-1, 480, 640)
+        np.testing.assert_array_equal(union["value"].reshape(480, 640), masks.any(axis=0).astype(np.uint8))
+    if mode == "track":
+        assert {tuple(e["metadata"]["track_ids"]) for e in stacks} == {(1, 2)}
