@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/run.py                 # random-weight hiera-tiny, the full table
     .venv/bin/python benchmarks/run.py --model DIR     # any SAM2 checkpoint directory
     .venv/bin/python benchmarks/run.py --quick         # fewer configurations, shorter runs
+    .venv-ref/bin/python benchmarks/run.py --configs tiny@1024 tiny@512 edgetam@1024 edgetam@512
+                                                       # 3 boxes per model and input size, one table
 
 In one run it measures the model's own cost alone (encode + one batched decode, fp32 and bf16),
 then runs dataflows (synthetic camera at --fps, a dora-yolo-format detector with N boxes, the node,
@@ -41,9 +43,14 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=0, help="IMAGE_SIZE (0: the checkpoint's own)")
     parser.add_argument("--sizes", type=int, nargs="+",
                         help="only the model's own cost, at each of these input sizes, in one run")
+    parser.add_argument("--configs", nargs="+", metavar="MODEL@SIZE",
+                        help="segment mode with 3 boxes for each (tiny, edgetam: random weights; or a "
+                             "directory), the model alone and in a dataflow, in one run and one table")
     args = parser.parse_args()
     if args.sizes:
         return save("sizes", *sizes_table(args.model or str(random_tiny()), args.sizes, args.device))
+    if args.configs:
+        return save("configs", *configs_table(args.configs, args))
 
     model_dir = args.model or str(random_tiny())
     box_counts = [3] if args.quick else [1, 3, 4, 16]
@@ -123,6 +130,37 @@ def sizes_table(model_dir: str, sizes: list[int], device: str) -> tuple[dict, st
         lines.append(f"| {size} | {row['encode_ms']:.0f} ms | {row['decode_ms'][3]:.0f} ms | "
                      f"{row['cost_ms'][3]:.0f} ms | {row['cost_ms'][3] / base:.2f}x |")
     return {"model": model_dir, "sizes": rows}, "\n".join(lines) + "\n"
+
+
+def configs_table(configs: list[str], args) -> tuple[dict, str]:
+    """Per MODEL@SIZE: the model's own cost with 3 boxes (default dtype) and, in a dataflow with a camera
+    at --fps and a detector of 3 boxes, camera-to-mask latency and answers a second."""
+    rows = {}
+    for config in configs:
+        model_dir, size = model_at_size(config)
+        print(f"{config}: model alone, then a dataflow ...", flush=True)
+        alone = model_cost(model_dir, "auto", args.device, image_size=size)
+        flow_args = argparse.Namespace(**{**vars(args), "image_size": size})
+        rows[config] = {"model": model_dir, "image_size": size, "alone": alone,
+                        "dataflow": dataflow(model_dir, "dora-sam2", 3, "auto", flow_args, args.seconds)}
+    base = rows[configs[0]]["alone"]["cost_ms"][3]
+    lines = [f"Segment mode, 3 boxes, default dtype, 640x480 frames, camera at {args.fps:g} fps; {machine()}. "
+             f"`x` is the cost against {configs[0]}.", "",
+             "| model @ input | encode | decode 3 boxes | cost | x | latency p50 | latency p99 | answers/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config, row in rows.items():
+        alone, flow = row["alone"], row["dataflow"]
+        lines.append(f"| {config} | {alone['encode_ms']:.0f} ms | {alone['decode_ms'][3]:.0f} ms | "
+                     f"{alone['cost_ms'][3]:.0f} ms | {alone['cost_ms'][3] / base:.2f}x | "
+                     f"{flow['latency_p50_ms']:.0f} ms | {flow['latency_p99_ms']:.0f} ms | {flow['answers_per_s']:.2f} |")
+    return {"machine": machine(), "fps": args.fps, "configs": rows}, "\n".join(lines) + "\n"
+
+
+def model_at_size(config: str) -> tuple[str, int]:
+    """`tiny@512` -> (random hiera-tiny, 512); `edgetam`, or a checkpoint directory; no @: its own size."""
+    name, _, size = config.partition("@")
+    model = {"tiny": random_tiny, "edgetam": random_edgetam}.get(name)
+    return str(model() if model else name), int(size or 0)
 
 
 # ---------------------------------------------------------------------------- dataflows
@@ -265,10 +303,19 @@ def machine() -> str:
 
 
 def random_tiny() -> Path:
-    path = ROOT / ".cache" / "sam2-random-tiny"
+    return _random("tiny")
+
+
+def random_edgetam() -> Path:
+    """EdgeTAM's layout with random weights; it needs timm (run in .venv-ref)."""
+    return _random("edgetam")
+
+
+def _random(size: str) -> Path:
+    path = ROOT / ".cache" / f"sam2-random-{size}"
     if not (path / "config.json").exists():
         from dora_sam2.random_model import make_random_model
-        make_random_model(path, size="tiny")
+        make_random_model(path, size=size)
     return path
 
 

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/track.py                 # random hiera-tiny, the node's default dtype
     .venv/bin/python benchmarks/track.py --model DIR --dtype float32 --objects 1 2 4 8
+    .venv-ref/bin/python benchmarks/track.py --configs tiny@1024 tiny@512 edgetam@1024 edgetam@512
+                                                         # one run, one table of per-frame costs
 
 Drives the real Tracker and streaming model, as the node does: objects prompted on frame 0, then
 tracked from memory. Times the frames after the memory window has filled (num_maskmem frames), best of
@@ -20,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import machine, random_tiny, save  # noqa: E402
+from run import machine, model_at_size, random_tiny, save  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 
@@ -33,16 +35,15 @@ def main() -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="steady-state frames timed per object count")
     parser.add_argument("--image-size", type=int, default=0, help="IMAGE_SIZE (0: the checkpoint's own)")
+    parser.add_argument("--configs", nargs="+", metavar="MODEL@SIZE",
+                        help="per-frame cost for each (tiny, edgetam: random weights; or a directory), one table")
     args = parser.parse_args()
-
-    from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
-    from dora_sam2.video import Sam2StreamingModel
+    if args.configs:
+        return save("track-configs", *configs_table(args))
 
     model_dir = args.model or str(random_tiny())
-    image_model = Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device,
-                                            image_size=args.image_size), video=True)
-    streaming = Sam2StreamingModel(image_model)
+    streaming = load(model_dir, args.image_size, args)
+    image_model = streaming.image_model
     rows = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
     base = rows[min(rows)]["total_ms"]
     for row in rows.values():
@@ -51,6 +52,38 @@ def main() -> None:
               "input_size": image_model.input_size,
               "machine": machine(), "flops": flops(streaming), "objects": rows}
     save(f"track-{image_model.input_size}", result, markdown(result))
+
+
+def load(model_dir: str, image_size: int, args):
+    from dora_sam2.model import Sam2Backend
+    from dora_sam2.settings import Settings
+    from dora_sam2.video import Sam2StreamingModel
+
+    return Sam2StreamingModel(Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device,
+                                                        image_size=image_size), video=True))
+
+
+def configs_table(args) -> tuple[dict, str]:
+    """Per MODEL@SIZE, per object count: the steady-state cost of a frame, as ratios to the first config."""
+    rows = {}
+    for config in args.configs:
+        print(f"{config} ...", flush=True)
+        streaming = load(*model_at_size(config), args)
+        rows[config] = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
+        dtype = str(streaming.image_model.dtype).removeprefix("torch.")
+    first = rows[args.configs[0]]
+    lines = [f"Tracking, steady state, {dtype}, {WIDTH}x{HEIGHT}; {machine()}. `x` is the cost against "
+             f"{args.configs[0]} with as many objects.", "",
+             "| model @ input | " + " | ".join(f"{n} object{'s' * (n > 1)} | x" for n in args.objects) + " |",
+             "|---|" + "---|---|" * len(args.objects)]
+    for config, row in rows.items():
+        cells = [f"{row[n]['total_ms']:.0f} ms | {row[n]['total_ms'] / first[n]['total_ms']:.2f}x" for n in args.objects]
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    lines += ["", "| model @ input | objects | encode | memory attention + decode | memory encode |", "|---|---|---|---|---|"]
+    for config, row in rows.items():
+        for n, r in row.items():
+            lines.append(f"| {config} | {n} | {r['encode_ms']:.0f} ms | {r['memory_ms']:.0f} ms | {r['remember_ms']:.0f} ms |")
+    return {"machine": machine(), "dtype": dtype, "configs": rows}, "\n".join(lines) + "\n"
 
 
 def cost_per_frame(streaming, objects: int, repeats: int) -> dict:
@@ -83,7 +116,9 @@ def flops(streaming) -> dict:
     tokens = streaming.size[0] * streaming.size[1]
     width = config.memory_attention_hidden_size
     pointer_tokens = (streaming.max_pointers) * (config.vision_config.fpn_hidden_size // streaming.model.mem_dim)
-    memory_tokens = streaming.num_maskmem * tokens + pointer_tokens
+    frame_tokens = (getattr(config, "perceiver_resampler_num_latents", 0)  # EdgeTAM remembers latents
+                    + getattr(config, "perceiver_resampler_num_latents_2d", 0)) or tokens
+    memory_tokens = streaming.num_maskmem * frame_tokens + pointer_tokens
     layers = config.memory_attention_num_layers
     self_attention = layers * 4 * tokens * tokens * width
     cross_attention = layers * 4 * tokens * memory_tokens * width
