@@ -135,6 +135,7 @@ class Sam2StreamingModel:
         self.max_pointers = config.max_object_pointers_in_encoder
         self.size = tuple(self.model.backbone_feature_sizes[-1])
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
+        self._memory_positions: dict[tuple, torch.Tensor] = {}  # see `remember`
         self._no_point = {}  # per dtype: a tracked frame's prompt is "no point", the same embedding every time
 
     @property
@@ -219,7 +220,9 @@ class Sam2StreamingModel:
             with self.image_model.autocast():
                 compressed = [perceiver(memory[i : i + 1], position.to(high_res.dtype)) for i in range(len(memory))]
             tokens = torch.cat([t for t, _ in compressed])
-            position = compressed[0][1][0].float()  # the same for every object: it depends on the shape alone
+            position = compressed[0][1][0].float()
+        # The position depends on the memory's shape alone: one tensor shared by every memory, not one per frame.
+        position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
         return [Memory(tokens[i].contiguous(), position, step.pointers[i]) for i in range(len(prompted))]
 
     def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
