@@ -53,6 +53,13 @@ def model(model_dir):
     return Sam2Backend.load(Settings(model=str(model_dir), dtype="float32"))
 
 
+def lossless(source: str) -> str:
+    """A YAML input that gets every message: dora's direct node-to-node path drops messages when a receiver
+    falls behind (dora-rs/dora#3397), `backpressure` routes the output through the daemon and makes the
+    sender wait instead. For tests that count every message."""
+    return f"{{source: {source}, queue_size: 100, queue_policy: backpressure}}"
+
+
 @dataclass
 class DataflowRun:
     returncode: int

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_dataflow
+from conftest import ROOT, lossless, run_dataflow
 from dora_sam2.domain import TIMESTAMP_TOLERANCE
 from dora_sam2.masks import bounding_boxes
 
@@ -36,32 +36,32 @@ nodes:
   - id: sam2
     path: dora-sam2
     inputs:
-      image: {{source: camera/image, queue_size: 100}}
-      bbox: {{source: yolo/bbox, queue_size: 100}}
+      image: {lossless("camera/image")}
+      bbox: {lossless("yolo/bbox")}
     outputs: [mask, masks, overlay]
     env: {{MODEL: "{model_dir}", EVERY_FRAME: "1"}}  # every frame's answer, whatever the machine's pace
   - id: remove
     path: {APPS}/remove_objects.py
-    inputs: {{image: camera/image, mask: sam2/mask}}
+    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
     outputs: [image]
   - id: extract
     path: {APPS}/extract_objects.py
-    inputs: {{image: camera/image, mask: sam2/mask}}
+    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
     outputs: [image]
   - id: collide
     path: {APPS}/collisions.py
-    inputs: {{masks: sam2/masks}}
+    inputs: {{masks: {lossless("sam2/masks")}}}
     outputs: [collisions]
   - id: out
     path: $NODES/collector.py
     inputs:
-      frame: camera/image
-      mask: sam2/mask
-      masks: sam2/masks
-      overlay: sam2/overlay
-      removed: remove/image
-      extracted: extract/image
-      collisions: collide/collisions
+      frame: {lossless("camera/image")}
+      mask: {lossless("sam2/mask")}
+      masks: {lossless("sam2/masks")}
+      overlay: {lossless("sam2/overlay")}
+      removed: {lossless("remove/image")}
+      extracted: {lossless("extract/image")}
+      collisions: {lossless("collide/collisions")}
     env: {{OUT_DIR: $OUT/out}}
 """)
     assert result.returncode == 0, result.log[-4000:]

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import SHARED_DATA, assert_no_traceback
+from conftest import SHARED_DATA, assert_no_traceback, lossless
 
 pytestmark = pytest.mark.dataflow
 
@@ -76,7 +76,6 @@ def test_seed_consumer_and_applications_run_verbatim_on_0_1_and_3_objects(datafl
     message of the seed's pipeline while the detector sees 0, 1 and 3 objects in turn: `mask` is the
     union, one frame-sized mask, and its coverage is that of the per-object `masks` together."""
     boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"], [250, 50, 350, 150, "ball"]]
-    deep = "{source: camera/image, queue_size: 100}"
     run = dataflow(f"""
 nodes:
   - id: camera
@@ -92,14 +91,15 @@ nodes:
                        "bbox": {"source": "yolo/bbox", "queue_size": 100}}, ("mask", "masks"), {"EVERY_FRAME": "1"})}
   - id: consumer
     path: $NODES/seed_consumer.py
-    inputs: {{mask: sam2/mask}}
+    inputs: {{mask: {lossless("sam2/mask")}}}
   - id: apps
     path: $NODES/seed_applications.py
-    inputs: {{image: {deep}, mask: sam2/mask}}
+    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
     outputs: [removed, extracted]
   - id: out
     path: $NODES/collector.py
-    inputs: {{masks: sam2/masks, frame: {deep}, removed: apps/removed, extracted: apps/extracted}}
+    inputs: {{masks: {lossless("sam2/masks")}, frame: {lossless("camera/image")}, removed: {lossless("apps/removed")},
+              extracted: {lossless("apps/extracted")}}}
     env: {{OUT_DIR: $OUT/out}}
 """)
     assert run.returncode == 0, run.log[-4000:]

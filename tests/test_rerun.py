@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import BIN, EXAMPLES, ROOT, dataflow_in_background
+from conftest import BIN, EXAMPLES, ROOT, dataflow_in_background, lossless
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -119,16 +119,16 @@ nodes:
     env: {{BOXES: '{json.dumps(boxes)}'}}
   - id: sam2
     path: dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
+    inputs: {{image: {lossless("camera/image")}, bbox: {lossless("yolo/bbox")}}}
     outputs: [masks]
     env: {{MODEL: "{model_dir}", MODE: {mode}, EVERY_FRAME: "1", LOST_FRAMES: "1000"}}
   - id: rerun
     path: dora-sam2-rerun
-    inputs: {{image: camera/image, masks: sam2/masks, bbox: yolo/bbox}}
+    inputs: {{image: {lossless("camera/image")}, masks: {lossless("sam2/masks")}, bbox: yolo/bbox}}
     env: {{OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"}}
   - id: out
     path: $NODES/collector.py
-    inputs: {{masks: sam2/masks}}
+    inputs: {{masks: {lossless("sam2/masks")}}}
     env: {{OUT_DIR: $OUT/out}}
 """)
     assert run.returncode == 0, run.log[-4000:]

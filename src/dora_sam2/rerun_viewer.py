@@ -228,6 +228,9 @@ def main() -> None:
                 logger.detections(input_id, event)
         except InputError as error:
             log.warning("%s", error)
+    recording = rr.get_data_recording()
+    if recording is not None:  # rerun batches what is logged: the last answers reach the sink before it closes
+        recording.flush(timeout_sec=30)
     rr.disconnect()
 
 
