@@ -162,6 +162,9 @@ def write_script(tmp_path, steps) -> str:
 def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
                 collect: dict | None = None, sam2_env: dict | None = None) -> str:
     collect = collect or {name: f"sam2/{name}" for name in sam2_outputs}
+    # the collector must see every answer: through dora's daemon path (see conftest.lossless)
+    collect = {name: {"source": source, "queue_size": 1000, "queue_policy": "backpressure"} if isinstance(source, str)
+               else source for name, source in collect.items()}
     return f"""
 nodes:
   - id: player
