@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_no_traceback
+from conftest import assert_no_traceback, lossless
 
 try:
     import timm  # noqa: F401
@@ -158,12 +158,12 @@ nodes:
     env: {{BOXES: '{json.dumps(boxes)}'}}
   - id: sam2
     path: dora-sam2
-    inputs: {{image: {{source: camera/image, queue_size: 100}}, bbox: {{source: yolo/bbox, queue_size: 100}}}}
+    inputs: {{image: {lossless("camera/image")}, bbox: {lossless("yolo/bbox")}}}
     outputs: [mask, masks]
     env: {env}
   - id: out
     path: $NODES/collector.py
-    inputs: {{mask: sam2/mask, masks: sam2/masks}}
+    inputs: {{mask: {lossless("sam2/mask")}, masks: {lossless("sam2/masks")}}}
     env: {{OUT_DIR: $OUT/out}}
 """)
     assert run.returncode == 0, run.log[-4000:]
