@@ -100,3 +100,21 @@ def test_settings_defaults_and_overrides():
     assert Settings.from_env({}) == Settings()
     settings = Settings.from_env({"MODEL": "facebook/sam2.1-hiera-large", "DEVICE": "CUDA:1", "DTYPE": "bfloat16"})
     assert (settings.model, settings.device, settings.dtype) == ("facebook/sam2.1-hiera-large", "cuda:1", "bfloat16")
+
+
+@pytest.mark.parametrize("size,fits", [(512, True), (768, True), (640, False), (128, False)])
+def test_edgetam_input_sizes_follow_its_perceiver_grid(size, fits):
+    """EdgeTAM's perceiver cuts the memory (size / 16) into 16 x 16 windows: multiples of 256 only."""
+    from transformers import EdgeTamVideoConfig
+
+    from dora_sam2.loading import ModelLoadError, at_input_size
+
+    config = EdgeTamVideoConfig()
+    if fits:
+        resized = at_input_size(config, size)
+        assert resized.memory_attention_rope_feat_sizes == [size // 16] * 2
+        assert resized.memory_attention_rope_k_sizes == [16, 16]  # the perceiver's grid does not change
+        assert resized.prompt_encoder_config.image_size == size
+    else:
+        with pytest.raises(ModelLoadError, match=f"IMAGE_SIZE={size} does not fit .*multiple of 256"):
+            at_input_size(config, size)
