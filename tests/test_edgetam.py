@@ -22,7 +22,7 @@ except Exception as error:  # ImportError, or a torchvision built for another to
     pytest.skip(f"EdgeTAM needs timm ({type(error).__name__}); tests/test_reference.py runs this file "
                 "in the side environment", allow_module_level=True)
 
-from test_video import BOX_A, BOX_B, CLICK_B, CLICKS_B, Presence, run_ours, run_transformers  # noqa: E402
+from test_video import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers  # noqa: E402
 
 from dora_sam2.domain import Frame, Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402
@@ -96,21 +96,7 @@ def test_tracking_at_512_through_occlusion_clicks_and_re_prompts(edgetam_dir):
     """IMAGE_SIZE=512 (the perceiver's windows and the rotary tables follow it): a box and a single
     click, both hidden on frames 3-4, the click re-prompted with two clicks on frame 6 while the box is
     tracked, 10 frames."""
-    model = streaming(edgetam_dir, image_size=512)
-    presence = Presence(model)
-    prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
-
-    def before_frame(index):
-        presence.pin(visible=index not in (3, 4))
-
-    try:
-        with torch.inference_mode():
-            ours, _ = run_ours(model, 10, prompts, before_frame)
-            reference = run_transformers(model, 10, prompts, before_frame)
-    finally:
-        presence.restore()
-    hidden = torch.stack(ours) == -1024.0
-    assert hidden[3:5].all() and not hidden[:3].any() and not hidden[5:].any()
+    ours, reference = run_through_occlusion(streaming(edgetam_dir, image_size=512), 10)
     for index, (mine, theirs) in enumerate(zip(ours, reference)):
         torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, Prompt
-from dora_sam2.video import Sam2StreamingModel
+from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
 
 WIDTH, HEIGHT = 160, 120
 BOXES = np.array([[20, 20, 70, 80], [90, 30, 150, 100]], np.float32)
@@ -188,6 +188,27 @@ def short_pointer_window(streaming):
     config.max_object_pointers_in_encoder = saved
 
 
+def run_through_occlusion(streaming, count: int):
+    """Ours and transformers' loop on one story: a box and a single click on frame 0, both objects hidden
+    on frames 3-4 and back, the clicked object re-prompted with a foreground and a background click on
+    frame 6 while the other is tracked. Returns (ours, reference) logits per frame."""
+    presence = Presence(streaming)
+    prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
+
+    def before_frame(index):
+        presence.pin(visible=index not in (3, 4))
+
+    try:
+        with torch.inference_mode():
+            ours, _ = run_ours(streaming, count, prompts, before_frame)
+            reference = run_transformers(streaming, count, prompts, before_frame)
+    finally:
+        presence.restore()
+    hidden = torch.stack(ours) == NO_OBJECT_LOGIT
+    assert hidden[3:5].all() and not hidden[:3].any() and not hidden[5:].any()
+    return ours, reference
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_matches_transformers_through_occlusion_clicks_and_re_prompts(short_pointer_window, dtype):
     """A box and a single click on frame 0 (padding, and SAM2's pick among three masks), both objects
@@ -197,20 +218,7 @@ def test_matches_transformers_through_occlusion_clicks_and_re_prompts(short_poin
 
     base = short_pointer_window.image_model
     streaming = Sam2StreamingModel(Sam2Backend(base.model, base.device, dtype, base.name))
-    presence = Presence(streaming)
-    prompts = {0: {0: BOX_A, 1: CLICK_B}, 6: {1: CLICKS_B}}
-
-    def before_frame(index):
-        presence.pin(visible=index not in (3, 4))
-
-    try:
-        with torch.inference_mode():
-            ours, _ = run_ours(streaming, 12, prompts, before_frame)
-            reference = run_transformers(streaming, 12, prompts, before_frame)
-    finally:
-        presence.restore()
-    hidden = torch.stack(ours) == -1024.0
-    assert hidden[3:5].all() and not hidden[:3].any() and not hidden[5:].any()
+    ours, reference = run_through_occlusion(streaming, 12)
     for index, (mine, theirs) in enumerate(zip(ours, reference)):
         if dtype == torch.float32:
             torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")

@@ -52,7 +52,7 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
             _require_timm(source)
         if image_size:
             config = at_input_size(config, image_size, source)
-        load = functools.partial(_model_class(config.model_type, video).from_pretrained, config=config)
+        load = functools.partial(_model_class(config, video).from_pretrained, config=config)
         try:
             return _from_cache_or_hub(load, source, local)
         except OSError as error:
@@ -63,10 +63,10 @@ def is_edgetam(config) -> bool:
     return config.model_type.startswith("edgetam")
 
 
-def _model_class(model_type: str, video: bool):
+def _model_class(config, video: bool):
     import transformers
 
-    family = "EdgeTam" if model_type.startswith("edgetam") else "Sam2"
+    family = "EdgeTam" if is_edgetam(config) else "Sam2"
     return getattr(transformers, f"{family}VideoModel" if video else f"{family}Model")
 
 
@@ -149,8 +149,8 @@ def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
     text = str(error)
     if local is not None:
         return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
-    if "edgetam" in source.lower() and source != EDGETAM_HUB_ID:
-        return (f"MODEL={source} could not be loaded: facebook/EdgeTAM holds Meta's original EdgeTAM checkpoint; "
+    if source.lower() == "facebook/edgetam":
+        return (f"MODEL={source} could not be loaded: it holds Meta's original EdgeTAM checkpoint; "
                 f"transformers loads the same model as MODEL={EDGETAM_HUB_ID}.")
     if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
         return (
