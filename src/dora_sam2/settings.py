@@ -20,6 +20,41 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """A bound on every count that comes from outside, so that no neighbour, however wrong its messages,
+    makes a node grow without end. Each has a setting of the same name in capitals (the README's Limits
+    table says what happens past each)."""
+
+    max_pixels: int = 3840 * 2160  # per frame: raw, or what a compressed image's header declares (4K UHD)
+    max_boxes: int = 100  # per detection message: the most confident are kept, the rest counted
+    max_points: int = 64  # per object of a `points` message (or a click)
+    max_cameras: int = 16  # distinct camera ids a node keeps anything for
+    max_waiting: int = 64  # answers waiting for their frames, all cameras together (viewers, consumers)
+    max_clicks: int = 32  # clicks queued: per camera in the node, in total in the click node
+    max_ended_tracks: int = 64  # ended tracks remembered for their ids to come back, per camera
+    max_connections: int = 32  # the click server's open connections
+    read_timeout: float = 10.0  # seconds the click server waits for a client's request
+    log_ids: int = 10  # ids named in one log line; the rest are counted
+
+    @classmethod
+    def from_env(cls, env=None) -> "Limits":
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            max_pixels=int_setting(env, "MAX_PIXELS", d.max_pixels, minimum=1),
+            max_boxes=int_setting(env, "MAX_BOXES", d.max_boxes, minimum=1),
+            max_points=int_setting(env, "MAX_POINTS", d.max_points, minimum=1),
+            max_cameras=int_setting(env, "MAX_CAMERAS", d.max_cameras, minimum=1),
+            max_waiting=int_setting(env, "MAX_WAITING", d.max_waiting, minimum=1),
+            max_clicks=int_setting(env, "MAX_CLICKS", d.max_clicks, minimum=1),
+            max_ended_tracks=int_setting(env, "MAX_ENDED_TRACKS", d.max_ended_tracks, minimum=0),
+            max_connections=int_setting(env, "MAX_CONNECTIONS", d.max_connections, minimum=1),
+            read_timeout=float_setting(env, "READ_TIMEOUT", d.read_timeout, minimum=0.1),
+            log_ids=int_setting(env, "LOG_IDS", d.log_ids, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
@@ -42,6 +77,8 @@ class Settings:
     image_size: int = 0  # the model's square input in pixels; 0 = the checkpoint's own (1024 for SAM 2)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
+    clock_jump: float = 60.0  # track mode: camera time stepping back, or ahead by more than this, is a jump
+    limits: Limits = Limits()
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -58,13 +95,13 @@ class Settings:
         mask_layout = env.get("MASK_LAYOUT", "union").strip().lower() or "union"
         if mask_layout not in MASK_LAYOUTS:
             raise ConfigError(f"MASK_LAYOUT={mask_layout!r} is not one of {', '.join(MASK_LAYOUTS)}.")
-        match_iou = _float(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
-        lost_seconds, lost_frames = _float(env, "LOST_SECONDS", cls.lost_seconds, minimum=0.0), None
+        match_iou = float_setting(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
+        lost_seconds, lost_frames = float_setting(env, "LOST_SECONDS", cls.lost_seconds, minimum=0.0), None
         if (env.get("LOST_FRAMES") or "").strip() and not (env.get("LOST_SECONDS") or "").strip():
-            lost_seconds, lost_frames = None, _int(env, "LOST_FRAMES", 30, minimum=1)
+            lost_seconds, lost_frames = None, int_setting(env, "LOST_FRAMES", 30, minimum=1)
             log.warning("LOST_FRAMES counts answered frames, which come slower on a slower machine: it still "
                         "works, but set LOST_SECONDS (camera time) instead.")
-        min_confidence = _float(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
+        min_confidence = float_setting(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
         if min_confidence > 1:
             raise ConfigError(f"MIN_CONFIDENCE={min_confidence} is above 1: it is a detector's confidence, 0 to 1.")
         if match_iou > 1:
@@ -73,28 +110,30 @@ class Settings:
             model=env.get("MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
             device=device,
             dtype=dtype,
-            frame_buffer=_int(env, "FRAME_BUFFER", cls.frame_buffer, minimum=1),
-            stats_every_s=_float(env, "STATS_EVERY", cls.stats_every_s, minimum=0.0),
-            warmup=_bool(env, "WARMUP", cls.warmup),
-            threads=_int(env, "THREADS", cls.threads, minimum=0),
-            compile=_bool(env, "COMPILE", cls.compile),
+            frame_buffer=int_setting(env, "FRAME_BUFFER", cls.frame_buffer, minimum=1),
+            stats_every_s=float_setting(env, "STATS_EVERY", cls.stats_every_s, minimum=0.0),
+            warmup=bool_setting(env, "WARMUP", cls.warmup),
+            threads=int_setting(env, "THREADS", cls.threads, minimum=0),
+            compile=bool_setting(env, "COMPILE", cls.compile),
             stats_file=env.get("STATS_FILE", "").strip(),
             mode=mode,
-            max_objects=_int(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
+            max_objects=int_setting(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
             lost_seconds=lost_seconds,
             lost_frames=lost_frames,
             match_iou=match_iou,
-            detector_misses=_int(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
-            revive_seconds=_float(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
+            detector_misses=int_setting(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
+            revive_seconds=float_setting(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
             min_confidence=min_confidence,
             classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
-            every_frame=_bool(env, "EVERY_FRAME", cls.every_frame),
-            image_size=_int(env, "IMAGE_SIZE", cls.image_size, minimum=0),
+            every_frame=bool_setting(env, "EVERY_FRAME", cls.every_frame),
+            image_size=int_setting(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
+            clock_jump=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump, minimum=0.001),
+            limits=Limits.from_env(env),
         )
 
 
-def _int(env, key: str, default: int, minimum: int) -> int:
+def int_setting(env, key: str, default: int, minimum: int) -> int:
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -107,7 +146,7 @@ def _int(env, key: str, default: int, minimum: int) -> int:
     return value
 
 
-def _float(env, key: str, default: float, minimum: float) -> float:
+def float_setting(env, key: str, default: float, minimum: float) -> float:
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -115,12 +154,12 @@ def _float(env, key: str, default: float, minimum: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not a number.") from None
-    if not value >= minimum:
-        raise ConfigError(f"{key}={value} is below its minimum of {minimum}.")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{key}={value} is not a finite number of at least {minimum}.")
     return value
 
 
-def _bool(env, key: str, default: bool) -> bool:
+def bool_setting(env, key: str, default: bool) -> bool:
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return default
