@@ -181,7 +181,9 @@ def test_points_struct_with_labels():
     (pa.array([], pa.float32()), {}, "expected x,y pairs, got 0 numbers"),
     (pa.array([1.0, 2.0]), {"labels": [1, 0]}, "2 point labels for 1 points"),
     (pa.array([1.0, 2.0]), {"labels": [2]}, "1 \\(foreground\\) or 0"),
-    (pa.array([1.0, 2.0]), {"labels": ["fg"]}, "should be 1 or 0"),
+    (pa.array([1.0, 2.0]), {"labels": ["fg"]}, "1 \\(foreground\\) or 0"),
+    (pa.array([1.0, 2.0]), {"labels": [1.9]}, "1 \\(foreground\\) or 0"),  # not rounded to 1
+    (pa.array([1.0, 2.0]), {"labels": [float("inf")]}, "1 \\(foreground\\) or 0"),
     (pa.array([1.0, 2.0]), {"labels": "1"}, "list of 1"),
     (pa.array([1.0, np.nan]), {}, "NaN"),
 ])

@@ -1,11 +1,20 @@
 """Fuzzed input for every decoder: a valid domain object or the node's own InputError, nothing else.
 
-Random metadata and arrays of every Arrow type the neighbours could send (and some they never
-should), including near-valid ones: right sizes with wrong types, real JPEGs cut short, structs
-shaped like dora-yolo's with odd contents.
+Random metadata of every type dora carries (and some it does not: None, ints past int64, infinities)
+and arrays of every Arrow type the neighbours could send, including near-valid ones: right sizes with
+wrong types, real JPEGs cut short, headers that declare huge images, structs shaped like dora-yolo's
+with odd contents, dora-sam2's own answers with odd metadata, and the click page's JSON bodies.
+
+FUZZ_EXAMPLES (default 500) sets the examples per decoder; BENCHMARKS.md gives the count of a long run.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from datetime import datetime, timedelta, timezone
 
 import cv2
 import numpy as np
@@ -13,19 +22,26 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dora_sam2 import codecs
+from dora_sam2 import codecs, masks
+from dora_sam2.click import click_message, parse_body
 from dora_sam2.domain import BACKGROUND, FOREGROUND, InputError
+from dora_sam2.settings import Limits
 
-FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 70), st.integers(-(2**40), 2**40), st.floats(allow_nan=True),
-    st.text(max_size=6), st.sampled_from(["xyxy", "xywh", "bgr8", "rgb8", "jpeg", "png", "mono8", "gray8", "webp"]),
+    st.none(), st.booleans(), st.integers(-5, 70), st.integers(-(2**40), 2**40), st.integers(-(2**80), 2**80),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([float("inf"), -float("inf"), float("nan"), 1e300]),
+    st.text(max_size=6), st.sampled_from(["xyxy", "xywh", "bgr8", "rgb8", "jpeg", "png", "mono8", "gray8", "webp",
+                                          "union", "stack", "image", "image_left"]),
+    st.datetimes(timezones=st.just(timezone.utc)), st.datetimes(),
 )
-metadata_values = st.one_of(scalars, st.lists(scalars, max_size=5))
+metadata_values = st.one_of(scalars, st.lists(scalars, max_size=5), st.lists(st.lists(scalars, max_size=2), max_size=2))
 metadata = st.dictionaries(
     st.sampled_from(["encoding", "width", "height", "format", "labels", "image_id", "timestamp", "object_id",
-                     "label", "primitive", "other"]),
+                     "label", "primitive", "other", "scores", "track_ids", "mask_layout", "num_masks"]),
     metadata_values, max_size=8,
 )
 
@@ -62,10 +78,33 @@ def decoded_or_input_error(decoder, input_id, value, meta):
         return None
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that is all header: what a hostile neighbour sends to make a decoder allocate."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 8)) + chunk(b"IEND", b"")
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    return b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", height, width) + b"\x03" + b"\x01\x22\x00" * 3
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    return b"BM" + b"\x00" * 12 + struct.pack("<Iii", 40, width, height) + b"\x00" * 28
+
+
 @st.composite
 def image_messages(draw):
-    """Mostly near-valid raw or encoded images, plus anything at all."""
-    kind = draw(st.sampled_from(["raw", "encoded", "anything"]))
+    """Mostly near-valid raw or encoded images, headers that declare any size, plus anything at all."""
+    kind = draw(st.sampled_from(["raw", "encoded", "header", "anything"]))
+    if kind == "header":
+        make = draw(st.sampled_from([png_header, jpeg_header, bmp_header]))
+        size = st.integers(0, 65535) if make is jpeg_header else st.integers(0, 2**31 - 1)
+        data = make(draw(size), draw(size))
+        data = data[:draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
+        return pa.array(np.frombuffer(data, np.uint8)), {"encoding": draw(st.sampled_from(["png", "jpeg", "bmp"]))}
     meta = draw(metadata)
     if kind == "raw":
         w, h = draw(st.integers(1, 12)), draw(st.integers(1, 12))
@@ -111,3 +150,114 @@ def test_point_decoder(value, meta):
     if prompt is not None:
         assert prompt.num_objects == 1 and np.isfinite(prompt.points).all()
         assert set(prompt.point_labels.ravel().tolist()) <= {FOREGROUND, BACKGROUND}
+        assert prompt.points.shape[1] <= Limits().max_points
+
+
+@FUZZ
+@given(st.one_of(any_value, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(pa.array)), metadata)
+def test_track_id_decoder(value, meta):
+    ids = decoded_or_input_error(lambda i, v, m: codecs.decode_track_ids(i, v), "remove", value, meta)
+    if ids is not None:
+        assert all(isinstance(i, int) for i in ids)
+
+
+@st.composite
+def answer_messages(draw):
+    """dora-sam2's own `mask` / `masks` messages, mostly near-valid: right sizes, odd metadata."""
+    n, w, h = draw(st.integers(0, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    meta = draw(metadata)
+    if draw(st.booleans()):
+        meta.update(width=w, height=h)
+    values = draw(st.lists(st.booleans(), min_size=n * w * h, max_size=n * w * h + draw(st.sampled_from([0, 0, 1]))))
+    value = pa.array(np.array(values, bool).astype(draw(st.sampled_from([np.bool_, np.uint8]))))
+    if draw(st.booleans()):
+        meta.update(labels=["x"] * n, scores=[0.5] * n, track_ids=list(range(n)))
+    return draw(st.one_of(st.just(value), any_value)), meta
+
+
+@FUZZ
+@given(answer_messages())
+def test_answer_decoders(message):
+    """The rerun viewer's and the click page's reader, and the consumer helpers of masks.py."""
+    value, meta = message
+    answer = decoded_or_input_error(codecs.decode_answer, "masks", value, meta)
+    if answer is not None:
+        assert answer.masks.dtype == np.bool_ and len(answer.scores) == len(answer.class_names) == len(answer)
+    for helper in (masks.decode_masks, masks.decode_union):
+        decoded = decoded_or_input_error(lambda i, v, m: helper({"id": i, "value": v, "metadata": m}), "mask", value, meta)
+        if decoded is not None:
+            assert decoded.dtype == np.bool_
+
+
+@FUZZ
+@given(image_messages())
+def test_consumer_frame_reader(message):
+    value, meta = message
+    pixels = decoded_or_input_error(lambda i, v, m: masks.frame_pixels({"id": i, "value": v, "metadata": m}),
+                                    "image", value, meta)
+    if pixels is not None:
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=8)),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    max_leaves=20,
+)
+click_bodies = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={
+        "points": st.one_of(json_values, st.lists(st.lists(json_values, min_size=3, max_size=3), max_size=70)),
+        "object": json_values, "timestamp": st.one_of(json_values, st.datetimes().map(datetime.isoformat)),
+    }).map(lambda v: json.dumps(v).encode()),
+    st.sampled_from([b"[" * 50_000 + b"]" * 50_000, b'{"points": [[1, 2, 1]], "object": Infinity}',
+                     b'{"points": [[NaN, 2, 1]]}', b'{"points": [[1, 2, 1]], "object": 1e300}', b"\xff\xfe", b""]),
+    st.binary(max_size=40),
+)
+
+
+@FUZZ
+@given(click_bodies)
+def test_click_bodies(data):
+    """The click server's reader: a points message dora can carry, or a ValueError (a 400), nothing else."""
+    try:
+        value, meta = click_message(parse_body(data))
+    except ValueError:
+        return
+    assert pa.types.is_float32(value.type) and np.isfinite(value.to_numpy()).all()
+    assert set(meta["labels"]) <= {0, 1} and 0 <= meta["object_id"] < 2**31
+    assert all(isinstance(v, (int, str, list, datetime)) for v in meta.values())
+
+
+def test_images_declaring_more_than_max_pixels_are_dropped_undecoded():
+    """74 bytes that declare 40000x40000 pixels (a 4.8 GB decode): refused on the header."""
+    for data, fmt in [(png_header(40000, 40000), "png"), (jpeg_header(60000, 60000), "jpeg"),
+                      (bmp_header(40000, -40000), "bmp")]:
+        try:
+            codecs.decode_frame("image", pa.array(np.frombuffer(data, np.uint8)), {"encoding": fmt})
+        except InputError as error:
+            assert "over MAX_PIXELS=8294400" in str(error) and "undecoded" in str(error)
+        else:
+            raise AssertionError(f"{fmt} header accepted")
+    small = Limits(max_pixels=100)
+    image = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].ravel()
+    try:
+        codecs.decode_frame("image", pa.array(image), {"encoding": "png"}, small)
+    except InputError as error:
+        assert "a 20x20 png image is 400 pixels, over MAX_PIXELS=100" in str(error)
+    else:
+        raise AssertionError("MAX_PIXELS not applied")
+    raw = {"encoding": "rgb8", "width": 11, "height": 10}
+    try:
+        codecs.decode_frame("image", pa.array(np.zeros(330, np.uint8)), raw, small)
+    except InputError as error:
+        assert "over MAX_PIXELS=100" in str(error)
+    else:
+        raise AssertionError("MAX_PIXELS not applied to raw frames")
+
+
+def test_timestamps_of_any_kind_are_read_or_ignored():
+    naive, aware = datetime(2026, 1, 1), T0 + timedelta(days=3650)
+    assert codecs.timestamp_of({"timestamp": naive}) == naive.replace(tzinfo=timezone.utc)
+    assert codecs.timestamp_of({"timestamp": aware}) == aware
+    assert codecs.timestamp_of({"timestamp": "2026-01-01"}) is None and codecs.timestamp_of({}) is None

@@ -1,12 +1,15 @@
 """Arrow messages <-> Frame, Prompt, Masks.
 
 Every decoder either returns a valid domain object or raises InputError naming the input and the
-problem; nothing else escapes (the fuzz tests hold it to that).
+problem; nothing else escapes (`boundary`, and the fuzz tests hold it to that). Sizes are checked
+before anything is allocated for them: a raw frame's byte count, a compressed image's declared pixels.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from datetime import datetime, timezone
 
 import cv2
@@ -15,21 +18,48 @@ import pyarrow as pa
 
 from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Prompt
 from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
+from .settings import Limits
 
+LIMITS = Limits()  # the defaults, for callers that set none
+
+MAX_OBJECT_ID = 2**31 - 1  # the click page's object index: it travels back in metadata, as an int64
 RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
 COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
+
+
+def boundary(decoder):
+    """The one way out of a decoder: a valid object, or InputError naming the input. A failure no check
+    foresaw (a value of a type nobody sends, a library's own error) becomes that error too, since no
+    message may end a node."""
+
+    @functools.wraps(decoder)
+    def decode(input_id: str, *args, **kwargs):
+        try:
+            return decoder(input_id, *args, **kwargs)
+        except InputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the message held, it is one bad message
+            raise InputError(input_id, f"unreadable message ({type(error).__name__}: {_first_line(error)})") from None
+
+    return decode
+
+
+def _first_line(error: Exception, limit: int = 120) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else "")[:limit]
 
 
 # ---------------------------------------------------------------------------- frames
 
 
-def decode_frame(input_id: str, value, metadata: dict) -> Frame:
+@boundary
+def decode_frame(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -> Frame:
     encoding = str(metadata.get("encoding", "bgr8")).lower()
     data = _uint8_buffer(input_id, value)
     if encoding in RAW_ENCODINGS:
-        rgb = _decode_raw(input_id, data, encoding, metadata)
+        rgb = _decode_raw(input_id, data, encoding, metadata, limits.max_pixels)
     elif encoding in COMPRESSED_ENCODINGS:
-        rgb = _decode_compressed(input_id, data, encoding)
+        rgb = _decode_compressed(input_id, data, encoding, limits.max_pixels)
     else:
         known = ", ".join([*RAW_ENCODINGS, *sorted(COMPRESSED_ENCODINGS)])
         raise InputError(input_id, f"unknown image encoding {encoding!r} (expected one of {known})")
@@ -47,8 +77,9 @@ def _uint8_buffer(input_id: str, value) -> np.ndarray:
     return value.to_numpy(zero_copy_only=False)
 
 
-def _decode_raw(input_id: str, data: np.ndarray, encoding: str, metadata: dict) -> np.ndarray:
+def _decode_raw(input_id: str, data: np.ndarray, encoding: str, metadata: dict, max_pixels: int) -> np.ndarray:
     width, height = _positive_int(input_id, metadata, "width"), _positive_int(input_id, metadata, "height")
+    _check_pixels(input_id, width, height, encoding, max_pixels)
     channels = RAW_ENCODINGS[encoding]
     if data.size != width * height * channels:
         raise InputError(
@@ -64,11 +95,81 @@ def _decode_raw(input_id: str, data: np.ndarray, encoding: str, metadata: dict) 
     return image.copy()  # the Arrow buffer is dora's shared memory: own the pixels
 
 
-def _decode_compressed(input_id: str, data: np.ndarray, encoding: str) -> np.ndarray:
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+def _decode_compressed(input_id: str, data: np.ndarray, encoding: str, max_pixels: int) -> np.ndarray:
+    header = declared_size(data[:65536].tobytes())  # a JPEG's size may follow its EXIF: look a little way in
+    if header is None:
+        raise InputError(input_id, f"could not decode {data.size} bytes as {encoding} (truncated or corrupt: "
+                                   "no JPEG, PNG, BMP or WebP header with a size)")
+    image_format, width, height = header
+    _check_pixels(input_id, width, height, image_format, max_pixels)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(input_id, f"could not decode {data.size} bytes as {encoding} (truncated or corrupt)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_pixels(input_id: str, width: int, height: int, what: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(input_id, f"a {width}x{height} {what} image is {width * height} pixels, over "
+                                   f"MAX_PIXELS={max_pixels}; it is dropped undecoded")
+
+
+def declared_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) as a compressed image's header declares them, read before decoding it: a
+    74-byte PNG may declare 40000x40000 pixels. None when no size is found (not one of our formats, or cut
+    short before its size)."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            return ("png", *struct.unpack(">II", data[16:24]))
+        if data.startswith(b"BM"):
+            if struct.unpack("<I", data[14:18])[0] == 12:  # the old OS/2 header: 16-bit sizes
+                return ("bmp", *struct.unpack("<HH", data[18:22]))
+            width, height = struct.unpack("<ii", data[18:26])
+            return "bmp", abs(width), abs(height)  # a negative height means top-down rows
+        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+    except struct.error:  # cut short inside the header
+        return None
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[str, int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the key frame's start code
+        width, height = struct.unpack("<HH", data[26:30])
+        return "webp", width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14-bit sizes minus one, packed after a signature byte
+        bits = struct.unpack("<I", data[21:25])[0]
+        return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit canvas sizes minus one
+        width, height = (int.from_bytes(data[i:i + 3], "little") + 1 for i in (24, 27))
+        return "webp", width, height
+    return None
+
+
+# JPEG markers that carry a frame's size (SOF0-SOF15, less DHT, JPG and DAC, which share the range)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return "jpeg", width, height
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 def _positive_int(input_id: str, metadata: dict, key: str) -> int:
@@ -77,11 +178,18 @@ def _positive_int(input_id: str, metadata: dict, key: str) -> int:
         raise InputError(input_id, f"metadata '{key}' is missing (needed for raw pixel encodings)")
     try:
         number = int(raw)
-    except (TypeError, ValueError):
-        raise InputError(input_id, f"metadata '{key}' is {raw!r}, not an integer") from None
-    if number <= 0 or number != float(raw):
-        raise InputError(input_id, f"metadata '{key}' is {raw!r}, not a positive integer")
+        whole = number == float(raw)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+        raise InputError(input_id, f"metadata '{key}' is {_shown(raw)}, not an integer") from None
+    if number <= 0 or not whole:
+        raise InputError(input_id, f"metadata '{key}' is {_shown(raw)}, not a positive integer")
     return number
+
+
+def _shown(value, limit: int = 60) -> str:
+    """A value a sender chose, as a log line may quote it: cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def timestamp_of(metadata: dict) -> datetime | None:
@@ -96,6 +204,7 @@ def timestamp_of(metadata: dict) -> datetime | None:
 # ---------------------------------------------------------------------------- prompts
 
 
+@boundary
 def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
     """dora-yolo's length-1 struct (bbox, conf?, labels?) or a flat numeric N*4 array."""
     flat, class_names = _values_and_labels(input_id, value, metadata, "bbox")
@@ -116,6 +225,7 @@ def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
                              confidences=confidences, **_routing(metadata))
 
 
+@boundary
 def decode_track_ids(input_id: str, value) -> tuple[int, ...]:
     """`remove`: a flat integer array of track ids."""
     if not isinstance(value, pa.Array) or not pa.types.is_integer(value.type) or value.null_count:
@@ -124,17 +234,20 @@ def decode_track_ids(input_id: str, value) -> tuple[int, ...]:
     return tuple(int(v) for v in value.to_numpy(zero_copy_only=False))
 
 
-def decode_points(input_id: str, value, metadata: dict) -> Prompt:
+@boundary
+def decode_points(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -> Prompt:
     """Flat x,y pairs (labels in metadata) or a length-1 struct with `points` and `labels`; one object."""
     flat, point_labels = _values_and_labels(input_id, value, metadata, "points")
     coords = _finite_floats(input_id, flat, "point coordinates")
     if coords.size == 0 or coords.size % 2:
         raise InputError(input_id, f"expected x,y pairs, got {coords.size} numbers")
+    if coords.size // 2 > limits.max_points:
+        raise InputError(input_id, f"{coords.size // 2} points for one object, over MAX_POINTS={limits.max_points}")
     points = coords.reshape(-1, 2)
     point_labels = _point_labels(input_id, point_labels, len(points))
     object_id = metadata.get("object_id")
     routing = _routing(metadata)
-    if isinstance(object_id, int) and not isinstance(object_id, bool):
+    if isinstance(object_id, int) and not isinstance(object_id, bool) and 0 <= object_id <= MAX_OBJECT_ID:
         routing["object_ids"] = (object_id,)
     class_name = metadata.get("label")
     return Prompt.from_points(input_id, points, point_labels, str(class_name) if class_name is not None else "",
@@ -210,15 +323,14 @@ def _point_labels(input_id: str, raw, count: int) -> np.ndarray:
         raise InputError(input_id, f"point labels should be a list of 1 (foreground) / 0 (background), got {labels!r}")
     if len(labels) != count:
         raise InputError(input_id, f"{len(labels)} point labels for {count} points")
-    try:
-        values = [int(label) for label in labels]
-    except (TypeError, ValueError):
-        raise InputError(input_id, f"point labels should be 1 or 0, got {labels!r}") from None
-    if any(v not in (FOREGROUND, BACKGROUND) for v in values) or any(
-        isinstance(label, float) and not math.isfinite(label) for label in labels
-    ):
-        raise InputError(input_id, f"point labels should be 1 (foreground) or 0 (background), got {labels!r}")
-    return np.array(values, np.int64)
+    if not all(is_point_label(label) for label in labels):
+        raise InputError(input_id, f"point labels should be 1 (foreground) or 0 (background), got {_shown(labels)}")
+    return np.array([int(label) for label in labels], np.int64)
+
+
+def is_point_label(value) -> bool:
+    """1 (foreground) or 0 (background), exactly: 1.9 and -0.5 are not rounded into labels."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value in (FOREGROUND, BACKGROUND)
 
 
 def _routing(metadata: dict) -> dict:
@@ -288,26 +400,61 @@ def encode_masks(masks: Masks) -> tuple[pa.Array, dict]:
     return pa.array(masks.masks.reshape(-1), type=pa.bool_()), masks_metadata(masks)
 
 
-def decode_answer(input_id: str, value, metadata: dict) -> Masks:
+@boundary
+def decode_answer(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -> Masks:
     """One of dora-sam2's own `mask` / `masks` messages back into its Masks (a union `mask` as one mask
     standing for all its objects), for nodes that draw them."""
-    try:
-        width, height = int(metadata["width"]), int(metadata["height"])
-        flat = _uint8_buffer(input_id, value) if value.type == pa.uint8() else value.to_numpy(zero_copy_only=False)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise InputError(input_id, f"not a dora-sam2 mask message ({error})") from None
-    if width <= 0 or height <= 0 or flat.size % (width * height):
-        raise InputError(input_id, f"{flat.size} mask values are not a whole number of {width}x{height} masks")
-    masks = flat.reshape(-1, height, width).astype(bool, copy=False)
-    names = tuple(str(n) for n in metadata.get("labels", []))
-    scores = np.asarray(metadata.get("scores", []), np.float32)
+    masks = _mask_stack(input_id, value, metadata, limits)
+    # another node's masks may come without labels or scores: unnamed, unscored
+    names = tuple(_metadata_list(input_id, metadata, "labels", (str,), [""] * len(masks)))
+    scores = np.asarray(_metadata_list(input_id, metadata, "scores", (int, float), [np.nan] * len(masks)),
+                        np.float64).astype(np.float32)
     track_ids = metadata.get("track_ids")
-    if metadata.get("mask_layout") == "union":
-        masks, names, scores, track_ids = masks[:1], (", ".join(filter(None, names)),), scores[:1], None
-    ids = tuple(int(t) for t in track_ids) if track_ids is not None else None
+    ids = None if track_ids is None else tuple(_metadata_list(input_id, metadata, "track_ids", (int,)))
+    if metadata.get("mask_layout") == "union":  # one mask for all its objects (none, for an empty answer)
+        scores = scores[:1] if len(scores) else np.full(1, np.nan, np.float32)
+        masks, names, ids = masks[:1], (", ".join(filter(None, names)),), None
     if not len(names) == len(scores) == len(masks) == len(ids if ids is not None else masks):
-        raise InputError(input_id, f"{len(names)} labels and {len(scores)} scores for {len(masks)} masks")
-    return Masks(masks, scores, names, str(metadata.get("image_id", "image")), timestamp_of(metadata), ids)
+        raise InputError(input_id, f"{len(names)} labels, {len(scores)} scores and "
+                                   f"{'no' if ids is None else len(ids)} track ids for {len(masks)} masks")
+    image_id = metadata.get("image_id", "image")
+    if not isinstance(image_id, str):
+        raise InputError(input_id, f"metadata 'image_id' should be a camera's input id, got {_shown(image_id)}")
+    return Masks(masks, scores, names, image_id, timestamp_of(metadata), ids)
+
+
+@boundary
+def decode_mask_stack(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -> np.ndarray:
+    """(N, H, W) bool: the masks of any of the node's mask messages as they travel (a union `mask` is one)."""
+    return _mask_stack(input_id, value, metadata, limits)
+
+
+def _mask_stack(input_id: str, value, metadata: dict, limits: Limits) -> np.ndarray:
+    width, height = _positive_int(input_id, metadata, "width"), _positive_int(input_id, metadata, "height")
+    _check_pixels(input_id, width, height, "mask", limits.max_pixels)
+    if not isinstance(value, pa.Array) or not (value.type == pa.uint8() or value.type == pa.bool_()):
+        kind = value.type if isinstance(value, pa.Array) else type(value).__name__
+        raise InputError(input_id, f"expected dora-sam2's UInt8 or Boolean masks, got {kind}")
+    if value.null_count:
+        raise InputError(input_id, "mask array contains nulls")
+    flat = value.to_numpy(zero_copy_only=False)
+    if flat.size % (width * height):
+        raise InputError(input_id, f"{flat.size} mask values are not a whole number of {width}x{height} masks")
+    return flat.reshape(-1, height, width).astype(bool, copy=False)
+
+
+def _metadata_list(input_id: str, metadata: dict, key: str, kinds: tuple[type, ...], default=()) -> list:
+    """A metadata list whose items are all of `kinds` (bools are not numbers here); `default` when absent."""
+    if key not in metadata:
+        return list(default)
+    raw = metadata[key]
+    if not isinstance(raw, (list, tuple)) or not all(
+            isinstance(item, kinds) and not isinstance(item, bool) for item in raw):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise InputError(input_id, f"metadata '{key}' should be a list of {names}, got {_shown(raw)}")
+    if float in kinds and not all(math.isfinite(item) for item in raw):
+        raise InputError(input_id, f"metadata '{key}' holds NaN or infinity")
+    return list(raw)
 
 
 def encode_overlay(frame: Frame, rgb):

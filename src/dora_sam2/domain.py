@@ -58,22 +58,31 @@ class AnswersOnFrames(Generic[F, A]):
     """Pairs each answer (masks) with the frame it was computed on, by timestamp, per camera.
 
     dora hands a node its inputs by fairness, not by arrival, so an answer can come before its frame: it
-    waits for it (at most `size` per camera). Both calls return the answers they settle, as
-    (answer, frame), with frame None where that frame is gone or never came."""
+    waits for it, at most `size` per camera and `max_waiting` in all (an answer names its camera, and a
+    sender may name thousands). Frames are kept for at most `max_cameras` cameras. Both calls return
+    the answers they settle, as (answer, frame), with frame None where that frame is gone or never came."""
 
-    def __init__(self, size: int = 30):
+    def __init__(self, size: int = 30, max_waiting: int = 64, max_cameras: int = 16):
         self.size = size
+        self.max_waiting = max_waiting
+        self.max_cameras = max_cameras
         self._frames: dict[str, RecentByTime[F]] = {}
-        self._waiting: dict[str, list[tuple[datetime | None, A]]] = {}
+        self._waiting: list[tuple[str, datetime | None, A]] = []  # all cameras, oldest first
 
     def frame(self, camera: str, timestamp: datetime | None, frame: F) -> list[tuple[A, F | None]]:
-        self._frames.setdefault(camera, RecentByTime(self.size)).add(timestamp, frame)
-        settled, waiting = [], self._waiting.pop(camera, [])
-        for stamp, answer in waiting:
-            if is_newer(stamp, timestamp):
-                self._waiting.setdefault(camera, []).append((stamp, answer))
+        if camera not in self._frames:
+            if len(self._frames) >= self.max_cameras:
+                return []  # not kept: its answers wait until they are given up
+            self._frames[camera] = RecentByTime(self.size)
+        self._frames[camera].add(timestamp, frame)
+        settled, waiting = [], []
+        for entry in self._waiting:
+            stamp, answer = entry[1:]
+            if entry[0] != camera or is_newer(stamp, timestamp):
+                waiting.append(entry)
             else:  # its own frame, to dora's precision, or one that will never come now
                 settled.append((answer, frame if not is_newer(timestamp, stamp) else None))
+        self._waiting = waiting
         return settled
 
     def answer(self, camera: str, timestamp: datetime | None, answer: A) -> list[tuple[A, F | None]]:
@@ -83,10 +92,21 @@ class AnswersOnFrames(Generic[F, A]):
             return [(answer, found)]
         if frames is not None and not is_newer(timestamp, frames.newest_timestamp):
             return [(answer, None)]
-        waiting = self._waiting.setdefault(camera, [])
-        waiting.append((timestamp, answer))
+        if frames is None and len(self._frames) >= self.max_cameras:
+            return [(answer, None)]  # a camera beyond the bound: its frames are never kept
+        self._waiting.append((camera, timestamp, answer))
         # that camera has stalled, or is not wired to this node: give up on the oldest
-        return [(waiting.pop(0)[1], None)] if len(waiting) > self.size else []
+        given_up = []
+        mine = [i for i, entry in enumerate(self._waiting) if entry[0] == camera]
+        if len(mine) > self.size:
+            given_up.append(self._waiting.pop(mine[0])[2])
+        if len(self._waiting) > self.max_waiting:
+            given_up.append(self._waiting.pop(0)[2])
+        return [(answer, None) for answer in given_up]
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
 
 def is_newer(stamp: datetime | None, than: datetime | None) -> bool:
@@ -186,6 +206,18 @@ class Prompt:
                                    class_names=tuple(np.asarray(self.class_names, object)[objects].tolist()),
                                    object_ids=ids, confidences=confidences)
 
+    def most_confident(self, limit: int) -> "Prompt":
+        """At most `limit` objects, in their order: the detector's most confident ones (without
+        confidences, the first ones)."""
+        if self.num_objects <= limit:
+            return self
+        keep = np.zeros(self.num_objects, bool)
+        if self.confidences is None:
+            keep[:limit] = True
+        else:
+            keep[np.argsort(-self.confidences, kind="stable")[:limit]] = True
+        return self.keep(keep)
+
     def boxes_outside(self, width: int, height: int) -> np.ndarray:
         """(N,) True for each object that is a box lying wholly outside a width x height frame: clipped, it
         would be a line on the edge, and SAM2 would still answer it with a mask."""
@@ -219,7 +251,7 @@ def camera_of(prompt: Prompt, cameras, seen) -> str:
     first camera `seen`."""
     if prompt.image_id is not None:
         if cameras and prompt.image_id not in cameras:
-            raise InputError(prompt.input_id, f"image_id {prompt.image_id!r} names no camera input "
+            raise InputError(prompt.input_id, f"image_id {prompt.image_id[:60]!r} names no camera input "
                                               f"(cameras: {', '.join(cameras)})")
         return prompt.image_id
     camera = cameras[0] if cameras else next(iter(seen), None)

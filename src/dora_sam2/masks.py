@@ -10,16 +10,25 @@ The node sends two forms. `masks` holds each object's mask (N*H*W); `mask`, the 
 their union (H*W, 1 wherever any object is) unless the node runs with MASK_LAYOUT=stack. Every helper
 takes the (N, H, W) bool stack and answers for all N objects at once; `extract` and `inpaint_mask` also
 take a union (H, W).
+
+A message the decoders cannot read raises `InputError` (a ValueError) naming the input and the problem,
+whatever it holds; `masks_with_frames` logs such a message in one line and goes on.
 """
 
 from __future__ import annotations
+
+import logging
 
 import cv2
 import numpy as np
 import pyarrow as pa
 
-from .domain import AnswersOnFrames
+from . import codecs
+from .domain import AnswersOnFrames, InputError
 from .geometry import mask_boxes
+from .throttle import Throttle
+
+log = logging.getLogger("dora_sam2.masks")
 
 # (N, 4) xyxy boxes around each object, in pixel edges (right and bottom exclusive, as a detector's
 # boxes are); NaN rows for empty masks. The same function the tracker matches detections with.
@@ -37,12 +46,13 @@ def decode_masks(event) -> np.ndarray:
     array([[False,  True],
            [ True, False]])
     """
-    metadata = event["metadata"]
+    input_id, value, metadata = _parts(event)
     if metadata.get("mask_layout") == "union":
-        raise ValueError(f"this `mask` message is the union of its {metadata.get('num_masks', '?')} objects, one "
-                         "frame-sized mask: wire the node's `masks` output for each object's mask, or use "
-                         "decode_union() for the union")
-    return _flat_masks(event).reshape(-1, int(metadata["height"]), int(metadata["width"]))
+        count = metadata.get("num_masks")
+        objects = f"its {count} objects" if isinstance(count, int) else "its objects"
+        raise InputError(input_id, f"this `mask` message is the union of {objects}, one frame-sized mask: wire the "
+                                   "node's `masks` output for each object's mask, or use decode_union() for the union")
+    return codecs.decode_mask_stack(input_id, value, metadata)
 
 
 def decode_union(event) -> np.ndarray:
@@ -53,20 +63,17 @@ def decode_union(event) -> np.ndarray:
     array([[ True,  True],
            [False, False]])
     """
-    metadata = event["metadata"]
-    height, width = int(metadata["height"]), int(metadata["width"])
-    return _flat_masks(event).reshape(-1, height, width).any(axis=0)
+    return codecs.decode_mask_stack(*_parts(event)).any(axis=0)
 
 
-def _flat_masks(event) -> np.ndarray:
-    value, metadata = event["value"], event["metadata"]
-    width, height = int(metadata["width"]), int(metadata["height"])
-    if not isinstance(value, pa.Array) or not (value.type == pa.uint8() or value.type == pa.bool_()):
-        raise ValueError(f"expected a UInt8 or Boolean mask array, got {getattr(value, 'type', type(value))}")
-    flat = value.to_numpy(zero_copy_only=False)
-    if flat.size % (width * height):
-        raise ValueError(f"{flat.size} mask values are not a whole number of {width}x{height} masks")
-    return flat.astype(bool, copy=False)
+def _parts(event) -> tuple[str, object, dict]:
+    """An event's input id, value and metadata, whatever the event is."""
+    input_id = event.get("id") if isinstance(event, dict) else None
+    input_id = input_id if isinstance(input_id, str) else "mask"
+    metadata = event.get("metadata") if isinstance(event, dict) else None
+    if not isinstance(metadata, dict):
+        raise InputError(input_id, "not a dora input event (no metadata)")
+    return input_id, event.get("value"), metadata
 
 
 def area(masks: np.ndarray) -> np.ndarray:
@@ -155,22 +162,25 @@ def masks_with_frames(events, mask_input: str = "mask", image_input: str = "imag
             ...
     """
     decode = decode or (decode_union if mask_input == "mask" else decode_masks)
-    pairs: AnswersOnFrames[np.ndarray, dict] = AnswersOnFrames()
+    pairs: AnswersOnFrames[np.ndarray, tuple[np.ndarray, dict]] = AnswersOnFrames()
+    bad = Throttle(log, burst=5)
     for event in events:
-        if event["type"] != "INPUT":
+        if event["type"] != "INPUT" or event["id"] not in (image_input, mask_input):
             continue
-        if event["id"] == image_input:
-            settled = pairs.frame(image_input, event["metadata"].get("timestamp"), frame_pixels(event))
-        elif event["id"] == mask_input:
-            settled = pairs.answer(image_input, event["metadata"].get("timestamp"), event)
-        else:
-            continue
-        for answer, frame in settled:
-            if frame is not None:
-                yield frame, decode(answer), answer["metadata"]
+        try:
+            if event["id"] == image_input:
+                settled = pairs.frame(image_input, codecs.timestamp_of(event["metadata"]), frame_pixels(event))
+            else:  # decoded now: a bad answer is said at once, not when its frame comes
+                settled = pairs.answer(image_input, codecs.timestamp_of(event["metadata"]),
+                                       (decode(event), event["metadata"]))
+            for (masks, metadata), frame in settled:
+                if frame is not None:
+                    yield frame, masks, metadata
+        except InputError as error:
+            bad.warning(event["id"], "%s", error)
 
 
 def frame_pixels(event) -> np.ndarray:
-    """An `image` event's raw pixels (bgr8 or rgb8) as (H, W, C)."""
-    metadata = event["metadata"]
-    return event["value"].to_numpy().reshape(int(metadata["height"]), int(metadata["width"]), -1)
+    """An `image` event's pixels as (H, W, 3), in the camera's channel order (BGR for bgr8, else RGB)."""
+    frame = codecs.decode_frame(*_parts(event))
+    return frame.rgb[..., ::-1] if frame.encoding == "bgr8" else frame.rgb
