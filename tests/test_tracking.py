@@ -341,3 +341,61 @@ def test_a_poor_mask_does_not_duplicate_its_object():
         frame = render(i, {GREEN: (24, 24)})
         masks = t.step(frame, dataclasses.replace(box, timestamp=frame.timestamp))
         assert masks.track_ids == (1,) and masks.masks[0].sum() == SIZE * SIZE
+
+
+# ---------------------------------------------------------------------------- camera clocks that step
+
+
+def at(frame: Frame, stamp: datetime) -> Frame:
+    return dataclasses.replace(frame, timestamp=stamp)
+
+
+@pytest.mark.parametrize("jump", ["years ahead", "an hour back"])
+def test_a_camera_clock_that_jumps_does_not_keep_a_lost_track_alive(jump, caplog):
+    """One frame stamped years ahead on which the object is seen (then the clock comes back), or an NTP
+    step back after it was seen: read in raw camera time its age goes negative, and the track would hold
+    its MAX_OBJECTS slot for years (or an hour). Ages go on in the camera's steady time: it ends after
+    LOST_SECONDS (2 s) of frames, and the jump is said."""
+    t = tracker(lost_seconds=2.0, lost_frames=None, revive_seconds=0.0)
+    both, red = {RED: (10, 10), GREEN: (70, 50)}, {RED: (10, 10)}
+    frame = render(0, both)
+    t.step(frame, detect(frame, both))
+    if jump == "years ahead":
+        t.step(at(render(0, both), T0 + timedelta(days=3650, seconds=1)))
+        hidden = [T0 + timedelta(seconds=s) for s in (2, 3, 4, 5)]
+    else:
+        hidden = [T0 - timedelta(hours=1) + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        answers = [t.step(at(render(0, red), stamp)).track_ids for stamp in hidden]  # green has left
+    assert answers == [(1, 2), (1, 2), (1, 2), (1,)]  # lost at 2 s of steady time, after that frame's answer
+    jumps = [r.getMessage() for r in caplog.records if "clock jumped" in r.getMessage()]
+    assert len(jumps) == 1 and "CLOCK_JUMP_SECONDS=60" in jumps[0]
+
+
+def test_steady_time_follows_the_camera_between_jumps():
+    from dora_sam2.tracking import CameraClock
+
+    clock = CameraClock(jump=60)
+    for seconds, expected in [(0, 0.0), (1.5, 1.5), (30, 30.0), (3600 * 24 * 365, 30.0), (3600 * 24 * 365 + 2, 32.0),
+                              (10, 32.0), (11, 33.0)]:
+        clock.tick(T0 + timedelta(seconds=seconds))
+        assert clock.now == pytest.approx(expected), seconds
+
+
+def test_tracks_ended_by_clicks_alone_are_forgotten_and_bounded():
+    """Tracking by clicks only (no detector ever): ended tracks are still forgotten after REVIVE_SECONDS,
+    and at most MAX_ENDED_TRACKS are remembered however many end at once."""
+    t = tracker(lost_seconds=0.5, lost_frames=None, revive_seconds=5.0, max_ended=3, max_objects=64)
+    remembered = []
+    for i in range(300):
+        frame = render(i, {RED: (10, 10)} if i % 2 == 0 else {})
+        click = Prompt.from_points("points", np.array([[12, 12]], np.float32), [FOREGROUND])
+        t.step(frame, None, [click] if i % 2 == 0 else [])  # a new object each time: it is lost at once
+        remembered.append(len(t._ended))
+    assert t.started == 150 and max(remembered) <= 3
+    wide = tracker(lost_seconds=0.5, lost_frames=None, revive_seconds=5.0, max_ended=64)
+    for i in range(300):
+        click = Prompt.from_points("points", np.array([[12, 12]], np.float32), [FOREGROUND])
+        wide.step(render(i, {RED: (10, 10)} if i % 2 == 0 else {}), None, [click] if i % 2 == 0 else [])
+        assert all(wide.clock.now - e.at < 5.0 for e in wide._ended)  # none past REVIVE_SECONDS
+    assert 0 < len(wide._ended) <= 3  # one a second, kept 5 s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt, RecentByTime, camera_of, is_newer, on_frame
 from .stats import Stages
+from .throttle import Throttle
 
 log = logging.getLogger("dora_sam2")
 
@@ -29,7 +29,7 @@ class Segmenter:
         # Keyed by the Frame object itself: a frame is encoded once however many prompts land on it.
         self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
         self._embeddings_kept = embeddings_kept
-        self._warned: dict[str, float] = {}
+        self._say = Throttle(log)
         self.stages = stages if stages is not None else Stages()
 
     def add_frame(self, frame: Frame) -> None:
@@ -89,12 +89,10 @@ class Segmenter:
         newest = camera.newest
         if newest.timestamp is not None:
             lag_ms = (newest.timestamp - prompt.timestamp).total_seconds() * 1e3
-            self._warn_every(
-                prompt.input_id, 10.0,
-                f"input '{prompt.input_id}': no kept frame has the prompt's timestamp (newest frame is "
-                f"{lag_ms:+.0f} ms from it); answering on the newest frame. Forward the image's metadata "
-                "(its `timestamp`) on prompts to segment the exact frame.",
-            )
+            self._say.warning(
+                prompt.input_id, "input '%s': no kept frame has the prompt's timestamp (newest frame is %+.0f ms "
+                "from it); answering on the newest frame. Forward the image's metadata (its `timestamp`) on "
+                "prompts to segment the exact frame.", prompt.input_id, lag_ms)
         return newest
 
     def embedding(self, frame: Frame):
@@ -117,10 +115,4 @@ class Segmenter:
         if name in self.cameras:
             raise InputError(prompt.input_id, f"no frame of camera input '{name}' has arrived; the prompt is dropped")
         known = ", ".join(self._frames) or "none yet"
-        raise InputError(prompt.input_id, f"image_id {name!r} names no camera input (cameras: {known})")
-
-    def _warn_every(self, key: str, seconds: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self._warned.get(key, -seconds) >= seconds:
-            self._warned[key] = now
-            log.warning(message)
+        raise InputError(prompt.input_id, f"image_id {name[:60]!r} names no camera input (cameras: {known})")

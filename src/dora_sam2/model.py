@@ -25,6 +25,11 @@ from .settings import Settings
 
 log = logging.getLogger("dora_sam2")
 
+# Objects per mask-decoder call: the decoder's working memory grows with the objects it holds at once
+# (about 12 MB each), so a message of a hundred boxes runs in pieces of this many.
+DECODE_BATCH = 16
+
+
 @dataclass(frozen=True)
 class ImageEmbedding:
     """A frame's encoder output: reused by every prompt on that frame."""
@@ -115,6 +120,11 @@ class Sam2Backend:
         return tuple(torch.cat(parts)[order] for parts in zip(*outputs))
 
     def _decode_group(self, features, prompt: Prompt, width: int, height: int):
+        if prompt.num_objects > DECODE_BATCH:
+            index = np.arange(prompt.num_objects)
+            parts = [self._decode_group(features, prompt.keep((index >= i) & (index < i + DECODE_BATCH)), width, height)
+                     for i in range(0, prompt.num_objects, DECODE_BATCH)]
+            return tuple(torch.cat(outputs) for outputs in zip(*parts))
         sparse, dense = self.prompt_embeddings(self.model_points(prompt, width, height), prompt.point_labels)
         ambiguous = torch.from_numpy(is_ambiguous(self.model.config, prompt.num_points())).to(self.device)
         return predict_masks(self.decoder, features[-1], self.image_pe, sparse, dense, features[:-1], ambiguous)

@@ -15,15 +15,17 @@ from .engine import Segmenter
 from .loading import ModelLoadError
 from .model import Sam2Backend
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Limits, Settings
 from .stats import Stages, Stats
+from .throttle import Throttle
 from .tracking import Tracker
 from .video import Sam2StreamingModel
 
 log = logging.getLogger("dora_sam2")
 
-PROMPT_DECODERS = {"bbox": codecs.decode_boxes, "boxes2d": codecs.decode_boxes, "points": codecs.decode_points}
+PROMPT_INPUTS = ("bbox", "boxes2d", "points")
 OUTPUTS = ("mask", "masks", "overlay", "boxes2d")
+BAD_INPUT_LINES = 20  # per input every 10 s: each distinct problem is seen, a flood of them is not
 
 
 def main() -> None:
@@ -43,7 +45,7 @@ def main() -> None:
     config = _node_config(node)
     stats = Stats(Stages(), settings.stats_every_s)
     adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats), stats,
-                      config["outputs"], settings.mask_layout)
+                      config["outputs"], settings.mask_layout, settings.limits)
     adapter.run(settings.every_frame, keep=settings.frame_buffer)
     if settings.stats_file:
         stats.write(settings.stats_file)
@@ -52,16 +54,17 @@ def main() -> None:
 def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats):
     """The engine (segment) or a tracker per camera (track), behind the policy of what to answer."""
     s = settings
-    detections = DetectionFilter(s.min_confidence, s.classes)
+    detections = DetectionFilter(s.min_confidence, s.classes, s.limits.max_boxes)
     if s.mode == "track":
         streaming = Sam2StreamingModel(model)
 
         def new_tracker(ids):
             return Tracker(streaming, s.max_objects, s.lost_frames, s.match_iou, ids=ids, stages=stats.stages,
                            lost_seconds=s.lost_seconds, detector_misses=s.detector_misses,
-                           revive_seconds=s.revive_seconds)
+                           revive_seconds=s.revive_seconds, max_ended=s.limits.max_ended_tracks,
+                           clock_jump=s.clock_jump)
 
-        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections)
+        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections, s.limits)
     segmenter = Segmenter(model, s.frame_buffer, cameras=cameras, stages=stats.stages)
     return SegmentScheduler(segmenter, stats, s.every_frame, detections)
 
@@ -69,9 +72,12 @@ def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats:
 class Adapter:
     """dora events in, as Frames, Prompts and RESET for the scheduler; its answers out, as messages."""
 
-    def __init__(self, node, scheduler, stats: Stats, declared_outputs, mask_layout: str = "union"):
+    def __init__(self, node, scheduler, stats: Stats, declared_outputs, mask_layout: str = "union",
+                 limits: Limits = Limits()):
         self.node = node
         self.mask_layout = mask_layout
+        self.limits = limits
+        self._bad_input = Throttle(log, burst=BAD_INPUT_LINES)
         self.scheduler = scheduler
         self.stats = stats
         self.stages = stats.stages
@@ -95,9 +101,9 @@ class Adapter:
     def _count_dropped(self, dropped: Counter) -> None:
         """Inputs the pump dropped as stale count as skipped, as those the scheduler passes over do."""
         for input_id, count in dropped.items():
-            if input_id in PROMPT_DECODERS:
+            if input_id in PROMPT_INPUTS:
                 self.stats.prompts += count
-            if input_id in PROMPT_DECODERS or (input_id.startswith("image") and self.scheduler.answers_frames):
+            if input_id in PROMPT_INPUTS or (input_id.startswith("image") and self.scheduler.answers_frames):
                 self.stats.skipped += count
 
     def handle(self, events: list[dict]) -> None:
@@ -113,31 +119,42 @@ class Adapter:
 
     def inputs(self, events: list[dict]):
         """The batch's input events as the node's vocabulary: a Frame, a Prompt, or RESET. A bad message
-        is one log line and skipped; an input this node does not read is said once."""
+        is one log line (at most BAD_INPUT_LINES per input every 10 s) and skipped; an input this node
+        does not read is said once."""
         for event in events:
             if event["type"] != "INPUT":
                 continue
-            input_id = event["id"]
+            input_id, value, metadata = event["id"], event["value"], event["metadata"]
             try:
                 if input_id.startswith("image"):
                     with self.stages.time("frame_decode"):
-                        item = codecs.decode_frame(input_id, event["value"], event["metadata"])
-                elif input_id in PROMPT_DECODERS:
-                    item = PROMPT_DECODERS[input_id](input_id, event["value"], event["metadata"])
+                        item = codecs.decode_frame(input_id, value, metadata, self.limits)
+                elif input_id in ("bbox", "boxes2d"):
+                    item = codecs.decode_boxes(input_id, value, metadata)
+                    self.stats.prompts += 1
+                elif input_id == "points":
+                    item = codecs.decode_points(input_id, value, metadata, self.limits)
                     self.stats.prompts += 1
                 elif input_id == "reset":
                     item = RESET
                 elif input_id == "remove":
-                    item = Remove(codecs.decode_track_ids(input_id, event["value"]))
+                    item = Remove(codecs.decode_track_ids(input_id, value))
                 else:
                     self._ignore(input_id)
                     continue
             except InputError as error:
-                log.warning("%s", error)
+                self._bad_input.warning(input_id, "%s", error)
                 continue
             yield item
 
     def send(self, frame: Frame, masks: Masks) -> None:
+        try:
+            self._send(frame, masks)
+        except Exception as error:  # noqa: BLE001 - one answer dora could not take must not end the node
+            self._bad_input.error("send", "could not send the answer on %s's frame (%s: %s); going on",
+                                  frame.image_id, type(error).__name__, error)
+
+    def _send(self, frame: Frame, masks: Masks) -> None:
         with self.stages.time("send"):
             if "mask" in self.outputs:
                 self.node.send_output("mask", *codecs.encode_mask(masks, self.mask_layout))

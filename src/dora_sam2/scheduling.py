@@ -14,20 +14,22 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt, camera_of, is_newer
 from .engine import Segmenter
+from .settings import Limits
 from .stats import Stats
+from .throttle import Throttle
 from .tracking import Tracker
 
 log = logging.getLogger("dora_sam2")
 
 RESET = "reset"  # what a message on the `reset` input means, whatever it holds
 BOX_INPUTS = ("bbox", "boxes2d")
-DETECTIONS_WAITING = 30  # per camera: detection sets ahead of their frames, at most
+DETECTIONS_WAITING = 30  # per camera and prompt source: prompts waiting for their frames, at most
 
 Answer = tuple[Frame, Masks]
 
@@ -42,21 +44,32 @@ class Remove:
 @dataclass(frozen=True)
 class DetectionFilter:
     """Detections worth answering: a detector's box under `min_confidence`, or of a label not in
-    `classes` (when given), is dropped before it reaches the engine or the tracker, and counted."""
+    `classes` (when given), is dropped before it reaches the engine or the tracker, and counted. Of the
+    rest, the `max_boxes` most confident are kept (MAX_BOXES), and the others counted, in one line."""
 
     min_confidence: float = 0.0
     classes: frozenset[str] = frozenset()
+    max_boxes: int = Limits.max_boxes
+    _say: Throttle = field(default_factory=lambda: Throttle(log), compare=False, repr=False)
 
     def __call__(self, prompt: Prompt, stats: Stats) -> Prompt:
-        if prompt.input_id not in BOX_INPUTS or not (self.min_confidence > 0 or self.classes):
+        if prompt.input_id not in BOX_INPUTS:
             return prompt
-        keep = np.ones(prompt.num_objects, bool)
-        if prompt.confidences is not None:
-            keep &= prompt.confidences >= self.min_confidence
-        if self.classes:
-            keep &= np.array([name in self.classes for name in prompt.class_names], bool)
-        stats.filtered += int((~keep).sum())
-        return prompt if keep.all() else prompt.keep(keep)
+        if self.min_confidence > 0 or self.classes:
+            keep = np.ones(prompt.num_objects, bool)
+            if prompt.confidences is not None:
+                keep &= prompt.confidences >= self.min_confidence
+            if self.classes:
+                keep &= np.array([name in self.classes for name in prompt.class_names], bool)
+            stats.filtered += int((~keep).sum())
+            prompt = prompt if keep.all() else prompt.keep(keep)
+        if prompt.num_objects > self.max_boxes:
+            self._say.warning("max_boxes", "input '%s': %d boxes in one message, over MAX_BOXES=%d: the %d most "
+                              "confident are answered", prompt.input_id, prompt.num_objects, self.max_boxes,
+                              self.max_boxes)
+            stats.filtered += prompt.num_objects - self.max_boxes
+            prompt = prompt.most_confident(self.max_boxes)
+        return prompt
 
 
 class SegmentScheduler:
@@ -84,6 +97,9 @@ class SegmentScheduler:
             # RESET, Remove: segment mode keeps no objects between prompts, so there is nothing to drop
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
+            if len(held) > DETECTIONS_WAITING:  # their camera sends nothing: keep the newest
+                self.stats.skipped += len(held) - DETECTIONS_WAITING
+                held = held[-DETECTIONS_WAITING:]
             if held:
                 self._held[key] = held
             yield from filter(None, map(self._answer, chosen))
@@ -133,12 +149,14 @@ class TrackScheduler:
     answers_frames = True
 
     def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
-                 detections: DetectionFilter = DetectionFilter()):
+                 detections: DetectionFilter = DetectionFilter(), limits: Limits = Limits()):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
         self.filter = detections
+        self.limits = limits
+        self._say = Throttle(log)
         self.trackers: dict[str, Tracker] = {}
         self._ids = itertools.count(1)  # shared, so an id names one object across cameras
         self._detections: dict[str, list[Prompt]] = {}  # per camera, in order, until their frames are here
@@ -184,13 +202,19 @@ class TrackScheduler:
         found = {i for tracker in self.trackers.values() for i in tracker.remove(track_ids)}
         unknown = sorted(set(track_ids) - found)
         if unknown:
-            log.warning("input 'remove': no live track has id %s; nothing else was done",
-                        unknown[0] if len(unknown) == 1 else unknown)
+            shown = self.limits.log_ids
+            more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+            self._say.warning("remove", "input 'remove': no live track has id %s%s; nothing else was done",
+                              unknown[0] if len(unknown) == 1 else unknown[:shown], more)
 
     def _step(self, frame: Frame) -> list[Answer]:
         camera = frame.image_id
         detections = self._due_detections(frame)
         if camera not in self.trackers:
+            if len(self.trackers) >= self.limits.max_cameras:
+                self._say.warning("max_cameras", "input '%s': %d cameras are tracked already (MAX_CAMERAS): its "
+                                  "frames are not answered", camera, len(self.trackers))
+                return []
             self.trackers[camera] = self.new_tracker(self._ids)
         try:
             return [(frame, self.trackers[camera].step(frame, detections, self._clicks.pop(camera, [])))]
@@ -212,16 +236,20 @@ class TrackScheduler:
         try:
             camera = camera_of(prompt, self.cameras, self.trackers)
         except InputError as error:
-            log.warning("%s", error)
+            self._say.warning(prompt.input_id, "%s", error)
             return
-        if prompt.input_id in BOX_INPUTS:
-            waiting = self._detections.setdefault(camera, [])
-            waiting.append(prompt)
-            if len(waiting) > DETECTIONS_WAITING:  # their camera has stalled: keep the newest
-                self.stats.skipped += 1
-                del waiting[0]
-        else:
-            self._clicks.setdefault(camera, []).append(prompt)
+        queues, bound = ((self._detections, DETECTIONS_WAITING) if prompt.input_id in BOX_INPUTS
+                         else (self._clicks, self.limits.max_clicks))
+        if camera not in queues and len(queues) >= self.limits.max_cameras:
+            self._say.warning("max_cameras", "input '%s': image_id %r would be camera number %d, over "
+                              "MAX_CAMERAS=%d: dropped", prompt.input_id, camera[:60], len(queues) + 1,
+                              self.limits.max_cameras)
+            return
+        waiting = queues.setdefault(camera, [])
+        waiting.append(prompt)
+        if len(waiting) > bound:  # their camera has stalled: keep the newest
+            self.stats.skipped += 1
+            del waiting[0]
 
     def _count_tracks(self) -> None:
         trackers = self.trackers.values()

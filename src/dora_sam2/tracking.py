@@ -5,7 +5,8 @@ each track forward with SAM2's memory. A track ends when SAM2 has not seen it fo
 camera time (or, the older way, `lost_frames` answered frames), when the detector has not confirmed it
 in `detector_misses` rounds, or on `remove`. A detection that matches no live track but lands where a
 track ended less than `revive_seconds` ago gets that track's id back. No id appears without a prompt,
-and none is given to two objects.
+and none is given to two objects. Ages are read on the camera's steady clock (`CameraClock`), which does
+not follow a clock that steps.
 """
 
 from __future__ import annotations
@@ -15,19 +16,49 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 
 from .association import associate
-from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt, on_frame
+from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, TIMESTAMP_TOLERANCE, Frame, Masks, Prompt, on_frame
 from .geometry import mask_boxes
 from .stats import Stages
+from .throttle import Throttle
 from .video import ObjectMemory, Sam2StreamingModel, Step
 
 log = logging.getLogger("dora_sam2")
 
 BOX_LABELS = np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64)
+
+
+class CameraClock:
+    """A camera's steady time, in seconds since its first frame.
+
+    Camera clocks step: an NTP correction, a driver that restarts, one frame stamped years ahead. Frame
+    time that goes back, or forward by more than `jump` seconds, is a jump: steady time stands still
+    across it and goes on from the new time, so no track outlives its age limit (nor lives forever, on
+    an age gone negative) however the clock steps. Without timestamps (dora 0.5) it is this process's
+    monotonic clock."""
+
+    def __init__(self, jump: float = 60.0):
+        self.jump = jump
+        self.now = 0.0
+        self._last: datetime | float | None = None
+
+    def tick(self, timestamp: datetime | None) -> float | None:
+        """Moves to a frame's time; returns the step in seconds when it was a jump, else None."""
+        stamp = timestamp if timestamp is not None else time.monotonic()
+        last, self._last = self._last, stamp
+        if last is None or isinstance(last, datetime) != isinstance(stamp, datetime):
+            return None
+        delta = (stamp - last).total_seconds() if isinstance(stamp, datetime) else stamp - last
+        if 0 <= delta <= self.jump:
+            self.now += delta
+            return None
+        if delta >= -TIMESTAMP_TOLERANCE.total_seconds():  # the same frame time, to dora's precision
+            return None
+        return delta
 
 
 @dataclass(eq=False)  # a track is itself: compared by identity, not by its (array) fields
@@ -37,7 +68,7 @@ class Track:
     memory: ObjectMemory
     box: np.ndarray  # xyxy of its newest visible mask (or its prompt, before any)
     prompt_box: np.ndarray  # xyxy of its last detection (or clicks): matched too, when its mask is poor
-    last_seen: datetime  # camera time SAM2 last saw it (or it was prompted)
+    last_seen: float  # the camera's steady time when SAM2 last saw it (or it was prompted)
     lost_frames: int = 0  # consecutive frames SAM2 has not seen it
     misses: int = 0  # consecutive detection rounds that did not confirm it
     click_object: int | None = None  # the click page's object index, when a person prompted it
@@ -50,7 +81,7 @@ class _Ended:
     track_id: int
     class_name: str
     box: np.ndarray
-    at: datetime
+    at: float  # the camera's steady time
 
 
 @dataclass(frozen=True)
@@ -64,13 +95,15 @@ class _Cue:
 class Tracker:
     def __init__(self, model: Sam2StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
                  match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
-                 lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0):
+                 lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0,
+                 max_ended: int = 64, clock_jump: float = 60.0):
         self.model = model
         self.max_objects = max_objects
         self.lost_frames = lost_frames if lost_seconds is None else None
         self.lost_seconds = lost_seconds
         self.detector_misses = detector_misses
         self.revive_seconds = revive_seconds
+        self.max_ended = max_ended  # ended tracks remembered for revival: the newest are kept
         self.match_iou = match_iou
         self.tracks: list[Track] = []
         self.stages = stages if stages is not None else Stages()
@@ -78,11 +111,11 @@ class Tracker:
         self._ended: list[_Ended] = []  # recently ended on their own, newest last
         self._new: list[Track] = []
         self._revived_now: set[int] = set()
-        self._now = datetime.now(timezone.utc)
+        self.clock = CameraClock(clock_jump)
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
         self._size: tuple[int, int] | None = None  # (width, height) of the camera's frames
-        self._warned = -1e9
+        self._say = Throttle(log)
 
     def step(self, frame: Frame, detections: Prompt | None = None, clicks: Sequence[Prompt] = ()) -> Masks:
         """This frame's masks of every live track, after applying the prompts that came with it."""
@@ -94,8 +127,12 @@ class Tracker:
             return self._step(frame, detections, clicks)
 
     def _step(self, frame: Frame, detections: Prompt | None, clicks: Sequence[Prompt]) -> Masks:
-        # Camera time, so a track lives as long on a slow CPU as on a GPU; arrival time without one (dora 0.5).
-        self._now = frame.timestamp or datetime.now(timezone.utc)
+        # Camera time, so a track lives as long on a slow CPU as on a GPU
+        jump = self.clock.tick(frame.timestamp)
+        if jump is not None:
+            self._say.warning("clock", "input '%s': the camera's clock jumped %+.1f s between two frames; track "
+                              "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump, self.clock.jump)
+        self._forget_ended()
         self._follow_resolution(frame)
         detections = on_frame(detections, frame) if detections is not None else None
         self._new, self._revived_now = [], set()  # started, and revived, on this frame
@@ -195,8 +232,6 @@ class Tracker:
     def _revive(self, boxes: list[np.ndarray]) -> list[Track | None]:
         """Per new detection, the lately ended track it lands on (its id and label back, its memory anew
         from the detection), or None. Each ended track comes back once, to the detection it overlaps most."""
-        horizon = self.revive_seconds
-        self._ended = [e for e in self._ended if (self._now - e.at).total_seconds() < horizon]
         revived: list[Track | None] = [None] * len(boxes)
         if not boxes or not self._ended:
             return revived
@@ -205,7 +240,7 @@ class Tracker:
             ended = self._ended[e]
             track = self._start(ended.class_name, boxes[d], track_id=ended.track_id)
             if track is not None:
-                log.info("track %d is back (ended %.1f s ago)", ended.track_id, (self._now - ended.at).total_seconds())
+                log.info("track %d is back (ended %.1f s ago)", ended.track_id, self.clock.now - ended.at)
                 revived[d] = track
                 self._revived_now.add(track.track_id)
         taken = {r.track_id for r in revived if r is not None}
@@ -245,15 +280,13 @@ class Tracker:
     def _start(self, class_name: str, box: np.ndarray, click_object: int | None = None,
                track_id: int | None = None) -> Track | None:
         if len(self.tracks) >= self.max_objects:
-            now = time.monotonic()
-            if now - self._warned >= 10.0:
-                self._warned = now
-                log.warning("MAX_OBJECTS=%d objects are tracked already: not starting another (%s). Raise "
-                            "MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects, class_name or "unlabelled")
+            self._say.warning("max_objects", "MAX_OBJECTS=%d objects are tracked already: not starting another (%s). "
+                              "Raise MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects,
+                              class_name or "unlabelled")
             return None
         box = np.asarray(box, np.float64)
         track = Track(track_id if track_id is not None else next(self._ids), class_name, self.model.new_memory(),
-                      box, box.copy(), self._now, click_object=click_object)
+                      box, box.copy(), self.clock.now, click_object=click_object)
         self.tracks.append(track)
         self._new.append(track)
         if track_id is None:
@@ -283,11 +316,11 @@ class Tracker:
         boxes = mask_boxes(masks)
         for track, box, seen in zip(self.tracks, boxes, visible):
             if seen and not np.isnan(box).any():
-                track.box, track.lost_frames, track.last_seen = box, 0, self._now
+                track.box, track.lost_frames, track.last_seen = box, 0, self.clock.now
             else:
                 track.lost_frames += 1
         if self.lost_seconds is not None:
-            lost = [t for t in self.tracks if (self._now - t.last_seen).total_seconds() >= self.lost_seconds]
+            lost = [t for t in self.tracks if self.clock.now - t.last_seen >= self.lost_seconds]
             how_long = f"{self.lost_seconds:g} s"
         else:
             lost = [t for t in self.tracks if t.lost_frames >= self.lost_frames]
@@ -301,7 +334,12 @@ class Tracker:
         self.ended += len(tracks)
         self.tracks = [t for t in self.tracks if t not in tracks]
         if self.revive_seconds > 0:
-            self._ended += [_Ended(t.track_id, t.class_name, t.box, self._now) for t in tracks]
+            self._ended += [_Ended(t.track_id, t.class_name, t.box, self.clock.now) for t in tracks]
+            del self._ended[:max(len(self._ended) - self.max_ended, 0)]  # the newest are kept
+
+    def _forget_ended(self) -> None:
+        """Ended tracks past `revive_seconds` cannot come back: forgotten on every frame, detections or not."""
+        self._ended = [e for e in self._ended if self.clock.now - e.at < self.revive_seconds]
 
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
