@@ -175,6 +175,88 @@ def test_malformed_or_oversized_bodies_are_refused_and_the_server_goes_on(server
     assert post(server, "/points", CLICK) == 204  # still serving
 
 
+@pytest.mark.parametrize("body, why", [
+    (b"[" * 30_000 + b"]" * 30_000, "nesting Python's parser would recurse on"),
+    (b'{"points": [[[[[1]]]], 2, 1]]}', "nesting past MAX_DEPTH"),
+    (b'{"points": [[5, 5, 1]], "object": Infinity}', "a number JSON does not have"),
+    (b'{"points": [[NaN, 5, 1]]}', "NaN"),
+    (b'{"points": [[1e400, 5, 1]]}', "infinity, spelt as a number"),
+    (b'{"points": [[5, 5, 1]], "object": 1e300}', "an object id dora cannot carry"),
+    (b'{"points": [[5, 5, 1]], "object": 1180591620717411303424}', "an object id past int64"),
+    (b'{"points": [[5, 5, 1]], "object": true}', "a boolean object id"),
+    (b'{"points": [[5, 5, 1.9]]}', "a label that is not 0 or 1 (not rounded to 1)"),
+    (b'{"points": [[5, 5, -0.5]]}', "a label that is not 0 or 1 (not rounded to 0)"),
+    (b'{"points": [[5e7, 5, 1]]}', "a coordinate past any camera"),
+    (b'{"points": [[5, 5, 1]], "timestamp": 5}', "a timestamp that is not a time"),
+    (json.dumps({"points": [[5, 5, 1]] * 65}).encode(), "more than MAX_POINTS points"),
+])
+def test_bodies_the_page_never_sends_are_400_and_nothing_reaches_dora(server, body, why, caplog):
+    with caplog.at_level("WARNING", logger="dora_sam2.click"):
+        assert post(server, "/points", body) == 400, why
+    assert server.outbox.empty()
+    assert [r.getMessage()[:len("refused POST /points: ")] for r in caplog.records] == ["refused POST /points: "]
+    assert post(server, "/points", CLICK) == 204  # still serving
+
+
+def test_refusals_on_300_paths_are_one_line_and_hold_no_memory(server, caplog):
+    """The refusal log is keyed by kinds the server names, never by the path a requester chose."""
+    import resource
+
+    with caplog.at_level("WARNING", logger="dora_sam2.click"):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for i in range(300):
+            assert post(server, f"/points/{i}" + "x" * 1000, CLICK, Origin="http://evil.example") == 403
+        grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused POST (another path): origin 'http://evil.example' is not this page's"]
+    assert grown_kb < 20_000  # 300 different 1 kB paths, remembered, would still be small: see BENCHMARKS.md
+
+
+def test_open_connections_are_capped_and_idle_ones_let_go():
+    """MAX_CONNECTIONS: connections past it are closed at once; READ_TIMEOUT: an idle one is dropped, so a
+    page that opens hundreds of connections and sends nothing cannot hold the server for good."""
+    import threading
+
+    from dora_sam2.settings import Limits
+
+    server = ClickServer(LiveView(), "127.0.0.1", free_port(), TOKEN,
+                         Limits(max_connections=4, read_timeout=1.0)).start()
+    port = int(server.address.rstrip("/").rsplit(":", 1)[1])
+    threads = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(12)]
+    try:
+        closed = 0
+        for sock in idle:  # every one ends: 8 at once (past the cap), 4 after READ_TIMEOUT
+            try:
+                closed += sock.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 12 and threading.active_count() <= threads + 4
+        _wait_for(lambda: _status(server, "/") == 200)  # and the page is served again
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def _status(server, path: str) -> int | None:
+    try:
+        return raw(server, "GET", path, {})
+    except OSError:
+        return None
+
+
+def test_clicks_queued_for_dora_are_bounded():
+    from dora_sam2.settings import Limits
+
+    server = ClickServer(LiveView(), "127.0.0.1", free_port(), TOKEN, Limits(max_clicks=2)).start()
+    try:
+        assert [post(server, "/points", CLICK) for _ in range(3)] == [204, 204, 503]
+        assert server.outbox.qsize() == 2
+    finally:
+        server.stop()
+
+
 def test_the_frame_stream_needs_the_token_and_the_pages_origin(server):
     assert raw(server, "GET", "/events", {}) == 403
     assert raw(server, "GET", "/events?token=guessed", {}) == 403
@@ -265,7 +347,10 @@ nodes:
                 page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
                 _wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
                                       for e in _events(out)))
-                page.wait_for_timeout(1500)  # let the two-point answer come back and be drawn
+                # the answers this test reads: waited for, however slow the machine (track mode answers
+                # every frame from the click on; segment mode each of the two clicks)
+                _wait_for(lambda: len([e for e in _events(out) if e["id"] == "mask" and
+                                       e["metadata"]["num_masks"]]) >= 2, seconds=120)
                 page.screenshot(path=str(tmp_path / "click.png"))
                 browser.close()
             print(f"{mode} mode, click to mask drawn: {delay * 1e3:.0f} ms")

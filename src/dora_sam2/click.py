@@ -11,8 +11,10 @@ library's. Left click = foreground, right click = background; z undoes, n starts
 c clears all.
 
 Only the operator's page may click (`Access`): a request must come to the address the server listens
-on, from the page it serves (Origin), with the run's token, as JSON of a sane size. Anything else is
-refused before it reaches the robot.
+on, from the page it serves (Origin), with the run's token, as JSON of a sane size and shape. Anything
+else is refused before it reaches the robot. As a server it bounds what clients can hold: open
+connections (MAX_CONNECTIONS), the wait for a request (READ_TIMEOUT), clicks queued for dora
+(MAX_CLICKS), and its log (one line per kind of refusal every 10 s, kinds it names itself).
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from collections import OrderedDict
+
 from . import codecs, overlay
 from .domain import InputError, Masks
-from .masks import decode_masks, decode_union
+from .settings import ConfigError, Limits
+from .throttle import Throttle
 
 log = logging.getLogger("dora_sam2.click")
+
+DRAWN_OBJECTS = 64  # masks kept to draw, one per object label: labels come from messages
 
 
 class LiveView:
@@ -51,7 +58,8 @@ class LiveView:
     def __init__(self):
         self._subscribers: list[queue.Queue] = []
         self._lock = threading.Lock()
-        self._masks: dict[str, tuple[np.ndarray, float]] = {}  # per object label: every object stays visible
+        # per object label: every object stays visible, the least recently answered beyond DRAWN_OBJECTS go
+        self._masks: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
 
     def show_frame(self, frame) -> None:
         with self._lock:
@@ -74,7 +82,10 @@ class LiveView:
     def show_masks(self, stack: np.ndarray, labels: list[str], scores: list[float]) -> None:
         with self._lock:
             for mask, label, score in zip(stack, labels or [""] * len(stack), scores or [float("nan")] * len(stack)):
+                self._masks.pop(label, None)
                 self._masks[label] = (mask, float(score))
+            while len(self._masks) > DRAWN_OBJECTS:
+                self._masks.popitem(last=False)
 
     def clear_masks(self) -> None:
         with self._lock:
@@ -99,21 +110,59 @@ class LiveView:
         return Masks(np.stack(stack), np.array(scores, np.float32), tuple(labels), "image", None)
 
 
-def click_message(body: dict) -> tuple[pa.Array, dict]:
-    """The page's JSON ({points: [[x, y, label]...], object, timestamp}) as a `points` message."""
+MAX_COORDINATE = 1e6  # pixels: far beyond any camera, well inside what float32 and dora carry
+MAX_DEPTH = 4  # JSON nesting: a click body is {"points": [[x, y, label]]}, three deep
+
+
+def click_message(body: dict, limits: Limits = Limits()) -> tuple[pa.Array, dict]:
+    """The page's JSON ({points: [[x, y, label]...], object, timestamp}) as a `points` message. Raises
+    ValueError, saying why, for anything dora could not carry or SAM 2 could not use."""
     points = body.get("points")
-    if not isinstance(points, list) or not points or not all(
-        isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) for v in p) for p in points
-    ):
+    if not isinstance(points, list) or not points or not all(isinstance(p, list) and len(p) == 3 for p in points):
         raise ValueError("points should be a non-empty list of [x, y, label]")
-    labels = [int(p[2]) for p in points]
-    if any(label not in (0, 1) for label in labels):
+    if len(points) > limits.max_points:
+        raise ValueError(f"{len(points)} points for one object, over MAX_POINTS={limits.max_points}")
+    if not all(_is_number(v) and abs(v) <= MAX_COORDINATE for x, y, _ in points for v in (x, y)):
+        raise ValueError(f"point coordinates should be finite numbers of at most {MAX_COORDINATE:g} pixels")
+    if not all(_is_number(label) and codecs.is_point_label(label) for _, _, label in points):
         raise ValueError("point labels should be 1 (foreground) or 0 (background)")
-    obj = int(body.get("object", 0))
-    metadata = {"labels": labels, "object_id": obj, "label": f"object {obj}"}
-    if body.get("timestamp"):
-        metadata["timestamp"] = datetime.fromisoformat(body["timestamp"])
+    obj = body.get("object", 0)
+    if not isinstance(obj, int) or isinstance(obj, bool) or not 0 <= obj <= codecs.MAX_OBJECT_ID:
+        raise ValueError(f"object should be an integer from 0 to {codecs.MAX_OBJECT_ID}")
+    metadata = {"labels": [int(p[2]) for p in points], "object_id": obj, "label": f"object {obj}"}
+    timestamp = body.get("timestamp")
+    if timestamp:
+        if not isinstance(timestamp, str) or len(timestamp) > 64:
+            raise ValueError("timestamp should be the frame's ISO 8601 time")
+        metadata["timestamp"] = datetime.fromisoformat(timestamp)
     return pa.array(np.array([p[:2] for p in points], np.float32).ravel()), metadata
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def parse_body(data: bytes) -> dict:
+    """A request body as a JSON object of at most MAX_DEPTH levels; NaN and Infinity, which JSON does not
+    have, are refused, as is nesting Python's parser would recurse on. Raises ValueError."""
+    try:
+        body = json.loads(data or b"{}", parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body should be a JSON object")
+    level, depth = [body], 1
+    while level:
+        level = [v for item in level for v in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(v, (dict, list))]
+        depth += bool(level)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"the body is nested more than {MAX_DEPTH} levels deep")
+    return body
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON has")
 
 
 MAX_BODY = 64 * 1024  # a click is a few hundred bytes
@@ -209,11 +258,14 @@ def resolve_token(raw: str | None, host: str) -> str | None:
 class ClickServer:
     """The page, the frame stream and the click endpoint, on HOST:PORT. Clicks land in `outbox`."""
 
-    def __init__(self, view: LiveView, host: str = "127.0.0.1", port: int = 8000, token: str | None = None):
+    def __init__(self, view: LiveView, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                 limits: Limits = Limits()):
         self.view = view
-        self.outbox: queue.Queue = queue.Queue()
+        self.outbox: queue.Queue = queue.Queue(maxsize=limits.max_clicks)
         page = resources.files("dora_sam2").joinpath("static/click.html").read_bytes()
-        self.httpd = _Server((host, port), _handler(view, self.outbox, page))
+        refusals = Throttle(log)
+        self.httpd = _Server((host, port), _handler(view, self.outbox, page, refusals, limits), refusals,
+                             limits.max_connections)
         self.access = Access(host, self.httpd.server_address[1], token)
         self.httpd.access = self.access
 
@@ -237,41 +289,57 @@ class ClickServer:
 
 
 class _Server(ThreadingHTTPServer):
+    """The standard library's threading server, with a cap on open connections: past it, a new one is
+    closed at once (idle keep-alive connections and event streams would otherwise hold a thread each)."""
+
     daemon_threads = True
     access: Access
 
-    def handle_error(self, request, client_address):  # a client that hangs up: one line, no traceback
-        log.warning("request from %s failed: %s", client_address[0], sys.exc_info()[1])
+    def __init__(self, address, handler, refusals: Throttle, max_connections: int):
+        self.refusals = refusals
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.refusals.warning("connections", "refused a connection from %s: MAX_CONNECTIONS=%d are open",
+                                  client_address[0], self.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):  # a client that hangs up or times out: no traceback
+        self.refusals.warning("client", "a request from %s failed: %s", client_address[0],
+                              type(sys.exc_info()[1]).__name__)
 
 
-class _Refusals:
-    """One log line per kind of refusal (request and reason) every 10 s: a hostile page may retry in a loop."""
-
-    def __init__(self):
-        self._said: dict[tuple[str, str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def say(self, method: str, path: str, reason: str) -> None:
-        now, kind = time.monotonic(), (method, path, reason)
-        with self._lock:
-            if now - self._said.get(kind, -10.0) < 10.0:
-                return
-            self._said[kind] = now
-        log.warning("refused %s %s: %s", method, path, reason)
+PATHS = ("/", "/events", "/points", "/reset")  # what the log names; any other path is "another path"
 
 
-def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
-    refusals = _Refusals()
-
+def _handler(view: LiveView, outbox: queue.Queue, page: bytes, refusals: Throttle, limits: Limits):
     class Handler(BaseHTTPRequestHandler):
+        timeout = limits.read_timeout  # a client that opens a connection and sends nothing lets go of it
+
         def do_GET(self):
             url = urlsplit(self.path)
-            refusal = self.server.access.host_refusal(self.headers.get("Host"))
-            if url.path == "/events" and refusal is None:
-                refusal = (self.server.access.origin_refusal(self.headers, required=False)
-                           or self.server.access.token_refusal(self.headers, parse_qs(url.query)))
-            if refusal:
-                return self._refuse(403, refusal)
+            access = self.server.access
+            checks = [("host", lambda: access.host_refusal(self.headers.get("Host")))]
+            if url.path == "/events":  # the frames are the operator's too
+                checks += [("origin", lambda: access.origin_refusal(self.headers, required=False)),
+                           ("token", lambda: access.token_refusal(self.headers, parse_qs(url.query)))]
+            if self._refused(checks):
+                return
             if url.path == "/":
                 self._send(200, "text/html; charset=utf-8", page)
             elif url.path == "/events":
@@ -281,40 +349,59 @@ def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
 
         def do_POST(self):
             access = self.server.access
-            refusal = (access.host_refusal(self.headers.get("Host"))
-                       or access.origin_refusal(self.headers, required=True)
-                       or access.token_refusal(self.headers, {}))
-            if refusal is None and self.headers.get_content_type() != "application/json":
-                refusal = f"Content-Type {self.headers.get('Content-Type')!r} is not application/json"
-            if refusal:
-                return self._refuse(403, refusal)
+            if self._refused([("host", lambda: access.host_refusal(self.headers.get("Host"))),
+                              ("origin", lambda: access.origin_refusal(self.headers, required=True)),
+                              ("token", lambda: access.token_refusal(self.headers, {})),
+                              ("content-type", self._content_type_refusal)]):
+                return
             try:
                 length = int(self.headers["Content-Length"])
                 if length < 0:
                     raise ValueError
             except (TypeError, ValueError):
-                return self._refuse(400, f"Content-Length {self.headers.get('Content-Length')!r} is not a length")
+                return self._refuse(400, "length", f"Content-Length {_shown(self.headers.get('Content-Length'))} "
+                                                   "is not a length")
             if length > MAX_BODY:
-                return self._refuse(413, f"a body of {length} bytes (at most {MAX_BODY})")
+                return self._refuse(413, "size", f"a body of {length} bytes (at most {MAX_BODY})")
+            path = urlsplit(self.path).path
+            if path not in ("/points", "/reset"):
+                return self._send(404, "text/plain", b"not found")
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError("the body should be a JSON object")
-                if self.path == "/points":
-                    outbox.put(("points", *click_message(body)))
-                elif self.path == "/reset":
-                    view.clear_masks()
-                    outbox.put(("reset", pa.array([], pa.null()), {}))
-                else:
-                    return self._send(404, "text/plain", b"not found")
+                body = parse_body(self.rfile.read(length))
+                message = click_message(body, limits) if path == "/points" else ("reset", pa.array([], pa.null()), {})
             except (ValueError, TypeError) as error:  # json's errors are ValueErrors
-                return self._send(400, "text/plain", str(error).encode())
+                return self._refuse(400, "body", str(error))
+            if path == "/points":
+                message = ("points", *message)
+            try:
+                outbox.put_nowait(message)
+            except queue.Full:  # dora is not taking them: the robot is not listening
+                return self._refuse(503, "queue", f"MAX_CLICKS={limits.max_clicks} clicks are queued for dora already")
+            if path == "/reset":
+                view.clear_masks()
             self._send(204, "text/plain", b"")
 
-        def _refuse(self, status: int, reason: str):
-            refusals.say(self.command, urlsplit(self.path).path, reason)
+        def _refused(self, checks) -> bool:
+            """The first of (kind, check) that refuses the request answers it with 403."""
+            for kind, check in checks:
+                reason = check()
+                if reason:
+                    self._refuse(403, kind, reason)
+                    return True
+            return False
+
+        def _content_type_refusal(self) -> str | None:
+            if self.headers.get_content_type() != "application/json":
+                return f"Content-Type {_shown(self.headers.get('Content-Type'))} is not application/json"
+            return None
+
+        def _refuse(self, status: int, kind: str, reason: str):
+            """One log line per request kind (a fixed name) every 10 s; the reason is quoted cut short."""
+            path = urlsplit(self.path).path
+            shown = path if path in PATHS else "(another path)"
+            refusals.warning(f"{self.command} {shown} {kind}", "refused %s %s: %s", self.command, shown, reason[:200])
             self.close_connection = True
-            self._send(status, "text/plain", reason.encode())
+            self._send(status, "text/plain", reason[:200].encode())
 
         def _stream(self):
             self.send_response(200)
@@ -330,7 +417,7 @@ def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
                     except queue.Empty:
                         self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:  # the page went away, or stopped reading for READ_TIMEOUT
                 pass
             finally:
                 view.unsubscribe(subscriber)
@@ -348,18 +435,24 @@ def _handler(view: LiveView, outbox: queue.Queue, page: bytes):
     return Handler
 
 
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-click: %(message)s", stream=sys.stderr)
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     view = LiveView()
     try:
         token = resolve_token(os.environ.get("TOKEN"), host)
-    except ValueError as error:
+        limits = Limits.from_env()
+    except (ValueError, ConfigError) as error:
         log.error("%s", error)
         sys.exit(1)
     try:
-        server = ClickServer(view, host, int(port), token).start()
-    except (OSError, ValueError) as error:
+        server = ClickServer(view, host, int(port), token, limits).start()
+    except (OSError, ValueError, OverflowError) as error:
         log.error("cannot serve on %s:%s (%s): set HOST and PORT to a free local address", host, port, error)
         sys.exit(1)
     log.info("open %s and click: left = object, right = background; z undo, n new object, c clear", server.url)
@@ -367,38 +460,40 @@ def main() -> None:
     from dora import Node
 
     node = Node()
+    said = Throttle(log, burst=20)
     while True:
-        _send_clicks(node, server.outbox)
+        _send_clicks(node, server.outbox, said)
         event = node.next(timeout=0.05)
         if event is None:
             break
         if event["type"] == "INPUT":
-            _handle(event, view)
+            _handle(event, view, limits, said)
     server.stop()
 
 
-def _send_clicks(node, outbox: queue.Queue) -> None:
+def _send_clicks(node, outbox: queue.Queue, said: Throttle) -> None:
     while True:
         try:
             output, value, metadata = outbox.get_nowait()
         except queue.Empty:
             return
-        node.send_output(output, value, metadata)
+        try:
+            node.send_output(output, value, metadata)
+        except Exception as error:  # noqa: BLE001 - one click dora would not take must not end the page
+            said.error("send", "could not send %s to dora (%s: %s)", output, type(error).__name__, error)
 
 
-def _handle(event: dict, view: LiveView) -> None:
+def _handle(event: dict, view: LiveView, limits: Limits, said: Throttle) -> None:
+    """A camera frame to show, or dora-sam2's answer to draw on it; a bad one is one line."""
+    input_id = event["id"]
     try:
-        if event["id"].startswith("image"):
-            view.show_frame(codecs.decode_frame(event["id"], event["value"], event["metadata"]))
-        elif event["id"] in ("mask", "masks"):
-            metadata = event["metadata"]
-            labels, scores = list(metadata.get("labels", [])), list(metadata.get("scores", []))
-            if metadata.get("mask_layout") == "union":  # the objects drawn as one
-                view.show_masks(decode_union(event)[None], [", ".join(filter(None, labels))], scores[:1])
-            else:
-                view.show_masks(decode_masks(event), labels, scores)
-    except (InputError, ValueError) as error:
-        log.warning("input '%s': %s", event["id"], error)
+        if input_id.startswith("image"):
+            view.show_frame(codecs.decode_frame(input_id, event["value"], event["metadata"], limits))
+        elif input_id in ("mask", "masks"):  # a union `mask` is drawn as one object
+            masks = codecs.decode_answer(input_id, event["value"], event["metadata"], limits)
+            view.show_masks(masks.masks, list(masks.class_names), [float(s) for s in masks.scores])
+    except InputError as error:
+        said.warning(input_id, "%s", error)
 
 
 if __name__ == "__main__":

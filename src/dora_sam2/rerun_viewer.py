@@ -35,7 +35,8 @@ from . import codecs
 from .domain import AnswersOnFrames, Frame, InputError, Masks
 from .geometry import mask_boxes
 from .overlay import PALETTE, captions, colour_keys
-from .settings import ConfigError
+from .settings import ConfigError, Limits, int_setting
+from .throttle import Throttle
 
 log = logging.getLogger("dora_sam2.rerun")
 
@@ -45,14 +46,19 @@ MODES = ("SPAWN", "SAVE", "CONNECT", "SERVE")
 class MaskLogger:
     """Frames and answers in, rerun entities out. `rr` is the rerun module, its recording already set up."""
 
-    def __init__(self, rr, frame_buffer: int = 30):
+    def __init__(self, rr, frame_buffer: int = 30, limits: Limits = Limits()):
         self.rr = rr
-        self._pairs: AnswersOnFrames[Frame, tuple[str, Masks, int]] = AnswersOnFrames(frame_buffer)
+        self.limits = limits
+        self._pairs: AnswersOnFrames[Frame, tuple[str, Masks, int]] = AnswersOnFrames(
+            frame_buffer, limits.max_waiting, limits.max_cameras)
         self._cameras: dict[str, None] = {}  # in the order first seen
-        self._said: dict[str, float] = {}
+        self._said = Throttle(log)
         self._sequence = 0
 
     def frame(self, frame: Frame) -> None:
+        if frame.image_id not in self._cameras and len(self._cameras) >= self.limits.max_cameras:
+            return self.say(frame.image_id, f"input '{frame.image_id}': {len(self._cameras)} cameras are shown "
+                                             "already (MAX_CAMERAS): its frames are not")
         self._cameras.setdefault(frame.image_id)
         self._at(frame.timestamp)
         # JPEG in the recording: raw frames made 6 MB a second at 640x480 and 3 fps
@@ -62,10 +68,11 @@ class MaskLogger:
     def answer(self, input_id: str, event) -> None:
         """One `mask` or `masks` message, drawn on its frame; a bad one is one line and skipped."""
         try:
-            masks = codecs.decode_answer(input_id, event["value"], event["metadata"])
+            masks = codecs.decode_answer(input_id, event["value"], event["metadata"], self.limits)
         except InputError as error:
-            return self._say(input_id, str(error))
-        objects = int(event["metadata"].get("num_masks", len(masks)))
+            return self.say(input_id, str(error))
+        objects = event["metadata"].get("num_masks")
+        objects = objects if isinstance(objects, int) and not isinstance(objects, bool) else len(masks)
         self._settle(self._pairs.answer(masks.image_id, masks.timestamp, (input_id, masks, objects)))
 
     def _settle(self, pairs) -> None:
@@ -73,12 +80,12 @@ class MaskLogger:
             if frame is not None:
                 self._draw(input_id, masks, objects, frame)
             else:
-                self._say(input_id, f"input '{input_id}': no frame of camera '{masks.image_id}' is kept or came "
-                                    f"for the answer at {masks.timestamp}; wire that camera to this node too")
+                self.say(input_id, f"input '{input_id}': no frame of camera {masks.image_id[:60]!r} is kept or "
+                                    f"came for the answer at {masks.timestamp}; wire that camera to this node too")
 
     def _draw(self, input_id: str, masks: Masks, objects: int, frame: Frame) -> None:
         if (masks.width, masks.height) != (frame.width, frame.height):
-            return self._say(input_id, f"input '{input_id}': masks of {masks.width}x{masks.height} for a "
+            return self.say(input_id, f"input '{input_id}': masks of {masks.width}x{masks.height} for a "
                                        f"{frame.width}x{frame.height} frame")
         self._at(frame.timestamp)
         self._log_masks(masks)
@@ -89,11 +96,14 @@ class MaskLogger:
 
     def detections(self, input_id: str, event) -> None:
         try:
-            prompt = codecs.decode_boxes(input_id, event["value"], event["metadata"])
+            prompt = codecs.decode_boxes(input_id, event["value"], event["metadata"]).most_confident(
+                self.limits.max_boxes)
         except InputError as error:
-            return self._say(input_id, str(error))
+            return self.say(input_id, str(error))
         self._at(prompt.timestamp)
-        self.rr.log(f"{prompt.image_id or next(iter(self._cameras), 'image')}/detections",
+        # drawn on a camera this node shows: an entity per image_id a sender makes up would grow rerun's store
+        camera = prompt.image_id if prompt.image_id in self._cameras else next(iter(self._cameras), "image")
+        self.rr.log(f"{camera}/detections",
                     self.rr.Boxes2D(array=prompt.points.reshape(-1, 4), array_format=self.rr.Box2DFormat.XYXY,
                                     labels=list(prompt.class_names)))
 
@@ -125,11 +135,9 @@ class MaskLogger:
             self._sequence += 1
             self.rr.set_time("frame", sequence=self._sequence)
 
-    def _say(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._said.get(key, -10.0) >= 10.0:
-            self._said[key] = now
-            log.warning("%s", message)
+    def say(self, input_id: str, message: str) -> None:
+        """One line per input every 10 s: a flood of bad messages is not a flood of lines."""
+        self._said.warning(input_id, "%s", message)
 
 
 def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
@@ -209,25 +217,26 @@ def main() -> None:
     try:
         if mode not in MODES:
             raise ConfigError(f"OPERATING_MODE={mode!r} is not one of {', '.join(MODES)}.")
+        limits, frame_buffer = Limits.from_env(), int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1)
         where = start_recording(rr, mode, _dataflow_id(node))
     except (ConfigError, OSError) as error:
         log.error("%s", error)
         sys.exit(1)
     log.info("masks to %s", where)
-    logger = MaskLogger(rr, int(os.environ.get("FRAME_BUFFER", "30")))
+    logger = MaskLogger(rr, frame_buffer, limits)
     for event in node:
         if event["type"] != "INPUT":
             continue
         input_id = event["id"]
         try:
             if input_id.startswith("image"):
-                logger.frame(codecs.decode_frame(input_id, event["value"], event["metadata"]))
+                logger.frame(codecs.decode_frame(input_id, event["value"], event["metadata"], limits))
             elif input_id in ("mask", "masks"):
                 logger.answer(input_id, event)
             elif input_id in ("bbox", "boxes2d"):
                 logger.detections(input_id, event)
         except InputError as error:
-            log.warning("%s", error)
+            logger.say(input_id, str(error))
     recording = rr.get_data_recording()
     if recording is not None:  # rerun batches what is logged: the last answers reach the sink before it closes
         recording.flush(timeout_sec=30)
