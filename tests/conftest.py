@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ NODES = ROOT / "tests" / "nodes"
 EXAMPLES = ROOT / "examples" / "nodes"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +143,41 @@ def dataflow(tmp_path):
 
 def requires_dora():
     return pytest.mark.skipif(shutil.which("dora", path=str(BIN)) is None, reason="dora-rs-cli is not installed")
+
+
+# ---------------------------------------------------------------------------- waiting without a clock
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, seconds: float = 120, what: str = "the condition") -> None:
+    """Polls until `condition()` holds. The limit is a hang guard, not a pace: a slow machine only waits longer."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come true in {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+def wait_for_port(port: int, seconds: float = 120) -> None:
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(listening, seconds, f"something listening on 127.0.0.1:{port}")
+
+
+def open_when_served(page, url: str, seconds: float = 120) -> None:
+    """A browser page at `url` once the node serving it is up (it may still be loading its model)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            page.goto(url, timeout=5_000)
+            return
+        except Exception:  # the port is not open yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -18,18 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, NODES, ROOT, dataflow_in_background
+from conftest import CHROMIUM, EXAMPLES, NODES, ROOT, dataflow_in_background, free_port, open_when_served, wait_for
 from dora_sam2.click import ClickServer, LiveView, click_message
 from dora_sam2.domain import Frame
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 T0 = datetime(2026, 4, 1, 8, 30, 0, 123456, tzinfo=timezone.utc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 TOKEN = "test-token-0123456789"
@@ -232,7 +225,7 @@ def test_open_connections_are_capped_and_idle_ones_let_go():
             except ConnectionResetError:
                 closed += 1
         assert closed == 12 and threading.active_count() <= threads + 4
-        _wait_for(lambda: _status(server, "/") == 200)  # and the page is served again
+        wait_for(lambda: _status(server, "/") == 200)  # and the page is served again
     finally:
         for sock in idle:
             sock.close()
@@ -332,11 +325,11 @@ nodes:
                 # Another site open in the same browser tries to click and to wipe the tracks, as any web page
                 # can: fetch() in no-cors mode with a text/plain body, no preflight.
                 other = browser.new_page()
-                _open_when_served(other, f"http://127.0.0.1:{port}/")  # the click node is up
+                open_when_served(other, f"http://127.0.0.1:{port}/")  # the click node is up
                 other.goto(evil.url)
                 other.wait_for_function("document.title === 'sent'", timeout=30_000)
                 page = browser.new_page(viewport={"width": 900, "height": 700})
-                _open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
+                open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
                 page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
                 box = page.locator("#view").bounding_box()
                 scale = box["width"] / 640
@@ -345,11 +338,11 @@ nodes:
                 page.wait_for_function("+document.body.dataset.masks >= 1", timeout=60_000)
                 delay = time.monotonic() - clicked
                 page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
-                _wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
+                wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]
                                       for e in _events(out)))
                 # the answers this test reads: waited for, however slow the machine (track mode answers
                 # every frame from the click on; segment mode each of the two clicks)
-                _wait_for(lambda: len([e for e in _events(out) if e["id"] == "mask" and
+                wait_for(lambda: len([e for e in _events(out) if e["id"] == "mask" and
                                        e["metadata"]["num_masks"]]) >= 2, seconds=120)
                 page.screenshot(path=str(tmp_path / "click.png"))
                 browser.close()
@@ -404,26 +397,6 @@ def _serve_elsewhere(tmp_path: Path, port: int):
 def _events(out: Path) -> list[dict]:
     path = out / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _wait_for(condition, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the condition did not come true in time")
-        time.sleep(0.2)
-
-
-def _open_when_served(page, url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            page.goto(url, timeout=5_000)
-            return
-        except Exception:  # the node is still loading the model; the port is not open yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def test_no_page_open_means_no_drawing(monkeypatch):

@@ -4,31 +4,14 @@ user puts the camera on the robot and SAM2 on a GPU box (examples/distributed.ym
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, EXAMPLES, NODES
+from conftest import BIN, EXAMPLES, NODES, free_port, wait_for_port
 
 pytestmark = pytest.mark.dataflow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @pytest.fixture

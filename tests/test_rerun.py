@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import BIN, EXAMPLES, ROOT, dataflow_in_background, lossless
+from conftest import BIN, CHROMIUM, EXAMPLES, ROOT, dataflow_in_background, free_port, lossless, open_when_served
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -193,8 +193,6 @@ def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path
     """SERVE: rerun's web viewer for a robot without a screen, on 127.0.0.1 unless BIND says otherwise."""
     pytest.importorskip("rerun", reason="rerun-sdk is not installed")
     playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    from test_click import CHROMIUM, _open_when_served, free_port
-
     if CHROMIUM is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
     web, grpc = free_port(), free_port()
@@ -226,7 +224,7 @@ nodes:
                                                                         "--enable-unsafe-swiftshader"])
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             url = f"http://127.0.0.1:{web}/?url=rerun%2Bhttp://127.0.0.1:{grpc}/proxy"
-            _open_when_served(page, url)
+            open_when_served(page, url)
             page.wait_for_selector("canvas", timeout=60_000)  # the viewer (WebAssembly) has started
             page.wait_for_timeout(8_000)  # let it connect and draw a few answers
             page.screenshot(path=str(tmp_path / "rerun.png"))

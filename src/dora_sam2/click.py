@@ -30,7 +30,6 @@ import secrets
 import socket
 import sys
 import threading
-import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources

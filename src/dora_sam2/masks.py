@@ -21,7 +21,7 @@ import logging
 
 import cv2
 import numpy as np
-import pyarrow as pa
+import pyarrow as pa  # noqa: F401 - the doctests build messages with it
 
 from . import codecs
 from .domain import AnswersOnFrames, InputError
