@@ -1,0 +1,246 @@
+"""A hostile neighbour in a real dataflow: one node sends every node we ship every kind of bad message
+(those that each ended a node once, and more), then good ones. Every node must stay up, answer the
+good messages, and end cleanly when the neighbour goes; and the click page must survive hostile HTTP.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import zlib
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import BIN, NODES, free_port, lossless, wait_for
+
+pytestmark = pytest.mark.dataflow
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+W, H = 160, 120
+TOKEN = "hostile-test-token-0123"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def frame(seconds: float, **metadata) -> tuple:
+    rgb = np.random.default_rng(int(seconds) % 1000).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return "image", pa.array(rgb.ravel()), {"encoding": "rgb8", "width": W, "height": H, "timestamp": at(seconds),
+                                            **metadata}
+
+
+def png(width: int, height: int) -> pa.Array:
+    """74 bytes of PNG that declare width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 8)) + chunk(b"IEND", b""))
+    return pa.array(np.frombuffer(data, np.uint8))
+
+
+def box(*xyxy, **metadata) -> tuple:
+    return "bbox", pa.array(np.array(xyxy, np.float32)), metadata
+
+
+def answer(output: str, n: int = 1, **metadata) -> tuple:
+    """A mask message of dora-sam2's form, with its metadata replaced as given."""
+    base = {"width": 8, "height": 6, "num_masks": n, "labels": ["x"] * n, "scores": [0.5] * n, "image_id": "image",
+            "primitive": "masks", "timestamp": at(0)}
+    return output, pa.array(np.ones(n * 48, bool)), {**base, **metadata}
+
+
+BAD_IMAGES = [
+    ("image", png(40000, 40000), {"encoding": "png"}),  # cv2.error once
+    ("image", png(16000, 16000), {"encoding": "png"}),  # decoded to 1.4 GB once
+    ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "rgb8", "width": float("inf"), "height": 10}),
+    ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "bgr8", "width": 1e300, "height": 10}),
+    ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "rgb8", "width": -10, "height": -1}),
+    ("image", pa.array(["not", "pixels"]), {"encoding": "jpeg"}),
+]
+BAD_PROMPTS = [
+    ("points", pa.array([5.0, 5.0]), {"labels": [float("inf")]}),  # OverflowError once
+    ("points", pa.array([5.0, 5.0]), {"labels": [1.9]}),
+    ("points", pa.array(np.full(20_000, 5.0, np.float32)), {}),  # 10,000 points
+    box(float("nan"), 1, 2, 3),
+    box(10, 10, 50, 50, labels=5),
+    ("bbox", pa.array([{"bbox": [1.0, 2.0, 30.0, 40.0], "conf": ["high"], "labels": ["a"]}]), {}),
+    box(10, 10, 50, 50, image_id="image_that_does_not_exist_" + "x" * 5000),
+]
+BAD_TRACK_CONTROLS = [
+    ("remove", pa.array(np.arange(10**7, 10**7 + 10**6, dtype=np.int64)), {}),  # 10^6 unknown ids
+    ("remove", pa.array(["1"]), {}),
+    ("remove", pa.array([1.5]), {}),
+]
+BAD_ANSWERS = [  # to the click page and the rerun viewer
+    answer("answer", width=0),  # ZeroDivisionError in the click node once
+    answer("answer", scores=["x"]),  # ValueError in the rerun viewer once
+    answer("answer", track_ids=["x"]),
+    answer("answer", labels=5),
+    answer("answer", width=float("inf")),
+    ("answer", pa.array(["no"]), {"width": 1, "height": 1}),
+    *[answer("answer", image_id=f"camera {i}") for i in range(1500)],  # 1500 made-up cameras
+]
+CAMERA_CLOCK_JUMPS = [frame(3650 * 24 * 3600.0), frame(-3600.0)]  # years ahead; an hour back
+
+
+def script() -> list:
+    many = np.tile(np.array([10, 10, 60, 60], np.float32), 1000) + np.repeat(np.arange(1000) % 50, 4).astype(np.float32)
+    drawn = answer("answer", width=W, height=H, labels=["drawn"], timestamp=at(5))
+    steps = [frame(0), *BAD_IMAGES, *BAD_PROMPTS, *BAD_TRACK_CONTROLS, *BAD_ANSWERS, *CAMERA_CLOCK_JUMPS,
+             ("bbox", pa.array(many), {"timestamp": at(0), "labels": ["many"] * 1000}),  # 1000 boxes
+             frame(1), box(20, 20, 100, 100, timestamp=at(1), labels=["good"]),
+             ("points", pa.array([50.0, 60.0]), {"labels": [1], "timestamp": at(1)}),
+             frame(2), frame(3)]
+    # the last frames are sent after the click is queued, so that in track mode it applies to one of them
+    later = [frame(4), frame(5), ("answer", pa.array(np.ones(W * H, bool)), drawn[2])]
+    return [(0.0, *step) for step in steps] + [(1.0, *later[0])] + [(0.0, *step) for step in later[1:]]
+
+
+def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model_dir):
+    (tmp_path / "script.pkl").write_bytes(pickle.dumps(script()))
+    port, until, out, rrd = free_port(), tmp_path / "done", tmp_path / "out", tmp_path / "sam2.rrd"
+    sam2_env = f'MODEL: "{model_dir}", EVERY_FRAME: "1", LOST_SECONDS: "1000"'
+    (tmp_path / "hostile.yml").write_text(f"""
+nodes:
+  - id: neighbour
+    path: {NODES}/player.py
+    outputs: [image, bbox, points, remove, answer]
+    env: {{SCRIPT: "{tmp_path / 'script.pkl'}", UNTIL: "{until}"}}
+  - id: segment
+    path: dora-sam2
+    inputs: {{image: {lossless("neighbour/image")}, bbox: {lossless("neighbour/bbox")},
+              points: {lossless("neighbour/points")}}}
+    outputs: [mask, masks]
+    env: {{{sam2_env}}}
+  - id: track
+    path: dora-sam2
+    inputs: {{image: {lossless("neighbour/image")}, points: {lossless("neighbour/points")},
+              remove: {lossless("neighbour/remove")}}}
+    outputs: [mask]
+    env: {{{sam2_env}, MODE: track}}
+  - id: click
+    path: dora-sam2-click
+    inputs: {{image: {lossless("neighbour/image")}, mask: {lossless("neighbour/answer")}}}
+    outputs: [points]
+    env: {{PORT: "{port}", TOKEN: "{TOKEN}"}}
+  - id: rerun
+    path: dora-sam2-rerun
+    inputs: {{image: {lossless("neighbour/image")}, mask: {lossless("neighbour/answer")},
+              masks: {lossless("segment/masks")}, bbox: {lossless("neighbour/bbox")}}}
+    env: {{OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"}}
+  - id: out_segment
+    path: {NODES}/collector.py
+    inputs: {{mask: {lossless("segment/mask")}}}
+    env: {{OUT_DIR: "{out / 'segment'}"}}
+  - id: out_track
+    path: {NODES}/collector.py
+    inputs: {{mask: {lossless("track/mask")}}}
+    env: {{OUT_DIR: "{out / 'track'}"}}
+  - id: out_click
+    path: {NODES}/collector.py
+    inputs: {{points: {lossless("click/points")}}}
+    env: {{OUT_DIR: "{out / 'click'}"}}
+""")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    with open(tmp_path / "dora.log", "w") as log:
+        dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "hostile.yml")], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def answered() -> bool:
+                logged = (tmp_path / "dora.log").read_text()
+                if dora.poll() is not None or "node exited with error" in logged:  # a node is gone
+                    raise AssertionError(logged[-5000:])
+                return (len(events(out / "segment")) >= 3
+                        and any(e["metadata"]["timestamp"] == stamp(5) for e in events(out / "track")))
+
+            wait_for(answered, 600, "the good frames' answers")
+            hostile_http(port)
+            assert post(port, {"points": [[40, 30, 1]], "object": 3}) == 204  # the page still clicks
+            wait_for(lambda: events(out / "click"), 120, "the good click through dora")
+        finally:
+            until.touch()  # the neighbour leaves: every node's inputs close and it ends
+            try:
+                returncode = dora.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                dora.send_signal(signal.SIGINT)
+                returncode = dora.wait(timeout=60)
+    logged = (tmp_path / "dora.log").read_text()
+    assert returncode == 0, logged[-5000:]
+    assert "Traceback" not in logged, logged[-5000:]
+    for node in ("segment", "track", "click", "rerun"):
+        assert f"{node} finished successfully" in logged, (node, logged[-5000:])
+
+    # segment mode: the 1000-box message (its 100 most confident), then the good box and the good click
+    answered = sorted((e["metadata"]["num_masks"], e["metadata"]["labels"]) for e in events(out / "segment"))
+    assert answered == [(1, [""]), (1, ["good"]), (100, ["many"] * 100)], answered
+    # track mode: every frame answered (the clock jumps too), the clicked object tracked to the last frame
+    tracked = {e["metadata"]["timestamp"]["datetime"]: e["metadata"] for e in events(out / "track")}
+    assert {stamp(s)["datetime"] for s in (0, 1, 2, 3, 4, 5)} <= set(tracked), sorted(tracked)
+    assert tracked[stamp(5)["datetime"]]["num_masks"] == 1 and tracked[stamp(5)["datetime"]]["track_ids"] == [1]
+    # the click page: exactly the one good click reached dora
+    [click] = events(out / "click")
+    assert click["metadata"]["labels"] == [1] and click["metadata"]["object_id"] == 3
+    # one line per kind of trouble, not one per message: 1500 made-up cameras are not 1500 lines
+    rerun_lines = [line for line in logged.splitlines() if " rerun: " in line and "WARNING" in line]
+    assert len(rerun_lines) < 40, rerun_lines[:50]
+    assert any("over MAX_PIXELS" in line for line in logged.splitlines() if " segment: " in line)
+    assert any("and 999990 more" in line for line in logged.splitlines() if " track: " in line)
+    # the rerun viewer drew the good answers: the good box's (from `segment`) and the neighbour's last one
+    from rerun.chunk import RrdReader
+
+    drawn = sum(chunk.num_rows for chunk in RrdReader(str(rrd)).stream() if chunk.entity_path == "/image/masks")
+    assert drawn >= 3, drawn  # 1000 boxes, the good box, the good click, and the neighbour's good answer
+
+
+def stamp(seconds: float) -> dict:
+    return {"datetime": at(seconds).isoformat()}
+
+
+def events(directory) -> list[dict]:
+    path = directory / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> int | None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body or None, headers or {})
+        return connection.getresponse().status
+    except OSError:  # the node is not serving yet
+        return None
+    finally:
+        connection.close()
+
+
+def post(port: int, body, **headers) -> int | None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    page = {"Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json",
+            "Authorization": f"Bearer {TOKEN}"}
+    return request(port, "POST", "/points", data, {**page, **headers})
+
+
+def hostile_http(port: int) -> None:
+    """What a hostile page, or a buggy stale one, sends the click server: each one refused, none fatal."""
+    wait_for(lambda: request(port, "GET", "/") == 200, 300, "the click page")
+    bodies = [b"[" * 30_000 + b"]" * 30_000, b'{"points": [[5, 5, 1]], "object": 1e300}',
+              b'{"points": [[5, 5, 1]], "object": Infinity}', b'{"points": [[NaN, 5, 1]]}',
+              b'{"points": [[5, 5, 1.9]]}', b"\xff\xfe\x00"]
+    assert [post(port, body) for body in bodies] == [400] * len(bodies)
+    assert [request(port, "POST", f"/points/{i}", b"{}", {"Origin": "http://evil.example"})
+            for i in range(300)] == [403] * 300
+    idle = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(40)]
+    for connection in idle:
+        connection.connect()
+    for connection in idle:
+        connection.close()
+    wait_for(lambda: request(port, "GET", "/") == 200, 120, "the click page after 40 idle connections")
