@@ -1,0 +1,111 @@
+"""Bounds hold: floods of what others send (cameras, boxes, refused requests) leave each structure within
+its named limit, and memory within a stated figure. Counts and bytes only: nothing here is timed.
+
+Memory is read with tracemalloc, which sees numpy's buffers: Python's and numpy's allocations, the
+structures a flood could grow. BENCHMARKS.md has the same floods' RSS, measured by benchmarks/floods.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from dora_sam2 import codecs, model as model_module
+from dora_sam2.domain import Frame, Masks, Prompt
+from dora_sam2.engine import Segmenter
+from dora_sam2.scheduling import DetectionFilter, SegmentScheduler, TrackScheduler
+from dora_sam2.settings import Limits
+from dora_sam2.stats import Stages, Stats
+
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+MB = 1 << 20
+
+
+def traced_growth(flood) -> int:
+    """Bytes still held (by Python and numpy) after `flood()` ran, beyond what was held before it."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = flood()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del kept
+    return grown
+
+
+def test_10000_made_up_cameras_hold_at_most_max_waiting_answers(tmp_path):
+    """The rerun viewer, fed answers naming 10,000 cameras it never sees: each 320x240 answer is 77 kB,
+    so kept they would be 770 MB; at most MAX_WAITING (64) wait, under 10 MB."""
+    rr = pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    rr.init("limits", spawn=False)
+    rr.save(str(tmp_path / "t.rrd"))
+    limits = Limits()
+    logger = MaskLogger(rr, limits=limits)
+    logger.frame(Frame("image", np.zeros((240, 320, 3), np.uint8), T0, "rgb8"))
+
+    def flood():
+        for i in range(10_000):
+            value, metadata = codecs.encode_masks(Masks(np.ones((1, 240, 320), bool), np.ones(1, np.float32), ("x",),
+                                                        f"camera {i}", T0 + timedelta(seconds=i)))
+            logger.answer("masks", {"value": value, "metadata": metadata})
+        return logger
+
+    grown = traced_growth(flood)
+    rr.disconnect()
+    assert logger._pairs.waiting == limits.max_waiting
+    assert grown < 10 * MB, grown
+
+
+def test_10000_made_up_cameras_in_prompts_hold_at_most_max_cameras_queues():
+    """dora 0.5 does not say which inputs are cameras: a prompt's image_id is taken as it comes, and each
+    new one would have been a queue of its own."""
+    limits = Limits(max_cameras=4)
+    scheduler = TrackScheduler(lambda ids: None, Stats(Stages(), 0), cameras=(), limits=limits)
+    box = np.array([[1, 1, 9, 9]], np.float32)
+    for i in range(10_000):
+        list(scheduler.handle([Prompt.from_boxes("bbox", box, image_id=f"cam{i}"),
+                               Prompt.from_points("points", np.array([[3, 3]], np.float32), [1], image_id=f"cam{i}")]))
+    assert len(scheduler._detections) <= 4 and len(scheduler._clicks) <= 4
+
+
+def test_clicks_waiting_for_a_camera_are_bounded():
+    limits = Limits(max_clicks=5)
+    scheduler = TrackScheduler(lambda ids: None, Stats(Stages(), 0), cameras=("image",), limits=limits)
+    for _ in range(100):
+        list(scheduler.handle([Prompt.from_points("points", np.array([[3, 3]], np.float32), [1])]))
+    assert len(scheduler._clicks["image"]) == 5
+
+
+def test_a_1000_box_message_answers_the_100_most_confident_16_at_a_time(model, monkeypatch, caplog):
+    """MAX_BOXES keeps the detector's most confident boxes and counts the rest; the decoder sees at most
+    DECODE_BATCH objects at once, so its working memory does not grow with the message."""
+    seen = []
+    real = model_module.predict_masks
+
+    def counting(decoder, image, pe, sparse, *rest):
+        seen.append(sparse.shape[1])
+        return real(decoder, image, pe, sparse, *rest)
+
+    monkeypatch.setattr(model_module, "predict_masks", counting)
+    stats = Stats(Stages(), 0)
+    scheduler = SegmentScheduler(Segmenter(model), stats, detections=DetectionFilter(max_boxes=100))
+    frame = Frame("image", np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), T0, "rgb8")
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(0, 30, (1000, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (1000, 2)).astype(np.float32)], axis=1)
+    confidences = rng.uniform(0, 1, 1000).astype(np.float32)
+    prompt = Prompt.from_boxes("bbox", boxes, [f"box {i}" for i in range(1000)], timestamp=T0, confidences=confidences)
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        [(_, masks)] = list(scheduler.handle([frame, prompt]))
+    top = np.sort(np.argsort(-confidences)[:100])
+    assert masks.class_names == tuple(f"box {i}" for i in top)
+    assert stats.filtered == 900 and max(seen) <= model_module.DECODE_BATCH and sum(seen) == 100
+    assert [r.getMessage() for r in caplog.records] == [
+        "input 'bbox': 1000 boxes in one message, over MAX_BOXES=100: the 100 most confident are answered"]
