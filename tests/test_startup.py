@@ -102,6 +102,27 @@ def test_settings_defaults_and_overrides():
     assert (settings.model, settings.device, settings.dtype) == ("facebook/sam2.1-hiera-large", "cuda:1", "bfloat16")
 
 
+def test_the_readme_limits_table_is_the_code():
+    """Each row of the README's Limits table: its setting changes that bound, and its default is the code's."""
+    import dataclasses
+    import re
+
+    from conftest import ROOT
+    from dora_sam2.settings import Limits
+
+    section = (ROOT / "README.md").read_text().split("### Limits", 1)[1].split("\n\n", 3)[2]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| `([0-9.]+)`", section, re.M)
+    fields = {f.name.upper(): f.name for f in dataclasses.fields(Limits)}
+    assert sorted(name for name, _ in rows) == sorted(fields), rows
+    for name, default in rows:
+        field = fields[name]
+        assert getattr(Limits(), field) == type(getattr(Limits(), field))(default), name
+        assert getattr(Limits.from_env({name: "7"}), field) == 7, name
+    assert Settings.from_env({"MAX_BOXES": "7"}).limits.max_boxes == 7
+    with pytest.raises(ConfigError, match="MAX_PIXELS=0 is below its minimum of 1"):
+        Settings.from_env({"MAX_PIXELS": "0"})
+
+
 @pytest.mark.parametrize("size,fits", [(512, True), (768, True), (640, False), (128, False)])
 def test_edgetam_input_sizes_follow_its_perceiver_grid(size, fits):
     """EdgeTAM's perceiver cuts the memory (size / 16) into 16 x 16 windows: multiples of 256 only."""
