@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -13,9 +14,11 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from dora_sam2.random_model import make_random_model
@@ -181,3 +184,64 @@ def open_when_served(page, url: str, seconds: float = 120) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------- dataflows, written once
+
+
+def sam2_node(model_dir, inputs: dict, outputs=("mask",), env: dict | None = None) -> str:
+    """The node under test, wired the way a user writes it: `path: dora-sam2`."""
+    env = {"MODEL": str(model_dir), "STATS_FILE": "$OUT/stats.json", **(env or {})}
+    return (
+        "  - id: sam2\n    path: dora-sam2\n"
+        f"    inputs: {json.dumps(inputs)}\n    outputs: {json.dumps(list(outputs))}\n    env: {json.dumps(env)}\n"
+    )
+
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def frame_message(rgb: np.ndarray, index: int, output: str = "image", encoding: str = "rgb8"):
+    """An image message stamped with a known timestamp, so prompts can name the exact frame."""
+    h, w = rgb.shape[:2]
+    return (0.15, output, pa.array(rgb.ravel()),
+            {"encoding": encoding, "width": w, "height": h, "timestamp": T0 + timedelta(seconds=index)})
+
+
+def after_answers(count: int) -> tuple:
+    """A player step: wait until the node has sent `count` answers, so that what follows (a reset, a
+    click) reaches it after those frames, however slow the machine. dora keeps no order across inputs."""
+    return (0.0, "wait-for-answers", count, {})  # the player's own word for it
+
+
+def write_script(tmp_path, steps) -> str:
+    path = tmp_path / "script.pkl"
+    path.write_bytes(pickle.dumps(steps))
+    return str(path)
+
+
+def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
+                collect: dict | None = None, sam2_env: dict | None = None, answers: str | None = None) -> str:
+    """player -> sam2 -> collector `out`. `answers` (e.g. "sam2/mask") wires the node's answers back to
+    the player, for scripts that wait for them (`after_answers`)."""
+    collect = collect or {name: f"sam2/{name}" for name in sam2_outputs}
+    player_inputs = f"\n    inputs: {{answers: {lossless(answers)}}}" if answers else ""
+    # the collector must see every answer: through dora's daemon path (see conftest.lossless)
+    collect = {name: {"source": source, "queue_size": 1000, "queue_policy": "backpressure"} if isinstance(source, str)
+               else source for name, source in collect.items()}
+    return f"""
+nodes:
+  - id: player
+    path: $NODES/player.py{player_inputs}
+    outputs: {json.dumps(list(player_outputs))}
+    env: {{SCRIPT: {script}, LINGER: "1"}}
+{sam2_node(model_dir, sam2_inputs, sam2_outputs, sam2_env)}
+  - id: out
+    path: $NODES/collector.py
+    inputs: {json.dumps(collect)}
+    env: {{OUT_DIR: $OUT/out}}
+"""
+
+
+def scene(width=640, height=480, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import SHARED_DATA, assert_no_traceback, lossless
+from conftest import (SHARED_DATA, T0, after_answers, assert_no_traceback, frame_message, lossless, player_flow,
+                      sam2_node, scene, write_script)
 
 pytestmark = pytest.mark.dataflow
-
-
-def sam2_node(model_dir, inputs: dict, outputs=("mask",), env: dict | None = None) -> str:
-    """The node under test, wired the way a user writes it: `path: dora-sam2`."""
-    env = {"MODEL": str(model_dir), "STATS_FILE": "$OUT/stats.json", **(env or {})}
-    return (
-        "  - id: sam2\n    path: dora-sam2\n"
-        f"    inputs: {json.dumps(inputs)}\n    outputs: {json.dumps(list(outputs))}\n    env: {json.dumps(env)}\n"
-    )
+LOSSLESS = {"queue_size": 100, "queue_policy": "backpressure"}  # conftest.lossless, as a mapping for sam2_node
 
 
 def test_seed_pipeline_gives_masks_the_seed_consumer_reads(dataflow, model_dir):
@@ -68,7 +60,8 @@ nodes:
         assert "datetime" in meta["timestamp"]
     for event in events:  # two boxes, or the empty detection every third frame
         assert (event["metadata"]["num_masks"], event["metadata"]["labels"]) in [(2, ["cup", "bottle"]), (0, [])]
-    assert events[-1]["metadata"]["num_masks"] == 0  # the last frame's empty detection is always answered
+    if stats["prompts"] == 6:  # the last frame's empty detection reached the node: newest wins, it is answered
+        assert events[-1]["metadata"]["num_masks"] == 0
 
 
 def test_seed_consumer_and_applications_run_verbatim_on_0_1_and_3_objects(dataflow, model_dir):
@@ -143,46 +136,6 @@ def image(event) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- scripted messages
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-def frame_message(rgb: np.ndarray, index: int, output: str = "image", encoding: str = "rgb8"):
-    """An image message stamped with a known timestamp, so prompts can name the exact frame."""
-    h, w = rgb.shape[:2]
-    return (0.15, output, pa.array(rgb.ravel()),
-            {"encoding": encoding, "width": w, "height": h, "timestamp": T0 + timedelta(seconds=index)})
-
-
-def write_script(tmp_path, steps) -> str:
-    path = tmp_path / "script.pkl"
-    path.write_bytes(pickle.dumps(steps))
-    return str(path)
-
-
-def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
-                collect: dict | None = None, sam2_env: dict | None = None) -> str:
-    collect = collect or {name: f"sam2/{name}" for name in sam2_outputs}
-    # the collector must see every answer: through dora's daemon path (see conftest.lossless)
-    collect = {name: {"source": source, "queue_size": 1000, "queue_policy": "backpressure"} if isinstance(source, str)
-               else source for name, source in collect.items()}
-    return f"""
-nodes:
-  - id: player
-    path: $NODES/player.py
-    outputs: {json.dumps(list(player_outputs))}
-    env: {{SCRIPT: {script}, LINGER: "1"}}
-{sam2_node(model_dir, sam2_inputs, sam2_outputs, sam2_env)}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {json.dumps(collect)}
-    env: {{OUT_DIR: $OUT/out}}
-"""
-
-
-def scene(width=640, height=480, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-
-
 def test_upstream_conventions_are_a_drop_in(dataflow, model_dir, tmp_path):
     """dora-sam2 0.5.0's wiring: `boxes2d` flat xyxy with `encoding: xyxy` and `image_id`, `masks` out."""
     boxes = pa.array(np.array([10, 20, 200, 220, 300, 100, 500, 400], np.float32))
@@ -204,10 +157,12 @@ def test_points_with_background_labels(dataflow, model_dir, tmp_path):
     steps = [
         frame_message(scene(), 0),
         (0.1, "points", points, {"labels": [1, 0, 0], "timestamp": T0}),
-        (1.0, "points", pa.array(np.array([100, 100], np.float32)), {"timestamp": T0}),  # after the first answer
+        after_answers(1),  # the second is not newer-wins' to skip
+        (0.0, "points", pa.array(np.array([100, 100], np.float32)), {"timestamp": T0}),
     ]
     run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "points"],
-                               {"image": "player/image", "points": "player/points"}, ("mask", "masks")))
+                               {"image": "player/image", "points": "player/points"}, ("mask", "masks"),
+                               answers="sam2/mask"))
     assert run.returncode == 0, run.log[-4000:]
     events = run.events()
     assert sorted(e["id"] for e in events) == ["mask", "mask", "masks", "masks"]
@@ -294,14 +249,14 @@ nodes:
     env: {{CAPTURE_PATH: {SHARED_DATA / "cups.mp4"}, IMAGE_WIDTH: "640", IMAGE_HEIGHT: "360"}}
   - id: yolo
     path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: camera/image}}
+    inputs: {{image: {lossless("camera/image")}}}
     outputs: [bbox]
     env: {{BOXES: '[[200, 100, 400, 300, "cup"]]'}}
-{sam2_node(model_dir, {"image": {"source": "camera/image", "queue_size": 100},
-                       "bbox": {"source": "yolo/bbox", "queue_size": 100}}, env={"EVERY_FRAME": "1"})}
+{sam2_node(model_dir, {"image": LOSSLESS | {"source": "camera/image"}, "bbox": LOSSLESS | {"source": "yolo/bbox"}},
+           env={"EVERY_FRAME": "1"})}
   - id: out
     path: $NODES/collector.py
-    inputs: {{mask: sam2/mask}}
+    inputs: {{mask: {lossless("sam2/mask")}}}
     env: {{OUT_DIR: $OUT/out}}
 """)
     assert run.returncode == 0, run.log[-4000:]
@@ -315,50 +270,25 @@ nodes:
 
 
 def test_newest_prompt_wins_over_a_backlog(dataflow, model_dir, tmp_path):
-    """Frames and boxes at 25 fps, with queues deep enough to hold all of them: a FIFO node would answer
-    every one, late, wherever the model is slower than the camera. Ours skips the stale ones and counts
-    them, loses none, and answers the newest prompt's frame. (How many are skipped depends on the
-    machine's pace; test_scheduling.py holds the policy to exact counts on given batches.)"""
-    stats = tmp_path / "stats.json"
-    run = dataflow(f"""
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-    env: {{FRAMES: "40", FPS: "25"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: {{source: camera/image, queue_size: 100}}}}
-    outputs: [bbox]
-  - id: sam2
-    path: dora-sam2
-    inputs:
-      image: {{source: camera/image, queue_size: 100}}
-      bbox: {{source: yolo/bbox, queue_size: 100}}
-    outputs: [mask]
-    env: {{MODEL: "{model_dir}", STATS_FILE: "{stats}"}}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{mask: sam2/mask, image: {{source: camera/image, queue_size: 100}}}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    """A backlog of 39 frames and their boxes, sent at once while the node answers the first: a FIFO node
+    would answer every one, late. Ours answers the newest, skips the stale ones and counts them, and
+    loses none. (test_scheduling.py holds the policy to exact counts on given batches.)"""
+    box = pa.array(np.array([10, 10, 100, 100], np.float32))
+    steps = [frame_message(scene(), 0), (0.0, "bbox", box, {"timestamp": T0}), after_answers(1)]
+    for i in range(1, 40):
+        steps += [(0.0, *frame_message(scene(seed=i % 3), i)[1:]),
+                  (0.0, "bbox", box, {"timestamp": T0 + timedelta(seconds=i)})]
+    deep = {"image": {"source": "player/image", "queue_size": 100}, "bbox": {"source": "player/bbox", "queue_size": 100}}
+    run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "bbox"], deep, answers="sam2/mask"))
     assert run.returncode == 0, run.log[-4000:]
-    counts = json.loads(stats.read_text())
-    events = run.events()
-    answers = [e for e in events if e["id"] == "mask"]
-    frames = [e for e in events if e["id"] == "image"]
-    assert counts["answers"] == len(answers)
-    # every prompt that reaches the node is answered or counted, none lost (dora may stop the detector
-    # before it answers the camera's last frame)
-    assert counts["answers"] + counts["skipped"] == counts["prompts"] and counts["prompts"] >= 39
+    counts, answers = run.sam2_stats(), run.events()
+    assert counts["answers"] == len(answers) and counts["prompts"] == 40
+    assert counts["answers"] + counts["skipped"] == 40 and counts["skipped"] >= 1  # none lost, stale ones skipped
     assert counts["stage_calls"]["encode"] == counts["answers"]  # one encode per answered frame
     stamps = [stamp(e) for e in answers]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    # The newest prompt's frame is answered. The detector answers frames in order, so when dora stops
-    # it before the last frame's box, the newest prompt is for the frame before.
-    newest = frames[counts["prompts"] - 1]
-    # dora carries timestamps to about 1 us: the same instant can read 1 us apart at two receivers
-    assert len(frames) == 40 and abs(stamps[-1] - stamp(newest)) <= timedelta(microseconds=5)
+    # the newest prompt's frame is answered (dora carries timestamps to about 1 us)
+    assert abs(stamps[-1] - (T0 + timedelta(seconds=39))) <= timedelta(microseconds=5)
 
 
 def stamp(event) -> datetime:

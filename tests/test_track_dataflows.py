@@ -12,8 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import assert_no_traceback
-from test_dataflows import T0, frame_message, player_flow, scene, write_script
+from conftest import T0, after_answers, assert_no_traceback, frame_message, player_flow, scene, write_script
 
 pytestmark = pytest.mark.dataflow
 
@@ -39,8 +38,9 @@ def boxes_message(index: int, boxes) -> tuple:
 
 def track_flow(model_dir, tmp_path, steps, outputs=("mask",), env=None, inputs=("image", "bbox")):
     wiring = {name: {"source": f"player/{name}", "queue_size": FRAMES_KEPT} for name in inputs}
+    waits = any(step[1] == after_answers(0)[1] for step in steps)  # then the player reads the answers
     return player_flow(model_dir, write_script(tmp_path, steps), list(inputs), wiring, outputs,
-                       sam2_env={**TRACK_ENV, **(env or {})})
+                       sam2_env={**TRACK_ENV, **(env or {})}, answers=f"sam2/{outputs[0]}" if waits else None)
 
 
 def test_detections_every_15th_frame_frames_between_answered_from_memory(dataflow, model_dir, tmp_path):
@@ -80,11 +80,12 @@ def test_points_reset_and_the_object_cap(dataflow, model_dir, tmp_path):
     click = pa.array(np.array([320, 240], np.float32))
     steps = [frame_message(scene(), 0), boxes_message(0, three)]  # 3 detections, MAX_OBJECTS=2
     steps += [frame_message(scene(), i) for i in range(1, 4)]
-    # dora does not keep the order of messages across inputs queued together, so each phase gets time
-    steps += [(2.0, "reset", pa.array([0]), {}), frame_message(scene(), 4), frame_message(scene(), 5)]
-    steps += [(2.0, "points", click, {"object_id": 0, "label": "object 0", "timestamp": stamp(5)}),
-              frame_message(scene(), 6), frame_message(scene(), 7),
-              (2.0, "points", pa.array(np.array([320, 240, 330, 250], np.float32)), {"object_id": 0, "labels": [1, 1]}),
+    # dora does not keep the order of messages across inputs queued together: each phase starts once the
+    # node has answered the frames before it
+    steps += [after_answers(4), (0.0, "reset", pa.array([0]), {}), frame_message(scene(), 4), frame_message(scene(), 5)]
+    steps += [after_answers(6), (0.0, "points", click, {"object_id": 0, "label": "object 0", "timestamp": stamp(5)}),
+              frame_message(scene(), 6), frame_message(scene(), 7), after_answers(8),
+              (0.0, "points", pa.array(np.array([320, 240, 330, 250], np.float32)), {"object_id": 0, "labels": [1, 1]}),
               frame_message(scene(), 8), frame_message(scene(), 9)]
     run = dataflow(track_flow(model_dir, tmp_path, steps, env={"MAX_OBJECTS": "2"},
                               inputs=("image", "bbox", "points", "reset")))
@@ -108,7 +109,7 @@ def test_bad_input_in_track_mode_is_one_line_and_tracking_goes_on(dataflow, mode
     steps = [naive(frame_message(scene(), 0)),
              naive(boxes_message(0, [[40, 40, 200, 220], [700, 100, 800, 200]])),  # the second: right of 640
              *[naive(frame_message(scene(), i)) for i in (1, 2)],
-             (2.0, *frame_message(scene(320, 240), 3)[1:]), frame_message(scene(320, 240), 4)]
+             after_answers(3), frame_message(scene(320, 240), 3), frame_message(scene(320, 240), 4)]
     run = dataflow(track_flow(model_dir, tmp_path, steps))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
@@ -154,7 +155,8 @@ def test_remove_boxes_visible_and_boxes2d(dataflow, model_dir, tmp_path):
     boxes = [[40, 40, 200, 220], [300, 100, 560, 400], [420, 20, 600, 90]]
     steps = [frame_message(scene(), 0), yolo_message(0, boxes, [0.9, 0.9, 0.9], ["a", "b", "c"])]
     steps += [frame_message(scene(seed=i), i) for i in range(1, 4)]
-    steps += [(2.0, "remove", pa.array([2, 77], pa.int64()), {}), frame_message(scene(), 4), frame_message(scene(), 5)]
+    steps += [after_answers(4), (0.0, "remove", pa.array([2, 77], pa.int64()), {}), frame_message(scene(), 4),
+              frame_message(scene(), 5)]
     run = dataflow(track_flow(model_dir, tmp_path, steps, outputs=("masks", "boxes2d"),
                               inputs=("image", "bbox", "remove")))
     assert run.returncode == 0, run.log[-4000:]
