@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
-from conftest import BIN, EXAMPLES, NODES, free_port, wait_for_port
+from conftest import BIN, EXAMPLES, NODES, free_port, wait_for, wait_for_port
 
 pytestmark = pytest.mark.dataflow
 
@@ -38,7 +37,7 @@ def cluster(tmp_path, model_dir):
         start(f"daemon-{machine}", "daemon", "--machine-id", machine, "--coordinator-addr", "127.0.0.1",
               "--coordinator-port", str(port), "--local-listen-port", str(free_port()),
               "--zenoh-peer", f"tcp/127.0.0.1:{zenoh}", extra_env=machine_env)
-    time.sleep(3)
+    wait_for(lambda: registered(port, env) >= {"robot", "gpu"}, 120, "both daemons registered")
     try:
         yield port, env
     finally:
@@ -51,6 +50,13 @@ def cluster(tmp_path, model_dir):
                 process.kill()
         for log in logs:
             log.close()
+
+
+def registered(port: int, env: dict) -> set[str]:
+    """The machine ids of the daemons the coordinator knows (`dora cluster status` lists them as ID-uuid)."""
+    status = subprocess.run([str(BIN / "dora"), "cluster", "status", "--coordinator-addr", "127.0.0.1",
+                             "--coordinator-port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    return {line.split("-", 1)[0] for line in status.stdout.splitlines()[1:] if "-" in line}
 
 
 def test_sam2_on_a_second_daemon_answers_the_first(cluster, tmp_path):

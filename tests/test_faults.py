@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from conftest import run_dataflow
+from conftest import EXAMPLES, NODES, dataflow_in_background, run_dataflow, wait_for
 from dora_sam2.engine import Segmenter
 from dora_sam2.node import Adapter
 from dora_sam2.scheduling import SegmentScheduler
@@ -56,15 +56,19 @@ nodes:
 
 @pytest.mark.dataflow
 def test_stop_with_work_queued_ends_cleanly(tmp_path, model_dir):
-    run = run_dataflow(tmp_path, f"""
+    """Ctrl-C while frames and boxes keep coming, once the node has answered: it ends cleanly, answering
+    or counting what it held, with its final stats line."""
+    out = tmp_path / "out"
+    dataflow = tmp_path / "dataflow.yml"
+    dataflow.write_text(f"""
 nodes:
   - id: camera
-    path: $EXAMPLES/camera.py
+    path: {EXAMPLES}/camera.py
     inputs: {{tick: dora/timer/millis/40}}
     outputs: [image]
     env: {{FRAMES: "100000"}}
   - id: yolo
-    path: $EXAMPLES/fixed_detector.py
+    path: {EXAMPLES}/fixed_detector.py
     inputs: {{image: camera/image}}
     outputs: [bbox]
   - id: sam2
@@ -72,10 +76,18 @@ nodes:
     inputs: {{image: camera/image, bbox: yolo/bbox}}
     outputs: [mask]
     env: {{MODEL: "{model_dir}"}}
-""", stop_after="8s")
-    assert run.returncode == 0, run.log[-4000:]
-    assert "Traceback" not in run.log
-    final = [line for line in sam2_lines(run) if "final: answered" in line]
+  - id: out
+    path: {NODES}/collector.py
+    inputs: {{mask: sam2/mask}}
+    env: {{OUT_DIR: "{out}"}}
+""")
+    with dataflow_in_background(dataflow) as dora:
+        wait_for(lambda: (out / "events.jsonl").exists() and (out / "events.jsonl").read_text(), 300,
+                 "the node's first answer")
+    logged = (tmp_path / "dora.log").read_text()
+    assert dora.returncode == 0, logged[-4000:]
+    assert "Traceback" not in logged
+    final = [line for line in logged.splitlines() if " sam2: " in line and "final: answered" in line]
     assert len(final) == 1 and "answered 0," not in final[0]
 
 
