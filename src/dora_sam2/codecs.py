@@ -22,6 +22,7 @@ from .settings import Limits
 
 LIMITS = Limits()  # the defaults, for callers that set none
 
+LABEL_CHARS = 100  # a class name travels in every answer's metadata and log line: longer ones are cut
 MAX_OBJECT_ID = 2**31 - 1  # the click page's object index: it travels back in metadata, as an int64
 RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
 COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
@@ -250,8 +251,8 @@ def decode_points(input_id: str, value, metadata: dict, limits: Limits = LIMITS)
     if isinstance(object_id, int) and not isinstance(object_id, bool) and 0 <= object_id <= MAX_OBJECT_ID:
         routing["object_ids"] = (object_id,)
     class_name = metadata.get("label")
-    return Prompt.from_points(input_id, points, point_labels, str(class_name) if class_name is not None else "",
-                              **routing)
+    return Prompt.from_points(input_id, points, point_labels,
+                              str(class_name)[:LABEL_CHARS] if class_name is not None else "", **routing)
 
 
 def _values_and_labels(input_id: str, value, metadata: dict, field: str):
@@ -312,7 +313,7 @@ def _class_names(input_id: str, raw, count: int) -> tuple[str, ...]:
         return ("",) * count
     if len(labels) != count:
         raise InputError(input_id, f"{len(labels)} labels for {count} boxes")
-    return tuple("" if label is None else str(label) for label in labels)
+    return tuple("" if label is None else str(label)[:LABEL_CHARS] for label in labels)
 
 
 def _point_labels(input_id: str, raw, count: int) -> np.ndarray:

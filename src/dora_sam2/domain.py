@@ -14,6 +14,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from .throttle import Throttle
+
 log = logging.getLogger("dora_sam2")
 T = TypeVar("T")
 F, A = TypeVar("F"), TypeVar("A")
@@ -234,14 +236,17 @@ class Prompt:
         return cls(input_id, points, point_labels, (class_name,), **kw)
 
 
-def on_frame(prompt: Prompt, frame: Frame) -> Prompt:
-    """The prompt as it can be answered on `frame`: a box wholly outside it is dropped, in one line."""
+def on_frame(prompt: Prompt, frame: Frame, say: Throttle | None = None) -> Prompt:
+    """The prompt as it can be answered on `frame`: a box wholly outside it is dropped, in one line (per
+    input every 10 s, through `say`: a detector may send such a box on every frame)."""
     outside = prompt.boxes_outside(frame.width, frame.height)
     if not outside.any():
         return prompt
     boxes = [prompt.points[i].ravel().round(1).tolist() for i in np.flatnonzero(outside)]
-    log.warning("input '%s': %s wholly outside the %dx%d frame: dropped", prompt.input_id,
-                f"box {boxes[0]} lies" if len(boxes) == 1 else f"boxes {boxes} lie", frame.width, frame.height)
+    shown = (f"box {boxes[0]} lies" if len(boxes) == 1 else f"boxes {boxes} lie" if len(boxes) <= 3
+             else f"{len(boxes)} boxes ({boxes[:3]}, ...) lie")
+    (say or Throttle(log)).warning(f"{prompt.input_id} outside", "input '%s': %s wholly outside the %dx%d frame: dropped",
+                                   prompt.input_id, shown, frame.width, frame.height)
     return prompt.keep(~outside)
 
 

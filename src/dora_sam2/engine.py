@@ -40,7 +40,7 @@ class Segmenter:
     def segment(self, prompt: Prompt) -> tuple[Frame, Masks]:
         """The masks for a prompt, with the frame they were computed on."""
         frame = self.frame_for(prompt)
-        prompt = on_frame(prompt, frame)
+        prompt = on_frame(prompt, frame, self._say)
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
             masks, scores, visible = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32), None
         else:

@@ -83,6 +83,7 @@ class SegmentScheduler:
         self.stats = stats
         self.every_frame = every_frame
         self.filter = detections
+        self._say = Throttle(log, burst=20)  # per prompt input, as the adapter's bad-input lines
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
     def handle(self, items: Iterable) -> Iterator[Answer]:
@@ -135,10 +136,10 @@ class SegmentScheduler:
         try:
             return self.segmenter.segment(prompt)
         except InputError as error:
-            log.warning("%s", error)
+            self._say.warning(prompt.input_id, "%s", error)
         except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
-            log.error("input '%s': segmentation failed on this frame (%s: %s); skipping it",
-                      prompt.input_id, type(error).__name__, error)
+            self._say.error(f"{prompt.input_id} failed", "input '%s': segmentation failed on this frame (%s: %s); "
+                            "skipping it", prompt.input_id, type(error).__name__, error)
         return None
 
 
@@ -219,8 +220,8 @@ class TrackScheduler:
         try:
             return [(frame, self.trackers[camera].step(frame, detections, self._clicks.pop(camera, [])))]
         except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
-            log.error("input '%s': tracking failed on this frame (%s: %s); skipping it",
-                      camera, type(error).__name__, error)
+            self._say.error(f"{camera} failed", "input '%s': tracking failed on this frame (%s: %s); skipping it",
+                            camera, type(error).__name__, error)
             return []
 
     def _due_detections(self, frame: Frame) -> Prompt | None:

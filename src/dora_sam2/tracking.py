@@ -134,7 +134,7 @@ class Tracker:
                               "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump, self.clock.jump)
         self._forget_ended()
         self._follow_resolution(frame)
-        detections = on_frame(detections, frame) if detections is not None else None
+        detections = on_frame(detections, frame, self._say) if detections is not None else None
         self._new, self._revived_now = [], set()  # started, and revived, on this frame
         cues = self._match_detections(detections) if detections is not None else {}
         for prompt in clicks:
@@ -169,9 +169,9 @@ class Tracker:
         """A camera that changes resolution mid-stream: the tracks' boxes and memories no longer fit it."""
         size = (frame.width, frame.height)
         if self._size is not None and size != self._size and self.tracks:
-            log.warning("input '%s': the camera changed resolution from %dx%d to %dx%d: dropping tracks %s, "
-                        "whose boxes and memories no longer fit the frame", frame.image_id, *self._size, *size,
-                        [t.track_id for t in self.tracks])
+            self._say.warning("resolution", "input '%s': the camera changed resolution from %dx%d to %dx%d: dropping "
+                              "tracks %s, whose boxes and memories no longer fit the frame", frame.image_id,
+                              *self._size, *size, [t.track_id for t in self.tracks])
             self.ended += len(self.tracks)
             self.tracks = []
         self._size = size
