@@ -225,7 +225,39 @@ def test_a_failed_frame_does_not_leave_half_started_tracks():
     assert t.tracks == [] and t.started == 0
     assert len(t.step(render(1, objects))) == 0
     frame = render(2, objects)
-    assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 2}
+    assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 1}  # the failed frame spent no id
+
+
+def test_a_frame_that_runs_again_in_float32_counts_once():
+    """fp16 overflow on a frame: it runs again, and must do what it would have done once. Before the
+    tracker planned its frames, the retry counted the detector's misses twice and lost a revived id."""
+
+    class OverflowsOnce(ColourSegmenter):
+        overflow, fell_back = False, 0
+
+        def postprocess(self, step, frame):
+            if self.overflow:
+                self.overflow = False
+                raise FloatingPointError("the model produced NaN or infinite outputs")
+            return super().postprocess(step, frame)
+
+        def fall_back_to_float32(self):
+            self.fell_back += 1
+            return True
+
+    model = OverflowsOnce()
+    t = Tracker(model, lost_seconds=2.0, lost_frames=None, revive_seconds=10.0, detector_misses=2)
+    both = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, both)
+    t.step(frame, detect(frame, both))
+    for i in (1, 2, 3):  # green leaves and ends (lost); red stays
+        t.step(render(i, {RED: (10, 10)}))
+    assert [tr.track_id for tr in t.tracks] == [1]
+    frame = render(4, both)  # green is back (revived as #2), red unconfirmed once: and this frame overflows
+    model.overflow = True
+    masks = t.step(frame, detect(frame, {GREEN: (70, 50)}))
+    assert model.fell_back == 1 and masks.track_ids == (1, 2) and (t.started, t.revived) == (2, 1)
+    assert [tr.misses for tr in t.tracks] == [1, 0]  # one unconfirming round, counted once
 
 
 def test_a_box_wholly_outside_the_frame_starts_no_track(caplog):

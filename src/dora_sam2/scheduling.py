@@ -78,11 +78,11 @@ class SegmentScheduler:
     answers_frames = False  # what it answers, and so what skipping means: prompts
 
     def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False,
-                 detections: DetectionFilter = DetectionFilter()):
+                 detections: DetectionFilter | None = None):
         self.segmenter = segmenter
         self.stats = stats
         self.every_frame = every_frame
-        self.filter = detections
+        self.filter = detections or DetectionFilter()  # each its own: its line throttle is state
         self._say = Throttle(log, burst=20)  # per prompt input, as the adapter's bad-input lines
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
@@ -150,12 +150,12 @@ class TrackScheduler:
     answers_frames = True
 
     def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
-                 detections: DetectionFilter = DetectionFilter(), limits: Limits = Limits()):
+                 detections: DetectionFilter | None = None, limits: Limits = Limits()):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
-        self.filter = detections
+        self.filter = detections or DetectionFilter()  # each its own: its line throttle is state
         self.limits = limits
         self._say = Throttle(log)
         self.trackers: dict[str, Tracker] = {}

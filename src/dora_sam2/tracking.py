@@ -11,11 +11,12 @@ not follow a clock that steps.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -61,9 +62,9 @@ class CameraClock:
         return delta
 
 
-@dataclass(eq=False)  # a track is itself: compared by identity, not by its (array) fields
+@dataclass(eq=False)  # a track is itself: compared (and hashed) by identity, not by its (array) fields
 class Track:
-    track_id: int
+    track_id: int | None  # None while only planned: an id is given when its frame has been answered
     class_name: str  # the detector's (or the click page's) word for it
     memory: ObjectMemory
     box: np.ndarray  # xyxy of its newest visible mask (or its prompt, before any)
@@ -92,6 +93,20 @@ class _Cue:
     point_labels: np.ndarray  # (K,)
 
 
+@dataclass
+class _Plan:
+    """What one frame's prompts do to the tracks, decided before the model runs and applied only once it
+    has answered: a frame that fails (and may run again in float32) changes nothing, counts no miss twice
+    and spends no id. The live tracks are copies, so the tracker's own stay as they were."""
+
+    tracks: list[Track]  # the frame's tracks in answer order: the live ones (copies), then the new ones
+    remembered: list[_Ended]  # ended tracks that may still come back, less those revived on this frame
+    cues: dict[Track, _Cue] = field(default_factory=dict)  # the prompted tracks' prompts
+    new: list[Track] = field(default_factory=list)  # started on this frame, revived ones among them
+    revived: dict[Track, _Ended] = field(default_factory=dict)
+    unconfirmed: list[Track] = field(default_factory=list)  # ended: the detector no longer confirms them
+
+
 class Tracker:
     def __init__(self, model: Sam2StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
                  match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
@@ -109,8 +124,6 @@ class Tracker:
         self.stages = stages if stages is not None else Stages()
         self.started = self.ended = self.revived = 0
         self._ended: list[_Ended] = []  # recently ended on their own, newest last
-        self._new: list[Track] = []
-        self._revived_now: set[int] = set()
         self.clock = CameraClock(clock_jump)
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
@@ -121,49 +134,45 @@ class Tracker:
         """This frame's masks of every live track, after applying the prompts that came with it."""
         try:
             return self._step(frame, detections, clicks)
-        except FloatingPointError:  # nothing of the failed frame was kept: it can run again
+        except FloatingPointError:  # the failed frame's plan was never applied: it can run again
             if not self.model.fall_back_to_float32():
                 raise
             return self._step(frame, detections, clicks)
 
     def _step(self, frame: Frame, detections: Prompt | None, clicks: Sequence[Prompt]) -> Masks:
-        # Camera time, so a track lives as long on a slow CPU as on a GPU
-        jump = self.clock.tick(frame.timestamp)
-        if jump is not None:
-            self._say.warning("clock", "input '%s': the camera's clock jumped %+.1f s between two frames; track "
-                              "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump, self.clock.jump)
+        # What the frame itself says (its time, its size) holds whether or not the model answers it, and
+        # reading it twice changes nothing; what its prompts do is planned, and applied once answered.
+        self._follow_clock(frame)
         self._forget_ended()
         self._follow_resolution(frame)
         detections = on_frame(detections, frame, self._say) if detections is not None else None
-        self._new, self._revived_now = [], set()  # started, and revived, on this frame
-        cues = self._match_detections(detections) if detections is not None else {}
-        for prompt in clicks:
-            cues.update(self._match_clicks(prompt))
-        if not self.tracks:  # nothing to follow: answered without touching the model
+        plan = self._plan(detections, clicks)
+        if not plan.tracks:  # nothing to follow: answered without touching the model
+            self._apply(plan)
             return self._masks(frame, np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32))
 
-        try:
-            with self.stages.time("encode"):
-                features = self.model.encode(frame)
-            step = self._infer(features, cues)
-            prompted = [track.track_id in cues for track in self.tracks]
-            with self.stages.time("remember"):
-                memories = self.model.remember(features, step, prompted)
-            with self.stages.time("postprocess"):  # checks the outputs before anything is remembered
-                found = self.model.postprocess(step, frame)
-        except Exception:
-            # A track started on this frame has no memory to go on from: it did not start after all.
-            self.tracks = [t for t in self.tracks if t not in self._new]
-            revived = sum(t.track_id in self._revived_now for t in self._new)
-            self.started -= len(self._new) - revived
-            self.revived -= revived
-            raise
+        with self.stages.time("encode"):
+            features = self.model.encode(frame)
+        step = self._infer(features, plan)
+        prompted = [track in plan.cues for track in plan.tracks]
+        with self.stages.time("remember"):
+            memories = self.model.remember(features, step, prompted)
+        with self.stages.time("postprocess"):  # checks the outputs before anything is remembered
+            found = self.model.postprocess(step, frame)
+        self._apply(plan)
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
             track.memory.add(self._frame_index, memory, was_prompted)
         answer = self._masks(frame, found.masks, found.scores, found.visible)
         self._follow(found.masks, found.visible)
         self._frame_index += 1
         return answer
+
+    def _follow_clock(self, frame: Frame) -> None:
+        """Camera time, so a track lives as long on a slow CPU as on a GPU; steady across clock jumps."""
+        jump = self.clock.tick(frame.timestamp)
+        if jump is not None:
+            self._say.warning("clock", "input '%s': the camera's clock jumped %+.1f s between two frames; track "
+                              "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump, self.clock.jump)
 
     def _follow_resolution(self, frame: Frame) -> None:
         """A camera that changes resolution mid-stream: the tracks' boxes and memories no longer fit it."""
@@ -192,122 +201,122 @@ class Tracker:
             self.tracks = [t for t in self.tracks if t not in gone]
         return [t.track_id for t in gone]
 
-    # -- prompts -> cues per track
+    # -- prompts -> a plan for the frame
 
-    def _match_detections(self, detections: Prompt) -> dict[int, _Cue]:
+    def _plan(self, detections: Prompt | None, clicks: Sequence[Prompt]) -> _Plan:
+        plan = _Plan([dataclasses.replace(t) for t in self.tracks], list(self._ended))
+        if detections is not None:
+            self._match_detections(plan, detections)
+        for prompt in clicks:
+            self._match_clicks(plan, prompt)
+        return plan
+
+    def _match_detections(self, plan: _Plan, detections: Prompt) -> None:
         """Each detection to the live track it overlaps best (by the track's mask box or its last prompt
         box, whichever overlaps more, so a poor mask does not duplicate its object), else to a track that
         ended lately, else a new track. Tracks this round leaves unconfirmed count a miss."""
         boxes = detections.points.reshape(-1, 4)
-        found = associate([t.box for t in self.tracks], boxes, self.match_iou,
-                          also=[t.prompt_box for t in self.tracks])
-        cues = {}
+        live = list(plan.tracks)
+        found = associate([t.box for t in live], boxes, self.match_iou, also=[t.prompt_box for t in live])
         for t, d in found.matches:
-            track = self.tracks[t]
+            track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
             track.prompt_box, track.misses = boxes[d].astype(np.float64), 0
-            cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
+            plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
         if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
-            self._count_misses({t for t, _ in found.matches})
-        for d, track in zip(found.new_detections, self._revive([boxes[d] for d in found.new_detections])):
-            track = track or self._start(detections.class_names[d], boxes[d])
+            self._count_misses(plan, [track for i, track in enumerate(live) if i not in {t for t, _ in found.matches}])
+        for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections])):
+            track = track or self._start(plan, detections.class_names[d], boxes[d])
             if track is not None:
-                cues[track.track_id] = _Cue(detections.points[d], BOX_LABELS)
-        return cues
+                plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
 
-    def _count_misses(self, confirmed: set[int]) -> None:
+    def _count_misses(self, plan: _Plan, unmatched: list[Track]) -> None:
         """Tracks the detector has not confirmed in `detector_misses` rounds end: a stray box that SAM 2
         keeps seeing would otherwise cost a tracked object's work on every frame. Tracks a person clicked
         are the person's, not the detector's."""
-        for i, track in enumerate(self.tracks):
-            if i not in confirmed and track.click_object is None:
+        for track in unmatched:
+            if track.click_object is None:
                 track.misses += 1
         if self.detector_misses:
-            unconfirmed = [t for t in self.tracks if t.misses >= self.detector_misses]
-            if unconfirmed:
-                log.info("tracks %s ended: the detector has not confirmed them in %d rounds",
-                         [t.track_id for t in unconfirmed], self.detector_misses)
-                self._end(unconfirmed)
+            plan.unconfirmed = [t for t in plan.tracks if t.misses >= self.detector_misses]
+            plan.tracks = [t for t in plan.tracks if t not in plan.unconfirmed]
 
-    def _revive(self, boxes: list[np.ndarray]) -> list[Track | None]:
+    def _revive(self, plan: _Plan, boxes: list[np.ndarray]) -> list[Track | None]:
         """Per new detection, the lately ended track it lands on (its id and label back, its memory anew
         from the detection), or None. Each ended track comes back once, to the detection it overlaps most."""
         revived: list[Track | None] = [None] * len(boxes)
-        if not boxes or not self._ended:
+        if not boxes or not plan.remembered:
             return revived
-        found = associate([e.box for e in self._ended], np.asarray(boxes), self.match_iou)
+        found = associate([e.box for e in plan.remembered], np.asarray(boxes), self.match_iou)
         for e, d in found.matches:
-            ended = self._ended[e]
-            track = self._start(ended.class_name, boxes[d], track_id=ended.track_id)
+            ended = plan.remembered[e]
+            track = self._start(plan, ended.class_name, boxes[d], track_id=ended.track_id)
             if track is not None:
-                log.info("track %d is back (ended %.1f s ago)", ended.track_id, self.clock.now - ended.at)
+                plan.revived[track] = ended
                 revived[d] = track
-                self._revived_now.add(track.track_id)
-        taken = {r.track_id for r in revived if r is not None}
-        self._ended = [e for e in self._ended if e.track_id not in taken]
+        taken = {id(e) for e in plan.revived.values()}  # by identity: their boxes are arrays
+        plan.remembered = [e for e in plan.remembered if id(e) not in taken]
         return revived
 
-    def _match_clicks(self, prompt: Prompt) -> dict[int, _Cue]:
+    def _match_clicks(self, plan: _Plan, prompt: Prompt) -> None:
         """A person's points: the object they name (or click inside) is refined, else a new one starts."""
-        cues = {}
         for i in range(prompt.num_objects):
             keep = prompt.point_labels[i] != Prompt.PAD
             points, point_labels = prompt.points[i][keep], prompt.point_labels[i][keep]
             if len(points) == 0:
                 continue
             click_object = prompt.object_ids[i] if prompt.object_ids is not None else None
-            track = self._clicked_track(points, point_labels, click_object)
+            track = _clicked_track(plan.tracks, points, point_labels, click_object)
             if track is None:
                 box = np.concatenate([points.min(axis=0), points.max(axis=0)])
-                track = self._start(prompt.class_names[i], box, click_object)
+                track = self._start(plan, prompt.class_names[i], box, click_object)
             elif prompt.class_names[i]:
                 track.class_name = prompt.class_names[i]
             if track is not None:
-                cues[track.track_id] = _Cue(points, point_labels)
-        return cues
+                plan.cues[track] = _Cue(points, point_labels)
 
-    def _clicked_track(self, points, point_labels, click_object) -> Track | None:
-        if click_object is not None:
-            return next((t for t in self.tracks if t.click_object == click_object), None)
-        # Without an object id, a click inside a track's box refines the smallest such track.
-        foreground = points[point_labels == FOREGROUND]
-        if len(foreground) == 0:
-            return None
-        x, y = foreground[0]
-        inside = [t for t in self.tracks if t.box[0] <= x <= t.box[2] and t.box[1] <= y <= t.box[3]]
-        return min(inside, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]), default=None)
-
-    def _start(self, class_name: str, box: np.ndarray, click_object: int | None = None,
+    def _start(self, plan: _Plan, class_name: str, box: np.ndarray, click_object: int | None = None,
                track_id: int | None = None) -> Track | None:
-        if len(self.tracks) >= self.max_objects:
+        if len(plan.tracks) >= self.max_objects:
             self._say.warning("max_objects", "MAX_OBJECTS=%d objects are tracked already: not starting another (%s). "
                               "Raise MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects,
                               class_name or "unlabelled")
             return None
         box = np.asarray(box, np.float64)
-        track = Track(track_id if track_id is not None else next(self._ids), class_name, self.model.new_memory(),
-                      box, box.copy(), self.clock.now, click_object=click_object)
-        self.tracks.append(track)
-        self._new.append(track)
-        if track_id is None:
-            self.started += 1
-        else:
-            self.revived += 1
+        track = Track(track_id, class_name, self.model.new_memory(), box, box.copy(), self.clock.now,
+                      click_object=click_object)
+        plan.tracks.append(track)
+        plan.new.append(track)
         return track
+
+    def _apply(self, plan: _Plan) -> None:
+        """The frame has been answered: its plan becomes the tracks, new ones get their ids."""
+        for track in plan.new:
+            if track in plan.revived:
+                log.info("track %d is back (ended %.1f s ago)", track.track_id, self.clock.now - plan.revived[track].at)
+                self.revived += 1
+            else:
+                track.track_id = next(self._ids)
+                self.started += 1
+        self.tracks, self._ended = plan.tracks, plan.remembered
+        if plan.unconfirmed:
+            log.info("tracks %s ended: the detector has not confirmed them in %d rounds",
+                     [t.track_id for t in plan.unconfirmed], self.detector_misses)
+            self._end(plan.unconfirmed)
 
     # -- model
 
-    def _infer(self, features, cues: dict[int, _Cue]) -> Step:
+    def _infer(self, features, plan: _Plan) -> Step:
         """Prompted tracks decode from their prompt, the others from memory; answers in track order."""
-        prompted = [i for i, t in enumerate(self.tracks) if t.track_id in cues]
-        followed = [i for i, t in enumerate(self.tracks) if t.track_id not in cues]
+        prompted = [i for i, t in enumerate(plan.tracks) if t in plan.cues]
+        followed = [i for i, t in enumerate(plan.tracks) if t not in plan.cues]
         steps = []
         if prompted:
             with self.stages.time("prompt_decode"):
-                steps.append(self.model.prompt(features, _as_prompt([cues[self.tracks[i].track_id] for i in prompted])))
+                steps.append(self.model.prompt(features, _as_prompt([plan.cues[plan.tracks[i]] for i in prompted])))
         if followed:
             with self.stages.time("memory"):
-                memories = [self.tracks[i].memory for i in followed]
+                memories = [plan.tracks[i].memory for i in followed]
                 steps.append(self.model.track(features, memories, self._frame_index))
         return Step.concat(steps, np.argsort(prompted + followed).tolist())
 
@@ -344,6 +353,18 @@ class Tracker:
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
                      track_ids=tuple(t.track_id for t in self.tracks), visible=visible)
+
+
+def _clicked_track(tracks: list[Track], points, point_labels, click_object) -> Track | None:
+    if click_object is not None:
+        return next((t for t in tracks if t.click_object == click_object), None)
+    # Without an object id, a click inside a track's box refines the smallest such track.
+    foreground = points[point_labels == FOREGROUND]
+    if len(foreground) == 0:
+        return None
+    x, y = foreground[0]
+    inside = [t for t in tracks if t.box[0] <= x <= t.box[2] and t.box[1] <= y <= t.box[3]]
+    return min(inside, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]), default=None)
 
 
 def _as_prompt(cues: list[_Cue]) -> Prompt:
