@@ -6,7 +6,9 @@ Needs torchvision, which transformers' SAM2 processor is built on. There is no C
 beside the CPU torch our CI uses, so run this where it exists (the lent GPU machines have it).
 Compares, for a few boxes and a points prompt with a background click:
 the model input (max abs difference), the low-resolution mask logits (correlation), and the final
-masks (IoU per object; expected >= 0.999). Exits non-zero when a mask IoU falls below --min-iou.
+masks (IoU per object; expected >= 0.999). Exits non-zero when a mask IoU or the logits correlation
+falls below --min-iou, or when a mask is empty or covers the whole frame (where an IoU of 1.0 is no
+evidence).
 """
 
 from __future__ import annotations
@@ -66,9 +68,12 @@ def main() -> None:
         correlation = np.corrcoef(our_logits.float().cpu().numpy().ravel(),
                                   out.pred_masks[0, :, 0].float().cpu().numpy().ravel())[0, 1]
         ious = [iou(a, b.numpy()) for a, b in zip(our_masks, their_masks)]
-        failures += sum(value < args.min_iou for value in ious)
+        # an IoU of two empty (or two full) masks is 1.0 and says nothing: each mask must cover some pixels, not all
+        areas = [float(m.mean()) for m in their_masks.numpy()]
+        failures += sum(value < args.min_iou for value in ious) + (correlation < args.min_iou)
+        failures += sum(not 0.001 < area < 0.999 for area in areas)
         print(f"{name}: input max |diff| {pixel_diff:.4f}, logits correlation {correlation:.5f}, "
-              f"mask IoU {', '.join(f'{v:.4f}' for v in ious)}")
+              f"mask IoU {', '.join(f'{v:.4f}' for v in ious)}, mask areas {', '.join(f'{a:.3f}' for a in areas)}")
     sys.exit(1 if failures else 0)
 
 

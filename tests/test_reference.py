@@ -30,9 +30,12 @@ def test_masks_match_sam2_processor_for_boxes_and_points():
     report = [line for line in result.stdout.splitlines() if "mask IoU" in line]
     assert {line.split(":")[0] for line in report} == {"3 boxes", "points 1 fg + 1 bg"}, result.stdout + result.stderr
     for line in report:
-        ious = [float(v) for v in re.search(r"mask IoU ([\d., ]+)", line).group(1).split(", ")]
+        ious = [float(v) for v in re.search(r"mask IoU ([\d.]+(?:, [\d.]+)*)", line).group(1).split(", ")]
+        areas = [float(v) for v in re.search(r"mask areas ([\d.]+(?:, [\d.]+)*)", line).group(1).split(", ")]
         pixels = float(re.search(r"input max \|diff\| ([\d.]+)", line).group(1))
-        assert min(ious) >= 0.999 and pixels < 1e-3, line
+        correlation = float(re.search(r"logits correlation ([\d.]+)", line).group(1))
+        assert min(ious) >= 0.999 and pixels < 1e-3 and correlation >= 0.999, line
+        assert all(0.001 < area < 0.999 for area in areas), line  # two empty masks would have IoU 1.0
     assert result.returncode == 0, result.stdout + result.stderr
 
 

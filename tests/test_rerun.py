@@ -29,7 +29,10 @@ def dora05(tmp_path_factory):
     pip = subprocess.run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", *DORA_05],
                          capture_output=True, text=True, timeout=600)
     if pip.returncode != 0:
-        pytest.skip(f"could not install the dora 0.5 runtime from the package registry: {pip.stderr[-300:]}")
+        why = f"could not install the dora 0.5 runtime from the package registry: {pip.stderr[-300:]}"
+        if os.environ.get("CI"):  # CI reaches the registry: there this test must run, not skip
+            pytest.fail(why)
+        pytest.skip(why)
     site = subprocess.run([str(root / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     return root / "bin", site
