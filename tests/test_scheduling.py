@@ -119,3 +119,44 @@ def test_track_prompts_for_an_unknown_camera_are_one_line(caplog):
     assert [masks.track_ids for _, masks in answers] == [()]
     [record] = caplog.records
     assert "image_id 'image_rear' names no camera input" in record.getMessage()
+
+
+# ---------------------------------------------------------------------------- README promises, each held
+
+
+def test_classes_and_min_confidence_drop_detections_in_segment_mode(segment):
+    """CLASSES keeps only the named labels, MIN_CONFIDENCE only the surer boxes; both counted as filtered."""
+    import numpy as np
+
+    from dora_sam2.domain import Prompt
+    from dora_sam2.scheduling import DetectionFilter
+    from dora_sam2.settings import Settings
+
+    settings = Settings.from_env({"CLASSES": " cup, ball ,", "MIN_CONFIDENCE": "0.5"})
+    assert settings.classes == {"cup", "ball"} and settings.min_confidence == 0.5
+    counts = stats()
+    scheduler, _ = segment()
+    scheduler = SegmentScheduler(scheduler.segmenter, counts,
+                                 detections=DetectionFilter(settings.min_confidence, settings.classes))
+    frame = render(0, {RED: (10, 10)})
+    boxes = np.array([[5, 5, 30, 30], [40, 40, 60, 60], [10, 50, 30, 70], [70, 10, 90, 30]], np.float32)
+    prompt = Prompt.from_boxes("bbox", boxes, ["cup", "person", "ball", "cup"], timestamp=frame.timestamp,
+                               confidences=np.array([0.9, 0.9, 0.7, 0.2], np.float32))
+    [(_, masks)] = list(scheduler.handle([frame, prompt]))
+    assert masks.class_names == ("cup", "ball") and counts.filtered == 2
+
+
+def test_several_cameras_in_track_mode_keep_ids_apart_and_remove_finds_the_camera():
+    from dora_sam2.scheduling import Remove
+
+    scheduler, _ = track(every_frame=True, cameras=("image_left", "image_right"))
+    left = [dataclasses.replace(render(i, {RED: (10, 10)}), image_id="image_left") for i in range(3)]
+    right = [dataclasses.replace(render(i, {GREEN: (60, 40)}), image_id="image_right") for i in range(3)]
+    on = {"image_left": dataclasses.replace(detect(left[0], {RED: (10, 10)}), image_id="image_left"),
+          "image_right": dataclasses.replace(detect(right[0], {GREEN: (60, 40)}), image_id="image_right")}
+    answers = list(scheduler.handle([on["image_left"], on["image_right"], left[0], right[0], left[1], right[1]]))
+    ids = {(frame.image_id, frame.timestamp): masks.track_ids for frame, masks in answers}
+    assert ids[("image_left", left[1].timestamp)] == (1,) and ids[("image_right", right[1].timestamp)] == (2,)
+    answers = list(scheduler.handle([Remove((2,)), left[2], right[2]]))  # ends the right camera's track only
+    assert [(frame.image_id, masks.track_ids) for frame, masks in answers] == [("image_left", (1,)),
+                                                                               ("image_right", ())]

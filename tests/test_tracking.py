@@ -431,3 +431,38 @@ def test_tracks_ended_by_clicks_alone_are_forgotten_and_bounded():
         wide.step(render(i, {RED: (10, 10)} if i % 2 == 0 else {}), None, [click] if i % 2 == 0 else [])
         assert all(wide.clock.now - e.at < 5.0 for e in wide._ended)  # none past REVIVE_SECONDS
     assert 0 < len(wide._ended) <= 3  # one a second, kept 5 s
+
+
+def test_detector_misses_spare_clicked_tracks_and_zero_turns_them_off():
+    """DETECTOR_MISSES: a track a person clicked is the person's, not the detector's; 0 = never ended so."""
+    click = Prompt.from_points("points", np.array([[75, 55]], np.float32), [FOREGROUND], object_ids=(0,))
+    for misses, clicked, expected in [(2, False, (1,)), (2, True, (1, 2)), (0, False, (1, 2))]:
+        t = tracker(detector_misses=misses, lost_frames=1000)
+        both = {RED: (10, 10), GREEN: (70, 50)}
+        frame = render(0, both)
+        t.step(frame, detect(frame, {RED: (10, 10)} if clicked else both), [click] if clicked else [])
+        for i in (1, 2, 3):  # the detector sees red only; green is still there for SAM 2
+            frame = render(i, both)
+            masks = t.step(frame, detect(frame, {RED: (10, 10)}))
+        assert masks.track_ids == expected, (misses, clicked)
+
+
+def test_revive_seconds_zero_gives_a_returning_object_a_new_id():
+    t = tracker(lost_seconds=2.0, revive_seconds=0.0, lost_frames=None)
+    seen = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen))
+    for i in range(1, 4):
+        t.step(render(i, {RED: (10, 10), GREEN: None}))
+    frame = render(5, seen)  # back 2 s after it ended: no revival at all
+    assert ids_by_colour(frame, t.step(frame, detect(frame, seen))) == {RED: 1, GREEN: 3} and t.revived == 0
+
+
+def test_reset_is_final_even_while_revival_is_on():
+    t = tracker(revive_seconds=10.0)
+    objects = {RED: (10, 10), GREEN: (70, 50)}
+    frame = render(0, objects)
+    t.step(frame, detect(frame, objects))
+    t.reset()
+    frame = render(1, objects)
+    assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 3, GREEN: 4} and t.revived == 0
