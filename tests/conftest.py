@@ -91,7 +91,7 @@ class DataflowRun:
                 if f" {node_id}: " in line and (" stdout " in line or " stderr " in line)]
 
 
-def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 240, stop_after: str | None = None,
+def run_dataflow(tmp_path: Path, yaml_text: str, timeout: float = 900, stop_after: str | None = None,
                  env: dict | None = None, cwd: Path | None = None) -> DataflowRun:
     """Run a dataflow with `dora run` (from tmp_path unless cwd is given); its YAML is written to tmp_path.
 
@@ -157,7 +157,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition, seconds: float = 120, what: str = "the condition") -> None:
+def wait_for(condition, seconds: float = 300, what: str = "the condition") -> None:
     """Polls until `condition()` holds. The limit is a hang guard, not a pace: a slow machine only waits longer."""
     deadline = time.monotonic() + seconds
     while not condition():
@@ -166,14 +166,14 @@ def wait_for(condition, seconds: float = 120, what: str = "the condition") -> No
         time.sleep(0.2)
 
 
-def wait_for_port(port: int, seconds: float = 120) -> None:
+def wait_for_port(port: int, seconds: float = 300) -> None:
     def listening() -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
     wait_for(listening, seconds, f"something listening on 127.0.0.1:{port}")
 
 
-def open_when_served(page, url: str, seconds: float = 120) -> None:
+def open_when_served(page, url: str, seconds: float = 300) -> None:
     """A browser page at `url` once the node serving it is up (it may still be loading its model)."""
     deadline = time.monotonic() + seconds
     while True:

@@ -330,12 +330,12 @@ nodes:
                 other.wait_for_function("document.title === 'sent'", timeout=30_000)
                 page = browser.new_page(viewport={"width": 900, "height": 700})
                 open_when_served(page, f"http://127.0.0.1:{port}/?token={TOKEN}")
-                page.wait_for_function("+document.body.dataset.frames >= 2", timeout=90_000)
+                page.wait_for_function("+document.body.dataset.frames >= 2", timeout=300_000)
                 box = page.locator("#view").bounding_box()
                 scale = box["width"] / 640
                 page.mouse.click(box["x"] + 200 * scale, box["y"] + 150 * scale)
                 clicked = time.monotonic()
-                page.wait_for_function("+document.body.dataset.masks >= 1", timeout=60_000)
+                page.wait_for_function("+document.body.dataset.masks >= 1", timeout=300_000)
                 delay = time.monotonic() - clicked
                 page.mouse.click(box["x"] + 400 * scale, box["y"] + 300 * scale, button="right")
                 wait_for(lambda: any(e["id"] == "points" and e["metadata"]["labels"] == [1, 0]

@@ -152,6 +152,21 @@ def test_upstream_conventions_are_a_drop_in(dataflow, model_dir, tmp_path):
     assert event["metadata"]["num_masks"] == 2 and event["metadata"]["labels"] == ["", ""]
 
 
+def test_mask_layout_stack_sends_each_objects_mask_on_mask(dataflow, model_dir, tmp_path):
+    """MASK_LAYOUT=stack: `mask` carries the N masks (UInt8), exactly the per-object `masks`."""
+    boxes = pa.array(np.array([10, 20, 200, 220, 300, 100, 500, 400], np.float32))
+    steps = [frame_message(scene(), 0), (0.1, "bbox", boxes, {"timestamp": T0, "labels": ["a", "b"]})]
+    run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "bbox"],
+                               {"image": "player/image", "bbox": "player/bbox"}, ("mask", "masks"),
+                               sam2_env={"MASK_LAYOUT": "stack"}))
+    assert run.returncode == 0, run.log[-4000:]
+    [mask] = [e for e in run.events() if e["id"] == "mask"]
+    [masks] = [e for e in run.events() if e["id"] == "masks"]
+    assert mask["type"] == "uint8" and mask["metadata"]["mask_layout"] == "stack"
+    assert mask["value"].size == 2 * 480 * 640 and mask["metadata"]["labels"] == ["a", "b"]
+    np.testing.assert_array_equal(mask["value"].astype(bool), masks["value"])
+
+
 def test_points_with_background_labels(dataflow, model_dir, tmp_path):
     points = pa.array(np.array([320, 240, 50, 50, 600, 400], np.float32))
     steps = [

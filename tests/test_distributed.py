@@ -91,7 +91,7 @@ nodes:
 """)
     result = subprocess.run([str(BIN / "dora"), "start", str(dataflow), "--coordinator-addr", "127.0.0.1",
                              "--coordinator-port", str(port), "--attach"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=900)
     logs = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("daemon-*.log"))
     assert result.returncode == 0, logs[-4000:]
     events = (out / "events.jsonl").read_text().splitlines() if (out / "events.jsonl").exists() else []

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import BIN, CHROMIUM, EXAMPLES, ROOT, dataflow_in_background, free_port, lossless, open_when_served
+from conftest import (BIN, CHROMIUM, EXAMPLES, ROOT, dataflow_in_background, free_port, lossless, open_when_served,
+                      wait_for)
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -192,6 +193,14 @@ def test_a_mask_before_its_frame_waits_for_it_and_one_without_a_frame_is_one_lin
     assert list(segmentation_images(tmp_path / "t.rrd")) == [(t0 - EPOCH) // timedelta(microseconds=1) * 1000]
 
 
+def drawn_red(png: bytes) -> int:
+    """Pixels of a screenshot that are strongly red."""
+    import cv2
+
+    rgb = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+    return int(((rgb[..., 0] > 150) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)).sum())
+
+
 def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path, model_dir):
     """SERVE: rerun's web viewer for a robot without a screen, on 127.0.0.1 unless BIND says otherwise."""
     pytest.importorskip("rerun", reason="rerun-sdk is not installed")
@@ -228,9 +237,11 @@ nodes:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             url = f"http://127.0.0.1:{web}/?url=rerun%2Bhttp://127.0.0.1:{grpc}/proxy"
             open_when_served(page, url)
-            page.wait_for_selector("canvas", timeout=60_000)  # the viewer (WebAssembly) has started
-            page.wait_for_timeout(8_000)  # let it connect and draw a few answers
-            page.screenshot(path=str(tmp_path / "rerun.png"))
+            page.wait_for_selector("canvas", timeout=300_000)  # the viewer (WebAssembly) has started
+            # it has connected and drawn the camera's frames and masks: the synthetic scene's red block (and
+            # the masks' tint) in the image view. An empty viewer has none of that red.
+            wait_for(lambda: drawn_red(page.screenshot(path=str(tmp_path / "rerun.png"))) > 2000, 300,
+                     "the frames and masks drawn in the web viewer")
             title = page.title()
             browser.close()
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
