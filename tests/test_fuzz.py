@@ -124,12 +124,16 @@ def image_messages(draw):
 
 @FUZZ
 @given(image_messages())
-def test_frame_decoder(message):
+def test_frame_decoders(message):
+    """The node's, the click page's and the rerun viewer's frame reader, and masks.frame_pixels."""
     value, meta = message
     frame = decoded_or_input_error(codecs.decode_frame, "image", value, meta)
     if frame is not None:
         assert frame.rgb.dtype == np.uint8 and frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3
         assert frame.width > 0 and frame.height > 0
+    pixels = decoded_or_input_error(lambda i, v, m: masks.frame_pixels({"id": i, "value": v, "metadata": m}),
+                                    "image", value, meta)
+    assert (pixels is None) == (frame is None)
 
 
 @FUZZ
@@ -187,16 +191,6 @@ def test_answer_decoders(message):
         decoded = decoded_or_input_error(lambda i, v, m: helper({"id": i, "value": v, "metadata": m}), "mask", value, meta)
         if decoded is not None:
             assert decoded.dtype == np.bool_
-
-
-@FUZZ
-@given(image_messages())
-def test_consumer_frame_reader(message):
-    value, meta = message
-    pixels = decoded_or_input_error(lambda i, v, m: masks.frame_pixels({"id": i, "value": v, "metadata": m}),
-                                    "image", value, meta)
-    if pixels is not None:
-        assert pixels.dtype == np.uint8 and pixels.ndim == 3
 
 
 json_values = st.recursive(

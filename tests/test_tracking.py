@@ -341,15 +341,16 @@ def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
     assert (t.started, t.revived) == (2, 1)
 
 
-def test_an_object_that_returns_after_revive_seconds_gets_a_new_id():
-    t = tracker(lost_seconds=2.0, revive_seconds=10.0, lost_frames=None)
+@pytest.mark.parametrize("revive_seconds, back_at", [(10.0, 20), (0.0, 5)], ids=["18 s after", "REVIVE_SECONDS=0"])
+def test_an_object_that_returns_after_revive_seconds_gets_a_new_id(revive_seconds, back_at):
+    t = tracker(lost_seconds=2.0, revive_seconds=revive_seconds, lost_frames=None)
     seen = {RED: (10, 10), GREEN: (70, 50)}
     frame = render(0, seen)
     t.step(frame, detect(frame, seen))
     for i in range(1, 4):
         t.step(render(i, {RED: (10, 10), GREEN: None}))
-    frame = render(20, seen)  # 18 s after it ended
-    assert ids_by_colour(frame, t.step(frame, detect(frame, seen))) == {RED: 1, GREEN: 3}
+    frame = render(back_at, seen)  # it ended at 2 s
+    assert ids_by_colour(frame, t.step(frame, detect(frame, seen))) == {RED: 1, GREEN: 3} and t.revived == 0
 
 
 def test_remove_ends_exactly_the_named_tracks_and_they_do_not_come_back():
@@ -445,17 +446,6 @@ def test_detector_misses_spare_clicked_tracks_and_zero_turns_them_off():
             frame = render(i, both)
             masks = t.step(frame, detect(frame, {RED: (10, 10)}))
         assert masks.track_ids == expected, (misses, clicked)
-
-
-def test_revive_seconds_zero_gives_a_returning_object_a_new_id():
-    t = tracker(lost_seconds=2.0, revive_seconds=0.0, lost_frames=None)
-    seen = {RED: (10, 10), GREEN: (70, 50)}
-    frame = render(0, seen)
-    t.step(frame, detect(frame, seen))
-    for i in range(1, 4):
-        t.step(render(i, {RED: (10, 10), GREEN: None}))
-    frame = render(5, seen)  # back 2 s after it ended: no revival at all
-    assert ids_by_colour(frame, t.step(frame, detect(frame, seen))) == {RED: 1, GREEN: 3} and t.revived == 0
 
 
 def test_reset_is_final_even_while_revival_is_on():
