@@ -24,6 +24,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -138,7 +139,10 @@ def click_message(body: dict, limits: Limits = Limits()) -> tuple[pa.Array, dict
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    """A finite JSON number: an int of any size (JSON allows 400 digits), or a float that is not inf/nan."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def parse_body(data: bytes) -> dict:
