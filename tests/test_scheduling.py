@@ -8,11 +8,11 @@ import dataclasses
 
 import pytest
 
+from colour_scenes import GREEN, RED, ColourSegmenter, detect, render
 from dora_sam2.engine import Segmenter
 from dora_sam2.scheduling import RESET, SegmentScheduler, TrackScheduler
 from dora_sam2.stats import Stages, Stats
 from dora_sam2.tracking import Tracker
-from test_tracking import GREEN, RED, ColourSegmenter, detect, render
 
 
 def stats() -> Stats:
