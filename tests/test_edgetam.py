@@ -22,7 +22,8 @@ except Exception as error:  # ImportError, or a torchvision built for another to
     pytest.skip(f"EdgeTAM needs timm ({type(error).__name__}); tests/test_reference.py runs this file "
                 "in the side environment", allow_module_level=True)
 
-from test_video import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers  # noqa: E402
+from streaming_reference import (BOX_A, BOX_B, Presence, run_ours, run_through_occlusion,  # noqa: E402
+                                 run_transformers)
 
 from dora_sam2.domain import Frame, Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402

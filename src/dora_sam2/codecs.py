@@ -330,8 +330,9 @@ def _point_labels(input_id: str, raw, count: int) -> np.ndarray:
 
 
 def is_point_label(value) -> bool:
-    """1 (foreground) or 0 (background), exactly: 1.9 and -0.5 are not rounded into labels."""
-    return isinstance(value, (int, float)) and math.isfinite(value) and value in (FOREGROUND, BACKGROUND)
+    """1 (foreground) or 0 (background), exactly: 1.9 and -0.5 are not rounded into labels. Compared as
+    they are, never converted: an int of 400 digits does not fit a float."""
+    return isinstance(value, (int, float)) and value in (FOREGROUND, BACKGROUND)
 
 
 def _routing(metadata: dict) -> dict:
@@ -453,7 +454,7 @@ def _metadata_list(input_id: str, metadata: dict, key: str, kinds: tuple[type, .
             isinstance(item, kinds) and not isinstance(item, bool) for item in raw):
         names = " or ".join(k.__name__ for k in kinds)
         raise InputError(input_id, f"metadata '{key}' should be a list of {names}, got {_shown(raw)}")
-    if float in kinds and not all(math.isfinite(item) for item in raw):
+    if not all(math.isfinite(item) for item in raw if isinstance(item, float)):  # ints are finite, of any size
         raise InputError(input_id, f"metadata '{key}' holds NaN or infinity")
     return list(raw)
 
