@@ -95,6 +95,11 @@ def bmp_header(width: int, height: int) -> bytes:
     return b"BM" + b"\x00" * 12 + struct.pack("<Iii", 40, width, height) + b"\x00" * 28
 
 
+def on_event(reader):
+    """A reader of whole dora events (masks.py's helpers) as a decoder of (input id, value, metadata)."""
+    return lambda input_id, value, meta: reader({"id": input_id, "value": value, "metadata": meta})
+
+
 @st.composite
 def image_messages(draw):
     """Mostly near-valid raw or encoded images, headers that declare any size, plus anything at all."""
@@ -131,8 +136,7 @@ def test_frame_decoders(message):
     if frame is not None:
         assert frame.rgb.dtype == np.uint8 and frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3
         assert frame.width > 0 and frame.height > 0
-    pixels = decoded_or_input_error(lambda i, v, m: masks.frame_pixels({"id": i, "value": v, "metadata": m}),
-                                    "image", value, meta)
+    pixels = decoded_or_input_error(on_event(masks.frame_pixels), "image", value, meta)
     assert (pixels is None) == (frame is None)
 
 
@@ -188,7 +192,7 @@ def test_answer_decoders(message):
     if answer is not None:
         assert answer.masks.dtype == np.bool_ and len(answer.scores) == len(answer.class_names) == len(answer)
     for helper in (masks.decode_masks, masks.decode_union):
-        decoded = decoded_or_input_error(lambda i, v, m: helper({"id": i, "value": v, "metadata": m}), "mask", value, meta)
+        decoded = decoded_or_input_error(on_event(helper), "mask", value, meta)
         if decoded is not None:
             assert decoded.dtype == np.bool_
 
