@@ -369,6 +369,84 @@ nodes:
         shutil.copy(tmp_path / "click.png", ROOT / "docs" / "click.png")
 
 
+def network_address() -> str:
+    """This machine's address on its network (no packet is sent: a UDP socket only picks its route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"  # no network at all: the server still listens on every interface
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+
+
+@pytest.mark.dataflow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_on_the_network_with_a_token_the_pages_keys_and_undo_send_what_the_operator_sees(tmp_path):
+    """HOST=0.0.0.0: the page is opened at this machine's network address with the token; without it the
+    same address sends nothing. z, Backspace and the Undo button take back the current object's last click,
+    n starts object 1, c sends reset: each change reaches dora as the page's current object."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    port, out, address = free_port(), tmp_path / "out", network_address()
+    dataflow = tmp_path / "network.yml"
+    dataflow.write_text(f"""
+nodes:
+  - id: camera
+    path: {EXAMPLES}/camera.py
+    inputs: {{tick: dora/timer/millis/200}}
+    outputs: [image]
+    env: {{FRAMES: "100000"}}
+  - id: click
+    path: dora-sam2-click
+    inputs: {{image: camera/image}}
+    outputs: [points, reset]
+    env: {{HOST: 0.0.0.0, PORT: "{port}", TOKEN: "{TOKEN}"}}
+  - id: out
+    path: {NODES}/collector.py
+    inputs: {{points: click/points, reset: click/reset}}
+    env: {{OUT_DIR: "{out}"}}
+""")
+    sent = lambda: [(e["metadata"].get("object_id"), e["metadata"].get("labels")) if e["id"] == "points"  # noqa: E731
+                    else e["id"] for e in _events(out)]
+    with dataflow_in_background(dataflow), playwright.sync_playwright() as p:
+        browser = launch_chromium(p)
+        stranger = browser.new_page()  # the right address, but not the token
+        open_when_served(stranger, f"http://{address}:{port}/")
+        assert stranger.evaluate("fetch('/points', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+                                 " body: JSON.stringify({object: 0, points: [[5, 5, 1]]})}).then(r => r.status)") == 403
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        open_when_served(page, f"http://{address}:{port}/?token={TOKEN}")
+        page.wait_for_function("+document.body.dataset.frames >= 1", timeout=300_000)
+        box = page.locator("#view").bounding_box()
+        at = lambda x, y: (box["x"] + x * box["width"] / 640, box["y"] + y * box["height"] / 480)  # noqa: E731
+        actions = [lambda: page.mouse.click(*at(200, 150)),
+                   lambda: page.mouse.click(*at(400, 300), button="right"),
+                   lambda: page.keyboard.press("z"),
+                   lambda: (page.keyboard.press("n"), page.mouse.click(*at(100, 100))),
+                   lambda: page.mouse.click(*at(300, 200), button="right"),
+                   lambda: page.locator("#undo").click(),
+                   lambda: page.mouse.click(*at(50, 400)),
+                   lambda: page.keyboard.press("Backspace"),
+                   lambda: page.keyboard.press("c")]
+        for count, action in enumerate(actions, 1):  # one at a time: two requests in flight may swap
+            action()
+            wait_for(lambda count=count: len(sent()) >= count, seconds=60, what=f"message {count} from the page")
+        status = page.locator("#status").text_content()
+        browser.close()
+    assert sent() == [(0, [1]), (0, [1, 0]), (0, [1]), (1, [1]), (1, [1, 0]), (1, [1]), (1, [1, 1]), (1, [1]),
+                      "reset"]
+    points = [e for e in _events(out) if e["id"] == "points"]
+    np.testing.assert_allclose(np.load(out / f"{points[-1]['index']:04d}.npy").reshape(-1, 2), [[100, 100]], atol=2)
+    assert status == "object 0: 0 point(s) · 1 object(s)"  # after c: one empty object, as the page began
+    logged = (tmp_path / "dora.log").read_text()
+    assert "refused POST /points" in logged and "no token" in logged
+
+
 EVIL_PAGE = """<!doctype html><title>loading</title><script>
 const target = "http://127.0.0.1:PORT";
 const click = JSON.stringify({object: 0, points: [[5, 5, 1]]});

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import venv
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import (BIN, CHROMIUM, EXAMPLES, ROOT, dataflow_in_background, free_port, lossless, open_when_served,
-                      wait_for)
+                      wait_for, wait_for_port)
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -105,12 +106,10 @@ def segmentation_images(rrd) -> dict:
     return {when: (image, contexts.get(when)) for when, image in images.items()}
 
 
-@pytest.mark.parametrize("mode", ["segment", "track"])
-def test_dora_sam2_rerun_saves_each_answer_as_a_segmentation_of_its_frame(dataflow, model_dir, tmp_path, mode):
-    pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+def rerun_flow(model_dir, mode: str, sink_env: str) -> str:
+    """camera -> fixed detector -> SAM2 -> dora-sam2-rerun (and a collector of the answers), every frame."""
     boxes = [[100, 120, 300, 360, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
-    rrd = tmp_path / "sam2.rrd"
-    run = dataflow(f"""
+    return f"""
 nodes:
   - id: camera
     path: $EXAMPLES/camera.py
@@ -129,17 +128,16 @@ nodes:
   - id: rerun
     path: dora-sam2-rerun
     inputs: {{image: {lossless("camera/image")}, masks: {lossless("sam2/masks")}, bbox: yolo/bbox}}
-    env: {{OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"}}
+    env: {{{sink_env}}}
   - id: out
     path: $NODES/collector.py
     inputs: {{masks: {lossless("sam2/masks")}}}
     env: {{OUT_DIR: $OUT/out}}
-""")
-    assert run.returncode == 0, run.log[-4000:]
-    assert "Traceback" not in run.log
-    answers = run.events()
-    saved = segmentation_images(rrd)
-    assert answers and len(saved) == len(answers)
+"""
+
+
+def assert_each_answer_is_a_segmentation_of_its_frame(answers: list[dict], saved: dict, mode: str) -> None:
+    assert answers and len(saved) == len(answers), (len(answers), len(saved))
     for answer in answers:
         meta = answer["metadata"]
         when = (datetime.fromisoformat(meta["timestamp"]["datetime"]) - EPOCH) // timedelta(microseconds=1) * 1000
@@ -152,6 +150,65 @@ nodes:
         np.testing.assert_array_equal(image, expected)
         prefix = [f"#{c} " for c in classes] if mode == "track" else ["", ""]
         assert context == {c: p + label for c, p, label in zip(classes, prefix, meta["labels"])}
+
+
+@pytest.mark.parametrize("mode", ["segment", "track"])
+def test_dora_sam2_rerun_saves_each_answer_as_a_segmentation_of_its_frame(dataflow, model_dir, tmp_path, mode):
+    pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    rrd = tmp_path / "sam2.rrd"
+    run = dataflow(rerun_flow(model_dir, mode, f'OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"'))
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    assert_each_answer_is_a_segmentation_of_its_frame(run.events(), segmentation_images(rrd), mode)
+
+
+def saved_when_complete(rrd, count: int) -> dict:
+    """What a viewer saving its stream has written, once it holds `count` answers (it writes as it receives)."""
+    def read():
+        try:
+            return segmentation_images(rrd)
+        except Exception:  # noqa: BLE001 - a file still being written may end mid-message
+            return {}
+    wait_for(lambda: len(read()) >= count, seconds=120, what=f"{count} answers in {rrd}")
+    return read()
+
+
+@pytest.mark.parametrize("operating_mode", ["CONNECT", "SPAWN"])
+def test_connect_and_spawn_stream_each_answer_to_a_rerun_viewer(dataflow, model_dir, tmp_path, operating_mode):
+    """The viewer is rerun's own binary with `--save`: it receives the stream as the native viewer does and
+    writes it down, since this machine has no screen. CONNECT reaches a viewer already running; SPAWN starts
+    one (through `rerun` on PATH: here a one-line wrapper that adds `--save` to what the SDK runs)."""
+    pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    from dora_sam2.rerun_viewer import rerun_binary
+
+    rerun_cli = rerun_binary()  # the binary itself: stopping it stops the viewer (the `rerun` script forks it)
+    rrd, pid_file = tmp_path / "viewer.rrd", tmp_path / "viewer.pid"
+    viewer = None
+    if operating_mode == "CONNECT":
+        port = free_port()
+        viewer = subprocess.Popen([rerun_cli, "--port", str(port), "--save", str(rrd)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+        sink = f'OPERATING_MODE: CONNECT, RERUN_ADDR: "rerun+http://127.0.0.1:{port}/proxy"'
+    else:
+        wrapper = tmp_path / "viewer-bin" / "rerun"
+        wrapper.parent.mkdir()
+        wrapper.write_text(f'#!/bin/sh\necho $$ > "{pid_file}"\nexec "{rerun_cli}" "$@" --save "{rrd}"\n')
+        wrapper.chmod(0o755)
+        sink = (f'OPERATING_MODE: SPAWN, RERUN_GRPC_PORT: "{free_port()}", '
+                f'PATH: "{wrapper.parent}{os.pathsep}{os.environ.get("PATH", "")}"')
+    try:
+        run = dataflow(rerun_flow(model_dir, "track", sink))
+        assert run.returncode == 0, run.log[-4000:]
+        assert "Traceback" not in run.log
+        answers = run.events()
+        assert_each_answer_is_a_segmentation_of_its_frame(answers, saved_when_complete(rrd, len(answers)), "track")
+    finally:
+        if viewer is not None:
+            viewer.terminate()
+            viewer.wait(timeout=30)
+        elif pid_file.exists():  # SPAWN detaches the viewer from the node: it outlives the dataflow
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
 def test_a_mask_before_its_frame_waits_for_it_and_one_without_a_frame_is_one_line(tmp_path, caplog):

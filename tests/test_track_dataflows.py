@@ -151,6 +151,29 @@ def test_stray_boxes_start_no_track_and_live_tracks_stay_bounded(dataflow, model
     assert run.sam2_stats()["filtered"] == 7  # one stray box in each of the 7 rounds
 
 
+@pytest.mark.parametrize("misses", [3, 0])
+def test_detector_misses_ends_tracks_no_round_confirms(dataflow, model_dir, tmp_path, misses):
+    """Each of 8 detection rounds sees two new objects where none was before, and none of the earlier ones:
+    with DETECTOR_MISSES=3 a track ends on the third round that does not confirm it, so no more than 3
+    rounds' worth (6) are ever live; with 0 every track lives on. LOST_FRAMES keeps SAM 2's own losses
+    out of it, so only the detector's rounds can end a track."""
+    steps, rounds = [], 8
+    for i in range(5 * rounds):
+        steps.append(frame_message(scene(seed=i % 3), i))
+        if i % 5 == 0:
+            x = 20 + 75 * (i // 5)  # fresh ground each round: no box lands on an earlier one
+            steps.append(boxes_message(i, [[x, 40, x + 40, 80], [x, 300, x + 40, 340]]))
+    run = dataflow(track_flow(model_dir, tmp_path, steps, env={"DETECTOR_MISSES": str(misses)}))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    live = [e["metadata"]["num_masks"] for e in run.events()]
+    assert len(live) == 5 * rounds
+    if misses:
+        assert max(live) <= 2 * misses and live[-1] >= 2, live
+    else:
+        assert live[-1] == 2 * rounds, live
+
+
 def test_remove_boxes_visible_and_boxes2d(dataflow, model_dir, tmp_path):
     boxes = [[40, 40, 200, 220], [300, 100, 560, 400], [420, 20, 600, 90]]
     steps = [frame_message(scene(), 0), yolo_message(0, boxes, [0.9, 0.9, 0.9], ["a", "b", "c"])]

@@ -2,7 +2,7 @@
 
     inputs:  image, image_* (the cameras; every encoding dora-sam2 reads), mask or masks (dora-sam2's
              answers), optionally bbox / boxes2d (a detector's boxes)
-    env:     OPERATING_MODE: SPAWN (a local viewer), SAVE (an .rrd file at RRD_PATH, default
+    env:     OPERATING_MODE: SPAWN (a local viewer, its data at RERUN_GRPC_PORT), SAVE (an .rrd file at RRD_PATH, default
              out/<dataflow id>/sam2.rrd), CONNECT (a running viewer at RERUN_ADDR), SERVE (rerun's web
              viewer on BIND, default 127.0.0.1, at RERUN_WEB_PORT, default 9090, its data at
              RERUN_GRPC_PORT, default 9876); FRAME_BUFFER (frames kept per camera, default 30)
@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,9 +144,11 @@ class MaskLogger:
 def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
     """The rerun sink OPERATING_MODE asks for; returns what to tell the user."""
     rr.init("dora-sam2", spawn=False)
+    grpc_port = _port(env, "RERUN_GRPC_PORT", 9876)
     if mode == "SPAWN":
-        rr.spawn()
-        return "a rerun viewer"
+        _spawn_viewer(grpc_port)
+        rr.connect_grpc(f"rerun+http://127.0.0.1:{grpc_port}/proxy")
+        return f"a rerun viewer (port {grpc_port})"
     if mode == "SAVE":
         path = Path(env.get("RRD_PATH") or Path("out") / dataflow_id / "sam2.rrd")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,23 +159,46 @@ def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
         rr.connect_grpc(address)
         return address
     bind = env.get("BIND", "127.0.0.1")
-    grpc_port, web_port = env.get("RERUN_GRPC_PORT", "9876"), env.get("RERUN_WEB_PORT", "9090")
+    web_port = _port(env, "RERUN_WEB_PORT", 9090)
     # rerun's Python API serves on every interface; its CLI can bind: the web viewer stays on loopback
     # unless BIND asks for more.
-    cli = _rerun_binary()
+    cli = rerun_binary()
     if cli is None:
         raise ConfigError("OPERATING_MODE=SERVE needs the `rerun` command of rerun-sdk: pip install 'dora-sam2[rerun]'.")
-    server = subprocess.Popen([cli, "--serve-web", "--bind", bind, "--port", grpc_port, "--web-viewer-port", web_port],
+    server = subprocess.Popen([cli, "--serve-web", "--bind", bind, "--port", str(grpc_port),
+                               "--web-viewer-port", str(web_port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     atexit.register(server.terminate)  # the viewer's server goes when the node goes
     grpc = f"rerun+http://127.0.0.1:{grpc_port}/proxy"
-    _wait_for_port(int(grpc_port))
+    _wait_for_port(grpc_port, "is another program using it? Set RERUN_GRPC_PORT.")
     rr.connect_grpc(grpc)
     host = "127.0.0.1" if bind in ("127.0.0.1", "0.0.0.0", "::") else bind
     return f"http://{host}:{web_port}/?url={grpc.replace('+', '%2B')}"
 
 
-def _rerun_binary() -> str | None:
+def _spawn_viewer(port: int) -> None:
+    """A viewer of its own, unless one already listens on `port` (then that one shows the masks, as
+    rerun's own spawn does). Unlike `rr.spawn`, the viewer gets none of the node's output pipes: it
+    stays open when the dataflow ends, and `dora run` does not wait for it to close."""
+    if _listening(port):
+        return
+    cli = shutil.which("rerun") or rerun_binary()
+    if cli is None:
+        raise ConfigError("OPERATING_MODE=SPAWN needs the `rerun` command of rerun-sdk: pip install 'dora-sam2[rerun]'.")
+    subprocess.Popen([cli, "--port", str(port), "--memory-limit", "75%", "--expect-data-soon"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, env=dict(os.environ, RERUN_APP_ONLY="true"))
+    _wait_for_port(port, "a viewer needs a screen; on a machine without one use OPERATING_MODE=SERVE or SAVE.")
+
+
+def _port(env, key: str, default: int) -> int:
+    port = int_setting(env, key, default, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"{key}={port} is not a TCP port (1-65535).")
+    return port
+
+
+def rerun_binary() -> str | None:
     """rerun-sdk's own binary, not its `rerun` script, which runs it as a child of its own: stopping the
     script would leave the server running."""
     try:
@@ -191,16 +217,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _wait_for_port(port: int, seconds: float = 30) -> None:
-    import socket
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
+
+def _wait_for_port(port: int, hint: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+    while not _listening(port):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"rerun did not open port {port} in {seconds:.0f} s: {hint}")
         time.sleep(0.2)
-    raise ConfigError(f"rerun's server did not open port {port} in {seconds:.0f} s: is another one running there?")
 
 
 def main() -> None:
