@@ -15,7 +15,6 @@ Prints and writes benchmarks/results/floods.json and floods.md.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import resource
 import subprocess
@@ -60,10 +59,9 @@ def boxes_flood(model_dir: str, count: int) -> dict:
     from dora_sam2.engine import Segmenter
     from dora_sam2.model import Sam2Backend
     from dora_sam2.scheduling import DetectionFilter, SegmentScheduler
-    from dora_sam2.settings import Settings
     from dora_sam2.stats import Stages, Stats
 
-    model = Sam2Backend.load(Settings(model=model_dir, dtype="float32"))
+    model = Sam2Backend.load(model_dir, dtype="float32")
     now = datetime.now(timezone.utc)
     rng = np.random.default_rng(0)
     frame = Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), now, "rgb8")

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))  # the dataflows the tests run, written once (tests/support)
+from support.dataflows import BIN, camera, detector, flow, node, path_env, sam2  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT = 640, 480
 
@@ -90,9 +92,8 @@ def model_cost(model_dir: str, dtype: str, device: str, repeats: int = 3, image_
 
     from dora_sam2.domain import Frame, Prompt
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
 
-    model = Sam2Backend.load(Settings(model=model_dir, dtype=dtype, device=device, image_size=image_size))
+    model = Sam2Backend.load(model_dir, dtype=dtype, device=device, image_size=image_size)
     rng = np.random.default_rng(0)
     frame = Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), None, "rgb8")
     model.warmup(WIDTH, HEIGHT)
@@ -175,7 +176,7 @@ def dataflow(model_dir: str, node: str, boxes: int, dtype: str, args, seconds: f
                         sam2_env={"DTYPE": dtype, "DEVICE": args.device, "STATS_FILE": str(stats), "STATS_EVERY": "0",
                                   "IMAGE_SIZE": str(args.image_size)})
         (tmp / "dataflow.yml").write_text(yaml)
-        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
+        env = path_env()
         run = subprocess.run([str(BIN / "dora"), "run", str(tmp / "dataflow.yml")], cwd=tmp, env=env,
                              capture_output=True, text=True, timeout=seconds * 20 + 300)
         if run.returncode != 0 or not probe.exists():
@@ -198,28 +199,10 @@ def pipeline(model_dir, sam2_path, boxes: int, frames: int, fps: float, probe: P
     """camera -> dora-yolo-format detector with `boxes` boxes -> the node -> latency probe."""
     detections = [[40 + 150 * (i % 4), 40 + 100 * (i // 4 % 4), 140 + 150 * (i % 4), 130 + 100 * (i // 4 % 4),
                    f"obj{i}"] for i in range(boxes)]
-    env = json.dumps({"MODEL": str(model_dir), **sam2_env})
-    return f"""
-nodes:
-  - id: camera
-    path: {ROOT}/examples/nodes/camera.py
-    outputs: [image]
-    env: {{FRAMES: "{frames}", FPS: "{fps}", WIDTH: "{WIDTH}", HEIGHT: "{HEIGHT}"}}
-  - id: yolo
-    path: {ROOT}/examples/nodes/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {json.dumps({"BOXES": json.dumps(detections), **(detector_env or {})})}
-  - id: sam2
-    path: {sam2_path}
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: {json.dumps(list(outputs))}
-    env: {env}
-  - id: probe
-    path: {ROOT}/benchmarks/nodes/latency_probe.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT: "{probe}"}}
-"""
+    return flow(camera(frames, fps=fps, WIDTH=WIDTH, HEIGHT=HEIGHT), detector(detections, **(detector_env or {})),
+                sam2(model_dir, outputs=outputs, env=sam2_env, path=sam2_path, stats=None),
+                node("probe", ROOT / "benchmarks" / "nodes" / "latency_probe.py", {"mask": "sam2/mask"},
+                     env={"OUT": probe}))
 
 
 def percentile(values, q):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import pipeline, random_tiny, save  # noqa: E402
+from run import BIN, path_env, pipeline, random_tiny, save  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +48,7 @@ def main() -> None:
                                                          "MAX_OBJECTS": str(args.max_objects)},
                                                outputs=("mask", "masks", "overlay"),
                                                detector_env={"EVERY": str(args.detect_every)}))
-        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0")
+        env = path_env()
         started = time.time()
         dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp / "soak.yml")], cwd=tmp, env=env,
                                 stdout=open(tmp / "dora.log", "w"), stderr=subprocess.STDOUT)

@@ -2,68 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, lossless, run_dataflow
-from dora_sam2.domain import TIMESTAMP_TOLERANCE
+from support.dataflows import EXAMPLES, event_time, lossless, node, run_dataflow, seed_flow
+
+from dora_sam2.timeline import TIMESTAMP_TOLERANCE
 from dora_sam2.masks import bounding_boxes
 
 pytestmark = pytest.mark.dataflow
-APPS = ROOT / "examples" / "nodes"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_dir):
     tmp = tmp_path_factory.mktemp("apps")
     boxes = [[100, 100, 300, 300, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
-    result = run_dataflow(tmp, f"""
-nodes:
-  - id: camera
-    path: {APPS}/camera.py
-    outputs: [image]
-    env: {{FRAMES: "4", FPS: "2"}}
-  - id: yolo
-    path: {APPS}/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(boxes)}'}}
-  - id: sam2
-    path: dora-sam2
-    inputs:
-      image: {lossless("camera/image")}
-      bbox: {lossless("yolo/bbox")}
-    outputs: [mask, masks, overlay]
-    env: {{MODEL: "{model_dir}", EVERY_FRAME: "1"}}  # every frame's answer, whatever the machine's pace
-  - id: remove
-    path: {APPS}/remove_objects.py
-    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
-    outputs: [image]
-  - id: extract
-    path: {APPS}/extract_objects.py
-    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
-    outputs: [image]
-  - id: collide
-    path: {APPS}/collisions.py
-    inputs: {{masks: {lossless("sam2/masks")}}}
-    outputs: [collisions]
-  - id: out
-    path: $NODES/collector.py
-    inputs:
-      frame: {lossless("camera/image")}
-      mask: {lossless("sam2/mask")}
-      masks: {lossless("sam2/masks")}
-      overlay: {lossless("sam2/overlay")}
-      removed: {lossless("remove/image")}
-      extracted: {lossless("extract/image")}
-      collisions: {lossless("collide/collisions")}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    masks, image = lossless("sam2/masks"), lossless("camera/image")
+    apps = [node("remove", EXAMPLES / "remove_objects.py", {"image": image, "mask": lossless("sam2/mask")}, ["image"]),
+            node("extract", EXAMPLES / "extract_objects.py", {"image": image, "mask": lossless("sam2/mask")}, ["image"]),
+            node("collide", EXAMPLES / "collisions.py", {"masks": masks}, ["collisions"])]
+    collect = {"frame": image, "mask": lossless("sam2/mask"), "masks": masks, "overlay": lossless("sam2/overlay"),
+               "removed": lossless("remove/image"), "extracted": lossless("extract/image"),
+               "collisions": lossless("collide/collisions")}
+    # EVERY_FRAME: every frame's answer, whatever the machine's pace
+    result = run_dataflow(tmp, seed_flow(model_dir, boxes, 4, 2, ("mask", "masks", "overlay"), {"EVERY_FRAME": "1"},
+                                         apps, collect))
     assert result.returncode == 0, result.log[-4000:]
     return result
 
@@ -73,15 +39,11 @@ def by_frame(run):
     events = run.events()
     groups = []
     for frame in (e for e in events if e["id"] == "frame"):
-        group = {e["id"]: e for e in events if abs(stamp(e) - stamp(frame)) <= TIMESTAMP_TOLERANCE}
+        group = {e["id"]: e for e in events if abs(event_time(e) - event_time(frame)) <= TIMESTAMP_TOLERANCE}
         groups.append(group)
     answered = [g for g in groups if "mask" in g]
     assert len(answered) >= 3  # EVERY_FRAME: all 4 frames (dora may stop the detector before the last)
     return answered
-
-
-def stamp(event) -> datetime:
-    return datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
 
 
 def image(event):
@@ -120,7 +82,7 @@ def test_removal_is_applied_to_each_answer_and_the_frame_it_was_computed_on(run)
     """The wiring: each removed image is the example's `remove` of the frame the mask was computed on,
     with that mask. (What `remove` does is held to a real shape by test_removal_of_one_object: the
     random model's masks are noise, which grown covers the whole frame.)"""
-    sys.path.insert(0, str(APPS))
+    sys.path.insert(0, str(EXAMPLES))
     from remove_objects import remove
 
     for group in by_frame(run):
@@ -129,7 +91,7 @@ def test_removal_is_applied_to_each_answer_and_the_frame_it_was_computed_on(run)
 
 
 def test_removal_of_one_object():
-    sys.path.insert(0, str(APPS))
+    sys.path.insert(0, str(EXAMPLES))
     from remove_objects import remove
 
     ys, xs = np.mgrid[0:120, 0:160]

@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import (SHARED_DATA, T0, after_answers, assert_no_traceback, frame_message, lossless, player_flow,
-                      sam2_node, scene, write_script)
+from support.dataflows import (NODES, SHARED_DATA, T0, after_answers, assert_no_traceback, camera, collector, detector,
+                               event_time, flow, frame_message, lossless, node, player_flow, sam2, scene, write_script)
 
 pytestmark = pytest.mark.dataflow
-LOSSLESS = {"queue_size": 100, "queue_policy": "backpressure"}  # conftest.lossless, as a mapping for sam2_node
 
 
 def test_seed_pipeline_gives_masks_the_seed_consumer_reads(dataflow, model_dir):
     """The seed's detection + segmentation wiring, verbatim ids: `bbox` in, `mask` out."""
     boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"]]
-    run = dataflow(f"""
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-    env: {{FRAMES: "6", FPS: "3"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env:
-      BOXES: '{json.dumps(boxes)}'
-      EMPTY_EVERY: "3"
-{sam2_node(model_dir, {"image": "camera/image", "bbox": "yolo/bbox"})}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    run = dataflow(flow(camera(6, fps=3), detector(boxes, EMPTY_EVERY=3), sam2(model_dir),
+                        collector({"mask": "sam2/mask"})))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     events = run.events()
@@ -69,32 +50,15 @@ def test_seed_consumer_and_applications_run_verbatim_on_0_1_and_3_objects(datafl
     message of the seed's pipeline while the detector sees 0, 1 and 3 objects in turn: `mask` is the
     union, one frame-sized mask, and its coverage is that of the per-object `masks` together."""
     boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"], [250, 50, 350, 150, "ball"]]
-    run = dataflow(f"""
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-    env: {{FRAMES: "6", FPS: "3"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(boxes)}', COUNTS: "0,1,3"}}
-{sam2_node(model_dir, {"image": {"source": "camera/image", "queue_size": 100},
-                       "bbox": {"source": "yolo/bbox", "queue_size": 100}}, ("mask", "masks"), {"EVERY_FRAME": "1"})}
-  - id: consumer
-    path: $NODES/seed_consumer.py
-    inputs: {{mask: {lossless("sam2/mask")}}}
-  - id: apps
-    path: $NODES/seed_applications.py
-    inputs: {{image: {lossless("camera/image")}, mask: {lossless("sam2/mask")}}}
-    outputs: [removed, extracted]
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{masks: {lossless("sam2/masks")}, frame: {lossless("camera/image")}, removed: {lossless("apps/removed")},
-              extracted: {lossless("apps/extracted")}}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    run = dataflow(flow(
+        camera(6, fps=3), detector(boxes, COUNTS="0,1,3"),
+        sam2(model_dir, {"image": lossless("camera/image"), "bbox": lossless("yolo/bbox")}, ("mask", "masks"),
+             {"EVERY_FRAME": "1"}),
+        node("consumer", NODES / "seed_consumer.py", {"mask": lossless("sam2/mask")}),
+        node("apps", NODES / "seed_applications.py", {"image": lossless("camera/image"), "mask": lossless("sam2/mask")},
+             ["removed", "extracted"]),
+        collector({"masks": lossless("sam2/masks"), "frame": lossless("camera/image"),
+                   "removed": lossless("apps/removed"), "extracted": lossless("apps/extracted")})))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     events = run.events()
@@ -117,7 +81,7 @@ nodes:
 
     def of(output, answer):  # dora carries timestamps to about 1 us: the same frame may read 1 us apart
         [found] = [image(e) for e in events if e["id"] == output
-                   and abs(stamp(e) - stamp(answer)) <= timedelta(microseconds=5)]
+                   and abs(event_time(e) - event_time(answer)) <= timedelta(microseconds=5)]
         return found
 
     painted = 0
@@ -251,29 +215,13 @@ def test_real_clip_through_opencv_video_capture(dataflow, model_dir):
 
     Its ticks come from a ticker that ends, so the camera (which stops when `tick` closes) and then
     the whole dataflow end on their own, however long the model takes to load."""
-    run = dataflow(f"""
-nodes:
-  - id: ticker
-    path: $NODES/ticker.py
-    outputs: [tick]
-    env: {{TICKS: "8", INTERVAL: "0.4"}}
-  - id: camera
-    path: opencv-video-capture
-    inputs: {{tick: ticker/tick}}
-    outputs: [image]
-    env: {{CAPTURE_PATH: {SHARED_DATA / "cups.mp4"}, IMAGE_WIDTH: "640", IMAGE_HEIGHT: "360"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: {lossless("camera/image")}}}
-    outputs: [bbox]
-    env: {{BOXES: '[[200, 100, 400, 300, "cup"]]'}}
-{sam2_node(model_dir, {"image": LOSSLESS | {"source": "camera/image"}, "bbox": LOSSLESS | {"source": "yolo/bbox"}},
-           env={"EVERY_FRAME": "1"})}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{mask: {lossless("sam2/mask")}}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    run = dataflow(flow(
+        node("ticker", NODES / "ticker.py", outputs=["tick"], env={"TICKS": 8, "INTERVAL": 0.4}),
+        node("camera", "opencv-video-capture", {"tick": "ticker/tick"}, ["image"],
+             {"CAPTURE_PATH": SHARED_DATA / "cups.mp4", "IMAGE_WIDTH": 640, "IMAGE_HEIGHT": 360}),
+        detector([[200, 100, 400, 300, "cup"]], image=lossless("camera/image")),
+        sam2(model_dir, {"image": lossless("camera/image"), "bbox": lossless("yolo/bbox")}, env={"EVERY_FRAME": "1"}),
+        collector({"mask": lossless("sam2/mask")})))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     events = run.events()
@@ -293,19 +241,15 @@ def test_newest_prompt_wins_over_a_backlog(dataflow, model_dir, tmp_path):
     for i in range(1, 40):
         steps += [(0.0, *frame_message(scene(seed=i % 3), i)[1:]),
                   (0.0, "bbox", box, {"timestamp": T0 + timedelta(seconds=i)})]
-    # through the daemon, so that dora drops none of them itself (conftest.lossless): what is skipped, the node skips
-    deep = {"image": LOSSLESS | {"source": "player/image"}, "bbox": LOSSLESS | {"source": "player/bbox"}}
+    # through the daemon, so that dora drops none of them itself (support.dataflows.lossless): what is skipped, the node skips
+    deep = {"image": lossless("player/image"), "bbox": lossless("player/bbox")}
     run = dataflow(player_flow(model_dir, write_script(tmp_path, steps), ["image", "bbox"], deep, answers="sam2/mask"))
     assert run.returncode == 0, run.log[-4000:]
     counts, answers = run.sam2_stats(), run.events()
     assert counts["answers"] == len(answers) and counts["prompts"] == 40
     assert counts["answers"] + counts["skipped"] == 40 and counts["skipped"] >= 1  # none lost, stale ones skipped
     assert counts["stage_calls"]["encode"] == counts["answers"]  # one encode per answered frame
-    stamps = [stamp(e) for e in answers]
+    stamps = [event_time(e) for e in answers]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     # the newest prompt's frame is answered (dora carries timestamps to about 1 us)
     assert abs(stamps[-1] - (T0 + timedelta(seconds=39))) <= timedelta(microseconds=5)
-
-
-def stamp(event) -> datetime:
-    return datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])

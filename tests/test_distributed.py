@@ -3,12 +3,12 @@ user puts the camera on the robot and SAM2 on a GPU box (examples/distributed.ym
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
-from conftest import BIN, EXAMPLES, NODES, free_port, wait_for, wait_for_port
+from support.dataflows import (BIN, camera, collector, detector, dora_env, flow, free_port, on, sam2, wait_for,
+                               wait_for_port)
 
 pytestmark = pytest.mark.dataflow
 
@@ -19,8 +19,7 @@ def cluster(tmp_path, model_dir):
 
     Only the `gpu` daemon's environment names the model, as on a real GPU box: nodes inherit their
     daemon's environment, so SAM2 can only start where dora placed it."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    env = dora_env()
     env.pop("MODEL", None)
     port, zenoh = free_port(), free_port()
     logs, processes = [], []
@@ -63,32 +62,12 @@ def test_sam2_on_a_second_daemon_answers_the_first(cluster, tmp_path):
     port, env = cluster
     out = tmp_path / "out"
     dataflow = tmp_path / "distributed.yml"
-    dataflow.write_text(f"""
-nodes:
-  - id: camera
-    deploy: {{machine: robot}}
-    path: {EXAMPLES}/camera.py
-    outputs: [image]
-    env: {{FRAMES: "6", FPS: "3"}}
-  - id: yolo
-    deploy: {{machine: robot}}
-    path: {EXAMPLES}/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-  - id: sam2
-    deploy: {{machine: gpu}}
-    path: dora-sam2
-    inputs:
-      image: {{source: camera/image, queue_size: 100}}
-      bbox: {{source: yolo/bbox, queue_size: 100}}
-    outputs: [mask]  # MODEL comes from the gpu daemon's environment
-    env: {{EVERY_FRAME: "1"}}  # every prompt answered, whatever the machine's pace
-  - id: out
-    deploy: {{machine: robot}}
-    path: {NODES}/collector.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT_DIR: "{out}"}}
-""")
+    inputs = {"image": {"source": "camera/image", "queue_size": 100}, "bbox": {"source": "yolo/bbox", "queue_size": 100}}
+    dataflow.write_text(flow(
+        on("robot", camera(6, fps=3)), on("robot", detector()),
+        # MODEL comes from the gpu daemon's environment; every prompt answered, whatever the machine's pace
+        on("gpu", sam2(None, inputs, env={"EVERY_FRAME": "1"}, stats=None)),
+        on("robot", collector({"mask": "sam2/mask"}, out=out))))
     result = subprocess.run([str(BIN / "dora"), "start", str(dataflow), "--coordinator-addr", "127.0.0.1",
                              "--coordinator-port", str(port), "--attach"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=900)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, ROOT, run_dataflow
+from support.dataflows import BIN, ROOT, run_dataflow
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
 

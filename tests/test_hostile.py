@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import pickle
 import signal
 import struct
@@ -19,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import BIN, NODES, free_port, lossless, wait_for
+from support.dataflows import (BIN, NODES, collector, dora_env, flow, free_port, lossless, node, read_events, sam2,
+                               wait_for)
 
 pytestmark = pytest.mark.dataflow
 
@@ -108,65 +108,39 @@ def script() -> list:
 def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model_dir):
     (tmp_path / "script.pkl").write_bytes(pickle.dumps(script()))
     port, until, out, rrd = free_port(), tmp_path / "done", tmp_path / "out", tmp_path / "sam2.rrd"
-    sam2_env = f'MODEL: "{model_dir}", EVERY_FRAME: "1", LOST_SECONDS: "1000"'
-    (tmp_path / "hostile.yml").write_text(f"""
-nodes:
-  - id: neighbour
-    path: {NODES}/player.py
-    outputs: [image, bbox, points, remove, answer]
-    env: {{SCRIPT: "{tmp_path / 'script.pkl'}", UNTIL: "{until}"}}
-  - id: segment
-    path: dora-sam2
-    inputs: {{image: {lossless("neighbour/image")}, bbox: {lossless("neighbour/bbox")},
-              points: {lossless("neighbour/points")}}}
-    outputs: [mask, masks]
-    env: {{{sam2_env}}}
-  - id: track
-    path: dora-sam2
-    inputs: {{image: {lossless("neighbour/image")}, points: {lossless("neighbour/points")},
-              remove: {lossless("neighbour/remove")}}}
-    outputs: [mask]
-    env: {{{sam2_env}, MODE: track}}
-  - id: click
-    path: dora-sam2-click
-    inputs: {{image: {lossless("neighbour/image")}, mask: {lossless("neighbour/answer")}}}
-    outputs: [points]
-    env: {{PORT: "{port}", TOKEN: "{TOKEN}"}}
-  - id: rerun
-    path: dora-sam2-rerun
-    inputs: {{image: {lossless("neighbour/image")}, mask: {lossless("neighbour/answer")},
-              masks: {lossless("segment/masks")}, bbox: {lossless("neighbour/bbox")}}}
-    env: {{OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"}}
-  - id: out_segment
-    path: {NODES}/collector.py
-    inputs: {{mask: {lossless("segment/mask")}}}
-    env: {{OUT_DIR: "{out / 'segment'}"}}
-  - id: out_track
-    path: {NODES}/collector.py
-    inputs: {{mask: {lossless("track/mask")}}}
-    env: {{OUT_DIR: "{out / 'track'}"}}
-  - id: out_click
-    path: {NODES}/collector.py
-    inputs: {{points: {lossless("click/points")}}}
-    env: {{OUT_DIR: "{out / 'click'}"}}
-""")
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RUST_BACKTRACE="0",
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WARMUP="0", STATS_EVERY="0")
+    sam2_env = {"EVERY_FRAME": "1", "LOST_SECONDS": "1000"}
+    sent = {name: lossless(f"neighbour/{name}") for name in ("image", "bbox", "points", "remove", "answer")}
+    neighbour = node("neighbour", NODES / "player.py", outputs=list(sent),
+                     env={"SCRIPT": tmp_path / "script.pkl", "UNTIL": until})
+    segment = sam2(model_dir, {k: sent[k] for k in ("image", "bbox", "points")}, ["mask", "masks"], sam2_env,
+                   stats=None, node_id="segment")
+    track = sam2(model_dir, {k: sent[k] for k in ("image", "points", "remove")}, ["mask"],
+                 {**sam2_env, "MODE": "track"}, stats=None, node_id="track")
+    click = node("click", "dora-sam2-click", {"image": sent["image"], "mask": sent["answer"]}, ["points"],
+                 {"PORT": port, "TOKEN": TOKEN})
+    rerun = node("rerun", "dora-sam2-rerun", {"image": sent["image"], "mask": sent["answer"],
+                                              "masks": lossless("segment/masks"), "bbox": sent["bbox"]},
+                 env={"OPERATING_MODE": "SAVE", "RRD_PATH": rrd})
+    (tmp_path / "hostile.yml").write_text(flow(
+        neighbour, segment, track, click, rerun,
+        collector({"mask": lossless("segment/mask")}, out / "segment", "out_segment"),
+        collector({"mask": lossless("track/mask")}, out / "track", "out_track"),
+        collector({"points": lossless("click/points")}, out / "click", "out_click")))
     with open(tmp_path / "dora.log", "w") as log:
-        dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "hostile.yml")], cwd=tmp_path, env=env,
+        dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "hostile.yml")], cwd=tmp_path, env=dora_env(),
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             def answered() -> bool:
                 logged = (tmp_path / "dora.log").read_text()
                 if dora.poll() is not None or "node exited with error" in logged:  # a node is gone
                     raise AssertionError(logged[-5000:])
-                return (len(events(out / "segment")) >= 3
-                        and any(e["metadata"]["timestamp"] == stamp(5) for e in events(out / "track")))
+                return (len(read_events(out / "segment")) >= 3
+                        and any(e["metadata"]["timestamp"] == stamp(5) for e in read_events(out / "track")))
 
             wait_for(answered, 600, "the good frames' answers")
             hostile_http(port)
             assert post(port, {"points": [[40, 30, 1]], "object": 3}) == 204  # the page still clicks
-            wait_for(lambda: events(out / "click"), 120, "the good click through dora")
+            wait_for(lambda: read_events(out / "click"), 120, "the good click through dora")
         finally:
             until.touch()  # the neighbour leaves: every node's inputs close and it ends
             try:
@@ -177,18 +151,18 @@ nodes:
     logged = (tmp_path / "dora.log").read_text()
     assert returncode == 0, logged[-5000:]
     assert "Traceback" not in logged, logged[-5000:]
-    for node in ("segment", "track", "click", "rerun"):
-        assert f"{node} finished successfully" in logged, (node, logged[-5000:])
+    for node_id in ("segment", "track", "click", "rerun"):
+        assert f"{node_id} finished successfully" in logged, (node_id, logged[-5000:])
 
     # segment mode: the 1000-box message (its 100 most confident), then the good box and the good click
-    answered = sorted((e["metadata"]["num_masks"], e["metadata"]["labels"]) for e in events(out / "segment"))
+    answered = sorted((e["metadata"]["num_masks"], e["metadata"]["labels"]) for e in read_events(out / "segment"))
     assert answered == [(1, [""]), (1, ["good"]), (100, ["many"] * 100)], answered
     # track mode: every frame answered (the clock jumps too), the clicked object tracked to the last frame
-    tracked = {e["metadata"]["timestamp"]["datetime"]: e["metadata"] for e in events(out / "track")}
+    tracked = {e["metadata"]["timestamp"]["datetime"]: e["metadata"] for e in read_events(out / "track")}
     assert {stamp(s)["datetime"] for s in (0, 1, 2, 3, 4, 5)} <= set(tracked), sorted(tracked)
     assert tracked[stamp(5)["datetime"]]["num_masks"] == 1 and tracked[stamp(5)["datetime"]]["track_ids"] == [1]
     # the click page: exactly the one good click reached dora
-    [click] = events(out / "click")
+    [click] = read_events(out / "click")
     assert click["metadata"]["labels"] == [1] and click["metadata"]["object_id"] == 3
     # one line per kind of trouble, not one per message: 1500 made-up cameras are not 1500 lines
     rerun_lines = [line for line in logged.splitlines() if " rerun: " in line and "WARNING" in line]
@@ -204,11 +178,6 @@ nodes:
 
 def stamp(seconds: float) -> dict:
     return {"datetime": at(seconds).isoformat()}
-
-
-def events(directory) -> list[dict]:
-    path = directory / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> int | None:

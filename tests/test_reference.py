@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support.dataflows import ROOT
 
 REFERENCE_PYTHON = Path(os.environ.get("DORA_SAM2_REFERENCE_PYTHON", ROOT / ".venv-ref" / "bin" / "python"))
 

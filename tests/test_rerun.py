@@ -4,7 +4,6 @@ their own, our node on dora-rs 0.5.0's Python API (examples/rerun-dora05.yml doc
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import (BIN, CHROMIUM, EXAMPLES, ROOT, dataflow_in_background, free_port, lossless, open_when_served,
-                      wait_for, wait_for_port)
+from support.browser import CHROMIUM, launch_chromium, open_when_served
+from support.dataflows import (BIN, ROOT, camera, dataflow_in_background, detector, flow, free_port, lossless, node,
+                               sam2, seed_flow, wait_for, wait_for_port)
 
 pytestmark = pytest.mark.dataflow
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -43,28 +43,12 @@ def dora05(tmp_path_factory):
 def test_dora_rerun_records_the_overlay(dora05, tmp_path, model_dir):
     bin05, site05 = dora05
     # Our nodes run on this project's Python, with dora-rs 0.5.0 put first on their path.
-    env = f'PYTHONPATH: "{site05}"'
-    (tmp_path / "rerun.yml").write_text(f"""
-nodes:
-  - id: camera
-    path: {EXAMPLES}/camera.py
-    outputs: [image]
-    env: {{FRAMES: "4", FPS: "2", {env}}}
-  - id: yolo
-    path: {EXAMPLES}/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{{env}}}
-  - id: sam2
-    path: {BIN}/dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: [mask, overlay]
-    env: {{MODEL: "{model_dir}", WARMUP: "0", {env}}}
-  - id: rerun
-    path: dora-rerun
-    inputs: {{overlay: sam2/overlay}}
-    env: {{OPERATING_MODE: SAVE}}
-""")
+    on05 = {"PYTHONPATH": site05}
+    (tmp_path / "rerun.yml").write_text(flow(
+        camera(4, fps=2, **on05), detector(**on05),
+        sam2(model_dir, outputs=["mask", "overlay"], env={"WARMUP": "0", **on05}, path=str(BIN / "dora-sam2"),
+             stats=None),
+        node("rerun", "dora-rerun", {"overlay": "sam2/overlay"}, env={"OPERATING_MODE": "SAVE"})))
     run_env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{bin05}{os.pathsep}{os.environ.get('PATH', '')}",
                    RUST_BACKTRACE="0", HF_HUB_OFFLINE="1")
     result = subprocess.run([str(bin05 / "dora"), "run", str(tmp_path / "rerun.yml")], cwd=tmp_path, env=run_env,
@@ -106,34 +90,13 @@ def segmentation_images(rrd) -> dict:
     return {when: (image, contexts.get(when)) for when, image in images.items()}
 
 
-def rerun_flow(model_dir, mode: str, sink_env: str) -> str:
+def rerun_flow(model_dir, mode: str, sink_env: dict) -> str:
     """camera -> fixed detector -> SAM2 -> dora-sam2-rerun (and a collector of the answers), every frame."""
     boxes = [[100, 120, 300, 360, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
-    return f"""
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-    env: {{FRAMES: "4", FPS: "2"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(boxes)}'}}
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: {lossless("camera/image")}, bbox: {lossless("yolo/bbox")}}}
-    outputs: [masks]
-    env: {{MODEL: "{model_dir}", MODE: {mode}, EVERY_FRAME: "1", LOST_FRAMES: "1000"}}
-  - id: rerun
-    path: dora-sam2-rerun
-    inputs: {{image: {lossless("camera/image")}, masks: {lossless("sam2/masks")}, bbox: yolo/bbox}}
-    env: {{{sink_env}}}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{masks: {lossless("sam2/masks")}}}
-    env: {{OUT_DIR: $OUT/out}}
-"""
+    rerun = node("rerun", "dora-sam2-rerun", {"image": lossless("camera/image"), "masks": lossless("sam2/masks"),
+                                              "bbox": "yolo/bbox"}, env=sink_env)
+    return seed_flow(model_dir, boxes, 4, 2, ["masks"], {"MODE": mode, "EVERY_FRAME": "1", "LOST_FRAMES": "1000"},
+                     [rerun])
 
 
 def assert_each_answer_is_a_segmentation_of_its_frame(answers: list[dict], saved: dict, mode: str) -> None:
@@ -156,7 +119,7 @@ def assert_each_answer_is_a_segmentation_of_its_frame(answers: list[dict], saved
 def test_dora_sam2_rerun_saves_each_answer_as_a_segmentation_of_its_frame(dataflow, model_dir, tmp_path, mode):
     pytest.importorskip("rerun", reason="rerun-sdk is not installed")
     rrd = tmp_path / "sam2.rrd"
-    run = dataflow(rerun_flow(model_dir, mode, f'OPERATING_MODE: SAVE, RRD_PATH: "{rrd}"'))
+    run = dataflow(rerun_flow(model_dir, mode, {"OPERATING_MODE": "SAVE", "RRD_PATH": rrd}))
     assert run.returncode == 0, run.log[-4000:]
     assert "Traceback" not in run.log
     assert_each_answer_is_a_segmentation_of_its_frame(run.events(), segmentation_images(rrd), mode)
@@ -189,14 +152,14 @@ def test_connect_and_spawn_stream_each_answer_to_a_rerun_viewer(dataflow, model_
         viewer = subprocess.Popen([rerun_cli, "--port", str(port), "--save", str(rrd)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port)
-        sink = f'OPERATING_MODE: CONNECT, RERUN_ADDR: "rerun+http://127.0.0.1:{port}/proxy"'
+        sink = {"OPERATING_MODE": "CONNECT", "RERUN_ADDR": f"rerun+http://127.0.0.1:{port}/proxy"}
     else:
         wrapper = tmp_path / "viewer-bin" / "rerun"
         wrapper.parent.mkdir()
         wrapper.write_text(f'#!/bin/sh\necho $$ > "{pid_file}"\nexec "{rerun_cli}" "$@" --save "{rrd}"\n')
         wrapper.chmod(0o755)
-        sink = (f'OPERATING_MODE: SPAWN, RERUN_GRPC_PORT: "{free_port()}", '
-                f'PATH: "{wrapper.parent}{os.pathsep}{os.environ.get("PATH", "")}"')
+        sink = {"OPERATING_MODE": "SPAWN", "RERUN_GRPC_PORT": free_port(),
+                "PATH": f"{wrapper.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
         run = dataflow(rerun_flow(model_dir, "track", sink))
         assert run.returncode == 0, run.log[-4000:]
@@ -265,32 +228,14 @@ def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path
     if CHROMIUM is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
     web, grpc = free_port(), free_port()
-    (tmp_path / "serve.yml").write_text(f"""
-nodes:
-  - id: camera
-    path: {EXAMPLES}/camera.py
-    inputs: {{tick: dora/timer/millis/300}}
-    outputs: [image]
-    env: {{FRAMES: "100000"}}
-  - id: yolo
-    path: {EXAMPLES}/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '[[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "ball"]]'}}
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: [masks]
-    env: {{MODEL: "{model_dir}", MODE: track, LOST_FRAMES: "100000"}}
-  - id: rerun
-    path: dora-sam2-rerun
-    inputs: {{image: camera/image, masks: sam2/masks, bbox: yolo/bbox}}
-    env: {{OPERATING_MODE: SERVE, RERUN_WEB_PORT: "{web}", RERUN_GRPC_PORT: "{grpc}"}}
-""")
+    (tmp_path / "serve.yml").write_text(flow(
+        camera(tick_ms=300), detector([[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "ball"]]),
+        sam2(model_dir, outputs=["masks"], env={"MODE": "track", "LOST_FRAMES": "100000"}, stats=None),
+        node("rerun", "dora-sam2-rerun", {"image": "camera/image", "masks": "sam2/masks", "bbox": "yolo/bbox"},
+             env={"OPERATING_MODE": "SERVE", "RERUN_WEB_PORT": web, "RERUN_GRPC_PORT": grpc})))
     with dataflow_in_background(tmp_path / "serve.yml"):
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-gl=swiftshader",
-                                                                        "--enable-unsafe-swiftshader"])
+            browser = launch_chromium(p, ["--no-sandbox", "--use-gl=swiftshader", "--enable-unsafe-swiftshader"])
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             url = f"http://127.0.0.1:{web}/?url=rerun%2Bhttp://127.0.0.1:{grpc}/proxy"
             open_when_served(page, url)

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from colour_scenes import GREEN, RED, ColourSegmenter, detect, render
+from support.colour_scenes import GREEN, RED, ColourSegmenter, detect, render
 from dora_sam2.engine import Segmenter
 from dora_sam2.scheduling import RESET, SegmentScheduler, TrackScheduler
 from dora_sam2.stats import Stages, Stats

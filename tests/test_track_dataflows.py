@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import T0, after_answers, assert_no_traceback, frame_message, player_flow, scene, write_script
+from support.dataflows import T0, after_answers, assert_no_traceback, frame_message, player_flow, scene, write_script
 
 pytestmark = pytest.mark.dataflow
 

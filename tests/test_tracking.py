@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from colour_scenes import BLUE, GREEN, H, RED, SIZE, T0, W, ColourSegmenter, detect, render
+from support.colour_scenes import BLUE, GREEN, H, RED, SIZE, T0, W, ColourSegmenter, detect, render
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
 from dora_sam2.tracking import Tracker
 
