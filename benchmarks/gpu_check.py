@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run import BIN, HEIGHT, WIDTH, machine, model_cost, pipeline, random_tiny, save  # noqa: E402
+from run import BIN, HEIGHT, WIDTH, machine, model_cost, path_env, pipeline, random_tiny, save  # noqa: E402
 from track import cost_per_frame  # noqa: E402
 
 
@@ -67,7 +66,7 @@ def check_dataflow(model_dir: str, mode: str, args) -> dict:
         (tmp / "dataflow.yml").write_text(yaml)
         run = subprocess.run([str(BIN / "dora"), "run", str(tmp / "dataflow.yml")], cwd=tmp, capture_output=True,
                              text=True, timeout=args.seconds * 20 + 300,
-                             env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", RUST_BACKTRACE="0"))
+                             env=path_env())
         log = run.stdout + run.stderr
         assert run.returncode == 0, f"{mode} dataflow failed:\n{log[-3000:]}"
         assert "failed on this frame" not in log, f"{mode}: frames failed on the GPU:\n{log[-3000:]}"
@@ -87,10 +86,9 @@ def check_dataflow(model_dir: str, mode: str, args) -> dict:
 
 def tracking_cost(model_dir: str, device: str) -> dict:
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
     from dora_sam2.video import Sam2StreamingModel
 
-    streaming = Sam2StreamingModel(Sam2Backend.load(Settings(model=model_dir, device=device), video=True))
+    streaming = Sam2StreamingModel(Sam2Backend.load(model_dir, device=device, video=True))
     return {n: cost_per_frame(streaming, n, repeats=5) for n in (1, 4, 8)}
 
 

@@ -36,12 +36,11 @@ def main() -> None:
 
     from dora_sam2.domain import Frame, Prompt
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from run import random_tiny
 
-    ours = Sam2Backend.load(Settings(model=args.model or str(random_tiny()), device=args.device, dtype="float32"))
+    ours = Sam2Backend.load(args.model or str(random_tiny()), device=args.device, dtype="float32")
     processor = Sam2Processor(image_processor=Sam2ImageProcessor())
     rgb = first_frame()
     height, width = rgb.shape[:2]

@@ -43,24 +43,23 @@ def main() -> None:
 
     model_dir = args.model or str(random_tiny())
     streaming = load(model_dir, args.image_size, args)
-    image_model = streaming.image_model
+    backend = streaming.backend
     rows = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
     base = rows[min(rows)]["total_ms"]
     for row in rows.values():
         row["x_of_fewest"] = row["total_ms"] / base
-    result = {"model": model_dir, "dtype": str(image_model.dtype), "device": str(image_model.device),
-              "input_size": image_model.input_size,
+    result = {"model": model_dir, "dtype": str(backend.dtype), "device": str(backend.device),
+              "input_size": backend.input_size,
               "machine": machine(), "flops": flops(streaming), "objects": rows}
-    save(f"track-{image_model.input_size}", result, markdown(result))
+    save(f"track-{backend.input_size}", result, markdown(result))
 
 
 def load(model_dir: str, image_size: int, args):
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
     from dora_sam2.video import Sam2StreamingModel
 
-    return Sam2StreamingModel(Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype, device=args.device,
-                                                        image_size=image_size), video=True))
+    return Sam2StreamingModel(Sam2Backend.load(model_dir, dtype=args.dtype, device=args.device,
+                                               image_size=image_size, video=True))
 
 
 def configs_table(args) -> tuple[dict, str]:
@@ -70,7 +69,7 @@ def configs_table(args) -> tuple[dict, str]:
         print(f"{config} ...", flush=True)
         streaming = load(*model_at_size(config), args)
         rows[config] = {n: cost_per_frame(streaming, n, args.repeats) for n in args.objects}
-        dtype = str(streaming.image_model.dtype).removeprefix("torch.")
+        dtype = str(streaming.backend.dtype).removeprefix("torch.")
     first = rows[args.configs[0]]
     lines = [f"Tracking, steady state, {dtype}, {WIDTH}x{HEIGHT}; {machine()}. `x` is the cost against "
              f"{args.configs[0]} with as many objects.", "",

@@ -55,11 +55,10 @@ def main() -> None:
 def run(model_dir: str, args) -> dict:
     from dora_sam2 import codecs, overlay
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
     from dora_sam2.tracking import Tracker
     from dora_sam2.video import Sam2StreamingModel
 
-    streaming = Sam2StreamingModel(Sam2Backend.load(Settings(model=model_dir, dtype=args.dtype), video=True))
+    streaming = Sam2StreamingModel(Sam2Backend.load(model_dir, dtype=args.dtype, video=True))
     tracker = Tracker(streaming, args.max_objects, args.lost_frames)
     samples, live, started = [], [], time.perf_counter()
     for index, (frame, detections) in enumerate(scene(args.frames, args.detect_every)):

@@ -63,7 +63,6 @@ def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
     import dora_sam2.video
     from dora_sam2.domain import Frame, Prompt
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
     from dora_sam2.video import Sam2StreamingModel
 
     raw = []
@@ -74,7 +73,7 @@ def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
 
     monkeypatch.setattr(dora_sam2.decoder, "run_decoder", recording)
     monkeypatch.setattr(dora_sam2.video, "run_decoder", recording)
-    model = Sam2Backend.load(Settings(model=str(model_dir), dtype="float32"), video=True)
+    model = Sam2Backend.load(str(model_dir), dtype="float32", video=True)
     streaming = Sam2StreamingModel(model)
     frame = Frame("image", np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8), None, "rgb8")
     click = Prompt.from_points("points", [[80, 60]], [1])
@@ -104,10 +103,9 @@ def test_bfloat16_decoder_agrees_with_float32_per_object(model_dir):
 
     from dora_sam2.domain import Frame, Prompt
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
 
-    exact = Sam2Backend.load(Settings(model=str(model_dir), dtype="float32"))
-    fast = Sam2Backend.load(Settings(model=str(model_dir), dtype="bfloat16"))
+    exact = Sam2Backend.load(str(model_dir), dtype="float32")
+    fast = Sam2Backend.load(str(model_dir), dtype="bfloat16")
     for m in (exact, fast):
         m.decoder.dynamic_multimask_via_stability = False
     rng = np.random.default_rng(1)

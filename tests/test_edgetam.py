@@ -8,13 +8,11 @@ where both do; here, without timm, it is skipped.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import assert_no_traceback, lossless
+from support.dataflows import assert_no_traceback, seed_flow
 
 try:
     import timm  # noqa: F401
@@ -22,13 +20,11 @@ except Exception as error:  # ImportError, or a torchvision built for another to
     pytest.skip(f"EdgeTAM needs timm ({type(error).__name__}); tests/test_reference.py runs this file "
                 "in the side environment", allow_module_level=True)
 
-from streaming_reference import (BOX_A, BOX_B, Presence, run_ours, run_through_occlusion,  # noqa: E402
-                                 run_transformers)
+from support.streaming_reference import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers  # noqa: E402
 
 from dora_sam2.domain import Frame, Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402
 from dora_sam2.random_model import make_random_model  # noqa: E402
-from dora_sam2.settings import Settings  # noqa: E402
 from dora_sam2.video import Sam2StreamingModel  # noqa: E402
 
 
@@ -40,15 +36,14 @@ def edgetam_dir(tmp_path_factory):
 
 
 def streaming(edgetam_dir, image_size=0, dtype="float32"):
-    settings = Settings(model=str(edgetam_dir), dtype=dtype, image_size=image_size)
-    return Sam2StreamingModel(Sam2Backend.load(settings, video=True))
+    return Sam2StreamingModel(Sam2Backend.load(str(edgetam_dir), dtype=dtype, image_size=image_size, video=True))
 
 
 def test_loads_edgetam_in_both_modes(edgetam_dir):
     from transformers import EdgeTamModel, EdgeTamVideoModel
 
-    image = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32"))
-    video = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32", image_size=512), video=True)
+    image = Sam2Backend.load(str(edgetam_dir), dtype="float32")
+    video = Sam2Backend.load(str(edgetam_dir), dtype="float32", image_size=512, video=True)
     assert type(image.model) is EdgeTamModel and type(video.model) is EdgeTamVideoModel
     assert image.input_size == 1024 and video.input_size == 512
 
@@ -56,7 +51,7 @@ def test_loads_edgetam_in_both_modes(edgetam_dir):
 @pytest.mark.parametrize("image_size", [0, 512], ids=["1024", "512"])
 def test_segment_mode_matches_edgetam_model(edgetam_dir, image_size):
     """Three boxes in one batched call against transformers' EdgeTamModel forward on the same pixels."""
-    backend = Sam2Backend.load(Settings(model=str(edgetam_dir), dtype="float32", image_size=image_size))
+    backend = Sam2Backend.load(str(edgetam_dir), dtype="float32", image_size=image_size)
     rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     boxes = np.array([[10, 10, 200, 300], [150, 100, 600, 470], [300, 20, 340, 400]], np.float32)
     prompt = Prompt.from_boxes("bbox", boxes)
@@ -131,28 +126,7 @@ def test_edgetam_runs_the_seed_pipeline_in_both_modes(dataflow, edgetam_dir, mod
     """The seed's camera -> detector -> SAM 2 wiring with MODEL set to an EdgeTAM checkpoint: every frame
     answered with the seed's `mask` and per-object `masks`; in track mode, ids that stay."""
     boxes = [[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "bottle"]]
-    env = json.dumps(edgetam_env(edgetam_dir, mode))
-    run = dataflow(f"""
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-    env: {{FRAMES: "5", FPS: "2"}}
-  - id: yolo
-    path: $EXAMPLES/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-    env: {{BOXES: '{json.dumps(boxes)}'}}
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: {lossless("camera/image")}, bbox: {lossless("yolo/bbox")}}}
-    outputs: [mask, masks]
-    env: {env}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{mask: {lossless("sam2/mask")}, masks: {lossless("sam2/masks")}}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    run = dataflow(seed_flow(edgetam_dir, boxes, 5, 2, ("mask", "masks"), edgetam_env(edgetam_dir, mode)))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     assert any("at 512x512" in line for line in run.node_log("sam2")), run.log[-3000:]

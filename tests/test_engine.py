@@ -15,7 +15,7 @@ T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
 class Recording:
-    """The real model, with a record of which frames it encoded."""
+    """The real model, with a record of which frames it encoded; the rest of engine.ImageModel is the model's."""
 
     def __init__(self, model):
         self.model, self.encoded = model, []
@@ -24,11 +24,8 @@ class Recording:
         self.encoded.append(frame)
         return self.model.encode(frame)
 
-    def decode(self, embedding, prompt):
-        return self.model.decode(embedding, prompt)
-
-    def postprocess(self, logits, scores, width, height, *extra):
-        return self.model.postprocess(logits, scores, width, height, *extra)
+    def __getattr__(self, name):
+        return getattr(self.model, name)
 
 
 def frames(n, camera="image", size=(48, 64), start=T0):

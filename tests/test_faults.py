@@ -10,7 +10,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from conftest import EXAMPLES, NODES, dataflow_in_background, run_dataflow, wait_for
+from support.dataflows import (NODES, camera, collector, dataflow_in_background, detector, flow, node, player,
+                               run_dataflow, sam2, wait_for)
+
 from dora_sam2.engine import Segmenter
 from dora_sam2.node import Adapter
 from dora_sam2.scheduling import SegmentScheduler
@@ -27,25 +29,11 @@ def test_camera_dying_mid_run_leaves_the_node_answering_and_ending_cleanly(tmp_p
     script = tmp_path / "prompts.pkl"
     # spaced well beyond an answer's time, so that none is skipped as stale even on a loaded machine
     script.write_bytes(pickle.dumps([(1.5, "bbox", box, {})] + [(1.0, "bbox", box, {})] * 2))
-    run = run_dataflow(tmp_path, f"""
-nodes:
-  - id: camera
-    path: $NODES/dying_camera.py
-    outputs: [image]
-  - id: prompts
-    path: $NODES/player.py
-    outputs: [bbox]
-    env: {{SCRIPT: "{script}"}}
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: camera/image, bbox: prompts/bbox}}
-    outputs: [mask]
-    env: {{MODEL: "{model_dir}"}}
-  - id: out
-    path: $NODES/collector.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT_DIR: $OUT/out}}
-""")
+    run = run_dataflow(tmp_path, flow(
+        node("camera", NODES / "dying_camera.py", outputs=["image"]),
+        player(str(script), ["bbox"], node_id="prompts"),
+        sam2(model_dir, {"image": "camera/image", "bbox": "prompts/bbox"}),
+        collector({"mask": "sam2/mask"})))
     assert run.returncode != 0 and "camera unplugged" in run.log  # dora reports the camera's failure
     assert "sam2 finished successfully" in run.log
     assert not any("Traceback" in line for line in sam2_lines(run))
@@ -60,27 +48,8 @@ def test_stop_with_work_queued_ends_cleanly(tmp_path, model_dir):
     or counting what it held, with its final stats line."""
     out = tmp_path / "out"
     dataflow = tmp_path / "dataflow.yml"
-    dataflow.write_text(f"""
-nodes:
-  - id: camera
-    path: {EXAMPLES}/camera.py
-    inputs: {{tick: dora/timer/millis/40}}
-    outputs: [image]
-    env: {{FRAMES: "100000"}}
-  - id: yolo
-    path: {EXAMPLES}/fixed_detector.py
-    inputs: {{image: camera/image}}
-    outputs: [bbox]
-  - id: sam2
-    path: dora-sam2
-    inputs: {{image: camera/image, bbox: yolo/bbox}}
-    outputs: [mask]
-    env: {{MODEL: "{model_dir}"}}
-  - id: out
-    path: {NODES}/collector.py
-    inputs: {{mask: sam2/mask}}
-    env: {{OUT_DIR: "{out}"}}
-""")
+    dataflow.write_text(flow(camera(tick_ms=40), detector(), sam2(model_dir, stats=None),
+                             collector({"mask": "sam2/mask"}, out=out)))
     with dataflow_in_background(dataflow) as dora:
         wait_for(lambda: (out / "events.jsonl").exists() and (out / "events.jsonl").read_text(), 300,
                  "the node's first answer")
@@ -93,17 +62,7 @@ nodes:
 
 @pytest.mark.dataflow
 def test_no_model_fails_the_dataflow_with_one_sentence(tmp_path):
-    run = run_dataflow(tmp_path, """
-nodes:
-  - id: camera
-    path: $EXAMPLES/camera.py
-    outputs: [image]
-  - id: sam2
-    path: dora-sam2
-    inputs: {image: camera/image}
-    outputs: [mask]
-    env: {MODEL: /no/such/model}
-""")
+    run = run_dataflow(tmp_path, flow(camera(), sam2("/no/such/model", {"image": "camera/image"}, stats=None)))
     assert run.returncode != 0
     assert "ERROR dora-sam2: MODEL=/no/such/model is not a directory" in run.log
     # dora's report quotes the node's stderr: that one sentence, no traceback (the camera's own
@@ -125,7 +84,8 @@ class RecordingNode:
 
 
 class FailsOnce:
-    """The real model, failing the way models fail (out of memory, NaN) on its second frame."""
+    """The real model, failing the way models fail (out of memory, NaN) on its second frame; the rest of
+    engine.ImageModel is the model's."""
 
     def __init__(self, model, failure):
         self.model, self.failure, self.encodes = model, failure, 0
@@ -140,14 +100,8 @@ class FailsOnce:
                 embedding.features[-1].fill_(float("nan"))
         return embedding
 
-    def decode(self, embedding, prompt):
-        return self.model.decode(embedding, prompt)
-
-    def postprocess(self, logits, scores, width, height, *extra):
-        return self.model.postprocess(logits, scores, width, height, *extra)
-
-    def fall_back_to_float32(self):
-        return self.model.fall_back_to_float32()
+    def __getattr__(self, name):
+        return getattr(self.model, name)
 
 
 def segment_node(node, segmenter: Segmenter) -> Adapter:

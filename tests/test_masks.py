@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from dora_sam2 import codecs
-from dora_sam2.domain import AnswersOnFrames, Masks
+from dora_sam2.domain import Masks
+from dora_sam2.timeline import AnswersOnFrames
 from dora_sam2.masks import (area, bounding_boxes, centroids, colliding_pairs, coverage,
                              decode_masks, decode_union, extract, inpaint_mask, masks_with_frames, overlaps)
 

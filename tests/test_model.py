@@ -46,9 +46,8 @@ def test_box_reaches_the_prompt_encoder_in_model_coordinates(model):
 
 def test_image_size_runs_the_same_weights_at_a_smaller_input(model_dir):
     """IMAGE_SIZE=512: the frame resized to 512, prompts scaled into 512, masks back at the frame's size."""
-    from dora_sam2.settings import Settings
 
-    small = Sam2Backend.load(Settings(model=str(model_dir), dtype="float32", image_size=512))
+    small = Sam2Backend.load(str(model_dir), dtype="float32", image_size=512)
     assert small.input_size == 512 and small.preprocess(frame().rgb).shape == (1, 3, 512, 512)
     seen = {}
     hook = small.model.prompt_encoder.register_forward_pre_hook(

@@ -57,3 +57,14 @@ def test_overlay_goes_back_in_the_cameras_channel_order():
     value, metadata = codecs.encode_overlay(rgb_frame, drawn)
     assert metadata["encoding"] == "rgb8"
     np.testing.assert_array_equal(value.to_numpy().reshape(120, 160, 3), drawn)
+
+
+def test_each_view_names_an_object_by_its_id_label_and_score():
+    from dora_sam2.domain import Masks
+
+    stack = np.zeros((2, 4, 4), bool)
+    tracked = Masks(stack, np.array([0.9, 0.5], np.float32), ("cup", ""), "image", None, track_ids=(3, 7))
+    assert tracked.captions() == ["#3 cup", "#7"]
+    assert tracked.captions(scores=True) == ["#3 cup 0.90", "#7 0.50"]
+    segmented = Masks(stack, np.array([0.9, 0.5], np.float32), ("cup", ""), "image", None)
+    assert segmented.captions() == ["cup", ""] and segmented.captions(scores=True) == ["cup 0.90", "0.50"]

@@ -76,6 +76,15 @@ def test_cuda_asked_for_on_a_machine_without_it():
     assert "sees no CUDA GPU" in one_sentence(start({"DEVICE": "cuda"}))
 
 
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "cuda:-1"])
+def test_a_device_the_api_is_handed_that_is_none_is_a_setting_error(name):
+    """Sam2Backend.load(device=...) past Settings: a configuration error in one sentence, not torch's own."""
+    from dora_sam2.devices import resolve_device
+
+    with pytest.raises(ConfigError, match="is not a device"):
+        resolve_device(name)
+
+
 @pytest.mark.parametrize("env,message", [
     ({"DEVICE": "tpu"}, "DEVICE='tpu' is not one of"),
     ({"DTYPE": "int8"}, "DTYPE='int8' is not one of"),
@@ -107,7 +116,8 @@ def test_the_readme_limits_table_is_the_code():
     import dataclasses
     import re
 
-    from conftest import ROOT
+    from support.dataflows import ROOT
+
     from dora_sam2.settings import Limits
 
     section = (ROOT / "README.md").read_text().split("### Limits", 1)[1].split("\n\n", 3)[2]

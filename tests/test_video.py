@@ -11,7 +11,8 @@ import torch
 
 from dora_sam2.domain import Frame, Prompt
 from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
-from streaming_reference import (BOX_A, BOX_B, BOXES, HEIGHT, WIDTH, Presence, frames,
+
+from support.streaming_reference import (BOX_A, BOX_B, BOXES, HEIGHT, WIDTH, Presence, frames,
                                  run_ours, run_through_occlusion, run_transformers)
 
 @pytest.fixture(scope="module", params=["test", "micro", "test@512"])
@@ -19,11 +20,10 @@ def streaming(request, model_dir, micro_model_dir):
     """The suite's model; `micro`, built at a 256-pixel input; and the suite's model run at 512 with
     IMAGE_SIZE (its 1024-pixel weights, every size-dependent part following): no size taken for granted."""
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
 
     path = micro_model_dir if request.param == "micro" else model_dir
     size = 512 if request.param == "test@512" else 0
-    return Sam2StreamingModel(Sam2Backend.load(Settings(model=str(path), dtype="float32", image_size=size),
+    return Sam2StreamingModel(Sam2Backend.load(str(path), dtype="float32", image_size=size,
                                                video=True))
 
 
@@ -55,7 +55,7 @@ def short_pointer_window(streaming):
     config = streaming.model.config
     saved = config.max_object_pointers_in_encoder
     config.max_object_pointers_in_encoder = 4
-    yield Sam2StreamingModel(streaming.image_model)
+    yield Sam2StreamingModel(streaming.backend)
     config.max_object_pointers_in_encoder = saved
 
 
@@ -66,7 +66,7 @@ def test_matches_transformers_through_occlusion_clicks_and_re_prompts(short_poin
     click on frame 6 while the other is tracked, 12 frames: full and evicting memory and pointer windows."""
     from dora_sam2.model import Sam2Backend
 
-    base = short_pointer_window.image_model
+    base = short_pointer_window.backend
     streaming = Sam2StreamingModel(Sam2Backend(base.model, base.device, dtype, base.name))
     ours, reference = run_through_occlusion(streaming, 12)
     for index, (mine, theirs) in enumerate(zip(ours, reference)):
@@ -133,10 +133,9 @@ def test_memory_is_flat_over_hundreds_of_frames(micro_model_dir):
     (Re-prompts name their object, as the click page does: with random weights a detection would not
     reliably land on its track.)"""
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.settings import Settings
     from dora_sam2.tracking import Tracker
 
-    model = Sam2StreamingModel(Sam2Backend.load(Settings(model=str(micro_model_dir)), video=True))
+    model = Sam2StreamingModel(Sam2Backend.load(str(micro_model_dir), video=True))
     tracker = Tracker(model, lost_frames=10_000)
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
     rgb = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 80)], -1).astype(np.uint8)
@@ -166,11 +165,11 @@ def test_tracking_falls_back_to_float32_when_float16_overflows(model_dir):
     with torch.no_grad():
         for mlp in weights.mask_decoder.output_hypernetworks_mlps:
             mlp.proj_out.weight.mul_(1e6)  # beyond float16's range
-    image_model = Sam2Backend(weights, torch.device("cpu"), torch.float16, "overflowing")
-    tracker = Tracker(Sam2StreamingModel(image_model))
+    backend = Sam2Backend(weights, torch.device("cpu"), torch.float16, "overflowing")
+    tracker = Tracker(Sam2StreamingModel(backend))
     stream = list(frames(3))
     first = tracker.step(stream[0], Prompt.from_boxes("bbox", BOXES, ["a", "b"]))
     # the failed try's tracks were rolled back (ids are never reused, so the kept ones are new)
-    assert image_model.dtype == torch.float32 and len(first) == 2 and tracker.started == 2
+    assert backend.dtype == torch.float32 and len(first) == 2 and tracker.started == 2
     assert np.isfinite(first.scores).all()
     assert [tracker.step(f).track_ids for f in stream[1:]] == [first.track_ids] * 2

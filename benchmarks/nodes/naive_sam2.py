@@ -11,7 +11,9 @@ from dora_sam2.settings import Settings
 
 
 def main():
-    model = Sam2Backend.load(Settings.from_env())  # the benchmark sets DTYPE=float32
+    settings = Settings.from_env()  # the benchmark sets DTYPE=float32
+    model = Sam2Backend.load(settings.model, device=settings.device, dtype=settings.dtype,
+                             image_size=settings.image_size)
     node, newest = Node(), None
     for event in node:
         if event["type"] != "INPUT":

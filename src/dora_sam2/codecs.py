@@ -378,9 +378,7 @@ def encode_boxes2d(masks: Masks) -> tuple[pa.Array, dict]:
     """`boxes2d`: the masks' boxes as dora-yolo's struct (bbox xyxy, conf = SAM 2's score, labels; "#id label"
     in track mode), so opencv-plot and other box viewers draw the objects, and their ids."""
     metadata = masks_metadata(masks)
-    ids = masks.track_ids or [None] * len(masks)
-    labels = [" ".join(p for p in (f"#{i}" if i is not None else "", name) if p) for i, name in zip(ids, masks.class_names)]
-    value = pa.array([{"bbox": metadata["boxes"], "conf": metadata["scores"], "labels": labels}],
+    value = pa.array([{"bbox": metadata["boxes"], "conf": metadata["scores"], "labels": masks.captions()}],
                      type=pa.struct([("bbox", pa.list_(pa.float32())), ("conf", pa.list_(pa.float32())),
                                      ("labels", pa.list_(pa.string()))]))
     extra = {k: metadata[k] for k in ("width", "height", "image_id", "timestamp") if k in metadata}

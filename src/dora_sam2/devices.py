@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .loading import ModelLoadError
+from .settings import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -16,18 +16,21 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"DEVICE={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelLoadError(
+            raise ConfigError(
                 f"DEVICE={name} but this torch build sees no CUDA GPU: set DEVICE=cpu (or auto), "
                 "or install a CUDA build of torch."
             )
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ModelLoadError(f"DEVICE={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ModelLoadError("DEVICE=mps but Metal is not available here: set DEVICE=cpu (or auto).")
-    return torch.device(name)
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"DEVICE={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("DEVICE=mps but Metal is not available here: set DEVICE=cpu (or auto).")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

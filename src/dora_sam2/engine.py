@@ -5,20 +5,39 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-from .domain import Frame, InputError, Masks, Prompt, RecentByTime, camera_of, is_newer, on_frame
+from .domain import Frame, InputError, Masks, Prompt
+from .routing import camera_of, on_frame
+from .timeline import RecentByTime, is_newer
 from .stats import Stages
 from .throttle import Throttle
 
 log = logging.getLogger("dora_sam2")
 
 
+class ImageModel(Protocol):
+    """What the engine asks of a model (model.Sam2Backend is one): a frame's embedding, then any number of
+    prompts decoded on it and brought to the frame."""
+
+    def encode(self, frame: Frame) -> object: ...
+
+    def decode(self, embedding, prompt: Prompt) -> tuple:
+        """Low-resolution mask logits (N, h, w), predicted IoU (N,) and object scores (N,)."""
+
+    def postprocess(self, logits, scores, width: int, height: int, *extra) -> tuple[np.ndarray, ...]:
+        """(N, H, W) bool masks at the frame's size, the scores, and each of `extra` as numpy."""
+
+    def fall_back_to_float32(self) -> bool:
+        """After a float16 overflow: switch to float32 and say so; False when that would not help."""
+
+
 class Segmenter:
     """Keeps recent frames per camera and answers prompts on them, encoding each frame at most once."""
 
-    def __init__(self, model, frame_buffer: int = 30, cameras: Sequence[str] = (), embeddings_kept: int = 2,
+    def __init__(self, model: ImageModel, frame_buffer: int = 30, cameras: Sequence[str] = (), embeddings_kept: int = 2,
                  stages: Stages | None = None):
         self.model = model
         # The dataflow's camera inputs, default first, when dora tells (1.x). Knowing them, a prompt for a

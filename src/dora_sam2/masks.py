@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa  # noqa: F401 - the doctests build messages with it
 
 from . import codecs
-from .domain import AnswersOnFrames, InputError
+from .domain import InputError
+from .timeline import AnswersOnFrames
 from .geometry import mask_boxes
 from .throttle import Throttle
 

@@ -1,7 +1,10 @@
-"""SAM2 through transformers' `Sam2Model`, with our own pre/post-processing (no torchvision).
+"""The model backend: a SAM 2 family checkpoint through transformers (`Sam2Model`, or `Sam2VideoModel` /
+`EdgeTamVideoModel` with their memory modules for tracking), with our own pre/post-processing (no
+torchvision).
 
-Like Meta's image predictor: `encode` computes a frame's embedding once, `decode` runs any number of
-objects against it in one batched call (decoder.py), `postprocess` brings the masks to the frame.
+Like Meta's image predictor: `encode` computes a frame's embedding once, `predict` answers any number of
+objects on it (`decode`: one batched decoder call per point count, decoder.py; `postprocess`: the masks
+at the frame's size).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from .devices import resolve_device, resolve_dtype
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
 from .loading import load_sam2
-from .settings import Settings
 
 log = logging.getLogger("dora_sam2")
 
@@ -68,28 +70,31 @@ class Sam2Backend:
         return True
 
     @classmethod
-    def load(cls, settings: Settings, video: bool = False) -> "Sam2Backend":
-        """`video` loads SAM2 with its memory modules (transformers' Sam2VideoModel), for tracking."""
-        device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.dtype, device)
+    def load(cls, source: str, *, video: bool = False, device: str = "auto", dtype: str = "auto",
+             image_size: int = 0, threads: int = 0, compile: bool = False) -> "Sam2Backend":
+        """A checkpoint (hub id or directory) on `device` in `dtype` ("auto": the fastest this device
+        has); `video` loads it with its memory modules, for tracking. `image_size` 0 keeps the
+        checkpoint's input size; `threads` 0 uses the cores this process may run on."""
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
         if device.type == "cpu":
             # torch's default is every core of the machine, which oversubscribes a pinned container
-            torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
+            torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
-        model = load_sam2(settings.model, video, settings.image_size).to(device).eval()
-        if settings.compile:
+        model = load_sam2(source, video, image_size).to(device).eval()
+        if compile:
             # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
             model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
-        self = cls(model, device, dtype, settings.model)
+        self = cls(model, device, dtype, source)
         log.info(
             "model %s at %dx%d on %s (%d threads), %s%s, loaded in %.1f s",
-            settings.model, self.input_size, self.input_size, device, torch.get_num_threads(),
-            str(dtype).removeprefix("torch."), ", compiled encoder" if settings.compile else "",
+            source, self.input_size, self.input_size, device, torch.get_num_threads(),
+            str(dtype).removeprefix("torch."), ", compiled encoder" if compile else "",
             time.perf_counter() - started,
         )
         return self
 
-    # -- the two calls the engine makes
+    # -- what the engine calls: encode a frame, then predict (decode + postprocess) its prompts
 
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:

@@ -32,7 +32,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2: %(message)s", stream=sys.stderr)
     try:
         settings = Settings.from_env()
-        model = Sam2Backend.load(settings, video=settings.mode == "track")
+        model = Sam2Backend.load(settings.model, video=settings.mode == "track", device=settings.device,
+                                 dtype=settings.dtype, image_size=settings.image_size, threads=settings.threads,
+                                 compile=settings.compile)
     except (ConfigError, ModelLoadError) as error:
         log.error("%s", error)
         sys.exit(1)

@@ -36,16 +36,9 @@ def draw(frame: Frame, masks: Masks) -> np.ndarray:
     top = len(masks) - 1 - np.argmax(masks.masks[::-1], axis=0)
     tint = colours[top[covered]].astype(np.float32)
     out[covered] = (out[covered] * (1 - ALPHA) + tint * ALPHA).astype(np.uint8)
-    for mask, colour, caption in zip(masks.masks, colours, captions(masks)):
+    for mask, colour, caption in zip(masks.masks, colours, masks.captions(scores=True)):
         _outline_and_caption(out, mask, tuple(int(c) for c in colour), caption)
     return out
-
-
-def captions(masks: Masks) -> list[str]:
-    """Per object: "#id label score" (the parts it has)."""
-    ids = masks.track_ids or [None] * len(masks)
-    return [" ".join(part for part in (f"#{i}" if i is not None else "", label, f"{score:.2f}") if part)
-            for i, label, score in zip(ids, masks.class_names, masks.scores)]
 
 
 def _outline_and_caption(image: np.ndarray, mask: np.ndarray, colour, caption: str) -> None:

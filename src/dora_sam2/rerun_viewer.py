@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from . import codecs
-from .domain import AnswersOnFrames, Frame, InputError, Masks
+from .domain import Frame, InputError, Masks
+from .timeline import AnswersOnFrames
 from .geometry import mask_boxes
-from .overlay import PALETTE, captions, colour_keys
+from .overlay import PALETTE, colour_keys
 from .settings import ConfigError, Limits, int_setting
 from .throttle import Throttle
 
@@ -117,8 +118,7 @@ class MaskLogger:
         for mask, class_id in zip(masks.masks, classes):
             segmentation[mask] = class_id
         colours = PALETTE[np.array(colour_keys(masks), int) % len(PALETTE)] if len(masks) else []
-        names = [" ".join(p for p in (f"#{c}" if masks.track_ids is not None else "", n) if p) or f"object {c}"
-                 for c, n in zip(classes, masks.class_names)]
+        names = [caption or f"object {c}" for c, caption in zip(classes, masks.captions())]
         rr.log(camera, rr.AnnotationContext([(c, n, tuple(int(v) for v in colour))
                                              for c, n, colour in zip(classes, names, colours)]))
         rr.log(f"{camera}/masks", rr.SegmentationImage(segmentation))
@@ -126,7 +126,7 @@ class MaskLogger:
         seen = ~np.isnan(boxes).any(axis=1)
         rr.log(f"{camera}/boxes", rr.Boxes2D(array=boxes[seen], array_format=rr.Box2DFormat.XYXY,
                                              class_ids=np.asarray(classes, int)[seen],
-                                             labels=[c for c, s in zip(captions(masks), seen) if s]))
+                                             labels=[c for c, s in zip(masks.captions(scores=True), seen) if s]))
 
     def _at(self, timestamp: datetime | None) -> None:
         """The frames' own time when dora gives one (1.x), else the order of arrival (dora 0.5)."""

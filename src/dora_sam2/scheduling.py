@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .domain import Frame, InputError, Masks, Prompt, camera_of, is_newer
+from .domain import Frame, InputError, Masks, Prompt
+from .routing import camera_of
+from .timeline import is_newer
 from .engine import Segmenter
 from .settings import Limits
 from .stats import Stats
@@ -82,7 +84,7 @@ class SegmentScheduler:
         self.segmenter = segmenter
         self.stats = stats
         self.every_frame = every_frame
-        self.filter = detections or DetectionFilter()  # each its own: its line throttle is state
+        self.detection_filter = detections or DetectionFilter()  # each its own: its line throttle is state
         self._say = Throttle(log, burst=20)  # per prompt input, as the adapter's bad-input lines
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
@@ -94,7 +96,7 @@ class SegmentScheduler:
             if isinstance(item, Frame):
                 self.segmenter.add_frame(item)
             elif isinstance(item, Prompt):
-                pending.setdefault((item.input_id, item.image_id), []).append(self.filter(item, self.stats))
+                pending.setdefault((item.input_id, item.image_id), []).append(self.detection_filter(item, self.stats))
             # RESET, Remove: segment mode keeps no objects between prompts, so there is nothing to drop
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
@@ -155,7 +157,7 @@ class TrackScheduler:
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
-        self.filter = detections or DetectionFilter()  # each its own: its line throttle is state
+        self.detection_filter = detections or DetectionFilter()  # each its own: its line throttle is state
         self.limits = limits
         self._say = Throttle(log)
         self.trackers: dict[str, Tracker] = {}
@@ -173,7 +175,7 @@ class TrackScheduler:
                     self.stats.skipped += item.image_id in frames
                     frames[item.image_id] = item
             elif isinstance(item, Prompt):
-                self._queue(self.filter(item, self.stats))
+                self._queue(self.detection_filter(item, self.stats))
             elif isinstance(item, Remove):  # frames before it are answered with the tracks they had
                 for frame in frames.values():
                     yield from self._step(frame)

@@ -22,11 +22,13 @@ from datetime import datetime
 import numpy as np
 
 from .association import associate
-from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, TIMESTAMP_TOLERANCE, Frame, Masks, Prompt, on_frame
+from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt
+from .routing import on_frame
+from .timeline import TIMESTAMP_TOLERANCE
 from .geometry import mask_boxes
 from .stats import Stages
 from .throttle import Throttle
-from .video import ObjectMemory, Sam2StreamingModel, Step
+from .video import ObjectMemory, Step, StreamingModel
 
 log = logging.getLogger("dora_sam2")
 
@@ -108,7 +110,7 @@ class _Plan:
 
 
 class Tracker:
-    def __init__(self, model: Sam2StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
+    def __init__(self, model: StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
                  match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
                  lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0,
                  max_ended: int = 64, clock_jump: float = 60.0):
@@ -206,15 +208,16 @@ class Tracker:
     def _plan(self, detections: Prompt | None, clicks: Sequence[Prompt]) -> _Plan:
         plan = _Plan([dataclasses.replace(t) for t in self.tracks], list(self._ended))
         if detections is not None:
-            self._match_detections(plan, detections)
+            self._plan_detection_round(plan, detections)
         for prompt in clicks:
             self._match_clicks(plan, prompt)
         return plan
 
-    def _match_detections(self, plan: _Plan, detections: Prompt) -> None:
-        """Each detection to the live track it overlaps best (by the track's mask box or its last prompt
-        box, whichever overlaps more, so a poor mask does not duplicate its object), else to a track that
-        ended lately, else a new track. Tracks this round leaves unconfirmed count a miss."""
+    def _plan_detection_round(self, plan: _Plan, detections: Prompt) -> None:
+        """A detector's round, all it decides: each detection to the live track it overlaps best (by the
+        track's mask box or its last prompt box, whichever overlaps more, so a poor mask does not duplicate
+        its object), which takes the detection's label; else to a track that ended lately, which comes back;
+        else a new track. Tracks the round leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         found = associate([t.box for t in live], boxes, self.match_iou, also=[t.prompt_box for t in live])

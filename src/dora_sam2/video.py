@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -122,13 +123,33 @@ class ObjectMemory:
         return len(self.spatial(frame_index)), len(self.pointers(frame_index))
 
 
+class StreamingModel(Protocol):
+    """What tracking.Tracker asks of a streaming model (Sam2StreamingModel is the one we ship; the tests'
+    colour segmenter is another): per frame, its features once; then a step for the objects prompted on it
+    and one for those followed from memory; their memories; the masks at the frame's size."""
+
+    def new_memory(self) -> "ObjectMemory": ...
+
+    def encode(self, frame: Frame) -> object: ...
+
+    def prompt(self, features, prompt: Prompt) -> "Step": ...
+
+    def track(self, features, memories: list["ObjectMemory"], frame_index: int) -> "Step": ...
+
+    def remember(self, features, step: "Step", prompted: list[bool]) -> list: ...
+
+    def postprocess(self, step: "Step", frame: Frame) -> "FrameAnswer": ...
+
+    def fall_back_to_float32(self) -> bool: ...
+
+
 class Sam2StreamingModel:
     """Frames and prompts in, per-object masks and memories out. The caller (tracking.Tracker) owns the
     objects and their `ObjectMemory`; this class owns the maths."""
 
-    def __init__(self, image_model: Sam2Backend):
-        self.image_model = image_model  # pre/post-processing, device, dtype, the fast decoder copy
-        self.model = image_model.model  # a transformers Sam2VideoModel or EdgeTamVideoModel
+    def __init__(self, backend: Sam2Backend):
+        self.backend = backend  # pre/post-processing, device, dtype, the fast decoder copy
+        self.model = backend.model  # a transformers Sam2VideoModel or EdgeTamVideoModel
         config = self.model.config
         self.config = config
         self.num_maskmem = config.num_maskmem
@@ -140,10 +161,10 @@ class Sam2StreamingModel:
 
     @property
     def device(self):
-        return self.image_model.device
+        return self.backend.device
 
     def fall_back_to_float32(self) -> bool:
-        return self.image_model.fall_back_to_float32()
+        return self.backend.fall_back_to_float32()
 
     def new_memory(self) -> ObjectMemory:
         return ObjectMemory(recent=self.num_maskmem - 1, pointers=self.max_pointers - 1)
@@ -152,10 +173,10 @@ class Sam2StreamingModel:
 
     @torch.inference_mode()
     def encode(self, frame: Frame) -> FrameFeatures:
-        with self.image_model.autocast():
-            out = self.model.get_image_features(self.image_model.preprocess(frame.rgb), return_dict=True)
+        with self.backend.autocast():
+            out = self.model.get_image_features(self.backend.preprocess(frame.rgb), return_dict=True)
         maps = [
-            f.permute(1, 2, 0).reshape(1, -1, *size).to(self.image_model.dtype)
+            f.permute(1, 2, 0).reshape(1, -1, *size).to(self.backend.dtype)
             for f, size in zip(out.fpn_hidden_states, self.model.backbone_feature_sizes)
         ]
         position = out.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *self.size)
@@ -168,8 +189,8 @@ class Sam2StreamingModel:
         image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
         steps, order = [], []
         for members, group in prompt.by_point_count():
-            points = self.image_model.model_points(group, features.width, features.height)
-            sparse, dense = self.image_model.prompt_embeddings(points, group.point_labels)
+            points = self.backend.model_points(group, features.width, features.height)
+            sparse, dense = self.backend.prompt_embeddings(points, group.point_labels)
             out = self._decode(image, sparse, dense, features.high_res)
             steps.append(self._select(out, self._ambiguous(group.num_points(), tracked=False)))
             order.extend(members.tolist())
@@ -195,7 +216,7 @@ class Sam2StreamingModel:
     def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
         """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
         encoder = self.model.memory_encoder
-        with self.image_model.autocast():
+        with self.backend.autocast():
             high_res = F.interpolate(step.logits[:, None].float(), size=(self.config.image_size,) * 2,
                                      mode="bilinear", align_corners=False)
             from_prompt = torch.as_tensor(prompted, device=high_res.device).view(-1, 1, 1, 1)
@@ -217,7 +238,7 @@ class Sam2StreamingModel:
         else:  # EdgeTAM: each object's memory compressed to the perceiver's latents, kept as computed
             # One object at a time: transformers' perceiver takes a batch of one (its 2-D step views an
             # expanded tensor), and it is cheap beside memory attention.
-            with self.image_model.autocast():
+            with self.backend.autocast():
                 compressed = [perceiver(memory[i : i + 1], position.to(high_res.dtype)) for i in range(len(memory))]
             tokens = torch.cat([t for t, _ in compressed])
             position = compressed[0][1][0].float()
@@ -228,19 +249,19 @@ class Sam2StreamingModel:
     def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
         """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered."""
         visible = step.object_score_logits > 0
-        return FrameAnswer(*self.image_model.postprocess(step.logits, step.scores, frame.width, frame.height, visible))
+        return FrameAnswer(*self.backend.postprocess(step.logits, step.scores, frame.width, frame.height, visible))
 
     # -- internals
 
     def _no_point_embeddings(self):
-        dtype = self.image_model.dtype
+        dtype = self.backend.dtype
         if dtype not in self._no_point:
-            self._no_point[dtype] = self.image_model.prompt_embeddings(np.zeros((1, 1, 2)), -np.ones((1, 1)))
+            self._no_point[dtype] = self.backend.prompt_embeddings(np.zeros((1, 1, 2)), -np.ones((1, 1)))
         return self._no_point[dtype]
 
     def _decode(self, image, sparse, dense, high_res) -> DecoderOutput:
-        decoder = self.image_model.decoder
-        return run_decoder(decoder, image.to(self.image_model.dtype), self.image_model.image_pe, sparse, dense, high_res)
+        decoder = self.backend.decoder
+        return run_decoder(decoder, image.to(self.backend.dtype), self.backend.image_pe, sparse, dense, high_res)
 
     def _ambiguous(self, num_points: np.ndarray, tracked: bool) -> torch.Tensor:
         return torch.from_numpy(np.asarray(is_ambiguous(self.config, num_points, tracked), bool)).to(self.device)
@@ -248,12 +269,12 @@ class Sam2StreamingModel:
     def _select(self, out: DecoderOutput, ambiguous: torch.Tensor) -> Step:
         """One mask per object (the rule both modes share), its pointer and visibility, as transformers'
         `_single_frame_forward`."""
-        logits, iou, token = choose_masks(self.image_model.decoder, out, ambiguous)
+        logits, iou, token = choose_masks(self.backend.decoder, out, ambiguous)
 
         object_score = out.object_score_logits[:, 0].float()
         visible = (object_score > 0).view(-1, 1)
         logits = torch.where(visible.view(-1, 1, 1), logits.float(), NO_OBJECT_LOGIT)
-        with self.image_model.autocast():
+        with self.backend.autocast():
             pointer = self.model.object_pointer_proj(token.to(self._pointer_dtype))
         pointer = torch.where(visible, pointer.float(), self.model.no_object_pointer.float())
         return Step(logits, iou.float(), object_score, pointer)
@@ -265,7 +286,7 @@ class Sam2StreamingModel:
         image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
         image_position = features.position.flatten(2).transpose(1, 2)
         frame_tokens = next((m.features.shape[0] for _, m in memories[0].spatial(frame_index)), None)
-        with self.image_model.autocast():
+        with self.backend.autocast():
             out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
                                 num_pointer_tokens[0], frame_tokens=frame_tokens)
         return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
@@ -297,5 +318,5 @@ class Sam2StreamingModel:
             num_pointer_tokens = len(pointers) * splits
         else:
             num_pointer_tokens = 0
-        dtype = self.image_model.dtype
+        dtype = self.backend.dtype
         return torch.cat([t.to(dtype) for t in tokens]), torch.cat(positions).to(dtype), num_pointer_tokens
