@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from dora_sam2.settings import ConfigError, Settings
@@ -149,3 +151,60 @@ def test_edgetam_input_sizes_follow_its_perceiver_grid(size, fits):
     else:
         with pytest.raises(ModelLoadError, match=f"IMAGE_SIZE={size} does not fit .*multiple of 256"):
             at_input_size(config, size)
+
+
+# ---------------------------------------------------------------------------- the node-hub manifest
+
+
+class _Reads(dict):
+    """An empty environment that remembers every key the code asks it for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return default
+
+
+# Limits of the click server and of consumers pairing answers with frames: Settings reads every limit
+# (one table for all nodes), the sam2 node uses none of these.
+OTHER_NODES_LIMITS = {"MAX_CONNECTIONS", "READ_TIMEOUT", "MAX_WAITING"}
+
+
+def manifest() -> dict:
+    import yaml
+
+    from support.dataflows import ROOT
+
+    return yaml.safe_load((ROOT / "dora-node.yml").read_text())
+
+
+def test_the_manifest_lists_every_setting_the_node_reads_and_its_true_default():
+    env = _Reads()
+    Settings.from_env(env)
+    listed = manifest()["env"]
+    assert set(listed) == env.asked - OTHER_NODES_LIMITS
+    for key, entry in listed.items():  # setting the listed default changes nothing
+        if "default" in entry:
+            value = entry["default"]
+            value = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            assert Settings.from_env({key: value}) == Settings.from_env({}), key
+
+
+def test_the_manifest_lists_what_the_node_reads_and_sends(caplog):
+    from dora_sam2.node import OUTPUTS, Adapter
+    from dora_sam2.scheduling import SegmentScheduler
+    from dora_sam2.stats import Stages, Stats
+
+    listed = manifest()
+    assert list(listed["outputs"]) == list(OUTPUTS)
+    stats = Stats(Stages(), every_s=0)
+    adapter = Adapter(None, SegmentScheduler(None, stats), stats, ["mask"])
+    message = {"type": "INPUT", "value": pa.array([1.0]), "metadata": {}}
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        list(adapter.inputs([{**message, "id": name} for name in [*listed["inputs"], "image_left", "colour"]]))
+    ignored = [r.getMessage() for r in caplog.records if "is not one this node reads" in r.getMessage()]
+    assert ignored == ["input 'colour' is not one this node reads (image*, bbox, boxes2d, points, reset, remove); "
+                       "ignoring it"]
