@@ -208,3 +208,36 @@ def test_the_manifest_lists_what_the_node_reads_and_sends(caplog):
     ignored = [r.getMessage() for r in caplog.records if "is not one this node reads" in r.getMessage()]
     assert ignored == ["input 'colour' is not one this node reads (image*, bbox, boxes2d, points, reset, remove); "
                        "ignoring it"]
+
+
+# ---------------------------------------------------------------------------- the transformers we build on
+
+
+def test_a_transformers_that_moved_what_we_run_is_one_sentence_naming_the_supported_range(tmp_path, model_dir):
+    """The node on a transformers whose video module lost a helper we call (as a later release may do):
+    one sentence before any model is loaded, not an AttributeError on the first frame."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import transformers.models.sam2_video.modeling_sam2_video as video\ndel video.get_1d_sine_pe\n")
+    line = one_sentence(start({"MODEL": str(model_dir), "PYTHONPATH": str(tmp_path)}))
+    assert "get_1d_sine_pe" in line and "pip install 'transformers>=5.24,<5.25'" in line
+
+
+def test_a_model_without_the_modules_the_loop_runs_is_one_sentence(model_dir):
+    from dora_sam2 import compat
+    from dora_sam2.loading import load_sam2
+
+    model = load_sam2(str(model_dir), video=True)
+    compat.check_model(model, video=True)  # the transformers we test with has all of them
+    del model.memory_encoder
+    with pytest.raises(compat.UnsupportedTransformers, match="has no memory_encoder .Sam2VideoModel."):
+        compat.check_model(model, video=True)
+
+
+def test_pyproject_bounds_transformers_to_the_range_the_start_up_check_names():
+    import tomllib
+
+    from dora_sam2 import compat
+    from support.dataflows import ROOT
+
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"transformers{compat.TRANSFORMERS_RANGE}" in requirements

@@ -13,6 +13,8 @@ import logging
 import math
 from pathlib import Path
 
+from . import compat
+
 log = logging.getLogger("dora_sam2")
 
 SAM2_MODEL_TYPES = ("sam2", "sam2_video", "edgetam", "edgetam_video")
@@ -32,6 +34,7 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
     # heavy: imported when the node starts, not at import
     from transformers import AutoConfig
 
+    _supported(compat.check_transformers)
     local = _local_checkpoint(source)
     with _quiet_hub():
         try:
@@ -54,9 +57,18 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
             config = at_input_size(config, image_size, source)
         load = functools.partial(_model_class(config, video).from_pretrained, config=config)
         try:
-            return _from_cache_or_hub(load, source, local)
+            model = _from_cache_or_hub(load, source, local)
         except OSError as error:
             raise ModelLoadError(_explain_missing(source, local, error)) from None
+    _supported(lambda: compat.check_model(model, video))
+    return model
+
+
+def _supported(check) -> None:
+    try:
+        check()
+    except compat.UnsupportedTransformers as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def is_edgetam(config) -> bool:
