@@ -20,3 +20,14 @@ def test_the_wheel_carries_the_licence_text(tmp_path):
         text = archive.read(licences[0]).decode()
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "static/click.html" in " ".join(zipfile.ZipFile(wheel).namelist())  # the page the click node serves
+
+
+def test_the_changelog_starts_at_the_version_being_built():
+    import re
+    import tomllib
+
+    import dora_sam2
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    first = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), flags=re.M).group(1)
+    assert first == version == dora_sam2.__version__

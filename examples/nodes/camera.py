@@ -28,7 +28,8 @@ def synthetic(frames: int, width: int, height: int):
         yield image
 
 
-def video(path: str, width: int, height: int):
+def video(path: str, size: tuple[int, int] | None):
+    """The file's frames, at their own size unless WIDTH and HEIGHT ask for another."""
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         raise SystemExit(f"camera: cannot open VIDEO={path}")
@@ -36,7 +37,7 @@ def video(path: str, width: int, height: int):
         ok, image = capture.read()
         if not ok:
             return
-        yield cv2.resize(image, (width, height))
+        yield cv2.resize(image, size) if size else image
 
 
 def encode(bgr: np.ndarray, encoding: str) -> np.ndarray:
@@ -48,14 +49,15 @@ def encode(bgr: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def main():
-    width, height = int(os.environ.get("WIDTH", "640")), int(os.environ.get("HEIGHT", "480"))
+    size = (int(os.environ["WIDTH"]), int(os.environ["HEIGHT"])) if os.environ.get("WIDTH") else None
     fps, encoding = float(os.environ.get("FPS", "5")), os.environ.get("ENCODING", "bgr8")
     output, path = os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
-    frames = video(path, width, height) if path else synthetic(int(os.environ.get("FRAMES", "10")), width, height)
+    frames = video(path, size) if path else synthetic(int(os.environ.get("FRAMES", "10")), *(size or (640, 480)))
     node = Node()
     for bgr in frames:
         if not wait_for_tick(node, 1.0 / fps):
             return
+        height, width = bgr.shape[:2]
         metadata = {"encoding": encoding, "width": width, "height": height, "primitive": "image"}
         node.send_output(output, pa.array(encode(bgr, encoding)), metadata)
 

@@ -106,6 +106,24 @@ def seed_flow(model_dir, boxes, frames: int, fps: float, outputs=("mask",), env:
                 collector(collect))
 
 
+def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None) -> str:
+    """examples/label.yml as a user runs it (VIDEO, MODEL, BOXES, OUT_DIR filled in), with a collector
+    `out` of the node's masks beside it."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "examples" / "label.yml").read_text())
+    nodes = {n["id"]: n for n in spec["nodes"]}
+    for entry in nodes.values():
+        if entry["path"].startswith("nodes/"):
+            entry["path"] = str(EXAMPLES / entry["path"].removeprefix("nodes/"))
+    nodes["camera"]["env"]["VIDEO"] = str(video)
+    nodes["detector"]["env"] = {"BOXES": json.dumps(boxes)}
+    nodes["sam2"]["env"].update(MODEL=str(model_dir), STATS_FILE="$OUT/stats.json", **(sam2_env or {}))
+    nodes["dataset"]["env"] = {"OUT_DIR": str(dataset)}
+    spec["nodes"].append(collector({"masks": lossless("sam2/masks")}))
+    return yaml.safe_dump(spec)
+
+
 def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
                 collect: dict | None = None, sam2_env: dict | None = None, answers: str | None = None) -> str:
     """player -> sam2 -> collector `out`. `answers` (e.g. "sam2/mask") wires the node's answers back to
@@ -123,6 +141,23 @@ def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_
 
 def scene(width=640, height=480, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def write_clip(path, frames: int, width: int, height: int, fps: float = 10) -> int:
+    """A short mp4 of a block moving over a gradient; returns the frame count a reader finds in it."""
+    import cv2
+
+    video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for i in range(frames):
+        image = np.tile(np.linspace(40, 200, width, dtype=np.uint8)[None, :, None], (height, 1, 3))
+        cv2.rectangle(image, (20 + 10 * i % width, height // 6), (width // 3 + 10 * i % width, height // 2),
+                      (0, 0, 220), -1)
+        video.write(image)
+    video.release()
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    return count
 
 
 def frame_message(rgb: np.ndarray, index: int, output: str = "image", encoding: str = "rgb8"):

@@ -1,0 +1,85 @@
+"""A recording segmented into a dataset: examples/label.yml over a short video, through the real node and
+`dora-sam2-dataset`, read back with pycocotools."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from datetime import datetime
+
+import cv2
+import numpy as np
+import pytest
+
+from dora_sam2.timeline import TIMESTAMP_TOLERANCE
+from support.dataflows import (camera, dataflow_in_background, detector, event_time, flow, label_flow, node,
+                               run_dataflow, sam2, wait_for, write_clip)
+
+pytestmark = pytest.mark.dataflow
+coco = pytest.importorskip("pycocotools.coco", reason="pycocotools is not installed (pip install 'dora-sam2[dataset]')")
+FRAMES, W, H = 8, 320, 240
+BOXES = [[20, 30, 140, 150, "cup"], [150, 60, 300, 220, "ball"]]
+
+
+def test_every_frame_of_a_video_becomes_a_coco_dataset_of_the_nodes_masks(tmp_path, model_dir):
+    video, dataset = tmp_path / "clip.mp4", tmp_path / "dataset"
+    frames = write_clip(video, FRAMES, W, H)
+    run = run_dataflow(tmp_path, label_flow(model_dir, video, dataset, BOXES))
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    answers = run.events()
+    assert len(answers) == frames == FRAMES  # EVERY_FRAME in track mode: each frame, none skipped
+
+    data = coco.COCO(str(dataset / "annotations.json"))
+    images = sorted(data.imgs.values(), key=lambda image: image["id"])
+    assert [image["id"] for image in images] == list(range(1, frames + 1))
+    assert sorted(c["name"] for c in data.cats.values()) == ["ball", "cup"]
+    for image, answer in zip(images, answers):  # in the video's order
+        meta = answer["metadata"]
+        assert abs(datetime.fromisoformat(image["timestamp"]) - event_time(answer)) <= TIMESTAMP_TOLERANCE  # dora: ~1 us
+        assert (image["width"], image["height"]) == (W, H) == (meta["width"], meta["height"])
+        on_disk = cv2.imread(str(dataset / image["file_name"]))
+        assert on_disk.shape == (H, W, 3)
+        masks = answer["value"].reshape(-1, H, W)
+        annotations = sorted(data.loadAnns(data.getAnnIds(imgIds=image["id"])), key=lambda a: a["id"])
+        assert len(annotations) == len(masks) == meta["num_masks"]
+        for annotation, mask, label, score, track_id in zip(annotations, masks, meta["labels"], meta["scores"],
+                                                            meta["track_ids"]):
+            np.testing.assert_array_equal(data.annToMask(annotation).astype(bool), mask)
+            assert data.cats[annotation["category_id"]]["name"] == label
+            assert annotation["score"] == pytest.approx(score) and annotation["track_id"] == track_id
+            assert annotation["area"] == mask.sum()
+            rows, cols = np.nonzero(mask)  # COCO boxes: x, y, width, height in pixel edges
+            expected = [cols.min(), rows.min(), cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()] \
+                if len(rows) else [0, 0, 0, 0]
+            assert annotation["bbox"] == pytest.approx(expected)
+    logged = run.node_log("dataset")
+    assert any(f"{frames} frames written" in line for line in logged), logged
+
+
+def test_a_run_killed_half_way_leaves_a_dataset_that_loads(tmp_path, model_dir):
+    """The writer killed outright (no chance to finish) mid-run: annotations.json holds every frame up to
+    its last write, each with its JPEG."""
+    dataset = tmp_path / "dataset"
+    (tmp_path / "label.yml").write_text(flow(
+        camera(tick_ms=100, WIDTH=W, HEIGHT=H), detector(BOXES),
+        sam2(model_dir, outputs=["masks"], env={"MODE": "track"}, stats=None),
+        node("dataset", "dora-sam2-dataset", {"image": "camera/image", "masks": "sam2/masks"},
+             env={"OUT_DIR": dataset})))
+
+    def written() -> int:
+        try:
+            return len(json.loads((dataset / "annotations.json").read_text())["images"])
+        except (OSError, ValueError):
+            return 0
+
+    with dataflow_in_background(tmp_path / "label.yml"):
+        wait_for(lambda: written() >= 3, 300, "three frames in the dataset")
+        [pid] = subprocess.run(["pgrep", "-f", "dora-sam2-dataset"], capture_output=True, text=True).stdout.split()
+        os.kill(int(pid), signal.SIGKILL)
+    data = coco.COCO(str(dataset / "annotations.json"))
+    assert len(data.imgs) >= 3
+    assert all((dataset / image["file_name"]).exists() for image in data.imgs.values())
+    assert {a["image_id"] for a in data.anns.values()} <= set(data.imgs)
