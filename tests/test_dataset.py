@@ -83,3 +83,42 @@ def test_a_run_killed_half_way_leaves_a_dataset_that_loads(tmp_path, model_dir):
     assert len(data.imgs) >= 3
     assert all((dataset / image["file_name"]).exists() for image in data.imgs.values())
     assert {a["image_id"] for a in data.anns.values()} <= set(data.imgs)
+
+
+def test_messages_the_writer_cannot_use_are_one_line_each_and_the_good_ones_are_written(tmp_path, caplog):
+    """The writer's readers let only InputError out; an answer it cannot place is said, not written."""
+    import logging
+    from datetime import timedelta, timezone
+
+    import pyarrow as pa
+
+    from dora_sam2 import codecs
+    from dora_sam2.dataset import CocoWriter, _settled
+    from dora_sam2.domain import Masks
+    from dora_sam2.settings import Limits
+    from dora_sam2.throttle import Throttle
+    from dora_sam2.timeline import AnswersOnFrames
+
+    t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    image = {"type": "INPUT", "id": "image", "value": pa.array(np.zeros(8 * 6 * 3, np.uint8)),
+             "metadata": {"encoding": "rgb8", "width": 8, "height": 6, "timestamp": t0}}
+    value, meta = codecs.encode_masks(Masks(np.ones((1, 6, 8), bool), np.ones(1, np.float32), ("cup",), "image", t0))
+    good = {"type": "INPUT", "id": "masks", "value": value, "metadata": meta}
+    bad = [{**image, "value": pa.array(np.zeros(5, np.uint8))},  # not 8x6x3
+           {**good, "metadata": {**meta, "width": "wide"}},
+           {**good, "id": "mask", "metadata": {**meta, "mask_layout": "union"}},
+           {**good, "value": pa.array(["not", "a", "mask"])}]
+    pairs, writer, said = AnswersOnFrames(), CocoWriter(tmp_path), Throttle(logging.getLogger("test"))
+    refused = []
+    with caplog.at_level(logging.WARNING):
+        for event in [image, *bad, good, {**image, "metadata": {**image["metadata"], "timestamp": t0 + timedelta(1)}}]:
+            try:
+                for masks, frame in _settled(event, pairs, Limits(), said):
+                    writer.add(frame, masks)
+            except ValueError as error:  # InputError: what the node logs in one line
+                assert type(error).__name__ == "InputError", error
+                refused.append(error.input_id)
+    assert refused == ["image", "masks", "mask", "masks"]
+    writer.flush()
+    data = coco.COCO(str(tmp_path / "annotations.json"))
+    assert len(data.imgs) == 1 and len(data.anns) == 1

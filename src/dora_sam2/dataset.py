@@ -125,10 +125,15 @@ def main() -> None:
                 if frame is None:
                     said.warning("no frame", "an answer on %s at %s came without its frame (gone or never sent): "
                                  "not written", masks.image_id, masks.timestamp)
+                elif (masks.height, masks.width) != (frame.height, frame.width):
+                    said.warning("size", "an answer of %dx%d on a %dx%d frame of %s: not written", masks.width,
+                                 masks.height, frame.width, frame.height, frame.image_id)
                 else:
                     writer.add(frame, masks)
         except InputError as error:
             said.warning(event["id"], "%s", error)
+        except OSError as error:  # a full disk: said, and the next frame tries again
+            said.error("write", "could not write to %s (%s)", writer.directory, error)
     writer.flush()
     log.info("%d frames written to %s", writer.frames, writer.directory / "annotations.json")
 
