@@ -169,3 +169,30 @@ def test_without_float16_a_non_finite_output_is_an_error(model_dir):
     with pytest.raises(FloatingPointError):
         fp32.predict(fp32.encode(frame()), Prompt.from_boxes("bbox", np.array([[64, 48, 320, 240]])))
     assert fp32.dtype == torch.float32
+
+
+class FakeClock:
+    """A clock under which one encode takes 1 s in the `faster` dtype and 3 s in any other."""
+
+    def __init__(self, backend, faster: str):
+        self.backend, self.faster, self.now, self.calls = backend, faster, 0.0, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # read at the end of a timed encode
+            self.now += 1.0 if str(self.backend.dtype) == f"torch.{self.faster}" else 3.0
+        return self.now
+
+
+@pytest.mark.parametrize("faster", ["float32", "bfloat16"])
+def test_dtype_auto_keeps_the_dtype_that_encoded_faster(model_dir, faster):
+    """The choice follows the measurement, not the CPU's flags, and the model is then wholly in that
+    dtype, its decoder copy too."""
+    backend = Sam2Backend.load(str(model_dir), dtype="bfloat16")
+    seconds = backend.choose_dtype_by_measuring(clock=FakeClock(backend, faster))
+    assert seconds == {torch.float32: 1.0 if faster == "float32" else 3.0,
+                       torch.bfloat16: 1.0 if faster == "bfloat16" else 3.0}
+    assert backend.dtype == getattr(torch, faster)
+    assert next(backend.decoder.parameters()).dtype == getattr(torch, faster)
+    if faster == "float32":  # no copy: the model's own decoder
+        assert backend.decoder is backend.model.mask_decoder

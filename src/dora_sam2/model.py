@@ -59,6 +59,26 @@ class Sam2Backend:
         decoder = self.model.mask_decoder
         self.decoder = decoder if dtype == torch.float32 else _copy_in_dtype(decoder, dtype)
 
+    def choose_dtype_by_measuring(self, candidates=(torch.float32, torch.bfloat16), repeats: int = 2,
+                                  clock=time.perf_counter) -> dict[torch.dtype, float]:
+        """Keep whichever dtype encodes a frame fastest here, timed on this model at its own input size
+        (the encoder is most of a frame's cost): a CPU's flags say bf16 is native, not that it is faster
+        (AVX512-BF16 without AMX can be slower than fp32). Each is timed best of `repeats`, after one
+        untimed run for its lazy set-up. Returns the seconds per encode of each."""
+        frame = Frame("dtype", np.full((self.input_size, self.input_size, 3), 127, np.uint8), None, "rgb8")
+        seconds = {}
+        for dtype in candidates:
+            self._use_dtype(dtype)
+            self.encode(frame)
+            runs = []
+            for _ in range(repeats):
+                started = clock()
+                self.encode(frame)
+                runs.append(clock() - started)
+            seconds[dtype] = min(runs)
+        self._use_dtype(min(seconds, key=seconds.get))
+        return seconds
+
     def fall_back_to_float32(self) -> bool:
         """After float16 gave NaN or infinity (its range ends at 65504; bf16's does not): the rest of the
         run in float32, said once. False when the model is not in float16, where a retry would not help."""

@@ -13,6 +13,7 @@ from . import codecs, overlay
 from .domain import Frame, InputError, Masks
 from .engine import Segmenter
 from .loading import ModelLoadError
+from .devices import cpu_has_fast_bf16
 from .model import Sam2Backend
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings
@@ -39,6 +40,8 @@ def main() -> None:
         log.error("%s", error)
         sys.exit(1)
     if settings.warmup:
+        if settings.dtype == "auto" and model.device.type == "cpu" and cpu_has_fast_bf16():
+            _measure_dtype(model)
         log.info("warm-up: first encode + decode took %.2f s", model.warmup())
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
@@ -51,6 +54,14 @@ def main() -> None:
     adapter.run(settings.every_frame, keep=settings.frame_buffer)
     if settings.stats_file:
         stats.write(settings.stats_file)
+
+
+def _measure_dtype(model: Sam2Backend) -> None:
+    """DTYPE=auto on a CPU with native bf16: the faster of bf16 and fp32, measured, not assumed."""
+    seconds = model.choose_dtype_by_measuring()
+    timings = ", ".join(f"{str(d).removeprefix('torch.')} {s * 1e3:.0f} ms" for d, s in seconds.items())
+    log.info("DTYPE=auto: one encode takes %s here: %s kept (set DTYPE to force one)", timings,
+             str(model.dtype).removeprefix("torch."))
 
 
 def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats):
