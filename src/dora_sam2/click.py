@@ -27,12 +27,11 @@ import os
 import queue
 import sys
 import threading
+from collections import OrderedDict
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
-
-from collections import OrderedDict
 
 import cv2
 import numpy as np

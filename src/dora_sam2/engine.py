@@ -11,9 +11,9 @@ import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt
 from .routing import camera_of, on_frame
-from .timeline import RecentByTime, is_newer
 from .stats import Stages
 from .throttle import Throttle
+from .timeline import RecentByTime, is_newer
 
 log = logging.getLogger("dora_sam2")
 

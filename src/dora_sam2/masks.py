@@ -25,9 +25,9 @@ import pyarrow as pa  # noqa: F401 - the doctests build messages with it
 
 from . import codecs
 from .domain import InputError
-from .timeline import AnswersOnFrames
 from .geometry import mask_boxes
 from .throttle import Throttle
+from .timeline import AnswersOnFrames
 
 log = logging.getLogger("dora_sam2.masks")
 

@@ -10,10 +10,10 @@ from collections import Counter, deque
 from dora import Node
 
 from . import codecs, overlay
+from .devices import cpu_has_fast_bf16
 from .domain import Frame, InputError, Masks
 from .engine import Segmenter
 from .loading import ModelLoadError
-from .devices import cpu_has_fast_bf16
 from .model import Sam2Backend
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings

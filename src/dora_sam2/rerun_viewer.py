@@ -2,8 +2,8 @@
 
     inputs:  image, image_* (the cameras; every encoding dora-sam2 reads), mask or masks (dora-sam2's
              answers), optionally bbox / boxes2d (a detector's boxes)
-    env:     OPERATING_MODE: SPAWN (a local viewer, its data at RERUN_GRPC_PORT), SAVE (an .rrd file at RRD_PATH, default
-             out/<dataflow id>/sam2.rrd), CONNECT (a running viewer at RERUN_ADDR), SERVE (rerun's web
+    env:     OPERATING_MODE: SPAWN (a local viewer, its data at RERUN_GRPC_PORT), SAVE (an .rrd file at
+             RRD_PATH, default out/<dataflow id>/sam2.rrd), CONNECT (a running viewer at RERUN_ADDR), SERVE (rerun's web
              viewer on BIND, default 127.0.0.1, at RERUN_WEB_PORT, default 9090, its data at
              RERUN_GRPC_PORT, default 9876); FRAME_BUFFER (frames kept per camera, default 30)
 
@@ -34,11 +34,11 @@ import numpy as np
 
 from . import codecs
 from .domain import Frame, InputError, Masks
-from .timeline import AnswersOnFrames
 from .geometry import mask_boxes
 from .overlay import PALETTE, colour_keys
 from .settings import ConfigError, Limits, int_setting
 from .throttle import Throttle
+from .timeline import AnswersOnFrames
 
 log = logging.getLogger("dora_sam2.rerun")
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt
-from .routing import camera_of
-from .timeline import is_newer
 from .engine import Segmenter
+from .routing import camera_of
 from .settings import Limits
 from .stats import Stats
 from .throttle import Throttle
+from .timeline import is_newer
 from .tracking import Tracker
 
 log = logging.getLogger("dora_sam2")

@@ -23,11 +23,11 @@ import numpy as np
 
 from .association import associate
 from .domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, Frame, Masks, Prompt
-from .routing import on_frame
-from .timeline import TIMESTAMP_TOLERANCE
 from .geometry import mask_boxes
+from .routing import on_frame
 from .stats import Stages
 from .throttle import Throttle
+from .timeline import TIMESTAMP_TOLERANCE
 from .video import ObjectMemory, Step, StreamingModel
 
 log = logging.getLogger("dora_sam2")
