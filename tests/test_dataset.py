@@ -122,3 +122,19 @@ def test_messages_the_writer_cannot_use_are_one_line_each_and_the_good_ones_are_
     writer.flush()
     data = coco.COCO(str(tmp_path / "annotations.json"))
     assert len(data.imgs) == 1 and len(data.anns) == 1
+
+
+def test_labels_past_the_category_bound_share_one_category(tmp_path, monkeypatch):
+    from datetime import timezone
+
+    from dora_sam2 import dataset
+    from dora_sam2.domain import Frame, Masks
+
+    monkeypatch.setattr(dataset, "MAX_CATEGORIES", 3)
+    writer, t0 = dataset.CocoWriter(tmp_path), datetime(2026, 5, 1, tzinfo=timezone.utc)
+    frame = Frame("image", np.zeros((6, 8, 3), np.uint8), t0, "rgb8")
+    labels = tuple(f"label {i}" for i in range(6))
+    writer.add(frame, Masks(np.ones((6, 6, 8), bool), np.ones(6, np.float32), labels, "image", t0))
+    data = coco.COCO(str(tmp_path / "annotations.json"))
+    assert sorted(c["name"] for c in data.cats.values()) == ["label 0", "label 1", "label 2", "other"]
+    assert len(data.anns) == 6

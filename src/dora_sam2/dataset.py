@@ -34,6 +34,10 @@ from .timeline import AnswersOnFrames
 log = logging.getLogger("dora_sam2.dataset")
 
 UNLABELLED = "object"  # the category of an object its prompt gave no label
+# Categories come from the labels in messages: past this many, further labels share one category, said
+# once (a sender minting a label per message would otherwise grow the file's category list without end).
+MAX_CATEGORIES = 1000
+OTHER = "other"
 
 
 @dataclass
@@ -93,7 +97,12 @@ class CocoWriter:
         self._unflushed = 0
 
     def _category(self, label: str) -> int:
-        return self._categories.setdefault(label or UNLABELLED, len(self._categories) + 1)
+        label = label or UNLABELLED
+        if label not in self._categories and len(self._categories) >= MAX_CATEGORIES:
+            if OTHER not in self._categories:
+                log.warning("more than %d distinct labels: the rest are category %r", MAX_CATEGORIES, OTHER)
+            label = OTHER
+        return self._categories.setdefault(label, len(self._categories) + 1)
 
 
 def main() -> None:
