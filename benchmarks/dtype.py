@@ -22,6 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["tiny", "tiny@512"], metavar="MODEL@SIZE")
     args = parser.parse_args()
+    import torch
+
     from dora_sam2.devices import cpu_has_fast_bf16
     from dora_sam2.model import Sam2Backend
 
@@ -30,9 +32,8 @@ def main() -> None:
         model_dir, image_size = model_at_size(config)
         backend = Sam2Backend.load(model_dir, device="cpu", dtype="float32", image_size=image_size)
         seconds = backend.choose_dtype_by_measuring(repeats=3)
-        rows.append({"config": config, "float32_ms": seconds[next(d for d in seconds if "32" in str(d))] * 1e3,
-                     "bfloat16_ms": seconds[next(d for d in seconds if "bfloat" in str(d))] * 1e3,
-                     "chosen": str(backend.dtype).removeprefix("torch.")})
+        rows.append({"config": config, "float32_ms": seconds[torch.float32] * 1e3,
+                     "bfloat16_ms": seconds[torch.bfloat16] * 1e3, "chosen": str(backend.dtype).removeprefix("torch.")})
     result = {"machine": machine(), "native_bf16_flags": cpu_has_fast_bf16(), "rows": rows}
     lines = [f"Machine: {result['machine']}; AMX/AVX512-BF16 in /proc/cpuinfo: {result['native_bf16_flags']}.", "",
              "| model | one encode, fp32 | bf16 | DTYPE=auto keeps |", "|---|---|---|---|"]

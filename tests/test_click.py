@@ -404,7 +404,7 @@ def test_on_the_network_with_a_token_the_pages_keys_and_undo_send_what_the_opera
                    lambda: page.keyboard.press("c")]
         for count, action in enumerate(actions, 1):  # one at a time: two requests in flight may swap
             action()
-            wait_for(lambda count=count: len(sent()) >= count, seconds=60, what=f"message {count} from the page")
+            wait_for(lambda count=count: len(sent()) >= count, seconds=300, what=f"message {count} from the page")
         status = page.locator("#status").text_content()
         browser.close()
     assert sent() == [(0, [1]), (0, [1, 0]), (0, [1]), (1, [1]), (1, [1, 0]), (1, [1]), (1, [1, 1]), (1, [1]),

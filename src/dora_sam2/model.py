@@ -114,7 +114,7 @@ class Sam2Backend:
         )
         return self
 
-    # -- what the engine calls: encode a frame, then predict (decode + postprocess) its prompts
+    # -- what the engine calls: encode a frame, then decode its prompts and postprocess (predict: both)
 
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:
