@@ -47,6 +47,8 @@ BOXES = np.array([[285, 145, 370, 270], [415, 145, 500, 272], [180, 210, 220, 25
                   [40, 40, 160, 160], [480, 30, 600, 130], [40, 220, 160, 340], [500, 250, 620, 350],
                   [230, 20, 330, 120]], np.float32)
 PEERS = ("ours", "transformers", "meta")
+# Frames before the steady state: the prompted frame, then SAM 2.1's 7-frame memory window filling.
+FILLING = 8
 STAGES = ("encode", "memory attention + decode", "memory encode", "other")
 DOCS = ROOT / "docs"
 
@@ -59,7 +61,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny@512", "edgetam@512"], metavar="MODEL@SIZE")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--frames", type=int, default=12, help="frames per object count; the first 8 fill memory")
+    parser.add_argument("--frames", type=int, default=12,
+                        help=f"frames per object count; the first {FILLING} fill memory")
     parser.add_argument("--passes", type=int, default=2,
                         help="each peer's run repeated in alternating order; the best pass counts (the machine swings)")
     parser.add_argument("--soak-frames", type=int, default=300)
@@ -195,7 +198,7 @@ def child(job: dict) -> None:
     out = {"per_objects": {}}
     for n in job["objects"]:
         records, masks = peer.run(n)
-        steady = records[8:] or records[-1:]
+        steady = records[FILLING:] or records[-1:]
         out["per_objects"][str(n)] = {
             "ms": float(np.median([r["ms"] for r in steady])),
             "stages_ms": {s: float(np.median([r["stages"][s] for r in steady])) for s in STAGES},
@@ -318,7 +321,7 @@ class Ours(Peer):
             tracker.step(Frame("image", self.frames[-1], None, "rgb8"))
         finally:
             del self.streaming.encode, self.streaming.track
-        steady = records[8:] or records[-1:]
+        steady = records[FILLING:] or records[-1:]
         self._flops[objects] = {
             "encode_gflop": counted["encode"] / 1e9,
             "memory_gflop": counted.get("track", 0) / 1e9,
