@@ -276,8 +276,8 @@ class Ours(Peer):
 
         self.streaming = Sam2StreamingModel(Sam2Backend.load(self.model_dir, video=True, device="cpu",
                                                              dtype=job["dtype"], image_size=self.size))
-        self._flops: dict[str, float] = {}
-        self._seconds: dict[str, float] = {}
+        self._flops: dict[int, dict] = {}  # per object count: the counted FLOPs and their stages' times
+        self._last = 0
 
     def run(self, objects: int):
         from dora_sam2.domain import Frame, Prompt
