@@ -16,13 +16,14 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Prompt
+from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Phrases, Prompt
 from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
 from .settings import Limits
 
 LIMITS = Limits()  # the defaults, for callers that set none
 
 LABEL_CHARS = 100  # a class name travels in every answer's metadata and log line: longer ones are cut
+PHRASE_CHARS = 200  # a phrase SAM 3 reads: its text encoder takes 32 tokens, a few words
 MAX_OBJECT_ID = 2**31 - 1  # the click page's object index: it travels back in metadata, as an int64
 RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
 COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
@@ -333,6 +334,76 @@ def is_point_label(value) -> bool:
     """1 (foreground) or 0 (background), exactly: 1.9 and -0.5 are not rounded into labels. Compared as
     they are, never converted: an int of 400 digits does not fit a float."""
     return isinstance(value, (int, float)) and value in (FOREGROUND, BACKGROUND)
+
+
+@boundary
+def decode_text(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -> Phrases:
+    """`text`: concept phrases as strings (one, or a list), UTF-8 bytes, or a comma-separated line of them;
+    blank ones are skipped, repeats kept once, and none at all clears. Metadata `boxes` (flat xyxy pixels)
+    and `box_labels` (1 / 0 per box) add exemplars: boxes showing what the phrases mean."""
+    texts = []
+    for raw in _text_values(input_id, value):
+        texts += [part.strip() for part in raw.split(",")]
+    texts = list(dict.fromkeys(t for t in texts if t))
+    if len(texts) > limits.max_phrases:
+        raise InputError(input_id, f"{len(texts)} phrases, over MAX_PHRASES={limits.max_phrases}; the phrases "
+                                   "in use are kept")
+    for i, text in enumerate(texts):
+        if len(text) > PHRASE_CHARS:
+            raise InputError(input_id, f"phrase {i} is {len(text)} characters long, over {PHRASE_CHARS}; SAM 3 "
+                                       "reads a short noun phrase (its first 32 tokens)")
+        if not text.isprintable():
+            raise InputError(input_id, f"phrase {i} {_shown(text)} holds control characters")
+    exemplars, labels = _exemplars(input_id, metadata, limits)
+    return Phrases(tuple(texts), exemplars, labels)
+
+
+def _text_values(input_id: str, value) -> list[str]:
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if not isinstance(value, pa.Array):
+        raise InputError(input_id, f"expected an Arrow array of strings, got {type(value).__name__}")
+    if value.null_count:
+        raise InputError(input_id, "phrases contain nulls")
+    if pa.types.is_string(value.type) or pa.types.is_large_string(value.type):
+        return value.to_pylist()
+    if pa.types.is_binary(value.type) or pa.types.is_large_binary(value.type):
+        return [_utf8(input_id, item) for item in value.to_pylist()]
+    if pa.types.is_uint8(value.type) or pa.types.is_int8(value.type):  # one phrase as its UTF-8 bytes
+        return [_utf8(input_id, value.to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())]
+    raise InputError(input_id, f"phrases should be strings (or UTF-8 bytes), got {value.type}")
+
+
+def _utf8(input_id: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(input_id, f"the phrase is not UTF-8 text (byte {error.start} is "
+                                   f"0x{data[error.start]:02x})") from None
+
+
+def _exemplars(input_id: str, metadata: dict, limits: Limits):
+    raw = metadata.get("boxes")
+    if raw is None:
+        return None, None
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(v, (int, float)) for v in raw):
+        raise InputError(input_id, f"metadata 'boxes' should be a flat list of xyxy numbers, got {_shown(raw)}")
+    boxes = np.array(raw, np.float64)
+    if boxes.size % 4 or not np.isfinite(boxes).all():
+        raise InputError(input_id, f"metadata 'boxes' should be finite x1, y1, x2, y2 per box, got {boxes.size} "
+                                   "numbers")
+    boxes = boxes.reshape(-1, 4)
+    if len(boxes) > limits.max_boxes:
+        raise InputError(input_id, f"{len(boxes)} exemplar boxes, over MAX_BOXES={limits.max_boxes}")
+    if ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():
+        raise InputError(input_id, "an exemplar box has no area (reversed or empty corners)")
+    labels = metadata.get("box_labels")
+    if labels is None:
+        labels = [FOREGROUND] * len(boxes)
+    if not isinstance(labels, (list, tuple)) or len(labels) != len(boxes) or not all(map(is_point_label, labels)):
+        raise InputError(input_id, f"metadata 'box_labels' should be 1 (an instance) or 0 (not one) per "
+                                   f"exemplar box, got {_shown(labels)}")
+    return boxes.astype(np.float32), np.array([int(v) for v in labels], np.int64)
 
 
 def _routing(metadata: dict) -> dict:

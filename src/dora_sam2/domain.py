@@ -170,3 +170,16 @@ class Masks:
         ids = self.track_ids or [None] * len(self)
         return [" ".join(part for part in (f"#{i}" if i is not None else "", label, f"{score:.2f}" if scores else "")
                          if part) for i, label, score in zip(ids, self.class_names, self.scores)]
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """Concepts to find by name (SAM 3): every instance of each phrase is an object, labelled by the phrase.
+    Kept until the next `text` message replaces them; none (an empty message) clears them."""
+
+    texts: tuple[str, ...]
+    exemplars: np.ndarray | None = None  # (E, 4) xyxy frame pixels: boxes showing what the phrases mean
+    exemplar_labels: np.ndarray | None = None  # (E,) 1 where an exemplar is an instance, 0 where it is not
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)

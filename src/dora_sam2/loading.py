@@ -2,7 +2,11 @@
 say when one cannot be had. No remote code is ever run.
 
 EdgeTAM (transformers' `EdgeTamModel` / `EdgeTamVideoModel`) is SAM 2's architecture with a RepViT image
-encoder from timm and a perceiver that compresses each memory frame: the node runs it as it runs SAM 2."""
+encoder from timm and a perceiver that compresses each memory frame: the node runs it as it runs SAM 2.
+
+SAM 3 (`facebook/sam3`, a `sam3_video` checkpoint) holds two models over one ViT: the detector that reads
+words (`Sam3Model`) and a SAM 2-style tracker (`Sam3TrackerVideoModel`), which answers boxes and clicks and
+follows objects as SAM 2 does. Both are loaded from the one checkpoint, sharing the ViT (sam3.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +21,12 @@ from . import compat
 
 log = logging.getLogger("dora_sam2")
 
-SAM2_MODEL_TYPES = ("sam2", "sam2_video", "edgetam", "edgetam_video")
-VIDEO_MODEL_TYPES = ("sam2_video", "edgetam_video")
+SAM3_MODEL_TYPE = "sam3_video"  # the hub layout of facebook/sam3: detector, tracker and their shared ViT
+SAM2_MODEL_TYPES = ("sam2", "sam2_video", "edgetam", "edgetam_video", SAM3_MODEL_TYPE)
+VIDEO_MODEL_TYPES = ("sam2_video", "edgetam_video", SAM3_MODEL_TYPE)
 EDGETAM_HUB_ID = "yonigozlan/EdgeTAM-hf"  # the id transformers' EdgeTAM docs load
+SAM3_HUB_ID = "facebook/sam3"
+SAM3_FILES = "config.json, model.safetensors, tokenizer.json and tokenizer_config.json"
 
 
 class ModelLoadError(Exception):
@@ -42,9 +49,13 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
         except OSError as error:
             raise ModelLoadError(_explain_missing(source, local, error)) from None
         if config.model_type not in SAM2_MODEL_TYPES:
+            sam3_part = config.model_type.startswith("sam3")
             raise ModelLoadError(
-                f"MODEL={source} is a {config.model_type!r} checkpoint, not SAM2: set MODEL to a SAM2 hub id "
-                f"such as facebook/sam2.1-hiera-tiny, to {EDGETAM_HUB_ID}, or to a directory holding one."
+                f"MODEL={source} is a {config.model_type!r} checkpoint, "
+                + (f"one part of SAM 3: set MODEL to the whole checkpoint, {SAM3_HUB_ID} or a directory of its "
+                   f"files ({SAM3_FILES})." if sam3_part else
+                   f"not SAM2: set MODEL to a SAM2 hub id such as facebook/sam2.1-hiera-tiny, to {EDGETAM_HUB_ID}, "
+                   f"to {SAM3_HUB_ID}, or to a directory holding one.")
             )
         if video and config.model_type not in VIDEO_MODEL_TYPES:
             raise ModelLoadError(
@@ -55,6 +66,8 @@ def load_sam2(source: str, video: bool = False, image_size: int = 0):
             _require_timm(source)
         if image_size:
             config = at_input_size(config, image_size, source)
+        # SAM 3's tracker is its video model in both modes: boxes and clicks are answered by the same modules.
+        video = video or is_sam3(config)
         load = functools.partial(_model_class(config, video).from_pretrained, config=config)
         try:
             model = _from_cache_or_hub(load, source, local)
@@ -71,13 +84,46 @@ def _supported(check) -> None:
         raise ModelLoadError(str(error)) from None
 
 
+def load_sam3_detector(source: str, image_size: int = 0):
+    """SAM 3's detector (`Sam3Model`) and its tokenizer, from the checkpoint `load_sam2` read the tracker of."""
+    from transformers import AutoConfig, AutoTokenizer, Sam3Model
+
+    local = _local_checkpoint(source)
+    with _quiet_hub():
+        try:
+            config = _from_cache_or_hub(AutoConfig.from_pretrained, source, local)
+            if image_size:
+                config = at_input_size(config, image_size, source)
+            detector = _from_cache_or_hub(functools.partial(Sam3Model.from_pretrained, config=config), source, local)
+        except OSError as error:
+            raise ModelLoadError(_explain_missing(source, local, error)) from None
+        try:
+            tokenizer = _from_cache_or_hub(AutoTokenizer.from_pretrained, source, local)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(
+                f"MODEL={source} has no readable tokenizer, which SAM 3 reads words with "
+                f"({_first_line(error)}): a SAM 3 directory holds {SAM3_FILES}.") from None
+    return detector, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:160]
+
+
 def is_edgetam(config) -> bool:
     return config.model_type.startswith("edgetam")
+
+
+def is_sam3(config) -> bool:
+    """A SAM 3 checkpoint, or its tracker as loaded from one."""
+    return config.model_type in (SAM3_MODEL_TYPE, "sam3_tracker_video")
 
 
 def _model_class(config, video: bool):
     import transformers
 
+    if is_sam3(config):
+        return transformers.Sam3TrackerVideoModel
     family = "EdgeTam" if is_edgetam(config) else "Sam2"
     return getattr(transformers, f"{family}VideoModel" if video else f"{family}Model")
 
@@ -100,9 +146,14 @@ def at_input_size(config, size: int, source: str = "the model"):
     tables and the memory encoder's mask size."""
     multiple, smallest = _size_multiple(config)
     if size % multiple or size < smallest:
+        trained = "1008 is what SAM 3 was" if is_sam3(config) else "1024 is what SAM 2 and EdgeTAM were"
+        example = "504 or 756" if is_sam3(config) else "512 or 768"
         raise ModelLoadError(f"IMAGE_SIZE={size} does not fit {source}: use a multiple of {multiple} from "
-                             f"{smallest} up (e.g. 512 or 768; 1024 is what SAM 2 and EdgeTAM were trained at).")
+                             f"{smallest} up (e.g. {example}; {trained} trained at).")
     config = copy.deepcopy(config)
+    if is_sam3(config):  # its config carries the size to the detector, the tracker and their feature maps
+        config.image_size = size
+        return config
     if not is_edgetam(config):
         config.vision_config.backbone_config.image_size = [size, size]
     config.vision_config.backbone_feature_sizes = [[size // stride] * 2 for stride in (4, 8, 16)]
@@ -116,7 +167,10 @@ def at_input_size(config, size: int, source: str = "the model"):
 def _size_multiple(config) -> tuple[int, int]:
     """(multiple, smallest). Hiera tiles its window position embedding over the first stage's features
     (size / 4), so the size is a multiple of 4 x that window, two windows at least. RepViT downsamples 32x,
-    and EdgeTAM's perceiver cuts the memory (size / 16) into a fixed grid of windows (16 x 16)."""
+    and EdgeTAM's perceiver cuts the memory (size / 16) into a fixed grid of windows (16 x 16). SAM 3's ViT
+    cuts 14-pixel patches, and its coarsest feature map halves that grid."""
+    if is_sam3(config):
+        return 2 * 14, 16 * 14
     if not is_edgetam(config):
         multiple = 4 * config.vision_config.backbone_config.window_size_per_stage[0]
         return multiple, 2 * multiple
@@ -161,6 +215,11 @@ def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
     text = str(error)
     if local is not None:
         return f"MODEL={source} could not be read as a SAM2 checkpoint ({text.splitlines()[0]})."
+    if any(word in text.lower() for word in ("gated", "401", "403", "restricted", "awaiting")):
+        return (f"MODEL={source} is gated on the Hugging Face hub: ask for access on "
+                f"https://huggingface.co/{source}, then log in on this machine (`hf auth login`, or set HF_TOKEN), "
+                f"or download it where you have access (`hf download {source} --local-dir sam3`) and set MODEL "
+                f"to that directory ({SAM3_FILES}).")
     if source.lower() == "facebook/edgetam":
         return (f"MODEL={source} could not be loaded: it holds Meta's original EdgeTAM checkpoint; "
                 f"transformers loads the same model as MODEL={EDGETAM_HUB_ID}.")

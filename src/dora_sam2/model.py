@@ -1,6 +1,7 @@
 """The model backend: a SAM 2 family checkpoint through transformers (`Sam2Model`, or `Sam2VideoModel` /
-`EdgeTamVideoModel` with their memory modules for tracking), with our own pre/post-processing (no
-torchvision).
+`EdgeTamVideoModel` / SAM 3's `Sam3TrackerVideoModel` with their memory modules for tracking), with our own
+pre/post-processing (no torchvision). A SAM 3 checkpoint also brings its detector, which reads words
+(`finder`, sam3.py).
 
 Like Meta's image predictor: `encode` computes a frame's embedding once, `predict` answers any number of
 objects on it (`decode`: one batched decoder call per point count, decoder.py; `postprocess`: the masks
@@ -21,9 +22,9 @@ import torch
 from . import processing
 from .decoder import is_ambiguous, predict_masks
 from .devices import resolve_device, resolve_dtype
-from .domain import Frame, Prompt
+from .domain import Frame, Phrases, Prompt
 from .geometry import clip_points, to_model_frame
-from .loading import load_sam2
+from .loading import is_sam3, load_sam2, load_sam3_detector
 
 log = logging.getLogger("dora_sam2")
 
@@ -42,15 +43,20 @@ class ImageEmbedding:
 
 
 class Sam2Backend:
-    def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str):
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str, finder=None):
         self.model = model
         self.device = device
         self.name = name
         self.input_size = int(model.config.prompt_encoder_config.image_size)
+        sam3 = is_sam3(model.config)
+        self.normalisation = processing.SAM3_NORMALISATION if sam3 else (processing.PIXEL_MEAN, processing.PIXEL_STD)
+        self.finder = finder  # sam3.Sam3Finder: what reads words, on SAM 3 checkpoints only
         self._use_dtype(dtype)
 
     def _use_dtype(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
+        if self.finder is not None:
+            self.finder.dtype = dtype
         with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
             self.image_pe = self.model.get_image_wide_positional_embeddings().to(dtype)
         # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
@@ -102,10 +108,11 @@ class Sam2Backend:
             torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
         model = load_sam2(source, video, image_size).to(device).eval()
+        finder = _sam3_finder(source, image_size, model, device, dtype) if is_sam3(model.config) else None
         if compile:
             # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
             model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
-        self = cls(model, device, dtype, source)
+        self = cls(model, device, dtype, source, finder)
         log.info(
             "model %s at %dx%d on %s (%d threads), %s%s, loaded in %.1f s",
             source, self.input_size, self.input_size, device, torch.get_num_threads(),
@@ -168,7 +175,7 @@ class Sam2Backend:
     # -- pre / post-processing, public so the parity check can compare them with Sam2Processor
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        return processing.preprocess(rgb, self.input_size, self.device)
+        return processing.preprocess(rgb, self.input_size, self.device, self.normalisation)
 
     def model_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return to_model_frame(clip_points(prompt.points, width, height), width, height, self.input_size)
@@ -183,12 +190,24 @@ class Sam2Backend:
         frame = Frame("warmup", np.full((height, width, 3), 127, np.uint8), None, "rgb8")
         box = Prompt.from_boxes("warmup", np.array([[width / 4, height / 4, width * 3 / 4, height * 3 / 4]]))
         self.predict(self.encode(frame), box)
+        if self.finder is not None:
+            self.finder.find(frame, Phrases(("object",)), min_score=1.0, limit=1)
         return time.perf_counter() - started
 
     def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def _sam3_finder(source: str, image_size: int, tracker, device: torch.device, dtype: torch.dtype):
+    """SAM 3's detector beside its tracker, the two reading one ViT."""
+    from .sam3 import Sam3Finder, share_vit
+
+    detector, tokenizer = load_sam3_detector(source, image_size)
+    detector = detector.to(device).eval()
+    share_vit(detector, tracker)
+    return Sam3Finder(detector, tokenizer, device, dtype)
 
 
 def _copy_in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

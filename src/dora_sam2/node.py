@@ -11,8 +11,8 @@ from dora import Node
 
 from . import codecs, overlay
 from .devices import cpu_has_fast_bf16
-from .domain import Frame, InputError, Masks
-from .engine import Segmenter
+from .domain import Frame, InputError, Masks, Phrases
+from .engine import PhraseSearch, Segmenter
 from .loading import ModelLoadError
 from .model import Sam2Backend
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
@@ -36,6 +36,7 @@ def main() -> None:
         model = Sam2Backend.load(settings.model, video=settings.mode == "track", device=settings.device,
                                  dtype=settings.dtype, image_size=settings.image_size, threads=settings.threads,
                                  compile=settings.compile)
+        search = phrase_search(settings, model)
     except (ConfigError, ModelLoadError) as error:
         log.error("%s", error)
         sys.exit(1)
@@ -49,7 +50,8 @@ def main() -> None:
     node = Node()
     config = _node_config(node)
     stats = Stats(Stages(), settings.stats_every_s)
-    adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats), stats,
+    search.stages = stats.stages
+    adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats, search), stats,
                       config["outputs"], settings.mask_layout, settings.limits)
     adapter.run(settings.every_frame, keep=settings.frame_buffer)
     if settings.stats_file:
@@ -64,7 +66,20 @@ def _measure_dtype(model: Sam2Backend) -> None:
              str(model.dtype).removeprefix("torch."))
 
 
-def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats):
+def phrase_search(settings: Settings, model: Sam2Backend) -> PhraseSearch:
+    """The phrases to find (TEXT, then the `text` input) and SAM 3's finder; ConfigError for TEXT on a
+    model that cannot read words."""
+    search = PhraseSearch(model.finder, settings.model, min_score=settings.phrase_min_score,
+                          limit=settings.max_objects)
+    try:
+        search.use(Phrases(settings.text), input_id="TEXT")
+    except InputError as error:
+        raise ConfigError(f"TEXT is set, but {error.problem}.") from None
+    return search
+
+
+def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats,
+              search: PhraseSearch | None = None):
     """The engine (segment) or a tracker per camera (track), behind the policy of what to answer."""
     s = settings
     detections = DetectionFilter(s.min_confidence, s.classes, s.limits.max_boxes)
@@ -77,9 +92,10 @@ def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats:
                            revive_seconds=s.revive_seconds, max_ended=s.limits.max_ended_tracks,
                            clock_jump=s.clock_jump)
 
-        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections, s.limits)
+        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections, s.limits, search,
+                              s.detect_seconds)
     segmenter = Segmenter(model, s.frame_buffer, cameras=cameras, stages=stats.stages)
-    return SegmentScheduler(segmenter, stats, s.every_frame, detections)
+    return SegmentScheduler(segmenter, stats, s.every_frame, detections, search)
 
 
 class Adapter:
@@ -148,6 +164,8 @@ class Adapter:
                 elif input_id == "points":
                     item = codecs.decode_points(input_id, value, metadata, self.limits)
                     self.stats.prompts += 1
+                elif input_id == "text":
+                    item = codecs.decode_text(input_id, value, metadata, self.limits)
                 elif input_id == "reset":
                     item = RESET
                 elif input_id == "remove":
@@ -182,7 +200,7 @@ class Adapter:
     def _ignore(self, input_id: str) -> None:
         if input_id not in self._ignored_inputs:
             self._ignored_inputs.add(input_id)
-            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points, reset, remove); "
+            log.warning("input '%s' is not one this node reads (image*, bbox, boxes2d, points, text, reset, remove); "
                         "ignoring it", input_id)
 
 

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 # SAM2's input normalisation (ImageNet statistics), applied after scaling pixels to [0, 1].
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
+# SAM 3's (transformers' IMAGENET_STANDARD_MEAN / _STD): pixels to [-1, 1], for its detector and tracker alike.
+SAM3_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-def preprocess(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+def preprocess(rgb: np.ndarray, size: int, device: torch.device,
+               normalisation: tuple = (PIXEL_MEAN, PIXEL_STD)) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, size, size) normalised, resized to the square model input.
 
     As the processor does it: the uint8 image is resized (bilinear, antialiased, on the CPU, where torch
@@ -23,15 +26,15 @@ def preprocess(rgb: np.ndarray, size: int, device: torch.device) -> torch.Tensor
     pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
     resized = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     pixels = resized.to(device).float().div_(255.0)
-    mean, std = _normalisation(device)
+    mean, std = _on_device(normalisation, device)
     return (pixels - mean) / std
 
 
-@functools.lru_cache(maxsize=4)
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=8)
+def _on_device(normalisation: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The statistics on the device, made once rather than per frame."""
-    return (torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1))
+    mean, std = normalisation
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:

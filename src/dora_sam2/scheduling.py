@@ -2,8 +2,11 @@
 tracker. No dora here: the adapter hands each batch over as domain objects and sends what comes back.
 
 Live (the default), latest wins: a batch is everything that queued while the model was busy, and only
-the newest of it is worth an answer (segment mode: each prompt source's newest prompt; track mode:
-each camera's newest frame). The rest is counted as skipped.
+the newest of it is worth an answer (segment mode: each prompt source's newest prompt, and with phrases
+each camera's newest frame; track mode: each camera's newest frame). The rest is counted as skipped.
+
+Phrases (SAM 3) are kept until replaced: segment mode answers frames with every instance of them, track
+mode makes them its detector, run every `detect_seconds` of camera time.
 
 `every_frame`: nothing is skipped. Track mode answers every frame in order, segment mode every prompt:
 what a recorded video wants, and what lets a test know exactly which frames are answered.
@@ -13,13 +16,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .domain import Frame, InputError, Masks, Prompt
-from .engine import Segmenter
+from .domain import Frame, InputError, Masks, Phrases, Prompt
+from .engine import PhraseSearch, Segmenter
 from .routing import camera_of
 from .settings import Limits
 from .stats import Stats
@@ -74,30 +78,67 @@ class DetectionFilter:
         return prompt
 
 
-class SegmentScheduler:
-    """MODE=segment: each prompt answered on the frame it was computed on."""
+def use_phrases(search: PhraseSearch, phrases: Phrases, say: Throttle) -> None:
+    try:
+        search.use(phrases)
+    except InputError as error:
+        say.warning("text", "%s", error)
 
-    answers_frames = False  # what it answers, and so what skipping means: prompts
+
+class SegmentScheduler:
+    """MODE=segment: each prompt answered on the frame it was computed on; with phrases, frames answered
+    with every instance of them."""
 
     def __init__(self, segmenter: Segmenter, stats: Stats, every_frame: bool = False,
-                 detections: DetectionFilter | None = None):
+                 detections: DetectionFilter | None = None, search: PhraseSearch | None = None):
         self.segmenter = segmenter
         self.stats = stats
         self.every_frame = every_frame
         self.detection_filter = detections or DetectionFilter()  # each its own: its line throttle is state
+        self.search = search if search is not None else PhraseSearch(None, "this model")
         self._say = Throttle(log, burst=20)  # per prompt input, as the adapter's bad-input lines
         self._held: dict[tuple[str, str | None], list[Prompt]] = {}  # prompts waiting for their frame
 
+    @property
+    def answers_frames(self) -> bool:
+        """What it answers, and so what skipping means: frames while it has phrases, else prompts."""
+        return bool(self.search)
+
     def handle(self, items: Iterable) -> Iterator[Answer]:
-        """One batch: keep every frame, then answer the prompts (per source, the newest, or all of them)."""
+        """One batch: keep every frame, then answer the prompts (per source, the newest, or all of them),
+        then, with phrases, the frames (per camera, the newest, or all of them)."""
         waited = {id(p) for prompts in self._held.values() for p in prompts}
         pending, self._held = self._held, {}
+        frames: list[Frame] = []
         for item in items:
             if isinstance(item, Frame):
                 self.segmenter.add_frame(item)
+                frames.append(item)
             elif isinstance(item, Prompt):
                 pending.setdefault((item.input_id, item.image_id), []).append(self.detection_filter(item, self.stats))
+            elif isinstance(item, Phrases):
+                use_phrases(self.search, item, self._say)
             # RESET, Remove: segment mode keeps no objects between prompts, so there is nothing to drop
+        yield from self._answer_prompts(pending, waited)
+        if self.search:
+            yield from filter(None, map(self._find, self._frames_to_answer(frames)))
+
+    def _frames_to_answer(self, frames: list[Frame]) -> list[Frame]:
+        if self.every_frame:
+            return frames
+        newest = {frame.image_id: frame for frame in frames}
+        self.stats.skipped += len(frames) - len(newest)
+        return list(newest.values())
+
+    def _find(self, frame: Frame) -> Answer | None:
+        try:
+            return frame, self.search.find(frame)
+        except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
+            self._say.error("text failed", "input 'text': finding the phrases failed on %s's frame (%s: %s); "
+                            "skipping it", frame.image_id, type(error).__name__, error)
+        return None
+
+    def _answer_prompts(self, pending: dict, waited: set[int]) -> Iterator[Answer]:
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
             if len(held) > DETECTIONS_WAITING:  # their camera sends nothing: keep the newest
@@ -152,8 +193,13 @@ class TrackScheduler:
     answers_frames = True
 
     def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
-                 detections: DetectionFilter | None = None, limits: Limits = Limits()):
+                 detections: DetectionFilter | None = None, limits: Limits = Limits(),
+                 search: PhraseSearch | None = None, detect_seconds: float = 1.0, clock=time.monotonic):
         self.new_tracker = new_tracker  # ids -> Tracker, one per camera
+        self.search = search if search is not None else PhraseSearch(None, "this model")
+        self.detect_seconds = detect_seconds
+        self._clock = clock  # for frames without a timestamp (dora 0.5): rounds by the node's time
+        self._rounds: dict[str, float] = {}  # per camera: when its phrases were last looked for
         self.stats = stats
         self.cameras = tuple(cameras)
         self.every_frame = every_frame
@@ -176,6 +222,8 @@ class TrackScheduler:
                     frames[item.image_id] = item
             elif isinstance(item, Prompt):
                 self._queue(self.detection_filter(item, self.stats))
+            elif isinstance(item, Phrases):
+                use_phrases(self.search, item, self._say)
             elif isinstance(item, Remove):  # frames before it are answered with the tracks they had
                 for frame in frames.values():
                     yield from self._step(frame)
@@ -219,12 +267,36 @@ class TrackScheduler:
                                   "frames are not answered", camera, len(self.trackers))
                 return []
             self.trackers[camera] = self.new_tracker(self._ids)
+        if self.search and self._round_due(frame):
+            detections = self._find(frame) or detections
         try:
             return [(frame, self.trackers[camera].step(frame, detections, self._clicks.pop(camera, [])))]
         except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
             self._say.error(f"{camera} failed", "input '%s': tracking failed on this frame (%s: %s); skipping it",
                             camera, type(error).__name__, error)
             return []
+
+    def _round_due(self, frame: Frame) -> bool:
+        """Phrases are looked for on a camera's first frame, on the first after they change, and then once
+        every `detect_seconds` of camera time (a clock stepping back starts the count again)."""
+        if self.search.changed:
+            self.search.changed = False
+            self._rounds.clear()
+        now = frame.timestamp.timestamp() if frame.timestamp is not None else self._clock()
+        last = self._rounds.get(frame.image_id)
+        if last is not None and last <= now < last + self.detect_seconds:
+            return False
+        self._rounds[frame.image_id] = now
+        return True
+
+    def _find(self, frame: Frame) -> Prompt | None:
+        """This frame's detection round by phrase; None, said, when SAM 3 fails on it (the tracks go on)."""
+        try:
+            return self.search.detections(frame)
+        except Exception as error:  # noqa: BLE001 - out of memory, ...: the next round may not fail
+            self._say.error("text failed", "input 'text': finding the phrases failed on %s's frame (%s: %s); "
+                            "the tracks go on without this round", frame.image_id, type(error).__name__, error)
+            return None
 
     def _due_detections(self, frame: Frame) -> Prompt | None:
         """The newest detection set computed on this frame or before; later ones wait for their frames.

@@ -13,6 +13,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("segment", "track")
 MASK_LAYOUTS = ("union", "stack")
+# SAM 3's own score threshold for a detection (Sam3VideoModel's score_threshold_detection): what a phrase
+# finds when MIN_CONFIDENCE is not set. Its processor's default of 0.3 keeps more false instances.
+PHRASE_MIN_SCORE = 0.5
 
 
 class ConfigError(Exception):
@@ -30,6 +33,7 @@ class Limits:
     max_points: int = 64  # per object of a `points` message (or a click)
     max_cameras: int = 16  # distinct camera ids a node keeps anything for
     max_waiting: int = 64  # answers waiting for their frames, all cameras together (viewers, consumers)
+    max_phrases: int = 16  # per `text` message (SAM 3): each phrase costs a detector pass per detection round
     max_clicks: int = 32  # clicks queued: per camera in the node, in total in the click node
     max_ended_tracks: int = 64  # ended tracks remembered for their ids to come back, per camera
     max_connections: int = 32  # the click server's open connections
@@ -47,6 +51,7 @@ class Limits:
             max_cameras=int_setting(env, "MAX_CAMERAS", d.max_cameras, minimum=1),
             max_waiting=int_setting(env, "MAX_WAITING", d.max_waiting, minimum=1),
             max_clicks=int_setting(env, "MAX_CLICKS", d.max_clicks, minimum=1),
+            max_phrases=int_setting(env, "MAX_PHRASES", d.max_phrases, minimum=1),
             max_ended_tracks=int_setting(env, "MAX_ENDED_TRACKS", d.max_ended_tracks, minimum=0),
             max_connections=int_setting(env, "MAX_CONNECTIONS", d.max_connections, minimum=1),
             read_timeout=float_setting(env, "READ_TIMEOUT", d.read_timeout, minimum=0.1),
@@ -74,6 +79,9 @@ class Settings:
     revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
     min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
     classes: frozenset[str] = frozenset()  # detections: only these labels (empty = all)
+    text: tuple[str, ...] = ()  # SAM 3: the concept phrases to find from the start (the `text` input replaces them)
+    phrase_min_score: float = PHRASE_MIN_SCORE  # SAM 3: instances scored lower are dropped (MIN_CONFIDENCE)
+    detect_seconds: float = 1.0  # track mode with phrases: camera seconds between detection rounds; 0 = every frame
     image_size: int = 0  # the model's square input in pixels; 0 = the checkpoint's own (1024 for SAM 2)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
@@ -104,6 +112,12 @@ class Settings:
         min_confidence = float_setting(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
         if min_confidence > 1:
             raise ConfigError(f"MIN_CONFIDENCE={min_confidence} is above 1: it is a detector's confidence, 0 to 1.")
+        phrase_min_score = min_confidence if (env.get("MIN_CONFIDENCE") or "").strip() else PHRASE_MIN_SCORE
+        limits = Limits.from_env(env)
+        text = tuple(dict.fromkeys(t.strip() for t in env.get("TEXT", "").split(",") if t.strip()))
+        if len(text) > limits.max_phrases:
+            raise ConfigError(f"TEXT holds {len(text)} phrases, over MAX_PHRASES={limits.max_phrases}: "
+                              "raise MAX_PHRASES or ask for fewer.")
         if match_iou > 1:
             raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
         return cls(
@@ -125,11 +139,14 @@ class Settings:
             revive_seconds=float_setting(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
             min_confidence=min_confidence,
             classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
+            text=text,
+            phrase_min_score=phrase_min_score,
+            detect_seconds=float_setting(env, "DETECT_SECONDS", cls.detect_seconds, minimum=0.0),
             every_frame=bool_setting(env, "EVERY_FRAME", cls.every_frame),
             image_size=int_setting(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
             clock_jump=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump, minimum=0.001),
-            limits=Limits.from_env(env),
+            limits=limits,
         )
 
 

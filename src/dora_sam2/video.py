@@ -158,6 +158,8 @@ class Sam2StreamingModel:
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
         self._memory_positions: dict[tuple, torch.Tensor] = {}  # see `remember`
         self._no_point = {}  # per dtype: a tracked frame's prompt is "no point", the same embedding every time
+        # The mask size the memory encoder reads: 16 x the feature grid (SAM 2: its input size; SAM 3: larger)
+        self._mask_memory_size = 4 * self.model.prompt_encoder.mask_input_size[0]
 
     @property
     def device(self):
@@ -219,6 +221,11 @@ class Sam2StreamingModel:
         with self.backend.autocast():
             high_res = F.interpolate(step.logits[:, None].float(), size=(self.config.image_size,) * 2,
                                      mode="bilinear", align_corners=False)
+            if self._mask_memory_size != self.config.image_size:
+                # SAM 3: masks at its 1008-pixel input, and a memory encoder that reads them at 16 x the feature
+                # grid (1152), resampled as transformers does (antialiased)
+                high_res = F.interpolate(high_res, size=(self._mask_memory_size,) * 2, mode="bilinear",
+                                         align_corners=False, antialias=True)
             from_prompt = torch.as_tensor(prompted, device=high_res.device).view(-1, 1, 1, 1)
             # A prompted frame's mask is remembered hard, a tracked one soft (SAM2 does the same).
             mask = torch.where(from_prompt, (high_res > 0).to(high_res.dtype), torch.sigmoid(high_res))

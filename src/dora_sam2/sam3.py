@@ -1,0 +1,182 @@
+"""SAM 3 reads words: given concept phrases, its detector finds every instance of each on a frame, with a
+mask and a score. This module runs transformers' `Sam3Model` as its processor would (the same resize and
+normalisation, the same scores and mask threshold), without torchvision, and with what a stream needs:
+the frame's ViT run once however many phrases are asked, and each phrase's text encoded once.
+
+SAM 3's tracker (boxes, clicks, following objects) is SAM 2's architecture and runs through model.py and
+video.py. Detector and tracker read the same ViT features: `SharedViT` computes them once per frame.
+
+tests/test_sam3.py holds `Sam3Finder` to `Sam3Model` with `Sam3Processor`'s post-processing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import processing
+from .domain import Frame, Masks, Phrases
+
+# SAM 3's text encoder reads 32 tokens (its processor pads and cuts every phrase to that length).
+TEXT_TOKENS = 32
+# The processor's: an instance is kept above this score, and a pixel is in its mask above this probability.
+MASK_THRESHOLD = 0.5
+# Phrases whose text embedding is kept: a node asked for a few concepts at a time re-encodes none of them.
+TEXT_EMBEDDINGS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Found:
+    """A frame's instances of every phrase: the masks (labels: the phrase; scores: SAM 3's), and SAM 3's
+    own box of each (N, 4) xyxy in frame pixels, what a tracker is prompted with."""
+
+    masks: Masks
+    boxes: np.ndarray
+
+
+class SharedViT(torch.nn.Module):
+    """SAM 3's ViT, shared by its detector and its tracker: the last frame's output is kept, so on a frame
+    both read (a detection round in track mode) the 450 M-parameter encoder runs once. The same pixels give
+    the same output; they are compared, not assumed (a check of one image, beside a ViT over it)."""
+
+    def __init__(self, vit: torch.nn.Module):
+        super().__init__()
+        self.vit = vit
+        self._last: tuple[torch.Tensor, object] | None = None
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs):
+        if not kwargs and self._last is not None and _same(self._last[0], pixel_values):
+            return self._last[1]
+        out = self.vit(pixel_values, **kwargs)
+        self._last = (pixel_values, out) if not kwargs else None
+        return out
+
+    def get_input_embeddings(self):
+        return self.vit.get_input_embeddings()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    try:
+        return bool(torch.equal(a, b))
+    except RuntimeError:  # tensors with no data (the GPU tests' fake tensors): never the same
+        return False
+
+
+def share_vit(detector, tracker) -> None:
+    """One ViT for both: the checkpoint's tracker reads the detector's backbone weights anyway (transformers
+    loads them into both), so the tracker's copy is dropped, and with it 1.7 GB in float32."""
+    shared = SharedViT(detector.vision_encoder.backbone)
+    detector.vision_encoder.backbone = shared
+    tracker.vision_encoder.backbone = shared
+
+
+class Sam3Finder:
+    """Frames and phrases in, every instance out: `find(frame, phrases)`."""
+
+    def __init__(self, detector, tokenizer, device: torch.device, dtype: torch.dtype):
+        self.detector = detector
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.input_size = int(detector.config.vision_config.image_size)
+        self._texts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._vision: tuple[Frame, object] | None = None  # the last frame's encoder output
+
+    @torch.inference_mode()
+    def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Found:
+        """Every instance of every phrase scored above `min_score`, the `limit` best of them, in phrase order
+        (within a phrase, SAM 3's query order)."""
+        vision = self._encode(frame)
+        exemplars = self._exemplars(phrases, frame)
+        parts = [self._detect(vision, phrase, exemplars, frame, min_score) for phrase in phrases.texts]
+        masks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, frame.height, frame.width), bool)
+        scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+        boxes = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 4), np.float32)
+        labels = [phrase for phrase, part in zip(phrases.texts, parts) for _ in range(len(part[1]))]
+        if len(scores) > limit:
+            keep = np.sort(np.argsort(-scores, kind="stable")[:limit])
+            masks, scores, boxes, labels = masks[keep], scores[keep], boxes[keep], [labels[i] for i in keep]
+        answer = Masks(masks, scores.astype(np.float32), tuple(labels), frame.image_id, frame.timestamp)
+        return Found(answer, boxes.astype(np.float32))
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        return processing.preprocess(rgb, self.input_size, self.device, processing.SAM3_NORMALISATION)
+
+    def text_embedding(self, phrase: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 32, C) projected text features and their (1, 32) attention mask, kept per phrase."""
+        if phrase in self._texts:
+            self._texts.move_to_end(phrase)
+            return self._texts[phrase]
+        tokens = self.tokenizer([phrase], padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+                                return_tensors="pt")
+        ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+        with self._autocast():
+            features = self.detector.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        self._texts[phrase] = (features, mask)
+        while len(self._texts) > TEXT_EMBEDDINGS_KEPT:
+            self._texts.popitem(last=False)
+        return self._texts[phrase]
+
+    def _encode(self, frame: Frame):
+        if self._vision is not None and self._vision[0] is frame:
+            return self._vision[1]
+        with self._autocast():
+            vision = self.detector.get_vision_features(pixel_values=self.preprocess(frame.rgb))
+        self._vision = (frame, vision)
+        return vision
+
+    def _exemplars(self, phrases: Phrases, frame: Frame) -> dict:
+        """Exemplar boxes as SAM 3's geometry prompt: (1, E, 4) cx, cy, w, h over the frame, and their labels."""
+        if phrases.exemplars is None or len(phrases.exemplars) == 0:
+            return {}
+        x1, y1, x2, y2 = np.clip(phrases.exemplars, 0, [frame.width, frame.height] * 2).T
+        boxes = np.stack([(x1 + x2) / 2 / frame.width, (y1 + y2) / 2 / frame.height,
+                          (x2 - x1) / frame.width, (y2 - y1) / frame.height], axis=-1).astype(np.float32)
+        return {"input_boxes": torch.from_numpy(boxes)[None].to(self.device),
+                "input_boxes_labels": torch.from_numpy(phrases.exemplar_labels.astype(np.int64))[None].to(self.device)}
+
+    def _detect(self, vision, phrase: str, exemplars: dict, frame: Frame, min_score: float):
+        features, mask = self.text_embedding(phrase)
+        text = _PooledText(features)
+        with self._autocast():
+            out = self.detector(vision_embeds=vision, text_embeds=text, attention_mask=mask, **exemplars)
+        return self._postprocess(out, frame, min_score)
+
+    def _postprocess(self, out, frame: Frame, min_score: float):
+        """As `Sam3Processor.post_process_instance_segmentation`: score = query x presence probability; masks
+        as probabilities brought to the frame (bilinear), then over MASK_THRESHOLD."""
+        scores = out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()
+        keep = scores > min_score
+        probabilities = out.pred_masks[0][keep].float().sigmoid()
+        if len(probabilities):
+            probabilities = F.interpolate(probabilities[None], size=(frame.height, frame.width), mode="bilinear",
+                                          align_corners=False)[0]
+        masks = probabilities > MASK_THRESHOLD
+        scale = torch.tensor([frame.width, frame.height] * 2, dtype=torch.float32, device=scores.device)
+        boxes = out.pred_boxes[0][keep].float() * scale
+        finite = torch.isfinite(scores).all() & torch.isfinite(boxes).all()
+        if not bool(finite.cpu()):
+            raise FloatingPointError("SAM 3 produced NaN or infinite outputs")
+        return masks.cpu().numpy(), scores[keep].cpu().numpy(), boxes.cpu().numpy()
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+class _PooledText:
+    """`Sam3Model.forward` reads precomputed text as an output object's `pooler_output`."""
+
+    def __init__(self, pooler_output: torch.Tensor):
+        self.pooler_output = pooler_output
