@@ -34,6 +34,13 @@ def micro_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sam3_dir(tmp_path_factory) -> Path:
+    """A small random-weight SAM 3 in facebook/sam3's layout (detector, tracker, one ViT), with tokenizer
+    files made here."""
+    return make_random_model(tmp_path_factory.mktemp("sam3") / "sam3-test", size="sam3-test", seed=0)
+
+
+@pytest.fixture(scope="session")
 def model(model_dir):
     from dora_sam2.model import Sam2Backend
 

@@ -41,9 +41,19 @@ def test_masks_match_sam2_processor_for_boxes_and_points():
 
 def test_edgetam_tests_pass_in_the_side_environment():
     """tests/test_edgetam.py: parity with EdgeTamModel and EdgeTamVideoModel, and real dataflows in both
-    modes. Every test of it must run there and pass: none may skip."""
+    modes."""
+    assert_passes_in_the_side_environment("test_edgetam.py")
+
+
+def test_sam3_detector_matches_its_processor_in_the_side_environment():
+    """tests/test_sam3_processor.py: SAM 3's finder held to Sam3Model with Sam3Processor (torchvision)."""
+    assert_passes_in_the_side_environment("test_sam3_processor.py")
+
+
+def assert_passes_in_the_side_environment(test_file: str) -> None:
+    """Every test of the file must run there and pass: none may skip."""
     result = subprocess.run([str(REFERENCE_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                             str(ROOT / "tests" / "test_edgetam.py")],
+                             str(ROOT / "tests" / test_file)],
                             capture_output=True, text=True, timeout=1200, cwd=ROOT,
                             env=dict(os.environ, PATH=f"{REFERENCE_PYTHON.parent}{os.pathsep}{os.environ['PATH']}"))
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""

@@ -99,10 +99,14 @@ def load_sam3_detector(source: str, image_size: int = 0):
             raise ModelLoadError(_explain_missing(source, local, error)) from None
         try:
             tokenizer = _from_cache_or_hub(AutoTokenizer.from_pretrained, source, local)
+            problem = None
         except (OSError, ValueError) as error:
+            problem = _first_line(error)
+        # Without its files, transformers makes an empty tokenizer of the config's kind: every word unknown.
+        if problem or len(tokenizer) <= len(tokenizer.all_special_tokens):
             raise ModelLoadError(
                 f"MODEL={source} has no readable tokenizer, which SAM 3 reads words with "
-                f"({_first_line(error)}): a SAM 3 directory holds {SAM3_FILES}.") from None
+                f"({problem or 'no vocabulary'}): a SAM 3 directory holds {SAM3_FILES}.")
     return detector, tokenizer
 
 
@@ -170,7 +174,7 @@ def _size_multiple(config) -> tuple[int, int]:
     and EdgeTAM's perceiver cuts the memory (size / 16) into a fixed grid of windows (16 x 16). SAM 3's ViT
     cuts 14-pixel patches, and its coarsest feature map halves that grid."""
     if is_sam3(config):
-        return 2 * 14, 16 * 14
+        return 2 * 14, 8 * 14
     if not is_edgetam(config):
         multiple = 4 * config.vision_config.backbone_config.window_size_per_stage[0]
         return multiple, 2 * multiple

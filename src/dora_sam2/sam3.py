@@ -94,9 +94,7 @@ class Sam3Finder:
     def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Found:
         """Every instance of every phrase scored above `min_score`, the `limit` best of them, in phrase order
         (within a phrase, SAM 3's query order)."""
-        vision = self._encode(frame)
-        exemplars = self._exemplars(phrases, frame)
-        parts = [self._detect(vision, phrase, exemplars, frame, min_score) for phrase in phrases.texts]
+        parts = [self._postprocess(out, frame, min_score) for out in self.detect(frame, phrases)]
         masks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, frame.height, frame.width), bool)
         scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
         boxes = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 4), np.float32)
@@ -143,12 +141,19 @@ class Sam3Finder:
         return {"input_boxes": torch.from_numpy(boxes)[None].to(self.device),
                 "input_boxes_labels": torch.from_numpy(phrases.exemplar_labels.astype(np.int64))[None].to(self.device)}
 
-    def _detect(self, vision, phrase: str, exemplars: dict, frame: Frame, min_score: float):
-        features, mask = self.text_embedding(phrase)
-        text = _PooledText(features)
-        with self._autocast():
-            out = self.detector(vision_embeds=vision, text_embeds=text, attention_mask=mask, **exemplars)
-        return self._postprocess(out, frame, min_score)
+    @torch.inference_mode()
+    def detect(self, frame: Frame, phrases: Phrases) -> list:
+        """SAM 3's own outputs for each phrase on the frame, on the device: the frame encoded once, each
+        phrase's text once (`text_embedding`)."""
+        vision = self._encode(frame)
+        exemplars = self._exemplars(phrases, frame)
+        outputs = []
+        for phrase in phrases.texts:
+            features, mask = self.text_embedding(phrase)
+            with self._autocast():
+                outputs.append(self.detector(vision_embeds=vision, text_embeds=_PooledText(features),
+                                             attention_mask=mask, **exemplars))
+        return outputs
 
     def _postprocess(self, out, frame: Frame, min_score: float):
         """As `Sam3Processor.post_process_instance_segmentation`: score = query x presence probability; masks

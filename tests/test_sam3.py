@@ -1,0 +1,185 @@
+"""SAM 3 in the node: its tracker through our streaming loop held to transformers' Sam3TrackerVideoModel, its
+detector and tracker sharing one ViT, phrases as answers and as detection rounds, and the sentences for
+what cannot work. (The detector's parity with Sam3Processor: test_sam3_processor.py, in the side
+environment.)"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import torch
+
+from dora_sam2.domain import Frame, InputError, Phrases, Prompt
+from dora_sam2.engine import PhraseSearch, Segmenter
+from dora_sam2.loading import ModelLoadError
+from dora_sam2.model import Sam2Backend
+from dora_sam2.scheduling import SegmentScheduler, TrackScheduler
+from dora_sam2.settings import ConfigError, Settings
+from dora_sam2.stats import Stages, Stats
+from dora_sam2.tracking import Tracker
+from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
+
+from support.streaming_reference import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def sam3(sam3_dir):
+    return Sam2Backend.load(str(sam3_dir), dtype="float32")
+
+
+def frame(index: int, seconds: float = 0.25) -> Frame:
+    rgb = np.random.default_rng(index).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    return Frame("image", rgb, T0 + timedelta(seconds=index * seconds), "rgb8")
+
+
+def test_a_sam3_checkpoint_loads_its_tracker_and_its_detector_over_one_vit(sam3):
+    assert type(sam3.model).__name__ == "Sam3TrackerVideoModel"
+    assert type(sam3.finder.detector).__name__ == "Sam3Model"
+    assert sam3.model.vision_encoder.backbone is sam3.finder.detector.vision_encoder.backbone
+
+
+def test_a_frame_both_find_and_track_read_runs_the_vit_once(sam3):
+    vit = sam3.finder.detector.vision_encoder.backbone.vit
+    calls = []
+    hook = vit.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        one, other = frame(0), frame(1)
+        sam3.finder.find(one, Phrases(("cup",)), 0.0, 10)
+        Sam2StreamingModel(sam3).encode(one)
+        assert len(calls) == 1
+        Sam2StreamingModel(sam3).encode(other)  # other pixels: computed, not taken from the last frame
+        assert len(calls) == 2
+    finally:
+        hook.remove()
+
+
+# -- the tracker, held to transformers' own
+
+
+@pytest.fixture(scope="module")
+def streaming(sam3):
+    return Sam2StreamingModel(sam3)
+
+
+def test_tracker_matches_sam3_tracker_video_model_streaming(streaming):
+    """A prompted frame, then a growing, full and sliding memory window."""
+    presence = Presence(streaming)
+    presence.pin(True)
+    try:
+        count = streaming.num_maskmem + 4
+        prompts = {0: {0: BOX_A, 1: BOX_B}}
+        with torch.inference_mode():
+            ours, _ = run_ours(streaming, count, prompts)
+            reference = run_transformers(streaming, count, prompts)
+    finally:
+        presence.restore()
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+    assert not (torch.stack(ours) == NO_OBJECT_LOGIT).any()
+
+
+def test_tracker_matches_through_occlusion_and_a_re_prompt_while_another_is_tracked(sam3):
+    config = sam3.model.config
+    saved = config.max_object_pointers_in_encoder
+    config.max_object_pointers_in_encoder = 4  # a short run fills and slides the pointer window
+    try:
+        ours, reference = run_through_occlusion(Sam2StreamingModel(sam3), 10)
+    finally:
+        config.max_object_pointers_in_encoder = saved
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+
+
+def test_boxes_and_clicks_are_answered_by_sam3s_tracker_in_segment_mode(sam3):
+    segmenter = Segmenter(sam3)
+    segmenter.add_frame(frame(0))
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 80, 90], [60, 20, 150, 110]]), timestamp=T0)
+    _, masks = segmenter.segment(boxes)
+    assert masks.masks.shape == (2, 120, 160) and len(masks.scores) == 2
+
+
+# -- phrases through the schedulers
+
+
+def test_segment_mode_answers_each_frame_with_every_instance_labelled_by_phrase(sam3):
+    search = PhraseSearch(sam3.finder, "sam3", min_score=0.0, limit=7)
+    scheduler = SegmentScheduler(Segmenter(sam3), Stats(Stages(), 0), search=search)
+    answers = list(scheduler.handle([frame(0), Phrases(("cup", "bottle")), frame(1)]))
+    assert [f.timestamp for f, _ in answers] == [frame(1).timestamp]  # live: the batch's newest frame
+    masks = answers[0][1]
+    assert len(masks) == 7 and set(masks.class_names) <= {"cup", "bottle"}  # MAX_OBJECTS: the 7 best
+    assert list(scheduler.handle([Phrases(()), frame(2)])) == []  # cleared: frames are not answered
+
+
+def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3):
+    streaming = Sam2StreamingModel(sam3)
+    rounds = []
+    search = PhraseSearch(sam3.finder, "sam3", Phrases(("cup",)), min_score=0.0, limit=3)
+    find = search.found
+    search.found = lambda f: (rounds.append(f.timestamp), find(f))[1]
+    scheduler = TrackScheduler(lambda ids: Tracker(streaming, 3, None, 0.3, ids=ids, lost_seconds=100),
+                               Stats(Stages(), 0), ["image"], every_frame=True, search=search, detect_seconds=1.0)
+    answers = [m for i in range(6) for _, m in scheduler.handle([frame(i)])]
+    assert rounds == [frame(0).timestamp, frame(4).timestamp]  # 0.25 s frames, a round every camera second
+    assert all(m.class_names == ("cup",) * 3 for m in answers) and answers[0].track_ids == (1, 2, 3)
+    answers = [m for i in range(6, 8) for _, m in scheduler.handle([Phrases(("bottle",)), frame(i)] if i == 6
+                                                                   else [frame(i)])]
+    assert rounds[-1] == frame(6).timestamp  # replaced phrases: looked for at once
+    assert "bottle" in answers[0].class_names  # a matched track takes the newest phrase as its label
+
+
+def test_phrases_to_a_model_that_cannot_read_words_are_one_line(model, caplog):
+    scheduler = SegmentScheduler(Segmenter(model), Stats(Stages(), 0), search=PhraseSearch(None, "sam2-test"))
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        assert list(scheduler.handle([frame(0), Phrases(("cup",))])) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "MODEL=sam2-test cannot read words" in lines[0] and "facebook/sam3" in lines[0]
+
+
+def test_text_setting_with_a_sam2_model_is_one_sentence_at_start(model):
+    from dora_sam2.node import phrase_search
+
+    with pytest.raises(ConfigError, match=r"TEXT is set, but MODEL=.* cannot read words.*facebook/sam3"):
+        phrase_search(Settings.from_env({"TEXT": "cup", "MODEL": "sam2-test"}), model)
+    with pytest.raises(InputError):
+        PhraseSearch(None, "sam2").use(Phrases(("cup",)))
+
+
+def test_a_gated_checkpoint_says_how_to_get_access(monkeypatch):
+    """The hub cannot be reached from here: its answer for a gated repository is what this stands in for."""
+    from transformers import AutoConfig
+
+    def gated(*args, **kwargs):
+        raise OSError("You are trying to access a gated repo. Access to model facebook/sam3 is restricted (401).")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", gated)
+    with pytest.raises(ModelLoadError) as error:
+        Sam2Backend.load("facebook/sam3", dtype="float32")
+    text = str(error.value)
+    assert "gated" in text and "huggingface.co/facebook/sam3" in text and "hf auth login" in text
+    assert "tokenizer.json" in text and "\n" not in text
+
+
+def test_a_sam3_directory_without_its_tokenizer_says_what_it_holds(sam3_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sam3-no-tokenizer"
+    shutil.copytree(sam3_dir, copy)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (copy / name).unlink()
+    with pytest.raises(ModelLoadError, match="no readable tokenizer.*tokenizer.json"):
+        Sam2Backend.load(str(copy), dtype="float32")
+
+
+def test_image_size_runs_sam3_at_a_smaller_input(sam3_dir):
+    small = Sam2Backend.load(str(sam3_dir), dtype="float32", image_size=168)
+    assert small.input_size == small.finder.input_size == 168
+    found = small.finder.find(frame(0), Phrases(("cup",)), 0.0, 5)
+    assert found.masks.masks.shape == (5, 120, 160)
+    with pytest.raises(ModelLoadError, match="IMAGE_SIZE=100 does not fit.*multiple of 28"):
+        Sam2Backend.load(str(sam3_dir), dtype="float32", image_size=100)
