@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import cv2
@@ -271,3 +272,44 @@ def test_a_timestamp_without_timezone_is_read_as_utc():
     frame = codecs.decode_frame("image", pa.array(BGR.ravel()), {"width": 64, "height": 48, "timestamp": naive})
     boxes = codecs.decode_boxes("bbox", pa.array([1.0, 2.0, 30.0, 40.0]), {"timestamp": naive})
     assert frame.timestamp == TS and boxes.timestamp == TS and frame.timestamp.tzinfo is not None
+
+
+# ---------------------------------------------------------------------------- text (SAM 3's phrases)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (pa.array(["cup"]), ("cup",)),
+    (pa.array(["cup", "red bottle"]), ("cup", "red bottle")),
+    (pa.array(["cup, red bottle ,, cup"]), ("cup", "red bottle")),  # comma-separated, blanks and repeats once
+    (pa.array(["tasse à café".encode()], pa.binary()), ("tasse à café",)),
+    (pa.array(np.frombuffer("verre".encode(), np.uint8)), ("verre",)),  # one phrase as its UTF-8 bytes
+    (pa.array([], pa.string()), ()),  # empty: clears
+    (pa.array(["  "]), ()),
+])
+def test_text_reads_a_string_a_list_or_comma_separated_phrases(value, expected):
+    assert codecs.decode_text("text", value, {}).texts == expected
+
+
+@pytest.mark.parametrize("value, metadata, message", [
+    (pa.array([f"thing {i}" for i in range(10_000)]), {}, "10000 phrases, over MAX_PHRASES=16"),
+    (pa.array([b"caf\xe9"], pa.binary()), {}, "not UTF-8 text (byte 3 is 0xe9)"),
+    (pa.array(np.frombuffer(b"\xff\xfe", np.uint8)), {}, "not UTF-8 text"),
+    (pa.array(["x" * 500]), {}, "500 characters long, over 200"),
+    (pa.array(["cup\x00"]), {}, "control characters"),
+    (pa.array(["cup", None]), {}, "nulls"),
+    (pa.array([1.0, 2.0]), {}, "should be strings"),
+    (pa.array(["cup"]), {"boxes": [1, 2, 3]}, "x1, y1, x2, y2 per box"),
+    (pa.array(["cup"]), {"boxes": [50, 50, 10, 10]}, "no area"),
+    (pa.array(["cup"]), {"boxes": [1, 2, 30, 40], "box_labels": [2]}, "box_labels"),
+])
+def test_bad_text_is_one_clear_error(value, metadata, message):
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        codecs.decode_text("text", value, metadata)
+    assert str(error.value).startswith("input 'text': ") and "\n" not in str(error.value)
+
+
+def test_text_exemplar_boxes_come_with_their_labels():
+    phrases = codecs.decode_text("text", pa.array(["cup"]), {"boxes": [1, 2, 30, 40, 50, 60, 70, 80],
+                                                             "box_labels": [1, 0]})
+    np.testing.assert_array_equal(phrases.exemplars, [[1, 2, 30, 40], [50, 60, 70, 80]])
+    np.testing.assert_array_equal(phrases.exemplar_labels, [1, 0])

@@ -161,6 +161,25 @@ def test_point_decoder(value, meta):
         assert prompt.points.shape[1] <= Limits().max_points
 
 
+text_values = st.one_of(
+    any_value,
+    st.lists(st.text(max_size=40), max_size=30).map(lambda texts: pa.array(texts, pa.string())),
+    st.lists(st.binary(max_size=40), max_size=5).map(lambda items: pa.array(items, pa.binary())),
+    st.binary(max_size=60).map(lambda data: pa.array(np.frombuffer(data, np.uint8))),
+)
+
+
+@FUZZ
+@given(text_values, st.one_of(metadata, st.fixed_dictionaries({"boxes": st.lists(st.floats(), max_size=12)})))
+def test_text_decoder(value, meta):
+    phrases = decoded_or_input_error(codecs.decode_text, "text", value, meta)
+    if phrases is not None:
+        assert len(phrases.texts) <= Limits().max_phrases and len(set(phrases.texts)) == len(phrases.texts)
+        assert all(text and text == text.strip() and "," not in text and text.isprintable() for text in phrases.texts)
+        if phrases.exemplars is not None:
+            assert np.isfinite(phrases.exemplars).all() and len(phrases.exemplar_labels) == len(phrases.exemplars)
+
+
 @FUZZ
 @given(st.one_of(any_value, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(pa.array)), metadata)
 def test_track_id_decoder(value, meta):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -167,7 +168,13 @@ class PhraseSearch:
             log.info("finding %s", ", ".join(repr(t) for t in phrases.texts))
 
     def find(self, frame: Frame) -> Masks:
-        return self.found(frame).masks
+        """The frame's instances as an answer. One SAM 3 scores whose mask is empty at the frame's size is
+        left out: its box would be nothing (0, 0, 0, 0), which a box reader downstream refuses."""
+        masks = self.found(frame).masks
+        seen = masks.masks.reshape(len(masks), -1).any(axis=1)
+        return masks if seen.all() else dataclasses.replace(
+            masks, masks=masks.masks[seen], scores=masks.scores[seen],
+            class_names=tuple(np.asarray(masks.class_names, object)[seen].tolist()))
 
     def found(self, frame: Frame):
         """sam3.Found: the masks (labels: their phrases) and SAM 3's boxes."""

@@ -1,0 +1,111 @@
+"""Words as prompts end to end: real `dora run` dataflows around the real node and the suite's random-weight
+SAM 3. Random weights find meaningless instances (SAM 3 scores every query near 0.25): MIN_CONFIDENCE=0.01
+keeps them all and MAX_OBJECTS caps them, so the tests hold the plumbing to account (which frames are
+answered, with which labels, what a new phrase changes), not where the masks fall."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+
+from support.dataflows import (ROOT, T0, after_answers, assert_no_traceback, frame_message, player_flow, scene,
+                               write_script)
+
+pytestmark = pytest.mark.dataflow
+
+TEXT_ENV = {"EVERY_FRAME": "1", "MIN_CONFIDENCE": "0.01", "MAX_OBJECTS": "3", "LOST_FRAMES": "1000"}
+
+
+def stamp(index: int):
+    return T0 + timedelta(seconds=index)  # what frame_message stamps frame `index` with
+
+
+def text_message(*phrases) -> tuple:
+    return (0.0, "text", pa.array(list(phrases), pa.string()), {})
+
+
+def text_flow(model_dir, tmp_path, steps, env=None):
+    wiring = {"image": {"source": "player/image", "queue_size": 1000}, "text": "player/text",
+              "bbox": "player/bbox"}
+    return player_flow(model_dir, write_script(tmp_path, steps), ["image", "text", "bbox"], wiring, ("mask",),
+                       sam2_env={**TEXT_ENV, **(env or {})}, answers="sam2/mask")
+
+
+def labels_of(run) -> list[tuple[str, ...]]:
+    return [tuple(e["metadata"]["labels"]) for e in run.events() if e["id"] == "mask"]
+
+
+def test_segment_mode_answers_frames_with_phrases_and_a_new_phrase_replaces_them(dataflow, sam3_dir, tmp_path):
+    steps = [text_message("cup")] + [frame_message(scene(seed=i), i) for i in range(3)]
+    steps += [after_answers(3), (0.0, "text", pa.array([b"caf\xe9"], pa.binary()), {}),  # not UTF-8: said, kept
+              frame_message(scene(seed=3), 3), after_answers(4), text_message("red bottle, cup")]
+    steps += [after_answers(4)] + [frame_message(scene(seed=i), i) for i in range(4, 7)]
+    run = dataflow(text_flow(sam3_dir, tmp_path, steps))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    labels = labels_of(run)
+    assert labels[:4] == [("cup",) * 3] * 4  # every frame answered, each with the 3 best instances
+    assert all(set(found) <= {"red bottle", "cup"} and len(found) == 3 for found in labels[4:]) and len(labels) == 7
+    assert any("red bottle" in found for found in labels[4:])
+    bad = [line for line in run.node_log("sam2") if "input 'text'" in line]
+    assert len(bad) == 1 and "not UTF-8" in bad[0], bad
+
+
+def test_track_mode_tracks_what_phrases_find_and_follows_a_new_phrase(dataflow, sam3_dir, tmp_path):
+    """Frames 1 s apart, a detection round every 5 s of camera time: tracks born on frame 0 carried
+    through the frames between rounds; a new phrase is looked for on the next frame."""
+    steps = [text_message("cup")] + [frame_message(scene(seed=i % 3), i) for i in range(7)]
+    steps += [after_answers(7), text_message("bottle")] + [frame_message(scene(seed=i % 3), i) for i in range(7, 10)]
+    run = dataflow(text_flow(sam3_dir, tmp_path, steps, {"MODE": "track", "DETECT_SECONDS": "5"}))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    masks = [e["metadata"] for e in run.events() if e["id"] == "mask"]
+    assert len(masks) == 10
+    assert [m["track_ids"] for m in masks[1:7]] == [[1, 2, 3]] * 6  # the first round's tracks, carried
+    assert all(m["labels"] == ["cup"] * 3 for m in masks[1:7])
+    assert any("bottle" in m["labels"] for m in masks[7:]), [m["labels"] for m in masks[7:]]
+
+
+def test_text_to_a_sam2_model_is_one_line_and_boxes_still_work(dataflow, model_dir, tmp_path):
+    def box(index):
+        return (0.01, "bbox", pa.array([20.0, 20.0, 200.0, 200.0], pa.float32()), {"timestamp": stamp(index)})
+
+    steps = [frame_message(scene(), 0), text_message("cup"), box(0), after_answers(1), text_message("cup"),
+             frame_message(scene(), 1), box(1)]
+    run = dataflow(text_flow(model_dir, tmp_path, steps))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    refusals = [line for line in run.node_log("sam2") if "cannot read words" in line]
+    assert len(refusals) == 2 and "facebook/sam3" in refusals[0], refusals  # one line for each message
+    assert len(labels_of(run)) == 2  # the boxes were answered
+
+
+def test_the_cpu_pair_runs_as_written(dataflow, sam3_dir, model_dir, tmp_path):
+    """examples/text-cpu.yml, SAM 3 finding and a SAM 2 following (EdgeTAM, which the example names, needs
+    timm: tests/test_edgetam.py runs it in the side environment), on 20 frames of the synthetic scene."""
+    yaml = (ROOT / "examples" / "text-cpu.yml").read_text()
+    yaml = yaml.replace("path: nodes/", f"path: {ROOT}/examples/nodes/").replace('FRAMES: "100"', 'FRAMES: "20"')
+    yaml = yaml.replace("MODEL: facebook/sam3", f"MODEL: {sam3_dir}").replace(
+        "MODEL: yonigozlan/EdgeTAM-hf", f"MODEL: {model_dir}")
+    yaml = yaml.replace('TEXT: block, disc', 'TEXT: block, disc\n      MIN_CONFIDENCE: "0.01"')
+    yaml = yaml.replace('IMAGE_SIZE: "512"', 'IMAGE_SIZE: "512"\n      EVERY_FRAME: "1"\n      LOST_FRAMES: "1000"')
+    yaml += f"""
+  - id: out
+    path: {ROOT}/tests/nodes/collector.py
+    inputs:
+      mask: {{source: follower/mask, queue_size: 1000, queue_policy: backpressure}}
+      boxes: {{source: finder/boxes2d, queue_size: 1000, queue_policy: backpressure}}
+    env: {{OUT_DIR: $OUT/out}}
+"""
+    run = dataflow(yaml, env={"OUT_DIR": str(tmp_path / "frames")})
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    events = run.events()
+    found = [e for e in events if e["id"] == "boxes"]
+    followed = [e["metadata"] for e in events if e["id"] == "mask"]
+    assert found and all(set(e["value"][0]["labels"]) <= {"block", "disc"} for e in found)
+    assert len(followed) == 20  # the follower answered every frame
+    tracked = [m for m in followed if m["num_masks"]]
+    assert tracked and all(set(m["labels"]) <= {"block", "disc"} for m in tracked)
