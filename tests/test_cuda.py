@@ -125,3 +125,50 @@ def test_cuda_track_prompt_remember_and_memory_attention(cuda_model):
         for memory, m, was_prompted in zip(memories, remembered, prompted):
             memory.add(index, m, was_prompted)
         assert on_cuda(upsample(step.logits, WIDTH, HEIGHT), step.object_score_logits > 0)
+
+
+@pytest.fixture(params=[torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def cuda_sam3(request, sam3_dir, fake_mode, monkeypatch):
+    """The suite's SAM 3 on a fake `cuda` device: its tracker as the backend, its detector as the finder,
+    the two on one ViT as the node loads them."""
+    from transformers import AutoTokenizer, Sam3Model, Sam3TrackerVideoModel
+
+    from dora_sam2.sam3 import Sam3Finder, share_vit
+
+    monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(fake_tensor, "CONSTANT_NUMEL_LIMIT", 0)
+    tracker = Sam3TrackerVideoModel.from_pretrained(sam3_dir).eval()
+    detector = Sam3Model.from_pretrained(sam3_dir).eval()
+    with fake_mode:
+        for model in (tracker, detector):
+            model._apply(lambda t: fake_mode.from_tensor(t).to(CUDA))
+        share_vit(detector, tracker)
+        finder = Sam3Finder(detector, AutoTokenizer.from_pretrained(sam3_dir), CUDA, request.param)
+        yield Sam2Backend(tracker, CUDA, request.param, "fake-cuda", finder)
+
+
+def test_cuda_sam3_encodes_frames_and_phrases_on_the_gpu(cuda_sam3):
+    """The finder's frame (its preprocessing, the shared ViT, the detector's neck) and its phrases (the
+    tokens moved to the GPU, the text encoder) on cuda. The DETR pass after them reads its feature map's size
+    back from a tensor (`torch.arange(0, height)`), which a fake tensor has no value for:
+    benchmarks/gpu_check.py runs it on a real GPU."""
+    finder = cuda_sam3.finder
+    with finder.autocast():
+        vision = finder.detector.get_vision_features(pixel_values=finder.preprocess(frame().rgb))
+    assert on_cuda(*vision.fpn_hidden_states, *vision.fpn_position_encoding)
+    features, mask = finder.text_embedding("red bottle")
+    assert on_cuda(features, mask) and features.shape[:2] == mask.shape == (1, 32)
+
+
+def test_cuda_sam3_tracker_prompts_remembers_and_tracks(cuda_sam3):
+    streaming = Sam2StreamingModel(cuda_sam3)
+    memory = streaming.new_memory()
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60]]))
+    for index in range(3):
+        features = streaming.encode(frame(index))
+        step = streaming.prompt(features, boxes) if index == 0 else streaming.track(features, [memory], index)
+        assert on_cuda(step.logits, step.scores, step.pointers)
+        (remembered,) = streaming.remember(features, step, [index == 0])
+        assert on_cuda(remembered.features, remembered.position, remembered.pointer)
+        memory.add(index, remembered, index == 0)

@@ -183,3 +183,14 @@ def test_image_size_runs_sam3_at_a_smaller_input(sam3_dir):
     assert found.masks.masks.shape == (5, 120, 160)
     with pytest.raises(ModelLoadError, match="IMAGE_SIZE=100 does not fit.*multiple of 28"):
         Sam2Backend.load(str(sam3_dir), dtype="float32", image_size=100)
+
+
+def test_exemplar_boxes_without_torchvision_are_one_line_and_the_phrases_are_used(sam3, caplog):
+    if sam3.finder.reads_exemplars:
+        pytest.skip("torchvision is here: exemplars are read (test_sam3_processor.py holds them to Sam3Processor)")
+    search = PhraseSearch(sam3.finder, "sam3")
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        search.use(Phrases(("cup",), np.array([[1, 2, 30, 40]], np.float32), np.array([1])))
+    assert search.phrases == Phrases(("cup",))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "need torchvision" in lines[0]

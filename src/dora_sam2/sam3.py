@@ -90,6 +90,14 @@ class Sam3Finder:
         self._texts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._vision: tuple[Frame, object] | None = None  # the last frame's encoder output
 
+    @property
+    def reads_exemplars(self) -> bool:
+        """Exemplar boxes are pooled from the features with torchvision's `roi_align` (transformers' SAM 3
+        geometry encoder): without torchvision, phrases are read and exemplars are not."""
+        from transformers.utils import is_torchvision_available
+
+        return is_torchvision_available()
+
     @torch.inference_mode()
     def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Found:
         """Every instance of every phrase scored above `min_score`, the `limit` best of them, in phrase order
@@ -116,7 +124,7 @@ class Sam3Finder:
         tokens = self.tokenizer([phrase], padding="max_length", max_length=TEXT_TOKENS, truncation=True,
                                 return_tensors="pt")
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-        with self._autocast():
+        with self.autocast():
             features = self.detector.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         self._texts[phrase] = (features, mask)
         while len(self._texts) > TEXT_EMBEDDINGS_KEPT:
@@ -126,7 +134,7 @@ class Sam3Finder:
     def _encode(self, frame: Frame):
         if self._vision is not None and self._vision[0] is frame:
             return self._vision[1]
-        with self._autocast():
+        with self.autocast():
             vision = self.detector.get_vision_features(pixel_values=self.preprocess(frame.rgb))
         self._vision = (frame, vision)
         return vision
@@ -150,7 +158,7 @@ class Sam3Finder:
         outputs = []
         for phrase in phrases.texts:
             features, mask = self.text_embedding(phrase)
-            with self._autocast():
+            with self.autocast():
                 outputs.append(self.detector(vision_embeds=vision, text_embeds=_PooledText(features),
                                              attention_mask=mask, **exemplars))
         return outputs
@@ -172,7 +180,7 @@ class Sam3Finder:
             raise FloatingPointError("SAM 3 produced NaN or infinite outputs")
         return masks.cpu().numpy(), scores[keep].cpu().numpy(), boxes.cpu().numpy()
 
-    def _autocast(self):
+    def autocast(self):
         if self.dtype == torch.float32:
             import contextlib
 
