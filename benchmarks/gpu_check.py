@@ -7,7 +7,9 @@
 For the day a GPU is there (the CPU suite checks the GPU paths on fake CUDA tensors, tests/test_cuda.py,
 but cannot time them). Asserts that each dataflow answers, with masks of the frame's size and, in track
 mode, with track ids; then times the model alone and tracking for 1, 4 and 8 objects. Exits non-zero
-when anything fails. Writes benchmarks/results/gpu_check.json and gpu_check.md.
+when anything fails. Then SAM 3 (full size, random weights unless --sam3 DIR; --no-sam3 skips it): the
+finder per frame with 1 and 3 phrases and its tracker for 1 and 4 objects, at 1008 and 504 (benchmarks/sam3.py).
+Writes benchmarks/results/gpu_check.json and gpu_check.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from run import BIN, HEIGHT, WIDTH, machine, model_cost, path_env, pipeline, random_tiny, save  # noqa: E402
+from sam3 import random_sam3, sam3_costs  # noqa: E402
 from track import cost_per_frame  # noqa: E402
 
 
@@ -33,6 +36,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--sam3", help="a SAM 3 checkpoint directory (default: full-size random weights)")
+    parser.add_argument("--no-sam3", action="store_true", help="skip SAM 3")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_check: this torch sees no CUDA GPU; run it on a GPU machine with a CUDA build of torch.")
@@ -46,6 +51,11 @@ def main() -> None:
     result["model_alone"] = {dtype: model_cost(model_dir, dtype, args.device) for dtype in ("float32", "auto")}
     print("tracking cost ...", flush=True)
     result["tracking"] = tracking_cost(model_dir, args.device)
+    if not args.no_sam3:
+        print("SAM 3 ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            sam3_dir = args.sam3 or str(random_sam3(Path(tmp)))
+            result["sam3"] = {size: sam3_costs(sam3_dir, args.device, "auto", size, (1, 4), 5) for size in (1008, 504)}
     save("gpu_check", result, markdown(result))
 
 
@@ -105,6 +115,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {dtype} | {a['encode_ms']:.1f} ms | {a['decode_ms'][1]:.1f} ms | {a['decode_ms'][16]:.1f} ms |")
     lines += ["", "| tracked objects | per frame |", "|---|---|"]
     lines += [f"| {n} | {row['total_ms']:.1f} ms |" for n, row in result["tracking"].items()]
+    if "sam3" in result:
+        lines += ["", "| SAM 3 input | dtype | finder, 1 phrase | finder, 3 phrases | tracking 1 object | 4 objects |",
+                  "|---|---|---|---|---|---|"]
+        for size, r in result["sam3"].items():
+            lines.append(f"| {size} | {r['dtype']} | {r['finder_ms'][1]:.1f} ms | {r['finder_ms'][3]:.1f} ms | "
+                         f"{r['tracking'][1]['total_ms']:.1f} ms | {r['tracking'][4]['total_ms']:.1f} ms |")
     return "\n".join(lines) + "\n"
 
 
