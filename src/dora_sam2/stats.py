@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 log = logging.getLogger("dora_sam2")
 
-STAGES = ("frame_decode", "encode", "prompt_decode", "memory", "remember", "postprocess", "send")
+STAGES = ("frame_decode", "encode", "find", "prompt_decode", "memory", "remember", "postprocess", "send")
 
 
 class Stages:
@@ -80,9 +80,19 @@ class Stats:
             "filtered": self.filtered,
             "stages_ms": {stage: self.stages.mean_ms(stage) for stage in STAGES},
             "stage_calls": {stage: self.stages.calls[stage] for stage in STAGES},
+            "latency_ms": _percentiles(self.latencies_ms),
             **({"tracking": self.tracking} if self.tracking is not None else {}),
         }
 
     def write(self, path: str) -> None:
         with open(path, "w") as f:
             json.dump(self.as_dict(), f, indent=2)
+
+
+def _percentiles(latencies_ms: list[float]) -> dict:
+    """Camera-to-answer latency of the answers kept (the newest 10,000): median, 90th percentile, mean."""
+    if not latencies_ms:
+        return {}
+    ordered = sorted(latencies_ms)
+    return {"p50": ordered[len(ordered) // 2], "p90": ordered[int(len(ordered) * 0.9)],
+            "mean": sum(ordered) / len(ordered)}
