@@ -206,7 +206,7 @@ def test_the_manifest_lists_what_the_node_reads_and_sends(caplog):
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
         list(adapter.inputs([{**message, "id": name} for name in [*listed["inputs"], "image_left", "colour"]]))
     ignored = [r.getMessage() for r in caplog.records if "is not one this node reads" in r.getMessage()]
-    assert ignored == ["input 'colour' is not one this node reads (image*, bbox, boxes2d, points, reset, remove); "
+    assert ignored == ["input 'colour' is not one this node reads (image*, bbox, boxes2d, points, text, reset, remove); "
                        "ignoring it"]
 
 

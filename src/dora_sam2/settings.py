@@ -14,7 +14,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("segment", "track")
 MASK_LAYOUTS = ("union", "stack")
 # SAM 3's own score threshold for a detection (Sam3VideoModel's score_threshold_detection): what a phrase
-# finds when MIN_CONFIDENCE is not set. Its processor's default of 0.3 keeps more false instances.
+# finds when MIN_CONFIDENCE is 0, its default. Its processor's default of 0.3 keeps more false instances.
 PHRASE_MIN_SCORE = 0.5
 
 
@@ -112,7 +112,7 @@ class Settings:
         min_confidence = float_setting(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
         if min_confidence > 1:
             raise ConfigError(f"MIN_CONFIDENCE={min_confidence} is above 1: it is a detector's confidence, 0 to 1.")
-        phrase_min_score = min_confidence if (env.get("MIN_CONFIDENCE") or "").strip() else PHRASE_MIN_SCORE
+        phrase_min_score = min_confidence or PHRASE_MIN_SCORE  # 0 keeps every box, not SAM 3's 200 queries
         limits = Limits.from_env(env)
         text = tuple(dict.fromkeys(t.strip() for t in env.get("TEXT", "").split(",") if t.strip()))
         if len(text) > limits.max_phrases:
