@@ -54,7 +54,7 @@ def main() -> None:
         for size in args.sizes:
             print(f"SAM 3 at {size} ...", flush=True)
             result["sizes"][size] = sam3_costs(model_dir, args.device, args.dtype, size, args.objects, args.repeats)
-    save("sam3", result, markdown(result))
+            save("sam3", result, markdown(result))  # after each size: a long run keeps what it measured
 
 
 def random_sam3(directory: Path) -> Path:
