@@ -107,13 +107,15 @@ def pair(sam3_dir: str, tmp: Path, seconds: float) -> dict:
                          timeout=seconds * 20 + 900, env=path_env(OUT_DIR=str(tmp / "frames")))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     stats = {name: json.loads((tmp / f"{name}.json").read_text()) for name in ("finder", "follower")}
-    return {"machine": machine(), "frames": frames, "follower": follower, **stats}
+    return {"machine": machine(), "frames": frames, "follower_model": follower, **stats}
 
 
 def pair_markdown(result: dict) -> str:
     finder, follower = result["finder"], result["follower"]
+    for stats in (finder, follower):  # a node that answered nothing has no latency to show
+        stats["latency_ms"] = {"p50": float("nan"), "p90": float("nan"), **stats["latency_ms"]}
     return "\n".join([
-        f"examples/text-cpu.yml: SAM 3 at 504 finding, {result['follower']} following, {result['frames']} camera "
+        f"examples/text-cpu.yml: SAM 3 at 504 finding, {result['follower_model']} following, {result['frames']} camera "
         f"frames at 10 fps; {result['machine']}.", "",
         "| node | answers | skipped | latency p50 | p90 | per answer |", "|---|---|---|---|---|---|",
         f"| finder (SAM 3) | {finder['answers']} | {finder['skipped']} | {finder['latency_ms']['p50']:.0f} ms | "
