@@ -11,6 +11,7 @@ tests/test_sam3.py holds `Sam3Finder` to `Sam3Model` with `Sam3Processor`'s post
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -182,8 +183,6 @@ class Sam3Finder:
 
     def autocast(self):
         if self.dtype == torch.float32:
-            import contextlib
-
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
