@@ -133,6 +133,34 @@ def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3):
     assert "bottle" in answers[0].class_names  # a matched track takes the newest phrase as its label
 
 
+def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3):
+    """SAM 3's scores are at most 1: over 1.0 nothing is kept. The answer says "none here", in the frame's
+    size, and box readers get an empty set; a track mode round finding nothing leaves tracking going."""
+    from dora_sam2 import codecs
+
+    search = PhraseSearch(sam3.finder, "sam3", Phrases(("cup", "bottle")), min_score=1.0)
+    scheduler = SegmentScheduler(Segmenter(sam3), Stats(Stages(), 0), search=search)
+    [(_, masks)] = scheduler.handle([frame(0)])
+    assert masks.masks.shape == (0, 120, 160) and masks.class_names == ()
+    value, metadata = codecs.encode_boxes2d(masks)
+    assert value.to_pylist() == [{"bbox": [], "conf": [], "labels": []}] and metadata["width"] == 160
+    tracking = TrackScheduler(lambda ids: Tracker(Sam2StreamingModel(sam3), 3, None, 0.3, ids=ids),
+                              Stats(Stages(), 0), ["image"], every_frame=True, search=search)
+    answers = [m for i in range(3) for _, m in tracking.handle([frame(i)])]
+    assert [len(m) for m in answers] == [0, 0, 0]
+
+
+def test_a_phrase_found_nowhere_stands_beside_one_found(sam3):
+    """One phrase with instances, another with none, on one frame: the first's masks are the answer."""
+    best = {p: float((o.pred_logits[0].sigmoid() * o.presence_logits[0].sigmoid()).max())
+            for p, o in zip(("cup", "bottle"), sam3.finder.detect(frame(0), Phrases(("cup", "bottle"))))}
+    found, missing = sorted(best, key=best.get, reverse=True)
+    assert best[found] > best[missing]  # random weights: the two phrases' scores differ
+    threshold = (best[found] + best[missing]) / 2
+    masks = sam3.finder.find(frame(0), Phrases(("cup", "bottle")), threshold, 16).masks
+    assert len(masks) >= 1 and set(masks.class_names) == {found} and masks.masks.shape[1:] == (120, 160)
+
+
 def test_phrases_to_a_model_that_cannot_read_words_are_one_line(model, caplog):
     scheduler = SegmentScheduler(Segmenter(model), Stats(Stages(), 0), search=PhraseSearch(None, "sam2-test"))
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):

@@ -175,7 +175,7 @@ class PhraseSearch:
         """The frame's instances as an answer. One SAM 3 scores whose mask is empty at the frame's size is
         left out: its box would be nothing (0, 0, 0, 0), which a box reader downstream refuses."""
         masks = self.found(frame).masks
-        seen = masks.masks.reshape(len(masks), -1).any(axis=1)
+        seen = masks.masks.any(axis=(1, 2))
         return masks if seen.all() else dataclasses.replace(
             masks, masks=masks.masks[seen], scores=masks.scores[seen],
             class_names=tuple(np.asarray(masks.class_names, object)[seen].tolist()))

@@ -173,6 +173,8 @@ class Sam3Finder:
         if len(probabilities):
             probabilities = F.interpolate(probabilities[None], size=(frame.height, frame.width), mode="bilinear",
                                           align_corners=False)[0]
+        else:  # none found: still the frame's size, to stand beside another phrase's masks
+            probabilities = probabilities.new_zeros((0, frame.height, frame.width))
         masks = probabilities > MASK_THRESHOLD
         scale = torch.tensor([frame.width, frame.height] * 2, dtype=torch.float32, device=scores.device)
         boxes = out.pred_boxes[0][keep].float() * scale
