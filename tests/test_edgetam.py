@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.dataflows import assert_no_traceback, seed_flow
+from support.dataflows import assert_no_traceback, assert_the_pair_followed, seed_flow, text_pair_flow
 
 try:
     import timm  # noqa: F401
@@ -145,3 +145,9 @@ def test_edgetam_runs_the_seed_pipeline_in_both_modes(dataflow, edgetam_dir, mod
         np.testing.assert_array_equal(union["value"].reshape(480, 640), masks.any(axis=0).astype(np.uint8))
     if mode == "track":
         assert {tuple(e["metadata"]["track_ids"]) for e in stacks} == {(1, 2)}
+
+
+@pytest.mark.dataflow
+def test_edgetam_follows_what_sam3_finds_as_text_cpu_yml_wires_them(dataflow, sam3_dir, edgetam_dir):
+    """examples/text-cpu.yml with the follower it names: EdgeTAM at 512 tracking SAM 3's boxes."""
+    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, edgetam_dir, 12)), 12)

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from support.dataflows import (ROOT, T0, after_answers, assert_no_traceback, frame_message, player_flow, scene,
-                               write_script)
+from support.dataflows import (T0, after_answers, assert_no_traceback, assert_the_pair_followed, frame_message,
+                               player_flow, scene, text_pair_flow, write_script)
 
 pytestmark = pytest.mark.dataflow
 
@@ -84,30 +84,7 @@ def test_text_to_a_sam2_model_is_one_line_and_boxes_still_work(dataflow, model_d
     assert len(labels_of(run)) == 2  # the boxes were answered
 
 
-def test_the_cpu_pair_runs_as_written(dataflow, sam3_dir, model_dir, tmp_path):
+def test_the_cpu_pair_runs_as_written(dataflow, sam3_dir, model_dir):
     """examples/text-cpu.yml, SAM 3 finding and a SAM 2 following (EdgeTAM, which the example names, needs
-    timm: tests/test_edgetam.py runs it in the side environment), on 20 frames of the synthetic scene."""
-    yaml = (ROOT / "examples" / "text-cpu.yml").read_text()
-    yaml = yaml.replace("path: nodes/", f"path: {ROOT}/examples/nodes/").replace('FRAMES: "100"', 'FRAMES: "20"')
-    yaml = yaml.replace("MODEL: facebook/sam3", f"MODEL: {sam3_dir}").replace(
-        "MODEL: yonigozlan/EdgeTAM-hf", f"MODEL: {model_dir}")
-    yaml = yaml.replace('TEXT: block, disc', 'TEXT: block, disc\n      MIN_CONFIDENCE: "0.01"')
-    yaml = yaml.replace('IMAGE_SIZE: "512"', 'IMAGE_SIZE: "512"\n      EVERY_FRAME: "1"\n      LOST_FRAMES: "1000"')
-    yaml += f"""
-  - id: out
-    path: {ROOT}/tests/nodes/collector.py
-    inputs:
-      mask: {{source: follower/mask, queue_size: 1000, queue_policy: backpressure}}
-      boxes: {{source: finder/boxes2d, queue_size: 1000, queue_policy: backpressure}}
-    env: {{OUT_DIR: $OUT/out}}
-"""
-    run = dataflow(yaml, env={"OUT_DIR": str(tmp_path / "frames")})
-    assert run.returncode == 0, run.log[-4000:]
-    assert_no_traceback(run)
-    events = run.events()
-    found = [e for e in events if e["id"] == "boxes"]
-    followed = [e["metadata"] for e in events if e["id"] == "mask"]
-    assert found and all(set(e["value"][0]["labels"]) <= {"block", "disc"} for e in found)
-    assert len(followed) == 20  # the follower answered every frame
-    tracked = [m for m in followed if m["num_masks"]]
-    assert tracked and all(set(m["labels"]) <= {"block", "disc"} for m in tracked)
+    timm: tests/test_edgetam.py runs the same in the side environment)."""
+    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, model_dir, 20)), 20)

@@ -124,6 +124,38 @@ def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None) -
     return yaml.safe_dump(spec)
 
 
+def text_pair_flow(sam3_dir, follower_dir, frames: int) -> str:
+    """examples/text-cpu.yml as a user runs it, on `frames` frames of the synthetic scene, with random
+    weights (MIN_CONFIDENCE=0.01 keeps their low-scored instances) and a collector `out` of what the
+    finder found (`boxes`) and every frame the follower answered (`mask`, EVERY_FRAME)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "examples" / "text-cpu.yml").read_text())
+    nodes = {n["id"]: n for n in spec["nodes"]}
+    for entry in nodes.values():
+        if entry["path"].startswith("nodes/"):
+            entry["path"] = str(EXAMPLES / entry["path"].removeprefix("nodes/"))
+    nodes["camera"]["env"]["FRAMES"] = str(frames)
+    nodes["finder"]["env"].update(MODEL=str(sam3_dir), MIN_CONFIDENCE="0.01")
+    nodes["follower"]["env"].update(MODEL=str(follower_dir), EVERY_FRAME="1", LOST_FRAMES="1000")
+    nodes["save"]["env"] = {"OUT_DIR": "$OUT/frames"}
+    spec["nodes"].append(collector({"mask": lossless("follower/mask"), "boxes": lossless("finder/boxes2d")}))
+    return yaml.safe_dump(spec)
+
+
+def assert_the_pair_followed(run: DataflowRun, frames: int) -> None:
+    """The finder sent phrase-labelled boxes, the follower answered every frame and tracked them."""
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    events = run.events()
+    found = [e for e in events if e["id"] == "boxes"]
+    followed = [e["metadata"] for e in events if e["id"] == "mask"]
+    assert found and all(set(e["value"][0]["labels"]) <= {"block", "disc"} for e in found)
+    assert len(followed) == frames
+    tracked = [m for m in followed if m["num_masks"]]
+    assert tracked and all(set(m["labels"]) <= {"block", "disc"} for m in tracked)
+
+
 def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_outputs=("mask",),
                 collect: dict | None = None, sam2_env: dict | None = None, answers: str | None = None) -> str:
     """player -> sam2 -> collector `out`. `answers` (e.g. "sam2/mask") wires the node's answers back to
