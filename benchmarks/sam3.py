@@ -42,12 +42,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--pair", action="store_true", help="run examples/text-cpu.yml instead")
     parser.add_argument("--seconds", type=float, default=30.0, help="--pair: the camera's length at its 10 fps")
+    parser.add_argument("--threads", type=int, help="--pair: THREADS of each node (default: unset, all cores each)")
+    parser.add_argument("--max-objects", type=int, default=8, help="--pair: MAX_OBJECTS of each node (the example's 8)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or str(random_sam3(Path(tmp)))
         if args.pair:
-            result = pair(model_dir, Path(tmp), args.seconds)
-            save("sam3_pair", result, pair_markdown(result))
+            result = pair(model_dir, Path(tmp), args.seconds, args.threads, args.max_objects)
+            name = "sam3_pair" + (f"_threads{args.threads}" if args.threads else "")
+            save(name + (f"_{args.max_objects}" if args.max_objects != 8 else ""), result, pair_markdown(result))
             return
         result = {"machine": machine(), "model": model_dir if args.model else "sam3 (random weights)",
                   "device": args.device, "sizes": {}}
@@ -89,8 +92,12 @@ def sam3_costs(model_dir: str, device: str, dtype: str, size: int, objects, repe
             "per_phrase_ms": (finder_ms[3] - finder_ms[1]) / 2, "tracking": tracking}
 
 
-def pair(sam3_dir: str, tmp: Path, seconds: float) -> dict:
-    """examples/text-cpu.yml as written, but the weights (random) and the camera's length."""
+def pair(sam3_dir: str, tmp: Path, seconds: float, threads: int | None = None, max_objects: int = 8) -> dict:
+    """examples/text-cpu.yml as written, but the weights (random), the camera's length, and what random
+    weights need to give the follower a busy real scene's work: a low MIN_CONFIDENCE for the finder (they
+    score every instance near 0.25, under SAM 3's own 0.5), so it sends MAX_OBJECTS boxes, and a high
+    LOST_FRAMES for the follower (their masks come and go), so it carries all. The follower's `boxes2d`,
+    collected, says when each frame's objects arrived."""
     try:
         import timm  # noqa: F401
 
@@ -100,29 +107,52 @@ def pair(sam3_dir: str, tmp: Path, seconds: float) -> dict:
     frames = int(10 * seconds)
     yaml = (ROOT / "examples" / "text-cpu.yml").read_text()
     yaml = yaml.replace("path: nodes/", f"path: {ROOT}/examples/nodes/").replace('FRAMES: "100"', f'FRAMES: "{frames}"')
-    yaml = yaml.replace("MODEL: facebook/sam3", f"MODEL: {sam3_dir}\n      STATS_FILE: {tmp / 'finder.json'}")
-    yaml = yaml.replace("MODEL: yonigozlan/EdgeTAM-hf", f"MODEL: {follower_dir}\n      STATS_FILE: {tmp / 'follower.json'}")
+    yaml = yaml.replace("MODEL: facebook/sam3", f"MODEL: {sam3_dir}\n      STATS_FILE: {tmp / 'finder.json'}\n"
+                        '      MIN_CONFIDENCE: "0.01"')
+    yaml = yaml.replace("MODEL: yonigozlan/EdgeTAM-hf", f"MODEL: {follower_dir}\n      STATS_FILE: "
+                        f"{tmp / 'follower.json'}" '\n      LOST_FRAMES: "100000"')
+    yaml = yaml.replace("outputs: [mask, masks, overlay]", "outputs: [mask, masks, overlay, boxes2d]")
+    threads_line = f'\n      THREADS: "{threads}"' if threads else ""
+    yaml = yaml.replace('MAX_OBJECTS: "8"', f'MAX_OBJECTS: "{max_objects}"{threads_line}')
+    yaml += (f"\n  - id: timing\n    path: {ROOT}/tests/nodes/collector.py\n    inputs: {{boxes: follower/boxes2d}}\n"
+             f"    env: {{OUT_DIR: {tmp / 'timing'}}}\n")
     (tmp / "pair.yml").write_text(yaml)
     run = subprocess.run([str(BIN / "dora"), "run", str(tmp / "pair.yml")], cwd=tmp, capture_output=True, text=True,
                          timeout=seconds * 20 + 900, env=path_env(OUT_DIR=str(tmp / "frames")))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     stats = {name: json.loads((tmp / f"{name}.json").read_text()) for name in ("finder", "follower")}
-    return {"machine": machine(), "frames": frames, "follower_model": follower, **stats}
+    return {"machine": machine(), "frames": frames, "follower_model": follower, "threads": threads,
+            "objects": max_objects, "tracked": tracked_latency(tmp / "timing"), **stats}
+
+
+def tracked_latency(directory: Path) -> dict:
+    """The follower's answers that carried objects: how many, and their age on arrival (ms, camera to here)."""
+    from datetime import datetime
+
+    from support.dataflows import event_time, read_events
+
+    ages = sorted((datetime.fromisoformat(e["received"]) - event_time(e)).total_seconds() * 1e3
+                  for e in read_events(directory, values=True) if len(e["value"][0]["labels"]))
+    if not ages:
+        return {"frames": 0}
+    return {"frames": len(ages), "p50": ages[len(ages) // 2], "p90": ages[int(len(ages) * 0.9)]}
 
 
 def pair_markdown(result: dict) -> str:
     finder, follower = result["finder"], result["follower"]
-    for stats in (finder, follower):  # a node that answered nothing has no latency to show
-        stats["latency_ms"] = {"p50": float("nan"), "p90": float("nan"), **stats["latency_ms"]}
+    nan = {"p50": float("nan"), "p90": float("nan")}  # a node that answered nothing has no latency to show
+    found, tracked = {**nan, **finder["latency_ms"]}, {**nan, **result["tracked"]}
+    threads = f"THREADS={result['threads']} each" if result.get("threads") else "THREADS unset (all cores each)"
+    stages = follower["stages_ms"]
     return "\n".join([
-        f"examples/text-cpu.yml: SAM 3 at 504 finding, {result['follower_model']} following, {result['frames']} camera "
-        f"frames at 10 fps; {result['machine']}.", "",
-        "| node | answers | skipped | latency p50 | p90 | per answer |", "|---|---|---|---|---|---|",
-        f"| finder (SAM 3) | {finder['answers']} | {finder['skipped']} | {finder['latency_ms']['p50']:.0f} ms | "
-        f"{finder['latency_ms']['p90']:.0f} ms | find {finder['stages_ms']['find']:.0f} ms |",
-        f"| follower | {follower['answers']} | {follower['skipped']} | {follower['latency_ms']['p50']:.0f} ms | "
-        f"{follower['latency_ms']['p90']:.0f} ms | encode {follower['stages_ms']['encode']:.0f} ms, memory "
-        f"{follower['stages_ms']['memory']:.0f} ms |"]) + "\n"
+        f"examples/text-cpu.yml: SAM 3 at 504 finding, {result['follower_model']} following {result['objects']} "
+        f"objects, {result['frames']} camera frames at 10 fps, {threads}; {result['machine']}.", "",
+        "| node | answers | with objects | skipped | mask age p50 | p90 | per answer |",
+        "|---|---|---|---|---|---|---|",
+        f"| finder (SAM 3) | {finder['answers']} | - | {finder['skipped']} | {found['p50']:.0f} ms | "
+        f"{found['p90']:.0f} ms | find {finder['stages_ms']['find']:.0f} ms |",
+        f"| follower | {follower['answers']} | {tracked['frames']} | {follower['skipped']} | {tracked['p50']:.0f} ms | "
+        f"{tracked['p90']:.0f} ms | encode {stages['encode']:.0f} ms, memory {stages['memory']:.0f} ms |"]) + "\n"
 
 
 def _sync(device: str) -> None:
