@@ -1,7 +1,8 @@
 """A camera for demos and tests: plays VIDEO (a file) to its end, else FRAMES frames of a synthetic scene.
 
 Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata): one
-frame per `tick` input when it has one (like opencv-video-capture), else at FPS. Unlike it, it ends
+frame per `tick` input when it has one (like opencv-video-capture; the first at once, so a node
+answering the frames can pace it), else at FPS. Unlike it, it ends
 cleanly at the end of a file, so a dataflow on a clip finishes on its own; it stops on STOP too.
 Env: VIDEO, FRAMES (synthetic scene length), FPS, WIDTH, HEIGHT, ENCODING (bgr8 | rgb8 | jpeg),
 OUTPUT (output id, default image).
@@ -54,8 +55,8 @@ def main():
     output, path = os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
     frames = video(path, size) if path else synthetic(int(os.environ.get("FRAMES", "10")), *(size or (640, 480)))
     node = Node()
-    for bgr in frames:
-        if not wait_for_tick(node, 1.0 / fps):
+    for index, bgr in enumerate(frames):
+        if index and not wait_for_tick(node, 1.0 / fps):  # the first at once: a tick may answer it
             return
         height, width = bgr.shape[:2]
         metadata = {"encoding": encoding, "width": width, "height": height, "primitive": "image"}
