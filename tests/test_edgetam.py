@@ -150,4 +150,4 @@ def test_edgetam_runs_the_seed_pipeline_in_both_modes(dataflow, edgetam_dir, mod
 @pytest.mark.dataflow
 def test_edgetam_follows_what_sam3_finds_as_text_cpu_yml_wires_them(dataflow, sam3_dir, edgetam_dir):
     """examples/text-cpu.yml with the follower it names: EdgeTAM at 512 tracking SAM 3's boxes."""
-    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, edgetam_dir, 12)), 12)
+    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, edgetam_dir, 6)), 6)

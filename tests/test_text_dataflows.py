@@ -10,8 +10,8 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from support.dataflows import (T0, after_answers, assert_no_traceback, assert_the_pair_followed, frame_message,
-                               player_flow, scene, text_pair_flow, write_script)
+from support.dataflows import (T0, after_answers, assert_no_traceback, assert_the_pair_followed, example_flow,
+                               frame_message, lossless, player_flow, scene, text_pair_flow, write_script)
 
 pytestmark = pytest.mark.dataflow
 
@@ -87,4 +87,17 @@ def test_text_to_a_sam2_model_is_one_line_and_boxes_still_work(dataflow, model_d
 def test_the_cpu_pair_runs_as_written(dataflow, sam3_dir, model_dir):
     """examples/text-cpu.yml, SAM 3 finding and a SAM 2 following (EdgeTAM, which the example names, needs
     timm: tests/test_edgetam.py runs the same in the side environment)."""
-    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, model_dir, 20)), 20)
+    assert_the_pair_followed(dataflow(text_pair_flow(sam3_dir, model_dir, 6)), 6)
+
+
+def test_the_one_node_example_runs_as_written(dataflow, sam3_dir):
+    """examples/text.yml: one SAM 3 node in track mode (meant for a GPU; here the test model on the CPU)."""
+    run = dataflow(example_flow("text.yml", 8, {"sam3": {"MODEL": str(sam3_dir), "MIN_CONFIDENCE": "0.01",
+                                                          "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}},
+                                {"masks": lossless("sam3/masks")}))
+    assert run.returncode == 0, run.log[-4000:]
+    assert_no_traceback(run)
+    masks = [e["metadata"] for e in run.events() if e["id"] == "masks"]
+    assert len(masks) == 8  # 0.8 camera seconds: one detection round, on the first frame
+    assert masks[0]["track_ids"] and all(m["track_ids"] == masks[0]["track_ids"] for m in masks)
+    assert all(m["labels"] and set(m["labels"]) <= {"block", "disc"} for m in masks)
