@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from dora_sam2.timeline import TIMESTAMP_TOLERANCE
-from support.dataflows import (camera, dataflow_in_background, detector, event_time, flow, label_flow, node,
-                               run_dataflow, sam2, wait_for, write_clip)
+from support.dataflows import (camera, dataflow_in_background, detector, event_time, flow, label_flow, lossless,
+                               node, run_dataflow, sam2, wait_for, write_clip)
 
 pytestmark = pytest.mark.dataflow
 coco = pytest.importorskip("pycocotools.coco", reason="pycocotools is not installed (pip install 'dora-sam2[dataset]')")
 FRAMES, W, H = 8, 320, 240
+LONG_CLIP = 130  # frames: more than the writer's FRAME_BUFFER (30) and dora's queues (100) hold
 BOXES = [[20, 30, 140, 150, "cup"], [150, 60, 300, 220, "ball"]]
 
 
@@ -56,7 +57,45 @@ def test_every_frame_of_a_video_becomes_a_coco_dataset_of_the_nodes_masks(tmp_pa
                 if len(rows) else [0, 0, 0, 0]
             assert annotation["bbox"] == pytest.approx(expected)
     logged = run.node_log("dataset")
-    assert any(f"{frames} frames written" in line for line in logged), logged
+    assert any(f"{frames} frames read, {frames} written (" in line for line in logged), logged
+
+
+def test_a_clip_longer_than_every_buffer_is_written_whole_once_and_in_order(tmp_path, micro_model_dir):
+    """examples/label.yml over more frames than any buffer on the way holds (the writer's FRAME_BUFFER,
+    dora's queues), with a model far slower than the camera could play them: the writer's `done` paces
+    the camera, so every frame is written, once, in the clip's order."""
+    video, dataset = tmp_path / "clip.mp4", tmp_path / "dataset"
+    frames = write_clip(video, LONG_CLIP, 160, 120)
+    run = run_dataflow(tmp_path, label_flow(micro_model_dir, video, dataset, [[10, 20, 60, 70, "cup"]]))
+    assert run.returncode == 0, run.log[-4000:]
+    images = json.loads((dataset / "annotations.json").read_text())["images"]
+    stamps = [datetime.fromisoformat(image["timestamp"]) for image in images]
+    assert len(stamps) == frames == LONG_CLIP
+    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:]))  # in order, each once
+    assert len(list((dataset / "images").glob("*.jpg"))) == LONG_CLIP
+    assert any(line.startswith(f"INFO dora-sam2-dataset: {LONG_CLIP} frames read, {LONG_CLIP} written (")
+               for line in run.node_log("dataset")), run.node_log("dataset")
+
+
+def test_frames_that_get_no_answer_are_counted_and_fail_the_run(tmp_path, model_dir):
+    """A labelling run in which dora-sam2 answers only every other frame (its boxes come for those only):
+    the writer writes what came, says in one line how many frames it lost, and exits 1, so `dora run`
+    fails instead of ending as if it had succeeded."""
+    dataset, frames = tmp_path / "dataset", 8
+    run = run_dataflow(tmp_path, flow(
+        camera(frames, fps=20, WIDTH=W, HEIGHT=H), detector(BOXES, EVERY=2),
+        sam2(model_dir, {"image": lossless("camera/image"), "bbox": lossless("yolo/bbox")}, ["masks"],
+             {"EVERY_FRAME": "1"}, stats=None),
+        node("dataset", "dora-sam2-dataset", {"image": lossless("camera/image"), "masks": lossless("sam2/masks")},
+             env={"OUT_DIR": dataset})))
+    assert run.returncode != 0
+    assert "Traceback" not in run.log
+    written = len(json.loads((dataset / "annotations.json").read_text())["images"])
+    assert written == frames // 2
+    totals = [line for line in run.node_log("dataset") if " frames read, " in line]
+    assert totals == [f"ERROR dora-sam2-dataset: {frames} frames read, {written} written, {frames - written} lost: "
+                      f"{frames - written - 1} got no answer, 1 had no answer when the stream ended ({dataset}"
+                      "/annotations.json)"], run.log[-3000:]
 
 
 def test_a_run_killed_half_way_leaves_a_dataset_that_loads(tmp_path, model_dir):
@@ -86,42 +125,44 @@ def test_a_run_killed_half_way_leaves_a_dataset_that_loads(tmp_path, model_dir):
 
 
 def test_messages_the_writer_cannot_use_are_one_line_each_and_the_good_ones_are_written(tmp_path, caplog):
-    """The writer's readers let only InputError out; an answer it cannot place is said, not written."""
+    """The writer's readers let only InputError out; an answer it cannot place is said, not written, and
+    the run's totals count each frame it could not write."""
     import logging
     from datetime import timedelta, timezone
 
     import pyarrow as pa
 
     from dora_sam2 import codecs
-    from dora_sam2.dataset import CocoWriter, _settled
+    from dora_sam2.dataset import CocoWriter, LabellingRun
     from dora_sam2.domain import Masks
-    from dora_sam2.settings import Limits
-    from dora_sam2.throttle import Throttle
-    from dora_sam2.timeline import AnswersOnFrames
+    from dora_sam2.timeline import EachFrameOnce
 
     t0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
-    image = {"type": "INPUT", "id": "image", "value": pa.array(np.zeros(8 * 6 * 3, np.uint8)),
+    image = {"id": "image", "value": pa.array(np.zeros(8 * 6 * 3, np.uint8)),
              "metadata": {"encoding": "rgb8", "width": 8, "height": 6, "timestamp": t0}}
     value, meta = codecs.encode_masks(Masks(np.ones((1, 6, 8), bool), np.ones(1, np.float32), ("cup",), "image", t0))
-    good = {"type": "INPUT", "id": "masks", "value": value, "metadata": meta}
+    good = {"id": "masks", "value": value, "metadata": meta}
     bad = [{**image, "value": pa.array(np.zeros(5, np.uint8))},  # not 8x6x3
            {**good, "metadata": {**meta, "width": "wide"}},
            {**good, "id": "mask", "metadata": {**meta, "mask_layout": "union"}},
            {**good, "value": pa.array(["not", "a", "mask"])}]
-    pairs, writer, said = AnswersOnFrames(), CocoWriter(tmp_path), Throttle(logging.getLogger("test"))
-    refused = []
+    done = []
+    run = LabellingRun(CocoWriter(tmp_path), EachFrameOnce(), send_done=lambda frame, written: done.append(written))
+    later = {**image, "metadata": {**image["metadata"], "timestamp": t0 + timedelta(1)}}
     with caplog.at_level(logging.WARNING):
-        for event in [image, *bad, good, {**image, "metadata": {**image["metadata"], "timestamp": t0 + timedelta(1)}}]:
-            try:
-                for masks, frame in _settled(event, pairs, Limits(), said):
-                    writer.add(frame, masks)
-            except ValueError as error:  # InputError: what the node logs in one line
-                assert type(error).__name__ == "InputError", error
-                refused.append(error.input_id)
-    assert refused == ["image", "masks", "mask", "masks"]
-    writer.flush()
+        for event in [image, *bad, good, good, later]:
+            run.on_input(event["id"], event["value"], event["metadata"])
+        status = run.finish()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [line.split(":")[0] for line in warned[:4]] == ["input 'image'", "input 'masks'", "input 'mask'",
+                                                           "input 'masks'"], warned
+    assert any("second answer" in line for line in warned), warned  # the same answer again: written once
     data = coco.COCO(str(tmp_path / "annotations.json"))
     assert len(data.imgs) == 1 and len(data.anns) == 1
+    # the unreadable frame and the frame never answered are lost; each frame read is settled once for the camera
+    assert status == 1 and done == [False, True, False]
+    totals = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR][-1]
+    assert totals.startswith("3 frames read, 1 written, 2 lost: 1 could not be read, 1 had no answer"), totals
 
 
 def test_labels_past_the_category_bound_share_one_category(tmp_path, monkeypatch):
@@ -135,6 +176,7 @@ def test_labels_past_the_category_bound_share_one_category(tmp_path, monkeypatch
     frame = Frame("image", np.zeros((6, 8, 3), np.uint8), t0, "rgb8")
     labels = tuple(f"label {i}" for i in range(6))
     writer.add(frame, Masks(np.ones((6, 6, 8), bool), np.ones(6, np.float32), labels, "image", t0))
+    writer.flush()
     data = coco.COCO(str(tmp_path / "annotations.json"))
     assert sorted(c["name"] for c in data.cats.values()) == ["label 0", "label 1", "label 2", "other"]
     assert len(data.anns) == 6

@@ -1,14 +1,19 @@
 """A camera for demos and tests: plays VIDEO (a file) to its end, else FRAMES frames of a synthetic scene.
 
-Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata): one
-frame per `tick` input when it has one (like opencv-video-capture; the first at once, so a node
-answering the frames can pace it), else at FPS. Unlike it, it ends
-cleanly at the end of a file, so a dataflow on a clip finishes on its own; it stops on STOP too.
-Env: VIDEO, FRAMES (synthetic scene length), FPS, WIDTH, HEIGHT, ENCODING (bgr8 | rgb8 | jpeg),
-OUTPUT (output id, default image).
+Sends `image` exactly as opencv-video-capture does (flat UInt8, encoding/width/height metadata). Unlike it,
+it ends cleanly at the end of a file, so a dataflow on a clip finishes on its own; it stops on STOP too.
+Paced at FPS, or, with a `tick` input, by whoever ticks it: the node at the end of the line sends a tick
+for each frame it is done with, and the camera keeps at most AHEAD frames (default 1) not yet ticked
+for. That is backpressure from the end of the dataflow to its start, so no node between them holds more
+than AHEAD frames, whatever the model's speed (dora's own `queue_policy: backpressure` never makes a
+sender wait: it keeps every message, in memory). With a tick input, FPS (unset by default there) is a
+stall guard: after 1/FPS s without a tick the next frame goes anyway.
+Env: VIDEO, FRAMES (the synthetic scene's length, default 10; with VIDEO, the most frames to play, default
+all of them), FPS, AHEAD, WIDTH, HEIGHT, ENCODING (bgr8 | rgb8 | jpeg), OUTPUT (output id, default image).
 """
 
 import os
+import time
 
 import cv2
 import numpy as np
@@ -29,12 +34,12 @@ def synthetic(frames: int, width: int, height: int):
         yield image
 
 
-def video(path: str, size: tuple[int, int] | None):
-    """The file's frames, at their own size unless WIDTH and HEIGHT ask for another."""
+def video(path: str, size: tuple[int, int] | None, count: int | None = None):
+    """The file's frames (the first `count`), at their own size unless WIDTH and HEIGHT ask for another."""
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         raise SystemExit(f"camera: cannot open VIDEO={path}")
-    while True:
+    for _ in range(count) if count is not None else iter(int, 1):
         ok, image = capture.read()
         if not ok:
             return
@@ -51,30 +56,67 @@ def encode(bgr: np.ndarray, encoding: str) -> np.ndarray:
 
 def main():
     size = (int(os.environ["WIDTH"]), int(os.environ["HEIGHT"])) if os.environ.get("WIDTH") else None
-    fps, encoding = float(os.environ.get("FPS", "5")), os.environ.get("ENCODING", "bgr8")
-    output, path = os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
-    frames = video(path, size) if path else synthetic(int(os.environ.get("FRAMES", "10")), *(size or (640, 480)))
+    encoding, output, path = os.environ.get("ENCODING", "bgr8"), os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
+    count = int(os.environ["FRAMES"]) if os.environ.get("FRAMES") else None
+    frames = video(path, size, count) if path else synthetic(count or 10, *(size or (640, 480)))
     node = Node()
-    for index, bgr in enumerate(frames):
-        if index and not wait_for_tick(node, 1.0 / fps):  # the first at once: a tick may answer it
+    ticked = "tick" in node_inputs(node)
+    fps = os.environ.get("FPS") or ("" if ticked else "5")
+    pace = Pace(node, 1.0 / float(fps) if fps else None, int(os.environ.get("AHEAD", "1")) if ticked else 0)
+    for bgr in frames:
+        if not pace.next_frame_due():
             return
         height, width = bgr.shape[:2]
         metadata = {"encoding": encoding, "width": width, "height": height, "primitive": "image"}
         node.send_output(output, pa.array(encode(bgr, encoding)), metadata)
 
 
-def wait_for_tick(node, period: float) -> bool:
-    """True when the next frame is due: on a `tick` input, else after `period`. False on STOP."""
-    event = node.next(timeout=period)
-    while event is not None:
-        if event["type"] == "STOP" or (event["type"] == "INPUT_CLOSED" and event.get("id") == "tick"):
-            return False
+class Pace:
+    """When the next frame is due: with ticks, while fewer than `ahead` frames await theirs (or after
+    `period` without one); without, every `period`."""
+
+    def __init__(self, node, period: float | None, ahead: int):
+        self.node, self.period, self.ahead = node, period, ahead
+        self.sent = self.ticks = 0
+        self.last = None
+
+    def next_frame_due(self) -> bool:
+        """False on STOP (or when the ticks end while frames still await them)."""
+        if self.ahead:
+            while self.sent - self.ticks >= self.ahead:
+                outcome = self._event(self.period)
+                if outcome is None:
+                    return False
+                if outcome == "timeout":
+                    break
+        elif self.last is not None:
+            while (wait := self.last + self.period - time.monotonic()) > 0:
+                if self._event(wait) is None:
+                    return False
+        self.sent += 1
+        self.last = time.monotonic()
+        return True
+
+    def _event(self, timeout: float | None):
+        """One event: "tick", "timeout", "other", or None when the camera should stop."""
+        event = self.node.next(timeout=timeout) if timeout else self.node.next()
+        if event is None or event["type"] == "STOP":
+            return None
+        if event["type"] == "INPUT_CLOSED" and event.get("id") == "tick":
+            return None
         if event["type"] == "INPUT" and event["id"] == "tick":
-            return True
-        if event["type"] == "ERROR":  # dora 1.x: the timeout expired, no tick input is wired
-            return True
-        event = node.next(timeout=period)
-    return False
+            self.ticks += 1
+            return "tick"
+        if event["type"] == "ERROR":  # dora 1.x: the timeout expired
+            return "timeout"
+        return "other"
+
+
+def node_inputs(node) -> list[str]:
+    try:
+        return list(node.node_config().get("inputs", {}))
+    except AttributeError:  # dora 0.5
+        return []
 
 
 if __name__ == "__main__":

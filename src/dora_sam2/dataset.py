@@ -1,9 +1,15 @@
 """`dora-sam2-dataset`: dora-sam2's answers, written down as a COCO instance-segmentation dataset.
 
     inputs:  image, image_* (the cameras), masks (dora-sam2's per-object masks)
+    outputs: done (optional: one message per frame the writer is finished with, written or lost; wired to
+             the camera's tick, it keeps the camera from running ahead of the writer)
     env:     OUT_DIR (default out/<dataflow id>/dataset), JPEG_QUALITY (default 95), FLUSH_EVERY (frames
              between rewrites of annotations.json, default 1), FRAME_BUFFER (frames kept per camera
-             while their answers come, default 30)
+             while their answers come, default 30), EVERY_FRAME (default 1: a frame without an answer
+             is lost; 0: skipped, for a live run)
+
+The run ends with one line of totals (frames read, written, lost and why) and exits 1 if a frame or an
+answer was lost, so that `dora run` does not end as if it had succeeded.
 
 Each answered frame becomes `images/<camera>_<n>.jpg` and one entry of `annotations.json`, and each of its
 objects one annotation: its mask as COCO run-length encoding (pycocotools, the field's encoder), box,
@@ -19,17 +25,20 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from . import codecs
 from .domain import Frame, InputError, Masks
-from .settings import ConfigError, Limits, int_setting
+from .settings import ConfigError, Limits, bool_setting, int_setting
 from .throttle import Throttle
-from .timeline import AnswersOnFrames
+from .timeline import EachFrameOnce, Settled
 
 log = logging.getLogger("dora_sam2.dataset")
 
@@ -59,6 +68,11 @@ class CocoWriter:
     def frames(self) -> int:
         return len(self._images)
 
+    @property
+    def unflushed(self) -> int:
+        """Frames added since annotations.json was last replaced: not in it yet."""
+        return self._unflushed
+
     def add(self, frame: Frame, masks: Masks) -> None:
         import pycocotools.mask as rle
 
@@ -83,6 +97,8 @@ class CocoWriter:
                 annotation["track_id"] = int(track_id)
             self._annotations.append(json.dumps(annotation))
         self._unflushed += 1
+
+    def flush_if_due(self) -> None:
         if self._unflushed >= self.flush_every:
             self.flush()
 
@@ -92,8 +108,12 @@ class CocoWriter:
         text = (f'{{"info": {{"description": "dora-sam2 masks"}}, "categories": {categories}, '
                 f'"images": [{", ".join(self._images)}], "annotations": [{", ".join(self._annotations)}]}}')
         partial = self.directory / "annotations.json.partial"
-        partial.write_text(text)
-        os.replace(partial, self.directory / "annotations.json")
+        try:
+            partial.write_text(text)
+            os.replace(partial, self.directory / "annotations.json")
+        except OSError:
+            partial.unlink(missing_ok=True)  # half a file on a full disk holds the space the next write needs
+            raise
         self._unflushed = 0
 
     def _category(self, label: str) -> int:
@@ -119,47 +139,158 @@ def main() -> None:
         limits = Limits.from_env()
         writer = CocoWriter(_out_dir(node), int_setting(os.environ, "JPEG_QUALITY", 95, minimum=1),
                             int_setting(os.environ, "FLUSH_EVERY", 1, minimum=1))
-        pairs: AnswersOnFrames[Frame, Masks] = AnswersOnFrames(
-            int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1), limits.max_waiting, limits.max_cameras)
+        run = LabellingRun(writer, EachFrameOnce(int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1),
+                                                 limits.max_waiting, limits.max_cameras),
+                           limits, bool_setting(os.environ, "EVERY_FRAME", True), _sender(node))
     except (ConfigError, OSError) as error:
         log.error("%s", error)
         sys.exit(1)
     log.info("writing the dataset to %s", writer.directory)
-    said = Throttle(log, burst=5)
-    for event in node:
-        if event["type"] != "INPUT":
-            continue
+    for event in node:  # to the stream's end: after STOP, dora still hands over what was queued
+        if event["type"] == "INPUT":
+            run.on_input(event["id"], event["value"], event["metadata"])
+    sys.exit(run.finish())
+
+
+@dataclass
+class LabellingRun:
+    """Frames and dora-sam2's answers in, each answered frame written once; a frame or an answer that
+    could not be written is counted, said, and makes the exit status 1.
+
+    With `every_frame` (a labelling run, dora-sam2 with EVERY_FRAME=1) every camera frame is to be written,
+    so one that gets no answer is lost. Otherwise (a live run, where dora-sam2 answers the newest frame) a
+    frame without an answer was skipped by dora-sam2, and only answers that find no frame are lost.
+    `send_done` tells the camera that a frame is settled, written or not (the `done` output): wired to the
+    camera's tick, the camera never runs further ahead of the writer than it allows."""
+
+    writer: CocoWriter
+    frames: EachFrameOnce[Frame, Masks]
+    limits: Limits = Limits()
+    every_frame: bool = True
+    send_done: Callable[[Frame | None, bool], None] = lambda frame, written: None
+    read: int = 0
+    lost: Counter = field(default_factory=Counter)  # frames not written, by cause
+    skipped: int = 0  # live runs: frames dora-sam2 did not answer
+    frameless: int = 0  # answers not written: their frame was let go, or never came
+    said: Throttle = field(default_factory=lambda: Throttle(log, burst=5))
+
+    def on_input(self, input_id: str, value, metadata: dict) -> None:
         try:
-            for masks, frame in _settled(event, pairs, limits, said):
-                if frame is None:
-                    said.warning("no frame", "an answer on %s at %s came without its frame (gone or never sent): "
-                                 "not written", masks.image_id, masks.timestamp)
-                elif (masks.height, masks.width) != (frame.height, frame.width):
-                    said.warning("size", "an answer of %dx%d on a %dx%d frame of %s: not written", masks.width,
-                                 masks.height, frame.width, frame.height, frame.image_id)
-                else:
-                    writer.add(frame, masks)
+            settled = self._settle(input_id, value, metadata)
         except InputError as error:
-            said.warning(event["id"], "%s", error)
-        except OSError as error:  # a full disk: said, and the next frame tries again
-            said.error("write", "could not write to %s (%s)", writer.directory, error)
-    writer.flush()
-    log.info("%d frames written to %s", writer.frames, writer.directory / "annotations.json")
+            self.said.warning(input_id, "%s", error)
+            if input_id.startswith("image"):  # a frame all the same: the camera waits for it to be settled
+                self.read += 1
+                self._lose(None, "could not be read")
+            return
+        for masks, frame in settled.pairs:
+            self.send_done(frame, self._write(frame, masks))
+        for frame in settled.pushed_out:
+            self.said.warning("pushed out", "the frame of %s at %s was let go unanswered: more than FRAME_BUFFER=%d "
+                              "frames waited for their answers (pace the camera by this node's `done`)",
+                              frame.image_id, frame.timestamp, self.frames.size)
+            self._lose(frame, f"were pushed out of FRAME_BUFFER={self.frames.size} before their answer")
+        for frame in settled.unanswered:
+            self._unanswered(frame, "got no answer")
+        for masks in settled.frameless:
+            self.frameless += 1
+            self.said.warning("no frame", "an answer on %s at %s came without its frame (let go, or never sent): "
+                              "not written", masks.image_id, masks.timestamp)
+        for masks in settled.repeated:
+            self.said.warning("repeated", "a second answer on the frame of %s at %s: the first was written, this "
+                              "one is not", masks.image_id, masks.timestamp)
+
+    def finish(self) -> int:
+        """The stream is over: the last flush, and the totals in one line. The exit status is 1 when a frame
+        or an answer was lost, or the dataset could not be written."""
+        left = self.frames.end()
+        for frame in left.unanswered:
+            self._unanswered(frame, "had no answer when the stream ended")
+        self.frameless += len(left.frameless)
+        try:
+            self.writer.flush()
+        except OSError as error:
+            log.error("could not write %s (%s): it holds the frames up to its last write",
+                      self.writer.directory / "annotations.json", error)
+            self.lost["were written but not listed in annotations.json"] += self.writer.unflushed
+        lost = sum(self.lost.values())
+        parts = [f"{self.read} frames read", f"{self.writer.frames - self.writer.unflushed} written"]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped by dora-sam2")
+        if lost:
+            parts.append(f"{lost} lost: " + ", ".join(f"{n} {why}" for why, n in self.lost.items()))
+        if self.frameless:
+            parts.append(f"{self.frameless} answers came without their frame")
+        failed = bool(lost or self.frameless)
+        (log.error if failed else log.info)("%s (%s)", ", ".join(parts), self.writer.directory / "annotations.json")
+        return 1 if failed else 0
+
+    def _settle(self, input_id: str, value, metadata: dict) -> Settled[Frame, Masks]:
+        if input_id.startswith("image"):
+            frame = codecs.decode_frame(input_id, value, metadata, self.limits)
+            self.read += 1
+            return self.frames.frame(frame.image_id, frame.timestamp, frame)
+        if input_id == "masks" or (input_id == "mask" and metadata.get("mask_layout") == "stack"):
+            masks = codecs.decode_answer(input_id, value, metadata, self.limits)
+            return self.frames.answer(masks.image_id, masks.timestamp, masks)
+        if input_id == "mask":
+            raise InputError(input_id, "a union `mask` holds no per-object masks: wire dora-sam2's `masks` output")
+        self.said.warning(f"unread {input_id}", "input '%s' is not one this node reads (image*, masks): ignoring it",
+                          input_id)
+        return Settled()
+
+    def _write(self, frame: Frame, masks: Masks) -> bool:
+        if (masks.height, masks.width) != (frame.height, frame.width):
+            self.said.warning("size", "an answer of %dx%d on a %dx%d frame of %s: not written", masks.width,
+                              masks.height, frame.width, frame.height, frame.image_id)
+            self.lost["had an answer of another size"] += 1
+            return False
+        try:
+            self.writer.add(frame, masks)
+        except OSError as error:  # the frame's JPEG, on a full disk: said, and the next frame tries again
+            self.said.error("write", "could not write to %s (%s): frame not written", self.writer.directory, error)
+            self.lost["could not be written"] += 1
+            return False
+        try:
+            self.writer.flush_if_due()
+        except OSError as error:  # the frame is kept: the next flush, or the last, lists it
+            self.said.error("flush", "could not replace %s (%s): the next write tries again",
+                            self.writer.directory / "annotations.json", error)
+        return True
+
+    def _unanswered(self, frame: Frame, why: str) -> None:
+        if self.every_frame:
+            self.said.warning("unanswered", "the frame of %s at %s %s: not written", frame.image_id,
+                              frame.timestamp, why)
+            self._lose(frame, why)
+        else:
+            self.skipped += 1
+            self.send_done(frame, False)
+
+    def _lose(self, frame: Frame | None, why: str) -> None:
+        self.lost[why] += 1
+        self.send_done(frame, False)
 
 
-def _settled(event: dict, pairs: AnswersOnFrames, limits: Limits, said: Throttle):
-    input_id, value, metadata = event["id"], event["value"], event["metadata"]
-    if input_id.startswith("image"):
-        frame = codecs.decode_frame(input_id, value, metadata, limits)
-        return pairs.frame(frame.image_id, frame.timestamp, frame)
-    if input_id == "masks" or (input_id == "mask" and metadata.get("mask_layout") == "stack"):
-        masks = codecs.decode_answer(input_id, value, metadata, limits)
-        return pairs.answer(masks.image_id, masks.timestamp, masks)
-    if input_id == "mask":
-        raise InputError(input_id, "a union `mask` holds no per-object masks: wire dora-sam2's `masks` output")
-    said.warning(f"unread {input_id}", "input '%s' is not one this node reads (image*, masks): ignoring it",
-                 input_id)
-    return []
+def _sender(node) -> Callable[[Frame | None, bool], None]:
+    """Sends `done` for each settled frame when the dataflow declares that output (dora 0.5 cannot say)."""
+    try:
+        declared = "done" in node.node_config().get("outputs", [])
+    except AttributeError:
+        declared = False
+    if not declared:
+        return lambda frame, written: None
+
+    def send(frame: Frame | None, written: bool) -> None:
+        metadata = {"written": int(written)}
+        if frame is not None:
+            metadata.update(image_id=frame.image_id, **({"timestamp": frame.timestamp} if frame.timestamp else {}))
+        try:
+            node.send_output("done", pa.array([int(written)], pa.uint8()), metadata)
+        except Exception as error:  # noqa: BLE001 - the dataflow is ending: the camera no longer waits
+            log.debug("could not send done (%s)", error)
+
+    return send
 
 
 def _out_dir(node) -> Path:

@@ -4,6 +4,7 @@ they were computed on (dora hands a node its inputs by fairness, not by arrival)
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -101,3 +102,112 @@ class AnswersOnFrames(Generic[F, A]):
 def is_newer(stamp: datetime | None, than: datetime | None) -> bool:
     """True when both timestamps are known and `stamp` is later than `than`, beyond dora's precision."""
     return stamp is not None and than is not None and stamp - than > TIMESTAMP_TOLERANCE
+
+
+@dataclass
+class Settled(Generic[F, A]):
+    """What a call of `EachFrameOnce` settled: answers paired with their frames, frames that will get no
+    answer (passed over, or still waiting at the end), frames pushed out while still waiting, answers
+    whose frame is gone or never came, and answers for a frame already answered."""
+
+    pairs: list[tuple[A, F]] = field(default_factory=list)
+    unanswered: list[F] = field(default_factory=list)
+    pushed_out: list[F] = field(default_factory=list)
+    frameless: list[A] = field(default_factory=list)
+    repeated: list[A] = field(default_factory=list)
+
+
+class EachFrameOnce(Generic[F, A]):
+    """Every frame held until its one answer comes: the pairing for a writer that must lose nothing.
+
+    Unlike `AnswersOnFrames`, which keeps the newest frames whether answered or not, a frame here leaves
+    only by being answered, by being passed over (an answer for a later frame of its camera came: a
+    camera's frames are answered in order), by being pushed out (more than `size` of its camera wait;
+    the camera has run ahead of the answers) or at `end`. Each is reported, so a writer can count what
+    it lost. An answer may come before its frame (dora hands inputs over by fairness): it waits, at most
+    `size` per camera and `max_waiting` in all. A second answer for a frame already answered is reported
+    as repeated, not paired again."""
+
+    def __init__(self, size: int = 30, max_waiting: int = 64, max_cameras: int = 16):
+        self.size = size
+        self.max_waiting = max_waiting
+        self.max_cameras = max_cameras
+        self._frames: dict[str, deque[tuple[datetime | None, F]]] = {}  # per camera, unanswered, in order
+        self._answered: dict[str, RecentByTime[bool]] = {}  # per camera, the newest answered timestamps
+        self._waiting: list[tuple[str, datetime | None, A]] = []  # answers before their frames, oldest first
+
+    def frame(self, camera: str, timestamp: datetime | None, frame: F) -> Settled[F, A]:
+        settled: Settled[F, A] = Settled()
+        if camera not in self._frames:
+            if len(self._frames) >= self.max_cameras:
+                settled.pushed_out.append(frame)  # a camera beyond the bound: nothing of it is kept
+                return settled
+            self._frames[camera], self._answered[camera] = deque(), RecentByTime(self.size)
+        early = [entry for entry in self._waiting if entry[0] == camera and not is_newer(entry[1], timestamp)]
+        self._waiting = [entry for entry in self._waiting if all(entry is not e for e in early)]
+        for _, stamp, answer in early:
+            if stamp is None or not is_newer(timestamp, stamp):  # its own frame, to dora's precision
+                settled.pairs.append((answer, frame))
+                self._answered[camera].add(timestamp, True)
+            else:
+                settled.frameless.append(answer)  # its frame was due before this one and never came
+        if not any(f is frame for _, f in settled.pairs):
+            frames = self._frames[camera]
+            frames.append((timestamp, frame))
+            if len(frames) > self.size:
+                settled.pushed_out.append(frames.popleft()[1])
+        return settled
+
+    def answer(self, camera: str, timestamp: datetime | None, answer: A) -> Settled[F, A]:
+        settled: Settled[F, A] = Settled()
+        frames = self._frames.get(camera)
+        if frames and timestamp is None:  # no timestamps (dora 0.5): answers come in the frames' order
+            settled.pairs.append((answer, frames.popleft()[1]))
+            return settled
+        index = _closest(frames or (), timestamp)
+        if index is not None:
+            settled.unanswered.extend(frames.popleft()[1] for _ in range(index))  # passed over: never answered
+            settled.pairs.append((answer, frames.popleft()[1]))
+            self._answered[camera].add(timestamp, True)
+            return settled
+        if camera in self._answered and self._answered[camera].find(timestamp):
+            settled.repeated.append(answer)
+        elif frames is None and len(self._frames) >= self.max_cameras:
+            settled.frameless.append(answer)  # a camera beyond the bound: its frames are never kept
+        elif frames and not is_newer(timestamp, frames[-1][0]):
+            settled.frameless.append(answer)  # its frame was let go, or never came
+        else:
+            self._wait(camera, timestamp, answer, settled)
+        return settled
+
+    def end(self) -> Settled[F, A]:
+        """The stream is over: frames still unanswered, and answers still waiting, are settled as such."""
+        settled: Settled[F, A] = Settled(
+            unanswered=[frame for frames in self._frames.values() for _, frame in frames],
+            frameless=[answer for _, _, answer in self._waiting])
+        for frames in self._frames.values():
+            frames.clear()
+        self._waiting.clear()
+        return settled
+
+    @property
+    def unanswered(self) -> int:
+        return sum(len(frames) for frames in self._frames.values())
+
+    def _wait(self, camera: str, timestamp: datetime | None, answer: A, settled: Settled[F, A]) -> None:
+        self._waiting.append((camera, timestamp, answer))
+        mine = [i for i, entry in enumerate(self._waiting) if entry[0] == camera]
+        if len(mine) > self.size:  # that camera has stalled, or is not wired to this node
+            settled.frameless.append(self._waiting.pop(mine[0])[2])
+        if len(self._waiting) > self.max_waiting:
+            settled.frameless.append(self._waiting.pop(0)[2])
+
+
+def _closest(frames, timestamp: datetime | None) -> int | None:
+    """The index of the frame stamped `timestamp` to dora's precision, the closest where two are (a camera
+    can send two frames within the tolerance of each other); None when no frame is."""
+    if timestamp is None:
+        return None
+    near = [(abs(stamp - timestamp), i) for i, (stamp, _) in enumerate(frames)
+            if stamp is not None and abs(stamp - timestamp) <= TIMESTAMP_TOLERANCE]
+    return min(near)[1] if near else None

@@ -37,8 +37,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)  # frame `i` of a script is stamp
 
 def lossless(source: str) -> dict:
     """An input that gets every message: dora's direct node-to-node path drops messages when a receiver
-    falls behind (dora-rs/dora#3397), `backpressure` routes the output through the daemon and makes the
-    sender wait instead. For inputs whose every message a test counts."""
+    falls behind (dora-rs/dora#3397), `backpressure` routes the output through the daemon, which keeps
+    every message (it does not make the sender wait). For inputs whose every message a test counts."""
     return {"source": source, "queue_size": 100, "queue_policy": "backpressure"}
 
 
