@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -180,3 +181,72 @@ def test_labels_past_the_category_bound_share_one_category(tmp_path, monkeypatch
     data = coco.COCO(str(tmp_path / "annotations.json"))
     assert sorted(c["name"] for c in data.cats.values()) == ["label 0", "label 1", "label 2", "other"]
     assert len(data.anns) == 6
+
+
+@contextlib.contextmanager
+def small_disk(path, kilobytes: int):
+    """A tmpfs of `kilobytes` at `path`: a disk that fills. Needs root (CI and these machines run as root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def labelled_frames(count: int, size=(120, 160)):
+    """Messages: frames of noise (JPEG cannot shrink them), each followed by its answer, 1 s apart."""
+    from datetime import timedelta, timezone
+
+    import pyarrow as pa
+
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Masks
+
+    t0, rng = datetime(2026, 5, 1, tzinfo=timezone.utc), np.random.default_rng(0)
+    for i in range(count):
+        stamp = t0 + timedelta(seconds=i)
+        yield "image", pa.array(rng.integers(0, 255, size[0] * size[1] * 3, dtype=np.uint8)), {
+            "encoding": "rgb8", "width": size[1], "height": size[0], "timestamp": stamp}
+        masks = Masks(rng.random((2, *size)) > 0.5, np.ones(2, np.float32), ("cup", "ball"), "image", stamp)
+        yield "masks", *codecs.encode_masks(masks)
+
+
+def test_a_disk_that_fills_is_said_the_dataset_still_loads_and_the_run_fails_with_its_totals(tmp_path, caplog):
+    """The writer on a disk that fills part way: it goes on (each failed write one throttled line), leaves
+    no half-written file behind, and the last flush failing as the run ends is one line, not a traceback.
+    What annotations.json lists loads, each frame with its JPEG; the totals count what was lost."""
+    import logging
+
+    from dora_sam2.dataset import CocoWriter, LabellingRun
+    from dora_sam2.timeline import EachFrameOnce
+
+    with small_disk(tmp_path / "disk", 400) as disk, caplog.at_level(logging.INFO):
+        run = LabellingRun(CocoWriter(disk / "dataset"), EachFrameOnce())
+        for message in labelled_frames(40):
+            run.on_input(*message)
+        status = run.finish()
+        data = coco.COCO(str(disk / "dataset" / "annotations.json"))
+        assert 0 < len(data.imgs) < 40
+        assert all((disk / "dataset" / image["file_name"]).exists() for image in data.imgs.values())
+        assert not (disk / "dataset" / "annotations.json.partial").exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert status == 1
+    assert errors[-1].startswith(f"40 frames read, {len(data.imgs)} written, {40 - len(data.imgs)} lost: "), errors
+    assert len(errors) < 15, errors  # throttled: not a line per frame
+    assert any("No space left on device" in line for line in errors), errors
+
+
+def test_a_read_only_dataset_directory_stops_the_writer_with_one_sentence(tmp_path):
+    """OUT_DIR where nothing can be written: one line that names the directory, exit 1, no traceback."""
+    with small_disk(tmp_path / "disk", 64) as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        run = run_dataflow(tmp_path, flow(
+            camera(2, fps=10, WIDTH=W, HEIGHT=H),
+            node("dataset", "dora-sam2-dataset", {"image": "camera/image"}, env={"OUT_DIR": disk / "dataset"})))
+    assert run.returncode != 0 and "Traceback" not in run.log
+    said = [line for line in run.node_log("dataset") if line.startswith("ERROR")]
+    assert len(said) == 1 and "Read-only file system" in said[0] and str(disk / "dataset") in said[0], said

@@ -109,3 +109,19 @@ def test_a_1000_box_message_answers_the_100_most_confident_16_at_a_time(model, m
     assert stats.filtered == 900 and max(seen) <= model_module.DECODE_BATCH and sum(seen) == 100
     assert [r.getMessage() for r in caplog.records] == [
         "input 'bbox': 1000 boxes in one message, over MAX_BOXES=100: the 100 most confident are answered"]
+
+
+def test_an_answer_of_more_than_max_masks_masks_is_refused_before_any_mask_is_read():
+    """100,000 masks of 4x4 pixels (1.6 MB on the wire) in one answer: over MAX_MASKS, refused by the
+    decoder every reader of answers shares (the viewer, the dataset writer, `decode_masks`), with what it
+    counted; the next answer is read as usual. Class names are cut at 100 characters."""
+    import pyarrow as pa
+
+    limits = Limits(max_masks=1000)
+    flood = {"width": 4, "height": 4, "labels": ["x"] * 100_000, "scores": [1.0] * 100_000}
+    with pytest.raises(ValueError, match="100000 masks in one message, over MAX_MASKS=1000"):
+        codecs.decode_answer("masks", pa.array(np.zeros(100_000 * 16, bool)), flood, limits)
+    value, metadata = codecs.encode_masks(Masks(np.ones((2, 4, 4), bool), np.ones(2, np.float32), ("c" * 500, "d"),
+                                                "image", T0))
+    masks = codecs.decode_answer("masks", value, metadata, limits)
+    assert len(masks) == 2 and masks.class_names == ("c" * 100, "d")

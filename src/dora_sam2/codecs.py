@@ -477,7 +477,7 @@ def decode_answer(input_id: str, value, metadata: dict, limits: Limits = LIMITS)
     standing for all its objects), for nodes that draw them."""
     masks = _mask_stack(input_id, value, metadata, limits)
     # another node's masks may come without labels or scores: unnamed, unscored
-    names = tuple(_metadata_list(input_id, metadata, "labels", (str,), [""] * len(masks)))
+    names = tuple(name[:LABEL_CHARS] for name in _metadata_list(input_id, metadata, "labels", (str,), [""] * len(masks)))
     scores = np.asarray(_metadata_list(input_id, metadata, "scores", (int, float), [np.nan] * len(masks)),
                         np.float64).astype(np.float32)
     track_ids = metadata.get("track_ids")
@@ -508,10 +508,12 @@ def _mask_stack(input_id: str, value, metadata: dict, limits: Limits) -> np.ndar
         raise InputError(input_id, f"expected dora-sam2's UInt8 or Boolean masks, got {kind}")
     if value.null_count:
         raise InputError(input_id, "mask array contains nulls")
-    flat = value.to_numpy(zero_copy_only=False)
-    if flat.size % (width * height):
-        raise InputError(input_id, f"{flat.size} mask values are not a whole number of {width}x{height} masks")
-    return flat.reshape(-1, height, width).astype(bool, copy=False)
+    if len(value) % (width * height):
+        raise InputError(input_id, f"{len(value)} mask values are not a whole number of {width}x{height} masks")
+    if len(value) // (width * height) > limits.max_masks:  # said before a single mask is read
+        raise InputError(input_id, f"{len(value) // (width * height)} masks in one message, over "
+                                   f"MAX_MASKS={limits.max_masks}")
+    return value.to_numpy(zero_copy_only=False).reshape(-1, height, width).astype(bool, copy=False)
 
 
 def _metadata_list(input_id: str, metadata: dict, key: str, kinds: tuple[type, ...], default=()) -> list:

@@ -78,10 +78,9 @@ class CocoWriter:
 
         image_id = len(self._images) + 1
         name = f"images/{frame.image_id}_{image_id:06d}.jpg"
-        written = cv2.imwrite(str(self.directory / name), np.ascontiguousarray(frame.rgb[..., ::-1]),
-                              [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not written:
-            raise OSError(f"could not write {self.directory / name}")
+        _, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frame.rgb[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        _write_whole(self.directory / name, jpeg.tobytes())
         self._images.append(json.dumps({
             "id": image_id, "file_name": name, "width": frame.width, "height": frame.height,
             "camera": frame.image_id, "timestamp": frame.timestamp.isoformat() if frame.timestamp else None}))
@@ -108,12 +107,8 @@ class CocoWriter:
         text = (f'{{"info": {{"description": "dora-sam2 masks"}}, "categories": {categories}, '
                 f'"images": [{", ".join(self._images)}], "annotations": [{", ".join(self._annotations)}]}}')
         partial = self.directory / "annotations.json.partial"
-        try:
-            partial.write_text(text)
-            os.replace(partial, self.directory / "annotations.json")
-        except OSError:
-            partial.unlink(missing_ok=True)  # half a file on a full disk holds the space the next write needs
-            raise
+        _write_whole(partial, text.encode())
+        os.replace(partial, self.directory / "annotations.json")
         self._unflushed = 0
 
     def _category(self, label: str) -> int:
@@ -123,6 +118,16 @@ class CocoWriter:
                 log.warning("more than %d distinct labels: the rest are category %r", MAX_CATEGORIES, OTHER)
             label = OTHER
         return self._categories.setdefault(label, len(self._categories) + 1)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """`data` at `path`, or OSError (a full disk names its errno) and no half-written file: half a file
+    would hold the space the next write needs, and look like a frame."""
+    try:
+        path.write_bytes(data)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def main() -> None:
@@ -248,7 +253,8 @@ class LabellingRun:
         try:
             self.writer.add(frame, masks)
         except OSError as error:  # the frame's JPEG, on a full disk: said, and the next frame tries again
-            self.said.error("write", "could not write to %s (%s): frame not written", self.writer.directory, error)
+            self.said.error("write", "could not write the frame of %s at %s (%s): not written", frame.image_id,
+                            frame.timestamp, error)
             self.lost["could not be written"] += 1
             return False
         try:

@@ -33,6 +33,7 @@ class Limits:
     max_points: int = 64  # per object of a `points` message (or a click)
     max_cameras: int = 16  # distinct camera ids a node keeps anything for
     max_waiting: int = 64  # answers waiting for their frames, all cameras together (viewers, consumers)
+    max_masks: int = 1000  # masks of one answer a viewer, the dataset writer or a consumer reads
     max_phrases: int = 16  # per `text` message (SAM 3): each phrase costs a detector pass per detection round
     max_clicks: int = 32  # clicks queued: per camera in the node, in total in the click node
     max_ended_tracks: int = 64  # ended tracks remembered for their ids to come back, per camera
@@ -50,6 +51,7 @@ class Limits:
             max_points=int_setting(env, "MAX_POINTS", d.max_points, minimum=1),
             max_cameras=int_setting(env, "MAX_CAMERAS", d.max_cameras, minimum=1),
             max_waiting=int_setting(env, "MAX_WAITING", d.max_waiting, minimum=1),
+            max_masks=int_setting(env, "MAX_MASKS", d.max_masks, minimum=1),
             max_clicks=int_setting(env, "MAX_CLICKS", d.max_clicks, minimum=1),
             max_phrases=int_setting(env, "MAX_PHRASES", d.max_phrases, minimum=1),
             max_ended_tracks=int_setting(env, "MAX_ENDED_TRACKS", d.max_ended_tracks, minimum=0),
