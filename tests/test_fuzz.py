@@ -279,3 +279,22 @@ def test_timestamps_of_any_kind_are_read_or_ignored():
     assert codecs.timestamp_of({"timestamp": naive}) == naive.replace(tzinfo=timezone.utc)
     assert codecs.timestamp_of({"timestamp": aware}) == aware
     assert codecs.timestamp_of({"timestamp": "2026-01-01"}) is None and codecs.timestamp_of({}) is None
+
+
+@FUZZ
+@given(st.lists(st.one_of(image_messages().map(lambda m: ("image", *m)), answer_messages().map(lambda m: ("masks", *m)),
+                          st.tuples(st.sampled_from(["mask", "other"]), any_value, metadata)), max_size=6))
+def test_dataset_writer_takes_any_run_of_messages(tmp_path_factory, messages):
+    """The dataset writer's whole path from dora event to disk: any sequence of frames and answers is
+    written, counted or said, never raised; the totals always add up."""
+    from dora_sam2.dataset import CocoWriter, LabellingRun
+    from dora_sam2.timeline import EachFrameOnce
+
+    settled = []
+    run = LabellingRun(CocoWriter(tmp_path_factory.mktemp("dataset")), EachFrameOnce(size=2, max_waiting=3),
+                       send_done=lambda frame, written: settled.append(written))
+    for input_id, value, meta in messages:
+        run.on_input(input_id, value, meta)
+    status = run.finish()
+    assert len(settled) == run.read == run.writer.frames + sum(run.lost.values()) + run.skipped
+    assert status == (1 if run.lost or run.frameless else 0)
