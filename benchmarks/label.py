@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny", "tiny@512"], metavar="MODEL@SIZE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        video = Path(args.video) if args.video else Path(tmp) / "clip.mp4"
+        video = Path(args.video).resolve() if args.video else Path(tmp) / "clip.mp4"  # the dataflow runs elsewhere
         frames = write_clip(video, args.frames, 640, 480) if not args.video else None
         runs = [label_run(config, video, frames) for config in args.configs]
     result = {"machine": machine(), "video": args.video or f"synthetic, {args.frames} frames of 640x480", "runs": runs}
