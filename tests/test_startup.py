@@ -241,3 +241,33 @@ def test_pyproject_bounds_transformers_to_the_range_the_start_up_check_names():
 
     requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"transformers{compat.TRANSFORMERS_RANGE}" in requirements
+
+
+# ---------------------------------------------------------------------------- the README's tables
+
+
+def readme_table(heading: str) -> dict[str, str]:
+    """The README table under `heading`: each row's first cell (a `SETTING`) -> its second (the default)."""
+    from support.dataflows import ROOT
+
+    section = (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| `") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_the_readme_names_every_setting_and_limit_the_node_reads_with_its_true_default():
+    """The Settings and Limits tables hold what Settings.from_env asks for, no more, no less; a default
+    written as a literal (`3`, `auto`) is the default: setting it changes nothing."""
+    env = _Reads()
+    Settings.from_env(env)
+    settings, limits = readme_table("### Settings (env)"), readme_table("### Limits")
+    assert set(settings) | set(limits) == env.asked
+    assert not set(settings) & set(limits)
+    for key, default in {**settings, **limits}.items():
+        literal = default.split(" ")[0]
+        if literal.startswith("`") and literal.endswith("`"):
+            assert Settings.from_env({key: literal.strip("`")}) == Settings.from_env({}), key
