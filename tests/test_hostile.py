@@ -76,7 +76,8 @@ BAD_PROMPTS = [
     box(10, 10, 50, 50, image_id="image_that_does_not_exist_" + "x" * 5000),
 ]
 BAD_TRACK_CONTROLS = [
-    ("remove", pa.array(np.arange(10**7, 10**7 + 10**6, dtype=np.int64)), {}),  # 10^6 unknown ids
+    ("remove", pa.array(np.arange(10**7, 10**7 + 4 * 10**6, dtype=np.int64)), {}),  # 4 million: over MAX_REMOVE
+    ("remove", pa.array(np.arange(10**7, 10**7 + 1000, dtype=np.int64)), {}),  # MAX_REMOVE unknown ids: read
     ("remove", pa.array(["1"]), {}),
     ("remove", pa.array([1.5]), {}),
 ]
@@ -168,7 +169,9 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
     rerun_lines = [line for line in logged.splitlines() if " rerun: " in line and "WARNING" in line]
     assert len(rerun_lines) < 40, rerun_lines[:50]
     assert any("over MAX_PIXELS" in line for line in logged.splitlines() if " segment: " in line)
-    assert any("and 999990 more" in line for line in logged.splitlines() if " track: " in line)
+    track_lines = [line for line in logged.splitlines() if " track: " in line]
+    assert any("4000000 track ids in one message, over MAX_REMOVE=1000" in line for line in track_lines)
+    assert any("and 990 more" in line for line in track_lines)
     # the rerun viewer drew the good answers: the good box's (from `segment`) and the neighbour's last one
     from rerun.chunk import RrdReader
 

@@ -125,3 +125,31 @@ def test_an_answer_of_more_than_max_masks_masks_is_refused_before_any_mask_is_re
                                                 "image", T0))
     masks = codecs.decode_answer("masks", value, metadata, limits)
     assert len(masks) == 2 and masks.class_names == ("c" * 100, "d")
+
+
+def test_a_remove_of_more_than_max_remove_ids_is_refused_before_an_id_is_read(caplog):
+    """4 million made-up ids in one `remove` (32 MB on the wire): over MAX_REMOVE, one line naming the
+    input and the bound, and not a Python int made of them (as a tuple they were 150 MB of Python ints);
+    a message of exactly MAX_REMOVE ids is read, each id."""
+    import pyarrow as pa
+
+    from dora_sam2.node import Adapter
+    from dora_sam2.scheduling import Remove
+
+    limits = Limits(max_remove=1000)
+    adapter = Adapter(None, TrackScheduler(lambda ids: None, Stats(Stages(), 0), ("image",), limits=limits),
+                      Stats(Stages(), 0), ["mask"], limits=limits)
+    flood = {"type": "INPUT", "id": "remove", "value": pa.array(np.arange(10**7, 10**7 + 4_000_000)), "metadata": {}}
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+            read = list(adapter.inputs([flood]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read == [] and peak < 1 * MB, peak
+    assert [r.getMessage() for r in caplog.records] == [
+        "input 'remove': 4000000 track ids in one message, over MAX_REMOVE=1000: none is removed (`reset` ends "
+        "every track)"]
+    at_bound = {**flood, "value": pa.array(np.arange(1, 1001))}
+    assert list(adapter.inputs([at_bound])) == [Remove(tuple(range(1, 1001)))]

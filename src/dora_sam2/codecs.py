@@ -228,11 +228,17 @@ def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
 
 
 @boundary
-def decode_track_ids(input_id: str, value) -> tuple[int, ...]:
-    """`remove`: a flat integer array of track ids."""
+def decode_track_ids(input_id: str, value, limits: Limits = LIMITS) -> tuple[int, ...]:
+    """`remove`: a flat integer array of track ids, counted before a single id is read: 4 million of them as
+    Python ints took seconds and hundreds of MB, and every answer after them waited. A message over
+    MAX_REMOVE is refused whole, not cut: which ids a sender meant most is not ours to guess, and `reset`
+    ends them all."""
     if not isinstance(value, pa.Array) or not pa.types.is_integer(value.type) or value.null_count:
         kind = value.type if isinstance(value, pa.Array) else type(value).__name__
         raise InputError(input_id, f"expected a flat integer array of track ids, got {kind}")
+    if len(value) > limits.max_remove:
+        raise InputError(input_id, f"{len(value)} track ids in one message, over MAX_REMOVE={limits.max_remove}: "
+                                   "none is removed (`reset` ends every track)")
     return tuple(int(v) for v in value.to_numpy(zero_copy_only=False))
 
 

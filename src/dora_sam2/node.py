@@ -169,7 +169,7 @@ class Adapter:
                 elif input_id == "reset":
                     item = RESET
                 elif input_id == "remove":
-                    item = Remove(codecs.decode_track_ids(input_id, value))
+                    item = Remove(codecs.decode_track_ids(input_id, value, self.limits))
                 else:
                     self._ignore(input_id)
                     continue
