@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 
 def start(env: dict) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in ("MODEL", "DEVICE", "DTYPE")}
-    full.update(HF_HUB_OFFLINE="1", **env)
+    full.update({"HF_HUB_OFFLINE": "1", **env})
     return subprocess.run([str(BIN / "dora-sam2")], env=full, capture_output=True, text=True, timeout=120)
 
 
@@ -34,6 +34,46 @@ def one_sentence(result) -> str:
 def test_offline_without_cached_weights_says_what_to_do():
     line = one_sentence(start({}))
     assert "facebook/sam2.1-hiera-tiny" in line and "internet" in line and "set MODEL" in line
+
+
+@pytest.mark.parametrize("model,download", [
+    ("facebook/sam2.1-hiera-small", "`hf download facebook/sam2.1-hiera-small --local-dir sam2.1-hiera-small`"),
+    ("yonigozlan/EdgeTAM-hf", "`hf download yonigozlan/EdgeTAM-hf --local-dir EdgeTAM-hf`"),
+    ("facebook/sam3", "`hf download facebook/sam3 --local-dir sam3`"),
+])
+def test_offline_the_download_suggested_is_the_model_named(model, download):
+    line = one_sentence(start({"MODEL": model}))
+    assert f"MODEL={model} is not in the Hugging Face cache" in line and download in line
+    gated = "gated" in line and "https://huggingface.co/facebook/sam3" in line and "hf auth login" in line
+    assert gated == (model == "facebook/sam3")
+
+
+def test_an_unreachable_hub_is_said_after_one_request_not_after_the_download_s_retries():
+    """With no network the hub's download retries five times with backoff (23 s of silence); the node asks
+    once and says so. The hub here is a local port that reads each request and hangs up without an answer."""
+    import socket
+    import threading
+
+    requests = []
+
+    def hang_up(server):
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection, connection.makefile("rb") as request:
+                requests.append(request.readline().decode(errors="replace"))
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        threading.Thread(target=hang_up, args=(server,), daemon=True).start()
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        line = one_sentence(start({"HF_HUB_OFFLINE": "", "HF_ENDPOINT": endpoint, "NO_PROXY": "127.0.0.1",
+                                   "no_proxy": "127.0.0.1"}))
+    assert "is not in the Hugging Face cache and the hub cannot be reached" in line
+    assert "hf download facebook/sam2.1-hiera-tiny" in line
+    asked = [request for request in requests if "/facebook/sam2.1-hiera-tiny/" in request]
+    assert len(asked) == 1, requests
 
 
 @pytest.mark.parametrize("model,expected", [
@@ -170,7 +210,7 @@ class _Reads(dict):
 
 # Limits of the click server and of consumers pairing answers with frames: Settings reads every limit
 # (one table for all nodes), the sam2 node uses none of these.
-OTHER_NODES_LIMITS = {"MAX_CONNECTIONS", "READ_TIMEOUT", "MAX_WAITING"}
+OTHER_NODES_LIMITS = {"MAX_CONNECTIONS", "MAX_CLIENT_CONNECTIONS", "READ_TIMEOUT", "MAX_WAITING"}
 
 
 def manifest() -> dict:

@@ -27,6 +27,8 @@ VIDEO_MODEL_TYPES = ("sam2_video", "edgetam_video", SAM3_MODEL_TYPE)
 EDGETAM_HUB_ID = "yonigozlan/EdgeTAM-hf"  # the id transformers' EdgeTAM docs load
 SAM3_HUB_ID = "facebook/sam3"
 SAM3_FILES = "config.json, model.safetensors, tokenizer.json and tokenizer_config.json"
+# The offline sentence's words, which demo.sh's failure report recognises (scripts/demo_run.py).
+NOT_CACHED_OFFLINE = "is not in the Hugging Face cache and the hub cannot be reached"
 
 
 class ModelLoadError(Exception):
@@ -200,6 +202,10 @@ def _local_checkpoint(source: str) -> Path | None:
     return None
 
 
+class HubUnreachable(OSError):
+    """The hub did not answer one request: no network, no name resolution, or a proxy that refuses."""
+
+
 def _from_cache_or_hub(load, source: str, local: Path | None):
     """The local cache first: no network round trip when the weights are already here."""
     if local is not None:
@@ -211,8 +217,29 @@ def _from_cache_or_hub(load, source: str, local: Path | None):
 
         if constants.HF_HUB_OFFLINE:
             raise
+        _probe_hub(source)
         log.info("fetching %s from the Hugging Face hub (first run only)", source)
         return load(source)
+
+
+def _probe_hub(source: str) -> None:
+    """One request for the checkpoint's config.json, without retries; HubUnreachable if it gets no answer.
+    The download itself retries a failed connection with backoff (23 s, five retries), right for a flaky
+    network, a long silence on a machine that has none. Any HTTP answer (even 401 or 404) means the hub is
+    there: the load that follows says what it means."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        import httpx2 as http  # huggingface_hub 2.x
+    except ImportError:
+        import httpx as http  # huggingface_hub 1.x
+
+    try:
+        get_hf_file_metadata(hf_hub_url(source, "config.json"))
+    except http.TransportError as error:
+        raise HubUnreachable(_first_line(error) or type(error).__name__) from None
+    except Exception:  # noqa: BLE001  the hub answered: the real load reports what it said
+        pass
 
 
 def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
@@ -222,21 +249,33 @@ def _explain_missing(source: str, local: Path | None, error: OSError) -> str:
     if any(word in text.lower() for word in ("gated", "401", "403", "restricted", "awaiting")):
         return (f"MODEL={source} is gated on the Hugging Face hub: ask for access on "
                 f"https://huggingface.co/{source}, then log in on this machine (`hf auth login`, or set HF_TOKEN), "
-                f"or download it where you have access (`hf download {source} --local-dir sam3`) and set MODEL "
+                f"or download it where you have access ({_download(source)}) and set MODEL "
                 f"to that directory ({SAM3_FILES}).")
     if source.lower() == "facebook/edgetam":
         return (f"MODEL={source} could not be loaded: it holds Meta's original EdgeTAM checkpoint; "
                 f"transformers loads the same model as MODEL={EDGETAM_HUB_ID}.")
-    if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
-        return (
-            f"MODEL={source} is not in the Hugging Face cache and the hub cannot be reached: connect this "
-            "machine to the internet once (the weights are then cached), or download the model elsewhere "
-            f"(`hf download {source} --local-dir sam2-model`) and set MODEL to that directory."
-        )
+    unreachable = isinstance(error, HubUnreachable)
+    if unreachable or any(word in text.lower() for word in ("couldn't connect", "offline", "connection")):
+        reason = f" ({text})" if unreachable else ""
+        return f"MODEL={source} {NOT_CACHED_OFFLINE}{reason}: {_fetch_once(source)}"
     return (
         f"MODEL={source} was not found on the Hugging Face hub: use one of facebook/sam2.1-hiera-tiny, "
         "-small, -base-plus, -large (or facebook/sam2-hiera-*), or a local checkpoint directory."
     )
+
+
+def _fetch_once(source: str) -> str:
+    """What to do to have `source` here. SAM 3 is gated: access and a login come before any download."""
+    if source.lower() == SAM3_HUB_ID:
+        return (f"it is gated, so with access granted (https://huggingface.co/{source}) run `hf auth login` and "
+                f"{_download(source)} on a machine with a network, and set MODEL to that directory ({SAM3_FILES}).")
+    return ("connect this machine to the internet once (the weights are then cached), or download the model "
+            f"elsewhere ({_download(source)}) and set MODEL to that directory.")
+
+
+def _download(source: str) -> str:
+    """The `hf download` of the hub id `source`, into a directory named after the model."""
+    return f"`hf download {source} --local-dir {source.rstrip('/').rsplit('/', 1)[-1]}`"
 
 
 @contextlib.contextmanager
