@@ -12,6 +12,15 @@ from datetime import datetime, timezone
 log = logging.getLogger("dora_sam2")
 
 STAGES = ("frame_decode", "encode", "find", "prompt_decode", "memory", "remember", "postprocess", "send")
+# The stats line's words for the stages it reports, in its order, and whether it counts their calls.
+SAID = {"find": ("find", True), "encode": ("encode", True), "memory": ("memory attention", False),
+        "prompt_decode": ("prompt decode", False), "postprocess": ("post-process", False),
+        "frame_decode": ("frame decode", False)}
+# Latency is read from the sender's timestamp on this machine's clock. A timestamp ahead of it (a sender's
+# clock ahead of ours, a camera stamping years ahead) or older than this (a clock that stepped, a local time
+# read as UTC, a replay carrying its recording's times) says nothing about how fast we answer: such answers
+# are counted apart, and the line says how many, so one of them cannot turn the mean negative or absurd.
+LATENCY_HORIZON_S = 3600.0
 
 
 class Stages:
@@ -45,13 +54,22 @@ class Stats:
         self.prompts = 0  # prompt messages that reached the node and decoded
         self.filtered = 0  # detector boxes dropped by MIN_CONFIDENCE / CLASSES
         self.latencies_ms: list[float] = []
+        self.stamped_ahead = 0  # answers whose timestamp is ahead of this machine's clock: not in the latency
+        self.stamped_long_ago = 0  # ... older than LATENCY_HORIZON_S
         self.tracking: dict | None = None  # track mode: tracks started, ended, live
         self._last = time.monotonic()
 
     def answered(self, timestamp: datetime | None) -> None:
         self.answers += 1
-        if timestamp is not None:
-            self.latencies_ms.append((datetime.now(timezone.utc) - timestamp).total_seconds() * 1e3)
+        if timestamp is None:
+            return
+        latency_s = (datetime.now(timezone.utc) - timestamp).total_seconds()
+        if latency_s < 0:
+            self.stamped_ahead += 1
+        elif latency_s > LATENCY_HORIZON_S:
+            self.stamped_long_ago += 1
+        else:
+            self.latencies_ms.append(latency_s * 1e3)
             del self.latencies_ms[:-10_000]  # a window: the node runs for hours
 
     def report(self, final: bool = False) -> None:
@@ -59,18 +77,30 @@ class Stats:
         if not final and (self.every_s <= 0 or now - self._last < self.every_s):
             return
         self._last = now
-        latency = sum(self.latencies_ms) / len(self.latencies_ms) if self.latencies_ms else float("nan")
         tracks = ""
         if self.tracking is not None:  # track mode answers frames, not prompts
             tracks = (f"; tracks: {self.tracking['live']} live, {self.tracking['started']} started, "
-                      f"{self.tracking['ended']} ended, {self.tracking.get('revived', 0)} revived, memory attention {self.stages.mean_ms('memory'):.0f} ms")
-        log.info(
-            "%sanswered %d, skipped %d stale inputs, filtered %d boxes; mean latency %.0f ms; encode %.0f ms x %d, "
-            "prompt decode %.0f ms, post-process %.0f ms, frame decode %.1f ms%s",
-            "final: " if final else "", self.answers, self.skipped, self.filtered, latency, self.stages.mean_ms("encode"),
-            self.stages.calls["encode"], self.stages.mean_ms("prompt_decode"), self.stages.mean_ms("postprocess"),
-            self.stages.mean_ms("frame_decode"), tracks,
-        )
+                      f"{self.tracking['ended']} ended, {self.tracking.get('revived', 0)} revived")
+        log.info("%sanswered %d, skipped %d stale inputs, filtered %d boxes; %s; %s%s", "final: " if final else "",
+                 self.answers, self.skipped, self.filtered, self._latency(), self._stages(), tracks)
+
+    def _latency(self) -> str:
+        mean = f"{sum(self.latencies_ms) / len(self.latencies_ms):.0f} ms" if self.latencies_ms else "none measured"
+        apart = [f"{n} {words}" for n, words in ((self.stamped_ahead, "stamped ahead of this machine's clock"),
+                                                 (self.stamped_long_ago, f"stamped over {LATENCY_HORIZON_S / 3600:g} h before"))
+                 if n]
+        return f"mean latency {mean}" + (f" (not counted: {', '.join(apart)})" if apart else "")
+
+    def _stages(self) -> str:
+        """The stages that ran, and only those: a SAM 3 finder encodes inside `find`, a segment node has no
+        memory attention."""
+        said = []
+        for stage, (words, counted) in SAID.items():
+            calls = self.stages.calls[stage]
+            if calls:
+                mean = self.stages.mean_ms(stage)
+                said.append(f"{words} {mean:.{1 if mean < 10 else 0}f} ms" + (f" x {calls}" if counted else ""))
+        return ", ".join(said) or "no model work yet"
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +111,7 @@ class Stats:
             "stages_ms": {stage: self.stages.mean_ms(stage) for stage in STAGES},
             "stage_calls": {stage: self.stages.calls[stage] for stage in STAGES},
             "latency_ms": _percentiles(self.latencies_ms),
+            "latency_not_counted": {"stamped_ahead": self.stamped_ahead, "stamped_long_ago": self.stamped_long_ago},
             **({"tracking": self.tracking} if self.tracking is not None else {}),
         }
 
