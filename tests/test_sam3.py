@@ -222,3 +222,26 @@ def test_exemplar_boxes_without_torchvision_are_one_line_and_the_phrases_are_use
     assert search.phrases == Phrases(("cup",))
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "need torchvision" in lines[0]
+
+
+def test_a_flood_of_phrase_changes_is_a_few_finding_lines_each_quoting_a_few_phrases_cut_short(sam3, caplog,
+                                                                                                monkeypatch):
+    """A sender that changes the phrases with every message, each message at MAX_PHRASES phrases of 200
+    characters: at most 3 "finding" lines per 10 s (the clock is the test's), then one saying how many were
+    held back; each names 8 phrases of at most 40 characters, and counts the rest. The phrases are used."""
+    from dora_sam2 import throttle
+
+    clock = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
+    search = PhraseSearch(sam3.finder, "sam3")
+    messages = [Phrases(tuple(f"{m} {p} " + "x" * 190 for p in range(16))) for m in range(100)]
+    with caplog.at_level(logging.INFO, logger="dora_sam2"):
+        for phrases in messages:
+            search.use(phrases)
+        clock[0] += 10
+        search.use(Phrases(("cup",)))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("finding")]
+    assert len(lines) == 4 and search.phrases == Phrases(("cup",))
+    assert lines[0] == "finding " + ", ".join(repr(f"0 {p} " + "x" * 36 + "...") for p in range(8)) + " and 8 more"
+    assert lines[3] == "finding 'cup' (97 more like this held back since the last one)"
+    assert all(len(line) < 600 for line in lines)

@@ -138,6 +138,16 @@ class Segmenter:
         raise InputError(prompt.input_id, f"image_id {name[:60]!r} names no camera input (cameras: {known})")
 
 
+PHRASES_SHOWN, PHRASE_SHOWN_CHARS = 8, 40  # a log line names a few phrases, each cut short: a sender wrote them
+
+
+def quoted(texts: Sequence[str]) -> str:
+    """Phrases as a log line quotes them: the first PHRASES_SHOWN, each cut at PHRASE_SHOWN_CHARS."""
+    shown = [repr(t if len(t) <= PHRASE_SHOWN_CHARS else t[:PHRASE_SHOWN_CHARS] + "...") for t in texts[:PHRASES_SHOWN]]
+    more = f" and {len(texts) - PHRASES_SHOWN} more" if len(texts) > PHRASES_SHOWN else ""
+    return ", ".join(shown) + more
+
+
 class PhraseSearch:
     """The phrases in use and what reads them (SAM 3's `Sam3Finder`, or None for a model that cannot):
     every instance of every phrase on a frame, as an answer or as a detection round for the tracker."""
@@ -151,6 +161,7 @@ class PhraseSearch:
         self.stages = stages if stages is not None else Stages()
         self.phrases = Phrases(())
         self.changed = False  # set by `use`, cleared by the caller that acts on it
+        self._say = Throttle(log, burst=3)  # a person changes phrases a few times a minute; a sender, every message
         self.use(phrases)
 
     def __bool__(self) -> bool:
@@ -163,13 +174,14 @@ class PhraseSearch:
                                        "(MODEL=facebook/sam3, or a local SAM 3 checkpoint); SAM 2 and EdgeTAM "
                                        "answer boxes and clicks")
         if phrases.exemplars is not None and not self.finder.reads_exemplars:
-            log.warning("input '%s': exemplar boxes need torchvision (SAM 3 pools them with its roi_align): "
-                        "install a torchvision built for this torch; the phrases are used without them", input_id)
+            self._say.warning("exemplars", "input '%s': exemplar boxes need torchvision (SAM 3 pools them with its "
+                              "roi_align): install a torchvision built for this torch; the phrases are used without "
+                              "them", input_id)
             phrases = Phrases(phrases.texts)
         self.changed = True  # even the same phrases again: the sender wants a fresh look
         self.phrases = phrases
         if phrases:
-            log.info("finding %s", ", ".join(repr(t) for t in phrases.texts))
+            self._say.log(logging.INFO, "finding", "finding %s", quoted(phrases.texts))
 
     def find(self, frame: Frame) -> Masks:
         """The frame's instances as an answer. One SAM 3 scores whose mask is empty at the frame's size is
