@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import cv2
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -298,3 +299,71 @@ def test_dataset_writer_takes_any_run_of_messages(tmp_path_factory, messages):
     status = run.finish()
     assert len(settled) == run.read == run.writer.frames + sum(run.lost.values()) + run.skipped
     assert status == (1 if run.lost or run.frameless else 0)
+
+# the ends of what rerun's timeline holds, a microsecond inside and outside each (1677 and 2262), and times
+# of any year a datetime holds, as dora carries them
+TIMELINE_EDGES = [datetime(1677, 9, 21, 0, 12, 43, us, timezone.utc) for us in (145224, 145225)] + [
+    datetime(2262, 4, 11, 23, 47, 16, us, timezone.utc) for us in (854775, 854776)]
+any_time = st.one_of(st.none(), st.sampled_from(TIMELINE_EDGES), st.datetimes(timezones=st.just(timezone.utc)),
+                     st.datetimes(datetime(1970, 1, 1), datetime(2100, 1, 1), timezones=st.just(timezone.utc)))
+track_ids = st.one_of(st.integers(-(2**80), 2**80), st.integers(65_530, 65_540), st.integers(-3, 3),
+                      st.sampled_from([2**63 - 1, -(2**63), 2**16, 2**32]))
+
+
+@st.composite
+def viewer_events(draw):
+    """What dora-sam2-rerun's loop is handed: a frame, its answer and a detector's boxes, mostly valid and
+    paired, stamped at any time and with track ids of any sign and size, in any order; or anything at all."""
+    kind = draw(st.sampled_from(["paired", "paired", "image", "answer", "boxes"]))
+    if kind == "image":
+        value, meta = draw(image_messages())
+        return [{"id": "image", "value": value, "metadata": meta}]
+    if kind == "answer":
+        value, meta = draw(answer_messages())
+        return [{"id": draw(st.sampled_from(["mask", "masks"])), "value": value, "metadata": meta}]
+    if kind == "boxes":
+        return [{"id": draw(st.sampled_from(["bbox", "boxes2d"])), "value": draw(any_value),
+                 "metadata": draw(metadata)}]
+    camera, when = draw(st.sampled_from(["image", "image_left"])), draw(any_time)
+    stamp = {} if when is None else {"timestamp": when}
+    n, w, h = draw(st.integers(0, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    rgb = np.full((h, w, 3), draw(st.integers(0, 255)), np.uint8)
+    masks = np.array(draw(st.lists(st.booleans(), min_size=n * w * h, max_size=n * w * h)), bool)
+    answer = {"width": w, "height": h, "image_id": camera, "labels": ["x"] * n, "scores": [0.5] * n, **stamp}
+    if draw(st.booleans()):
+        answer["track_ids"] = draw(st.lists(track_ids, min_size=n, max_size=n))
+    if draw(st.booleans()):
+        answer["num_masks"] = draw(st.one_of(st.integers(-(2**80), 2**80), st.just(n)))
+    x, y = draw(st.floats(-1e6, 1e6)), draw(st.floats(-1e6, 1e6))
+    corners = [x, y, x + draw(st.floats(1, 1e30)), y + draw(st.floats(1, 1e30))]
+    events = [{"id": camera, "value": pa.array(rgb.ravel()),
+               "metadata": {"encoding": "rgb8", "width": w, "height": h, **stamp}},
+              {"id": draw(st.sampled_from(["mask", "masks"])), "value": pa.array(masks), "metadata": answer},
+              {"id": "bbox", "value": pa.array(np.array(corners, np.float32)), "metadata": {"labels": ["b"], **stamp}}]
+    return draw(st.permutations(events))
+
+
+@pytest.fixture(scope="module")
+def strict_rerun():
+    """rerun recording to memory, strict: it raises what it would otherwise drop with a warning of its own."""
+    rr = pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    rr.init("fuzz", spawn=False)
+    recording = rr.memory_recording()
+    rr.set_strict_mode(True)
+    yield rr, recording
+    rr.set_strict_mode(False)
+    recording.drain_as_bytes()
+
+
+@FUZZ
+@given(events=st.lists(viewer_events(), max_size=5).map(lambda groups: [event for group in groups for event in group]))
+def test_rerun_viewer_takes_any_run_of_messages(strict_rerun, events):
+    """dora-sam2-rerun's whole path from dora event to rerun, through the entry its loop calls: whatever the
+    messages hold, nothing is raised, and rerun refuses nothing the viewer logs."""
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    rr, recording = strict_rerun
+    logger = MaskLogger(rr, frame_buffer=3, limits=Limits(max_waiting=4, max_cameras=2))
+    for event in events:
+        logger.on_input(event)
+    recording.drain_as_bytes()

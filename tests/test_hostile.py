@@ -216,3 +216,88 @@ def hostile_http(port: int) -> None:
     for connection in idle:
         connection.close()
     wait_for(lambda: request(port, "GET", "/") == 200, 120, "the click page after 40 idle connections")
+
+
+# ---------------------------------------------------------------------------- what rerun cannot hold
+
+
+def columns_answer(track_ids: list[int], seconds: float) -> tuple:
+    """An answer on `frame(seconds)`: mask i covers column i, so each mask shows in the segmentation."""
+    masks = np.zeros((len(track_ids), H, W), bool)
+    for i in range(len(track_ids)):
+        masks[i, :, i] = True
+    return "masks", pa.array(masks.ravel()), {"width": W, "height": H, "image_id": "image", "timestamp": at(seconds),
+                                              "track_ids": track_ids}
+
+
+def test_the_rerun_viewer_draws_on_after_what_rerun_cannot_hold(tmp_path, dataflow):
+    """dora-sam2-rerun behind a hostile neighbour: track ids rerun's uint16 class ids cannot hold, more masks
+    in one answer than it has classes (MAX_MASKS raised past them), and frames, answers and boxes stamped
+    in years its timeline cannot hold (dora carries any year). Each once ended the node; now each is
+    drawn (folded, cut) or said, and the good messages after them are drawn."""
+    from rerun.chunk import RrdReader
+
+    from support.dataflows import player, write_script
+
+    many, side = 70_000, 4
+    masks = np.zeros((many, side * side), bool)
+    masks[np.arange(many), np.arange(many) % (side * side)] = True
+    small = {"encoding": "rgb8", "width": side, "height": side, "timestamp": at(0)}
+    utc = timezone.utc
+    years = [datetime(1, 1, 1, tzinfo=utc), datetime(1677, 9, 21, tzinfo=utc), datetime(2262, 4, 12, tzinfo=utc),
+             datetime(9999, 12, 31, tzinfo=utc)]
+    steps = [frame(0), columns_answer([70_000, 4465, -1, 2**63 - 1], 0),
+             ("image_small", pa.array(np.zeros(side * side * 3, np.uint8)), small),
+             ("masks", pa.array(masks.ravel()), {"width": side, "height": side, "image_id": "image_small",
+                                                 "timestamp": at(0)}),
+             *[step for when in years for step in (
+                 ("image", frame(0)[1], {**frame(0)[2], "timestamp": when}),
+                 ("masks", columns_answer([1], 0)[1], {**columns_answer([1], 0)[2], "timestamp": when}),
+                 box(1, 1, 9, 9, timestamp=when))],
+             frame(1), columns_answer([1, 2], 1), box(10, 10, 50, 50, timestamp=at(1), labels=["good"])]
+    outputs = ["image", "image_small", "masks", "bbox"]
+    rrd = tmp_path / "sam2.rrd"
+    rerun = node("rerun", "dora-sam2-rerun", {name: lossless(f"neighbour/{name}") for name in outputs},
+                 env={"OPERATING_MODE": "SAVE", "RRD_PATH": rrd, "MAX_MASKS": many})
+    run = dataflow(flow({**player(write_script(tmp_path, [(0.0, *step) for step in steps]), outputs),
+                         "id": "neighbour"}, rerun))
+    assert run.returncode == 0, run.log[-5000:]
+    assert "Traceback" not in run.log and "rerun finished successfully" in run.log, run.log[-5000:]
+    said = run.node_log("rerun")
+    for line in ["input 'masks': track id 70000 is outside rerun's class ids (1 to 65535)",
+                 "input 'masks': 70000 masks in one answer, over the 65535 classes of rerun's segmentation image",
+                 "input 'image': stamped 0001-01-01T00:00:00+00:00, outside the times rerun's timeline holds",
+                 "input 'masks': stamped 0001-01-01T00:00:00+00:00, outside the times rerun's timeline holds",
+                 "input 'bbox': stamped 0001-01-01T00:00:00+00:00, outside the times rerun's timeline holds"]:
+        assert sum(line in s for s in said) == 1, (line, said)  # one line each: the rest held back
+    drawn = {}  # entity -> {frame time: a segmentation image's buffer, or None}
+    for chunk in RrdReader(str(rrd)).stream():
+        batch = chunk.to_record_batch()
+        if chunk.entity_path.endswith(("/masks", "/detections")):
+            buffers = (batch.column("SegmentationImage:buffer").to_pylist()
+                       if "SegmentationImage:buffer" in batch.schema.names else [None] * batch.num_rows)
+            drawn.setdefault(chunk.entity_path, {}).update(zip(nanoseconds(batch), buffers))
+    # only frames of 2026 were drawn: none of the years rerun cannot hold
+    assert set(drawn["/image/masks"]) == {nanoseconds_of(at(0)), nanoseconds_of(at(1))}
+    assert set(drawn["/image_small/masks"]) == {nanoseconds_of(at(0))}
+    assert set(drawn["/image/detections"]) == {nanoseconds_of(at(1))}
+    classes = segmentation(drawn["/image/masks"][nanoseconds_of(at(0))], W, H)
+    # 70000 folds to 4465, held by track 4465: it takes 1; -1 folds to 65534; 2**63 - 1 to 32767
+    assert classes[0, :5].tolist() == [1, 4465, 65534, 32767, 0]
+    assert segmentation(drawn["/image/masks"][nanoseconds_of(at(1))], W, H)[0, :3].tolist() == [1, 2, 0]
+    # of 70,000 masks the first 65,535 are drawn: pixel p shows 1 + the last of them covering it
+    small_classes = segmentation(drawn["/image_small/masks"][nanoseconds_of(at(0))], side, side)
+    assert small_classes.ravel().tolist() == [1 + max(i for i in range(65_535) if i % 16 == p) for p in range(16)]
+
+
+def nanoseconds(batch) -> list[int]:
+    return batch.column("frame_time").cast(pa.int64()).to_pylist()
+
+
+def nanoseconds_of(when: datetime) -> int:
+    return (when - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
+
+
+def segmentation(buffer: list, width: int, height: int) -> np.ndarray:
+    """A recording's SegmentationImage buffer as its (height, width) uint16 classes."""
+    return np.frombuffer(bytes(buffer[0]), np.uint16).reshape(height, width)

@@ -254,3 +254,144 @@ def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path
     assert bound == [f"127.0.0.1:{web}"], bound  # loopback only
     if os.environ.get("SAVE_SCREENSHOT"):
         shutil.copy(tmp_path / "rerun.png", ROOT / "docs" / "rerun.png")
+
+
+# ---------------------------------------------------------------------------- what rerun cannot hold
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    """(rerun, the .rrd file) with rerun recording into that file; closed when the test ends."""
+    rr = pytest.importorskip("rerun", reason="rerun-sdk is not installed")
+    rr.init("test", spawn=False)
+    rr.save(str(tmp_path / "t.rrd"))
+    yield rr, tmp_path / "t.rrd"
+    rr.disconnect()
+
+
+def answer_event(masks: np.ndarray, at: datetime | None, track_ids=None, labels=None) -> dict:
+    """dora-sam2's `masks` message for (N, H, W) masks, as the viewer's loop is handed it."""
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Masks
+
+    labels = tuple(labels or [""] * len(masks))
+    value, metadata = codecs.encode_masks(Masks(masks, np.ones(len(masks), np.float32), labels, "image", at,
+                                                None if track_ids is None else tuple(track_ids)))
+    return {"type": "INPUT", "id": "masks", "value": value, "metadata": metadata}
+
+
+def frame_event(at: datetime | None, width: int = 6, height: int = 4) -> dict:
+    metadata = {"encoding": "rgb8", "width": width, "height": height, **({"timestamp": at} if at else {})}
+    return {"type": "INPUT", "id": "image", "value": pa.array(np.zeros(width * height * 3, np.uint8)),
+            "metadata": metadata}
+
+
+def columns(count: int, width: int = 6, height: int = 4) -> np.ndarray:
+    """`count` masks, mask i the frame's column i: each shows in the segmentation image."""
+    masks = np.zeros((count, height, width), bool)
+    for i in range(count):
+        masks[i, :, i] = True
+    return masks
+
+
+def ns(at: datetime) -> int:
+    return (at - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def entity_times(rrd, entity: str) -> list[int]:
+    from rerun.chunk import RrdReader
+
+    return sorted(t for chunk in RrdReader(str(rrd)).stream() if chunk.entity_path == entity
+                  for t in nanoseconds(chunk.to_record_batch()))
+
+
+def test_track_ids_outside_rerun_class_ids_get_classes_of_their_own_and_keep_their_labels(recorded, caplog):
+    """rerun's class ids are uint16 (0 is no mask): the tracker's counter passes 65,535 on a long run, and a
+    sender may send any id. Such an id folds into 1-65535, 1 + (id - 1) mod 65535; one meeting a class
+    another mask of its answer holds takes the lowest free class; the labels keep the real ids."""
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    rr, rrd = recorded
+    logger = MaskLogger(rr)
+    t0, second = datetime(2026, 1, 1, tzinfo=timezone.utc), timedelta(seconds=1)
+    with caplog.at_level("INFO", logger="dora_sam2.rerun"):
+        logger.on_input(frame_event(t0))
+        # 70000 folds to 1 + 69999 % 65535 = 4465, which track 4465 holds: it takes the lowest free class, 1;
+        # -1 folds to 1 + (-2 mod 65535) = 65534
+        logger.on_input(answer_event(columns(4), t0, [70000, 4465, -1, 5], ["a", "b", "c", "d"]))
+        logger.on_input(frame_event(t0 + second))
+        # alone, 70000 has its folded class; 2**63 - 1 (int64's largest) folds to 1 + (2**63 - 2) mod 65535:
+        # 2**16 is 1 mod 65535, so 2**63 = 2**(3 * 16 + 15) is 2**15 and the class is 32767
+        logger.on_input(answer_event(columns(2), t0 + second, [70000, 2**63 - 1]))
+        logger.on_input(frame_event(t0 + 2 * second))
+        logger.on_input(answer_event(columns(2), t0 + 2 * second, [1, 2], ["cup", "ball"]))
+    rr.disconnect()
+    saved = segmentation_images(rrd)
+    assert sorted(saved) == [ns(t0), ns(t0 + second), ns(t0 + 2 * second)]
+    image, context = saved[ns(t0)]
+    assert image[0].tolist() == [1, 4465, 65534, 5, 0, 0] and (image == image[0]).all()
+    assert context == {1: "#70000 a", 4465: "#4465 b", 65534: "#-1 c", 5: "#5 d"}
+    image, context = saved[ns(t0 + second)]
+    assert image[0].tolist() == [4465, 32767, 0, 0, 0, 0]
+    assert context == {4465: "#70000", 32767: f"#{2**63 - 1}"}
+    image, context = saved[ns(t0 + 2 * second)]  # and the next answer is drawn as ever
+    assert image[0].tolist() == [1, 2, 0, 0, 0, 0] and context == {1: "#1 cup", 2: "#2 ball"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["input 'masks': track id 70000 is outside rerun's class ids (1 to 65535): such ids are "
+                        "drawn as classes folded into that range, their labels keep the ids (said once)"], messages
+
+
+def test_an_answer_of_more_masks_than_rerun_has_classes_draws_the_first_65535(recorded, caplog):
+    """Only where MAX_MASKS is raised past 65,535: 1 + the mask's index would overflow the class id."""
+    from dora_sam2.rerun_viewer import MaskLogger
+    from dora_sam2.settings import Limits
+
+    rr, rrd = recorded
+    logger = MaskLogger(rr, limits=Limits(max_masks=70_000))
+    t0, second = datetime(2026, 1, 1, tzinfo=timezone.utc), timedelta(seconds=1)
+    many = np.zeros((70_000, 4, 4), bool)
+    many.reshape(70_000, 16)[np.arange(70_000), np.arange(70_000) % 16] = True  # mask i: pixel i % 16
+    with caplog.at_level("WARNING", logger="dora_sam2.rerun"):
+        logger.on_input(frame_event(t0, 4, 4))
+        logger.on_input(answer_event(many, t0))
+        logger.on_input(frame_event(t0 + second, 4, 4))
+        logger.on_input(answer_event(columns(2, 4, 4), t0 + second, labels=["cup", "ball"]))
+    rr.disconnect()
+    saved = segmentation_images(rrd)
+    image, context = saved[ns(t0)]
+    # pixel p shows the last drawn mask covering it, of masks 0 to 65534: class 1 + that mask's index
+    last_drawn = [max(i for i in range(65_535) if i % 16 == p) for p in range(16)]
+    assert image.ravel().tolist() == [1 + i for i in last_drawn]
+    assert sorted(context) == list(range(1, 65_536))
+    image, context = saved[ns(t0 + second)]
+    assert image[0].tolist() == [1, 2, 0, 0] and context == {1: "cup", 2: "ball"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "input 'masks': 70000 masks in one answer, over the 65535 classes of rerun's segmentation image: the "
+        "first 65535 are drawn"]
+
+
+def test_messages_stamped_outside_rerun_timeline_are_one_line_per_input_and_not_drawn(recorded, caplog):
+    """rerun's timeline holds nanoseconds since 1970 in an int64 (less its lowest value): 1677-09-21
+    00:12:43.145224193 to 2262-04-11 23:47:16.854775807. dora carries a datetime of any year."""
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    rr, rrd = recorded
+    logger = MaskLogger(rr)
+    utc = timezone.utc
+    first, last = datetime(1677, 9, 21, 0, 12, 43, 145225, utc), datetime(2262, 4, 11, 23, 47, 16, 854775, utc)
+    outside = [datetime(1, 1, 1, tzinfo=utc), first - timedelta(microseconds=1), last + timedelta(microseconds=1),
+               datetime(9999, 12, 31, 23, 59, 59, tzinfo=utc)]
+    box = {"type": "INPUT", "id": "bbox", "value": pa.array(np.array([1, 1, 3, 3], np.float32))}
+    t0 = datetime(2026, 1, 1, tzinfo=utc)
+    with caplog.at_level("WARNING", logger="dora_sam2.rerun"):
+        for at in [*outside, first, last, t0]:
+            logger.on_input(frame_event(at))
+            logger.on_input(answer_event(columns(1), at))
+            logger.on_input({**box, "metadata": {"timestamp": at}})
+    rr.disconnect()
+    assert sorted(segmentation_images(rrd)) == [ns(first), ns(t0), ns(last)]
+    assert entity_times(rrd, "/image/detections") == [ns(first), ns(t0), ns(last)]
+    assert entity_times(rrd, "/image/image") == [ns(first), ns(t0), ns(last)]
+    assert sorted(r.getMessage() for r in caplog.records) == [  # the first of each input; the rest held back
+        f"input '{name}': stamped 0001-01-01T00:00:00+00:00, outside the times rerun's timeline holds "
+        "(1677-09-21 to 2262-04-11 UTC): not drawn" for name in ("bbox", "image", "masks")]

@@ -25,18 +25,23 @@ def colour_keys(masks: Masks) -> list[int]:
     return [zlib.crc32(label.encode()) if label else i for i, label in enumerate(masks.class_names)]
 
 
+def colours(masks: Masks) -> np.ndarray:
+    """(N, 3) RGB: each object's colour. Keys wrap in Python ints: a track id a sender chose may not fit int64."""
+    return PALETTE[[key % len(PALETTE) for key in colour_keys(masks)]].reshape(-1, 3)
+
+
 def draw(frame: Frame, masks: Masks) -> np.ndarray:
     """The frame (RGB) with every mask tinted in its colour, outlined, and captioned."""
     out = frame.rgb.copy()
     if len(masks) == 0:
         return out
-    colours = PALETTE[np.array(colour_keys(masks)) % len(PALETTE)]
+    object_colours = colours(masks)
     covered = masks.masks.any(axis=0)
     # Where masks overlap, the later one wins: argmax over the reversed stack finds the last True.
     top = len(masks) - 1 - np.argmax(masks.masks[::-1], axis=0)
-    tint = colours[top[covered]].astype(np.float32)
+    tint = object_colours[top[covered]].astype(np.float32)
     out[covered] = (out[covered] * (1 - ALPHA) + tint * ALPHA).astype(np.uint8)
-    for mask, colour, caption in zip(masks.masks, colours, masks.captions(scores=True)):
+    for mask, colour, caption in zip(masks.masks, object_colours, masks.captions(scores=True)):
         _outline_and_caption(out, mask, tuple(int(c) for c in colour), caption)
     return out
 

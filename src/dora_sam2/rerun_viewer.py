@@ -13,13 +13,19 @@ later one shows) with an annotation context that names and colours each class as
 the masks' boxes with their labels and scores, and scalars (objects, answer latency). Each mask message
 is matched to the frame it was computed on by its timestamp, as `masks_with_frames` does; one that
 dora delivers before its frame waits for it.
+
+rerun holds less than a message can carry: class ids are uint16 (`CLASS_IDS`, `class_ids` maps track ids
+into them) and its timeline is nanoseconds in an int64 (`TIMELINE`). Each message is held to both where
+it comes in, so no message reaches rerun with what it would refuse.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import logging
+import math
 import os
 import shutil
 import signal
@@ -27,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +41,7 @@ import numpy as np
 from . import codecs
 from .domain import Frame, InputError, Masks
 from .geometry import mask_boxes
-from .overlay import PALETTE, colour_keys
+from .overlay import colours
 from .settings import ConfigError, Limits, int_setting
 from .throttle import Throttle
 from .timeline import AnswersOnFrames
@@ -43,6 +49,14 @@ from .timeline import AnswersOnFrames
 log = logging.getLogger("dora_sam2.rerun")
 
 MODES = ("SPAWN", "SAVE", "CONNECT", "SERVE")
+
+# rerun's class ids are uint16 and 0 is "no mask": the classes one answer can draw, so its masks too
+CLASS_IDS = 65_535
+# rerun's timeline holds nanoseconds since the epoch in an int64, less its lowest value, which rerun keeps
+# for static data (measured, rerun-sdk 0.41: int64's least is stored as the next one; past either end the
+# SDK raises OverflowError): 1677-09-21 00:12:43.145224193 to 2262-04-11 23:47:16.854775807 UTC
+TIMELINE = range(-(2**63) + 1, 2**63)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class MaskLogger:
@@ -55,9 +69,27 @@ class MaskLogger:
             frame_buffer, limits.max_waiting, limits.max_cameras)
         self._cameras: dict[str, None] = {}  # in the order first seen
         self._said = Throttle(log)
+        self._noted = Throttle(log, seconds=math.inf)  # what is normal on a long run: said once
         self._sequence = 0
 
+    def on_input(self, event) -> None:
+        """One dora INPUT event, as the node's loop hands it over: a camera's frame, an answer, or a
+        detector's boxes, by its input id (others are not this node's). A bad one is one line."""
+        input_id = event["id"]
+        if input_id.startswith("image"):
+            try:
+                frame = codecs.decode_frame(input_id, event["value"], event["metadata"], self.limits)
+            except InputError as error:
+                return self.say(input_id, str(error))
+            self.frame(frame)
+        elif input_id in ("mask", "masks"):
+            self.answer(input_id, event)
+        elif input_id in ("bbox", "boxes2d"):
+            self.detections(input_id, event)
+
     def frame(self, frame: Frame) -> None:
+        if not self._on_timeline(frame.image_id, frame.timestamp):
+            return
         if frame.image_id not in self._cameras and len(self._cameras) >= self.limits.max_cameras:
             return self.say(frame.image_id, f"input '{frame.image_id}': {len(self._cameras)} cameras are shown "
                                              "already (MAX_CAMERAS): its frames are not")
@@ -73,8 +105,16 @@ class MaskLogger:
             masks = codecs.decode_answer(input_id, event["value"], event["metadata"], self.limits)
         except InputError as error:
             return self.say(input_id, str(error))
-        objects = event["metadata"].get("num_masks")
-        objects = objects if isinstance(objects, int) and not isinstance(objects, bool) else len(masks)
+        if not self._on_timeline(input_id, masks.timestamp):
+            return
+        objects = event["metadata"].get("num_masks")  # a union `mask` is one mask for all its objects
+        if not isinstance(objects, int) or isinstance(objects, bool) or objects < 0:
+            objects = len(masks)
+        if len(masks) > CLASS_IDS:  # only where MAX_MASKS is raised past it
+            self.say(f"{input_id} classes", f"input '{input_id}': {len(masks)} masks in one answer, over the "
+                                            f"{CLASS_IDS} classes of rerun's segmentation image: the first "
+                                            f"{CLASS_IDS} are drawn")
+            masks = _first(masks, CLASS_IDS)
         self._settle(self._pairs.answer(masks.image_id, masks.timestamp, (input_id, masks, objects)))
 
     def _settle(self, pairs) -> None:
@@ -90,7 +130,7 @@ class MaskLogger:
             return self.say(input_id, f"input '{input_id}': masks of {masks.width}x{masks.height} for a "
                                        f"{frame.width}x{frame.height} frame")
         self._at(frame.timestamp)
-        self._log_masks(masks)
+        self._log_masks(input_id, masks)
         self.rr.log(f"{masks.image_id}/objects", self.rr.Scalars([objects]))
         if frame.timestamp is not None:
             latency_ms = (datetime.now(timezone.utc) - frame.timestamp).total_seconds() * 1e3
@@ -102,6 +142,8 @@ class MaskLogger:
                 self.limits.max_boxes)
         except InputError as error:
             return self.say(input_id, str(error))
+        if not self._on_timeline(input_id, prompt.timestamp):
+            return
         self._at(prompt.timestamp)
         # drawn on a camera this node shows: an entity per image_id a sender makes up would grow rerun's store
         camera = prompt.image_id if prompt.image_id in self._cameras else next(iter(self._cameras), "image")
@@ -109,18 +151,22 @@ class MaskLogger:
                     self.rr.Boxes2D(array=prompt.points.reshape(-1, 4), array_format=self.rr.Box2DFormat.XYXY,
                                     labels=list(prompt.class_names)))
 
-    def _log_masks(self, masks) -> None:
-        """One segmentation image: class = track id (track mode) or 1 + the mask's index; where masks
-        overlap the later one shows, as on the overlay. Labels and colours are the overlay's."""
+    def _log_masks(self, input_id: str, masks: Masks) -> None:
+        """One segmentation image: a class per mask (`class_ids`); where masks overlap the later one
+        shows, as on the overlay. Labels and colours are the overlay's."""
         rr, camera = self.rr, masks.image_id
-        classes = list(masks.track_ids) if masks.track_ids is not None else list(range(1, len(masks) + 1))
+        classes = class_ids(masks)
+        outside = [t for t in masks.track_ids or () if not 1 <= t <= CLASS_IDS]
+        if outside:
+            self._noted.log(logging.INFO, f"{input_id} track ids", "input '%s': track id %s is outside rerun's "
+                            "class ids (1 to %d): such ids are drawn as classes folded into that range, their "
+                            "labels keep the ids (said once)", input_id, _shown_id(outside[0]), CLASS_IDS)
         segmentation = np.zeros((masks.height, masks.width), np.uint16)
         for mask, class_id in zip(masks.masks, classes):
             segmentation[mask] = class_id
-        colours = PALETTE[np.array(colour_keys(masks), int) % len(PALETTE)] if len(masks) else []
         names = [caption or f"object {c}" for c, caption in zip(classes, masks.captions())]
         rr.log(camera, rr.AnnotationContext([(c, n, tuple(int(v) for v in colour))
-                                             for c, n, colour in zip(classes, names, colours)]))
+                                             for c, n, colour in zip(classes, names, colours(masks))]))
         rr.log(f"{camera}/masks", rr.SegmentationImage(segmentation))
         boxes = mask_boxes(masks.masks)
         seen = ~np.isnan(boxes).any(axis=1)
@@ -128,17 +174,67 @@ class MaskLogger:
                                              class_ids=np.asarray(classes, int)[seen],
                                              labels=[c for c, s in zip(masks.captions(scores=True), seen) if s]))
 
+    def _on_timeline(self, input_id: str, timestamp: datetime | None) -> bool:
+        """False, and one line, for a message stamped where rerun's timeline cannot place it."""
+        if timestamp is None or nanoseconds(timestamp) in TIMELINE:
+            return True
+        self.say(f"{input_id} time", f"input '{input_id}': stamped {timestamp.isoformat()}, outside the times "
+                                     "rerun's timeline holds (1677-09-21 to 2262-04-11 UTC): not drawn")
+        return False
+
     def _at(self, timestamp: datetime | None) -> None:
         """The frames' own time when dora gives one (1.x), else the order of arrival (dora 0.5)."""
-        if timestamp is not None:
-            self.rr.set_time("frame_time", timestamp=timestamp)
+        if timestamp is not None:  # to the nanosecond dora carries: rerun's own conversion goes through a float
+            self.rr.set_time("frame_time", timestamp=np.datetime64(nanoseconds(timestamp), "ns"))
         else:
             self._sequence += 1
             self.rr.set_time("frame", sequence=self._sequence)
 
-    def say(self, input_id: str, message: str) -> None:
-        """One line per input every 10 s: a flood of bad messages is not a flood of lines."""
-        self._said.warning(input_id, "%s", message)
+    def say(self, kind: str, message: str) -> None:
+        """One line per kind (an input id, or one of its problems) every 10 s: a flood of bad messages is
+        not a flood of lines."""
+        self._said.warning(kind, "%s", message)
+
+
+def class_ids(masks: Masks) -> list[int]:
+    """A class per mask, each its own, from 1 to CLASS_IDS: 1 + the mask's index, or in track mode its track
+    id. A track id outside that range (the tracker's counter past 65,535 on a long run; a sender's 0,
+    negative or huge id) is folded into it, 1 + (id - 1) mod CLASS_IDS, so it keeps its class from answer
+    to answer. Where a mask would share a class with another of its answer (a folded id meeting one in
+    range, or the same id twice), the id in range, else the earlier mask, keeps it and the other takes
+    the lowest class free. `masks` holds at most CLASS_IDS masks."""
+    if masks.track_ids is None:
+        return list(range(1, len(masks) + 1))
+    wanted = [1 + (t - 1) % CLASS_IDS for t in masks.track_ids]
+    in_range_first = sorted(range(len(wanted)), key=lambda i: not 1 <= masks.track_ids[i] <= CLASS_IDS)
+    classes, taken, crowded = [0] * len(wanted), set(), []
+    for i in in_range_first:
+        if wanted[i] in taken:
+            crowded.append(i)
+        else:
+            classes[i] = wanted[i]
+            taken.add(wanted[i])
+    free = (c for c in range(1, CLASS_IDS + 1) if c not in taken)
+    for i in sorted(crowded):
+        classes[i] = next(free)
+    return classes
+
+
+def nanoseconds(timestamp: datetime) -> int:
+    """A timezone-aware time as nanoseconds since the epoch, exact to its microsecond, of any year."""
+    return (timestamp - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _first(masks: Masks, count: int) -> Masks:
+    return dataclasses.replace(
+        masks, masks=masks.masks[:count], scores=masks.scores[:count], class_names=masks.class_names[:count],
+        track_ids=None if masks.track_ids is None else masks.track_ids[:count],
+        visible=None if masks.visible is None else masks.visible[:count])
+
+
+def _shown_id(track_id: int) -> str:
+    """A sender's id as a log line may quote it: one past int64 (which dora does not carry) by its size."""
+    return str(track_id) if -(2**63) <= track_id < 2**63 else f"of {track_id.bit_length()} bits"
 
 
 def start_recording(rr, mode: str, dataflow_id: str, env=os.environ) -> str:
@@ -252,18 +348,8 @@ def main() -> None:
     log.info("masks to %s", where)
     logger = MaskLogger(rr, frame_buffer, limits)
     for event in node:
-        if event["type"] != "INPUT":
-            continue
-        input_id = event["id"]
-        try:
-            if input_id.startswith("image"):
-                logger.frame(codecs.decode_frame(input_id, event["value"], event["metadata"], limits))
-            elif input_id in ("mask", "masks"):
-                logger.answer(input_id, event)
-            elif input_id in ("bbox", "boxes2d"):
-                logger.detections(input_id, event)
-        except InputError as error:
-            logger.say(input_id, str(error))
+        if event["type"] == "INPUT":
+            logger.on_input(event)
     recording = rr.get_data_recording()
     if recording is not None:  # rerun batches what is logged: the last answers reach the sink before it closes
         recording.flush(timeout_sec=30)
