@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timezone
 
@@ -93,6 +94,66 @@ def test_truncated_jpeg_is_rejected():
     data = cv2.imencode(".jpg", BGR)[1].ravel()
     with pytest.raises(InputError, match="truncated or corrupt"):
         codecs.decode_frame("image", pa.array(data[: len(data) // 3]), {"encoding": "jpeg"})
+
+
+def jpeg_with_junk_before_its_end() -> np.ndarray:
+    """A JPEG as sloppy webcams write them: 3 stray bytes before its end marker, which libjpeg reads past."""
+    data = cv2.imencode(".jpg", BGR)[1].ravel()
+    return np.concatenate([data[:-2], np.full(3, 0x55, np.uint8), data[-2:]])
+
+
+def test_what_image_libraries_say_about_bad_frames_is_in_the_one_line_not_printed(capfd, caplog, monkeypatch):
+    """libpng and libjpeg write their complaints straight to stderr (descriptor 2), one line a frame: a cut
+    PNG's reason is in our error instead, a BMP's from OpenCV's own log by its message alone, and a JPEG they
+    read past is used, said at most once per input every 10 s (the clock is the test's)."""
+    from dora_sam2 import throttle
+
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: 1000.0)
+    png, bmp = (cv2.imencode(ext, BGR)[1].ravel() for ext in (".png", ".bmp"))
+    errors = []
+    with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+        for k in range(100):  # cut in their last kB: libpng says nothing of a PNG cut far sooner
+            for data, encoding in ((png, "png"), (bmp, "bmp")):
+                with pytest.raises(InputError) as error:
+                    codecs.decode_frame("image", pa.array(data[:len(data) - 1000 + 9 * k]), {"encoding": encoding})
+                errors.append(str(error.value))
+        frames = [codecs.decode_frame("image", pa.array(jpeg_with_junk_before_its_end()), {"encoding": "jpeg"})
+                  for _ in range(50)]
+    printed = capfd.readouterr()
+    assert printed.err == "" and printed.out == "", printed.err[:2000]
+    assert errors[0] == f"input 'image': could not decode {len(png) - 1000} bytes as png (truncated or corrupt: " \
+                        "libpng error: PNG input buffer is incomplete)"
+    assert errors[1] == f"input 'image': could not decode {len(bmp) - 1000} bytes as bmp (truncated or corrupt: " \
+                        "Unexpected end of input stream)"
+    assert len(frames) == 50 and frames[0].rgb.shape == (48, 64, 3)
+    [said] = [r.getMessage() for r in caplog.records]  # libjpeg counts the stray bytes its own way
+    assert re.fullmatch(r"input 'image': the jpeg decoder said 'Corrupt JPEG data: \d+ extraneous bytes before "
+                        r"marker 0xd9'; the frame is used as decoded", said), said
+
+
+def test_another_threads_log_line_during_a_capture_goes_to_stderr_not_into_it(capfd):
+    """Descriptor 2 is the process's: while a decode's words are taken, a line logged by another thread (the
+    click server's, the viewer's) waits for the capture to end and is printed where it always is."""
+    import sys
+    import threading
+
+    from dora_sam2.library_output import captured
+
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(handler)
+    try:
+        other = threading.Thread(target=lambda: logging.getLogger("test.other").warning("the other thread's line"))
+        with captured() as said:
+            other.start()
+            other.join(0.5)  # it waits for the capture: joining it here would never end
+            png = cv2.imencode(".png", BGR)[1].ravel()
+            cv2.imdecode(png[:len(png) - 10], cv2.IMREAD_COLOR)
+        other.join()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert said.first_line == "libpng error: PNG input buffer is incomplete"
+    assert "the other thread's line" not in said.text
+    assert "the other thread's line" in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------- boxes

@@ -2,12 +2,15 @@
 
 Every decoder either returns a valid domain object or raises InputError naming the input and the
 problem; nothing else escapes (`boundary`, and the fuzz tests hold it to that). Sizes are checked
-before anything is allocated for them: a raw frame's byte count, a compressed image's declared pixels.
+before anything is allocated for them: a raw frame's byte count, a compressed image's declared pixels,
+a `remove`'s ids. What the image libraries print about a bad frame is taken into that one error (or, for
+a frame they recovered, one throttled warning), never printed by them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import struct
 from datetime import datetime, timezone
@@ -18,9 +21,14 @@ import pyarrow as pa
 
 from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Phrases, Prompt
 from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
+from .library_output import captured
 from .settings import Limits
+from .throttle import Throttle
 
 LIMITS = Limits()  # the defaults, for callers that set none
+# A frame the image library recovered from is used; what the library said is a warning, at most one line
+# per camera input every 10 s, in whichever node decoded it.
+_decoder_said = Throttle(logging.getLogger("dora_sam2"))
 
 LABEL_CHARS = 100  # a class name travels in every answer's metadata and log line: longer ones are cut
 PHRASE_CHARS = 200  # a phrase SAM 3 reads: its text encoder takes 32 tokens, a few words
@@ -104,9 +112,15 @@ def _decode_compressed(input_id: str, data: np.ndarray, encoding: str, max_pixel
                                    "no JPEG, PNG, BMP or WebP header with a size)")
     image_format, width, height = header
     _check_pixels(input_id, width, height, image_format, max_pixels)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    with captured() as said:  # libpng and libjpeg would print a line of their own for every bad frame
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    complaint = said.first_line
     if bgr is None:
-        raise InputError(input_id, f"could not decode {data.size} bytes as {encoding} (truncated or corrupt)")
+        raise InputError(input_id, f"could not decode {data.size} bytes as {encoding} (truncated or corrupt"
+                                   f"{': ' + complaint if complaint else ''})")
+    if complaint:  # recovered from, as some webcams' JPEGs need on every frame: used, and said once a while
+        _decoder_said.warning(f"{input_id} decoder", "input '%s': the %s decoder said %r; the frame is used as "
+                              "decoded", input_id, image_format, complaint)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
