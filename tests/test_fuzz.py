@@ -181,12 +181,53 @@ def test_text_decoder(value, meta):
             assert np.isfinite(phrases.exemplars).all() and len(phrases.exemplar_labels) == len(phrases.exemplars)
 
 
+REMOVE_BOUND = Limits(max_remove=8)  # small, so that messages on both sides of it are common
+id_arrays = st.one_of(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(pa.array),
+    st.lists(st.integers(0, 2**64 - 1), min_size=7, max_size=9).map(lambda v: pa.array(v, pa.uint64())),  # at the bound
+    st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=10).map(lambda v: pa.array(v, pa.int8())),
+)
+
+
 @FUZZ
-@given(st.one_of(any_value, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(pa.array)), metadata)
+@given(st.one_of(any_value, id_arrays), metadata)
 def test_track_id_decoder(value, meta):
-    ids = decoded_or_input_error(lambda i, v, m: codecs.decode_track_ids(i, v), "remove", value, meta)
+    ids = decoded_or_input_error(lambda i, v, m: codecs.decode_track_ids(i, v, REMOVE_BOUND), "remove", value, meta)
     if ids is not None:
-        assert all(isinstance(i, int) for i in ids)
+        assert all(isinstance(i, int) for i in ids) and len(ids) <= REMOVE_BOUND.max_remove
+
+
+control_events = st.tuples(
+    st.sampled_from(["remove", "reset", "text", "points"]),
+    st.one_of(any_value, id_arrays, text_values, st.just(pa.array(np.arange(10**6)))),  # a million ids, 8 MB
+    st.one_of(metadata, st.fixed_dictionaries({"boxes": st.lists(st.floats(), max_size=12)})),
+).map(lambda e: {"type": "INPUT", "id": e[0], "value": e[1], "metadata": e[2]})
+
+
+@FUZZ
+@given(st.lists(control_events, max_size=8))
+def test_track_mode_takes_any_run_of_remove_reset_and_text(events):
+    """The track-mode node's path from dora event to its scheduler, for what steers its tracks: whatever a
+    run of `remove`, `reset`, `text` and `points` messages holds, each is an item within its bounds or one
+    bad-input line, and the scheduler takes the items without raising."""
+    from dora_sam2.engine import PhraseSearch
+    from dora_sam2.node import Adapter
+    from dora_sam2.scheduling import RESET, Remove, TrackScheduler
+    from dora_sam2.stats import Stages, Stats
+
+    limits = Limits(max_remove=8, max_phrases=3, max_clicks=2)
+    stats = Stats(Stages(), 0)
+    scheduler = TrackScheduler(lambda ids: None, stats, ("image",), every_frame=True, limits=limits,
+                               search=PhraseSearch(None, "sam2-test"))
+    adapter = Adapter(None, scheduler, stats, ["mask"], limits=limits)
+    items = list(adapter.inputs(events))
+    for item in items:
+        if isinstance(item, Remove):
+            assert len(item.track_ids) <= limits.max_remove
+        elif item != RESET:
+            assert len(getattr(item, "texts", ())) <= limits.max_phrases
+    assert list(scheduler.handle(items)) == []  # no frame: nothing to answer
+    assert all(len(clicks) <= limits.max_clicks for clicks in scheduler._clicks.values())
 
 
 @st.composite

@@ -173,7 +173,7 @@ class PhraseSearch:
             raise InputError(input_id, f"MODEL={self.model_name} cannot read words: phrases are found by SAM 3 "
                                        "(MODEL=facebook/sam3, or a local SAM 3 checkpoint); SAM 2 and EdgeTAM "
                                        "answer boxes and clicks")
-        if phrases.exemplars is not None and not self.finder.reads_exemplars:
+        if phrases.exemplars is not None and self.finder is not None and not self.finder.reads_exemplars:
             self._say.warning("exemplars", "input '%s': exemplar boxes need torchvision (SAM 3 pools them with its "
                               "roi_align): install a torchvision built for this torch; the phrases are used without "
                               "them", input_id)
