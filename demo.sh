@@ -31,10 +31,9 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"  # dora's own stack traces bury the
 rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
 echo "demo: ${VIDEO:-synthetic scene} -> SAM2 (${MODEL:-facebook/sam2.1-hiera-tiny}) -> $OUT_DIR"
 
-if ! dora run examples/demo.yml; then
-  echo
-  echo "demo: the dataflow failed; the SAM2 node's ERROR line above says why."
-  echo "demo: with no network and no weights, check the plumbing with: ./demo.sh --random-weights"
-  exit 1
-fi
+# The nodes' lines as they come, dora's own in $OUT_DIR/dora.log. A failed run ends with the failed node's
+# sentence, once, and the next step that fits its cause (scripts/demo_run.py).
+weights=""
+if [ "${1:-}" = "--random-weights" ]; then weights="--random-weights"; fi
+python scripts/demo_run.py examples/demo.yml "$OUT_DIR/dora.log" $weights || exit 1
 ls "$OUT_DIR" | grep -q overlay.mp4 && echo "demo: done, see $OUT_DIR/overlay.mp4 and $OUT_DIR/frame_*.png"

@@ -18,7 +18,8 @@ import time
 import cv2
 import numpy as np
 import pyarrow as pa
-from dora import Node
+
+from dora_sam2.joining import join_dataflow
 
 
 def synthetic(frames: int, width: int, height: int):
@@ -38,7 +39,7 @@ def video(path: str, size: tuple[int, int] | None, count: int | None = None):
     """The file's frames (the first `count`), at their own size unless WIDTH and HEIGHT ask for another."""
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
-        raise SystemExit(f"camera: cannot open VIDEO={path}")
+        raise SystemExit(f"ERROR camera: cannot open VIDEO={path}: set VIDEO to a video file OpenCV can read.")
     for _ in range(count) if count is not None else iter(int, 1):
         ok, image = capture.read()
         if not ok:
@@ -59,7 +60,7 @@ def main():
     encoding, output, path = os.environ.get("ENCODING", "bgr8"), os.environ.get("OUTPUT", "image"), os.environ.get("VIDEO")
     count = int(os.environ["FRAMES"]) if os.environ.get("FRAMES") else None
     frames = video(path, size, count) if path else synthetic(count or 10, *(size or (640, 480)))
-    node = Node()
+    node = join_dataflow()
     ticked = "tick" in node_inputs(node)
     fps = os.environ.get("FPS") or ("" if ticked else "5")
     pace = Pace(node, 1.0 / float(fps) if fps else None, int(os.environ.get("AHEAD", "1")) if ticked else 0)

@@ -7,13 +7,13 @@ with metadata `labels` as pairs of the objects' labels, and the frame's `timesta
 
 import numpy as np
 import pyarrow as pa
-from dora import Node
 
+from dora_sam2.joining import join_dataflow
 from dora_sam2.masks import colliding_pairs, decode_masks
 
 
 def main():
-    node = Node()
+    node = join_dataflow()
     for event in node:
         if event["type"] != "INPUT" or event["id"] != "masks":
             continue

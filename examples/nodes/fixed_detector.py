@@ -12,15 +12,35 @@ import os
 
 import numpy as np
 import pyarrow as pa
-from dora import Node
+
+from dora_sam2.joining import join_dataflow
+
+
+def read_boxes(text: str) -> list:
+    """BOXES as [[x1, y1, x2, y2, label], ...]; anything else stops the node with one sentence."""
+    try:
+        boxes = json.loads(text)
+    except json.JSONDecodeError:
+        boxes = None
+    if not isinstance(boxes, list) or not all(is_box(box) for box in boxes):
+        shown = text if len(text) <= 100 else text[:100] + "..."
+        raise SystemExit(f"ERROR fixed_detector: BOXES={shown} is not a JSON list of [x1, y1, x2, y2, \"label\"]: "
+                         "fix BOXES (or unset it for the default boxes).")
+    return boxes
+
+
+def is_box(box) -> bool:
+    numbers = isinstance(box, list) and len(box) == 5 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in box[:4])
+    return numbers and isinstance(box[4], str)
 
 
 def main():
-    boxes = json.loads(os.environ.get("BOXES", "[[100, 100, 300, 300, \"cup\"]]"))
+    boxes = read_boxes(os.environ.get("BOXES", "[[100, 100, 300, 300, \"cup\"]]"))
     fmt = os.environ.get("FORMAT", "xyxy")
     empty_every, every = int(os.environ.get("EMPTY_EVERY", "0")), int(os.environ.get("EVERY", "1"))
     counts = [int(n) for n in os.environ.get("COUNTS", "").split(",") if n.strip()]
-    node = Node()
+    node = join_dataflow()
     seen = 0
     for event in node:
         if event["type"] != "INPUT":

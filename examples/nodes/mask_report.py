@@ -5,13 +5,13 @@ reads `masks`, where each object has its own mask, and reports each one with its
 """
 
 import numpy as np
-from dora import Node
 
+from dora_sam2.joining import join_dataflow
 from dora_sam2.masks import decode_masks
 
 
 def main():
-    for event in Node():
+    for event in join_dataflow():
         if event["type"] != "INPUT" or event["id"] != "masks":
             continue
         metadata = event["metadata"]

@@ -7,8 +7,8 @@ inpainted frame (bgr8).
 import cv2
 import numpy as np
 import pyarrow as pa
-from dora import Node
 
+from dora_sam2.joining import join_dataflow
 from dora_sam2.masks import inpaint_mask, masks_with_frames
 
 
@@ -18,7 +18,7 @@ def remove(frame: np.ndarray, union: np.ndarray) -> np.ndarray:
 
 
 def main():
-    node = Node()
+    node = join_dataflow()
     for frame, union, metadata in masks_with_frames(node):
         out = {k: metadata[k] for k in ("width", "height", "timestamp")}
         node.send_output("image", pa.array(remove(frame, union).ravel()), dict(out, encoding="bgr8", primitive="image"))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from dora import Node
+
+from dora_sam2.joining import join_dataflow
 
 
 def main():
@@ -13,7 +14,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     fps = float(os.environ.get("FPS", "5"))
     writer, count = None, 0
-    for event in Node():
+    for event in join_dataflow():
         if event["type"] != "INPUT":
             continue
         meta = event["metadata"]
@@ -28,7 +29,7 @@ def main():
         count += 1
     if writer is not None:
         writer.release()
-    print(f"saved {count} annotated frames and overlay.mp4 in {out}")
+    print(f"saved {count} annotated frames and overlay.mp4 in {out}" if count else "saved nothing: no frame came")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ import sys
 import threading
 from collections import Counter, deque
 
-from dora import Node
-
 from . import codecs, overlay
 from .devices import cpu_has_fast_bf16
 from .domain import Frame, InputError, Masks, Phrases
 from .engine import PhraseSearch, Segmenter
+from .joining import join_dataflow
 from .loading import ModelLoadError
 from .model import Sam2Backend
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
@@ -47,7 +46,7 @@ def main() -> None:
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
     # can answer: no frames pile up while weights load.
-    node = Node()
+    node = join_dataflow()
     config = _node_config(node)
     stats = Stats(Stages(), settings.stats_every_s)
     search.stages = stats.stages
