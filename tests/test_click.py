@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +24,11 @@ import pytest
 from support.browser import CHROMIUM, launch_chromium, open_when_served
 from support.dataflows import (ROOT, camera, collector, dataflow_in_background, flow, free_port, node, read_events,
                                sam2, wait_for)
+from support.slowloris import Slowloris
 
 from dora_sam2.click import ClickServer, LiveView, click_message
 from dora_sam2.domain import Frame
+from dora_sam2.settings import Limits
 
 T0 = datetime(2026, 4, 1, 8, 30, 0, 123456, tzinfo=timezone.utc)
 
@@ -45,18 +50,19 @@ def page_headers(server) -> dict:
             "Authorization": f"Bearer {TOKEN}"}
 
 
-def post(server, path, body, **headers):
+def post(server, path, body, timeout: float = 5, **headers):
     """POST as the page does; `headers` replace or (None) remove the page's."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {"Content-Length": str(len(data)), **page_headers(server), **headers}
     host = sent.pop("Host", None)
-    return raw(server, "POST", path, {k: v for k, v in sent.items() if v is not None}, data, host)
+    return raw(server, "POST", path, {k: v for k, v in sent.items() if v is not None}, data, host, timeout)
 
 
-def raw(server, method: str, path: str, headers: dict, body: bytes = b"", host: str | None = None) -> int:
+def raw(server, method: str, path: str, headers: dict, body: bytes = b"", host: str | None = None,
+        timeout: float = 5) -> int:
     """A request exactly as given (urllib would fix up Host and Content-Length); its status."""
     port = int(server.address.rstrip("/").rsplit(":", 1)[1])
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         connection.putheader("Host", host or f"127.0.0.1:{port}")
@@ -210,8 +216,9 @@ def test_refusals_on_300_paths_are_one_line_and_hold_no_memory(server, caplog):
 
 
 def test_open_connections_are_capped_and_idle_ones_let_go():
-    """MAX_CONNECTIONS: connections past it are closed at once; READ_TIMEOUT: an idle one is dropped, so a
-    page that opens hundreds of connections and sends nothing cannot hold the server for good."""
+    """MAX_CONNECTIONS: past it, the oldest connection without its request gives way to the new one;
+    READ_TIMEOUT: one that sends nothing is dropped, so a page that opens hundreds of connections and
+    sends nothing cannot hold the server for good."""
     import threading
 
     from dora_sam2.settings import Limits
@@ -223,7 +230,7 @@ def test_open_connections_are_capped_and_idle_ones_let_go():
     idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(12)]
     try:
         closed = 0
-        for sock in idle:  # every one ends: 8 at once (past the cap), 4 after READ_TIMEOUT
+        for sock in idle:  # every one ends: 8 giving way to newer ones, 4 after READ_TIMEOUT
             try:
                 closed += sock.recv(1) == b""
             except ConnectionResetError:
@@ -241,6 +248,201 @@ def _status(server, path: str) -> int | None:
         return raw(server, "GET", path, {})
     except OSError:
         return None
+
+
+# ---------------------------------------------------------------------------- slow clients
+
+
+@contextlib.contextmanager
+def camera_for(view: LiveView, seconds: float = 600):
+    """A frame shown every 50 ms while the block runs (`seconds`: a hang guard)."""
+    stop = threading.Event()
+
+    def show():
+        end = time.monotonic() + seconds
+        while not stop.wait(0.05) and time.monotonic() < end:
+            view.show_frame(Frame("image", np.full((48, 64, 3), 100, np.uint8), T0, "bgr8"))
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def open_stream(server) -> http.client.HTTPResponse:
+    """The page's frame stream, as its EventSource opens it."""
+    port = int(server.address.rstrip("/").rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", f"/events?token={TOKEN}")
+    response = connection.getresponse()
+    assert response.status == 200
+    return response
+
+
+def next_frame(stream) -> dict:
+    for _ in range(1000):  # keep-alive comments between frames
+        line = stream.fp.readline()
+        if line.startswith(b"data: "):
+            return json.loads(line[6:])
+        assert line, "the stream ended"
+    raise AssertionError("no frame in 1000 lines")
+
+
+def slots_held(server, count: int) -> bool:
+    return len(server.httpd.slots) >= count
+
+
+@pytest.mark.parametrize("limits, held", [
+    (Limits(), 16),  # loopback is one address: MAX_CLIENT_CONNECTIONS binds first
+    (Limits(max_connections=8, max_client_connections=100), 8),  # MAX_CONNECTIONS binds
+], ids=["per-client bound", "total bound"])
+def test_a_slowloris_on_every_slot_does_not_keep_the_operator_out(limits, held):
+    """200 connections each sending a byte a second hold every slot the server gives one address; their
+    bytes come far inside READ_TIMEOUT (10 s), and each one the server closes is opened again. Meanwhile
+    the operator's page loads, its frames stream, its clicks land, every time, and the frame stream it
+    opened before keeps streaming."""
+    view = LiveView()
+    server = ClickServer(view, "127.0.0.1", free_port(), TOKEN, limits).start()
+    try:
+        with camera_for(view):
+            first = open_stream(server)
+            next_frame(first)
+            with Slowloris(server.httpd.server_address[1], connections=200, every=1.0) as slowloris:
+                for load in range(5):  # each once every slot is held, the slowloris a round or more in
+                    wait_for(lambda: slowloris.rounds >= 2 and slots_held(server, held), 120, "every slot held")
+                    assert raw(server, "GET", f"/?token={TOKEN}", {}, timeout=60) == 200, load
+                    stream = open_stream(server)
+                    assert next_frame(stream)["width"] == 64
+                    stream.close()
+                    assert post(server, "/points", CLICK, timeout=60) == 204, load
+                    next_frame(first)  # the first page's stream, all along
+                assert slowloris.answered == 0  # nothing it sent was ever taken for a request
+            first.close()
+        assert server.outbox.qsize() == 5
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")
+def test_the_page_in_chromium_loads_and_clicks_under_a_slowloris():
+    """The operator's real page, in a real browser (its preconnects, retries and event stream included),
+    while a slowloris holds every slot the server gives one address."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    view = LiveView()
+    server = ClickServer(view, "127.0.0.1", free_port(), TOKEN).start()
+    try:
+        with camera_for(view), Slowloris(server.httpd.server_address[1], connections=200, every=1.0) as slowloris, \
+                playwright.sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            for load in range(3):
+                wait_for(lambda: slowloris.rounds >= 2 and slots_held(server, 16), 120, "every slot held")
+                page.goto(server.url, timeout=120_000)
+                page.wait_for_function("+document.body.dataset.frames >= 2", timeout=120_000)
+                box = page.locator("#view").bounding_box()
+                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                output, value, _ = server.outbox.get(timeout=120)
+                assert output == "points" and len(value) == 2, load
+            browser.close()
+            assert slowloris.answered == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("trickled", ["head", "body"])
+def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(trickled, caplog):
+    """READ_TIMEOUT bounds the whole request, not each read: a byte every 50 ms keeps no request open past
+    it, whether the head comes so (slowloris) or the body does, after a head with the right token."""
+    server = ClickServer(LiveView(), "127.0.0.1", free_port(), TOKEN, Limits(read_timeout=1.0)).start()
+    port = server.httpd.server_address[1]
+    body = json.dumps(CLICK).encode().ljust(2000)  # valid JSON: 100 s at a byte every 50 ms
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"127.0.0.1:{port}", "Content-Length": len(body),
+                                                 **page_headers(server)}.items())
+    request = f"POST /points HTTP/1.1\r\n{head}\r\n".encode() + body
+    at_once = len(request) - len(body) if trickled == "body" else 0
+    try:
+        with caplog.at_level("WARNING", logger="dora_sam2.click"), \
+                socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(request[:at_once])
+            sent, cut = at_once, False
+            while sent < len(request) and not cut:
+                try:
+                    sock.sendall(request[sent:sent + 1])
+                    sent += 1
+                    cut = bool(select.select([sock], [], [], 0.05)[0]) and sock.recv(100) == b""
+                except OSError:  # reset: closed with bytes unread
+                    cut = True
+            assert cut and sent < len(request)
+        assert server.outbox.empty()
+        assert [r.getMessage() for r in caplog.records] == [
+            "closed a connection from 127.0.0.1: its request was not in after READ_TIMEOUT=1s"]
+        assert post(server, "/points", CLICK) == 204  # and the server goes on
+    finally:
+        server.stop()
+
+
+def test_the_frame_stream_outlives_the_request_deadline():
+    """The deadline is for the request: the page's frame stream, once asked for, streams on past it."""
+    view = LiveView()
+    server = ClickServer(view, "127.0.0.1", free_port(), TOKEN, Limits(read_timeout=0.5)).start()
+    try:
+        with camera_for(view):
+            stream = open_stream(server)
+            deadline_passed = time.monotonic() + 4 * 0.5
+            while time.monotonic() < deadline_passed:
+                next_frame(stream)
+            assert next_frame(stream)["width"] == 64
+            stream.close()
+    finally:
+        server.stop()
+
+
+def test_one_address_holds_its_share_and_a_request_whose_head_is_in_is_never_cut():
+    """The slot policy, on socket pairs standing for clients of three addresses."""
+    from dora_sam2.click import _Slots
+
+    pairs = []
+
+    def connect(slots, address: str, sends: bytes = b""):
+        server_side, client = socket.socketpair()
+        pairs.append((server_side, client))
+        client.sendall(sends)
+        gave_way, bound = slots.admit(server_side, address)
+        return client, (gave_way and gave_way.socket), bound
+
+    def closed(client) -> bool:
+        client.settimeout(5)
+        return client.recv(1) == b""
+
+    stranger, operator, other = "192.0.2.1", "198.51.100.7", "203.0.113.5"
+    head = b"GET /events?token=t HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        slots = _Slots(total=10, per_client=2)  # MAX_CLIENT_CONNECTIONS: the address's own oldest gives way
+        s1, _, _ = connect(slots, stranger)
+        connect(slots, stranger, b"GET / HTTP/1.1\r\n")
+        _, gave_way, bound = connect(slots, stranger)
+        assert gave_way is pairs[0][0] and bound is None and closed(s1)
+        assert connect(slots, operator, head)[1:] == (None, None)  # the operator's own share: nothing gives way
+        connect(slots, operator, head)
+        assert connect(slots, operator, head)[1:] == (None, "MAX_CLIENT_CONNECTIONS")  # both its heads are in
+
+        slots = _Slots(total=3, per_client=3)  # MAX_CONNECTIONS: the oldest without its head, of who holds most
+        connect(slots, stranger, head)  # the oldest, but its head is in
+        s2, _, _ = connect(slots, stranger, b"GET / HT")
+        o1, _, _ = connect(slots, operator)  # older than what follows, and no head yet
+        _, gave_way, _ = connect(slots, other)
+        assert gave_way is pairs[-3][0] and closed(s2)  # the stranger held the most
+        o1.sendall(head)  # now it has: the newer connection of the other address is what gives way
+        other1, newest = pairs[-1][1], connect(slots, other, head)
+        assert newest[1] is pairs[-2][0] and closed(other1) and not select.select([o1], [], [], 0)[0]
+        assert connect(slots, other)[1:] == (None, "MAX_CONNECTIONS")  # every head is in: the new one is refused
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
 
 
 def test_clicks_queued_for_dora_are_bounded():

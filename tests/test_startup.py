@@ -210,7 +210,7 @@ class _Reads(dict):
 
 # Limits of the click server and of consumers pairing answers with frames: Settings reads every limit
 # (one table for all nodes), the sam2 node uses none of these.
-OTHER_NODES_LIMITS = {"MAX_CONNECTIONS", "MAX_CLIENT_CONNECTIONS", "READ_TIMEOUT", "MAX_WAITING"}
+OTHER_NODES_LIMITS = {"MAX_CONNECTIONS", "MAX_CLIENT_CONNECTIONS", "READ_TIMEOUT", "MAX_WAITING", "MAX_MASKS"}
 
 
 def manifest() -> dict:

@@ -39,7 +39,8 @@ class Limits:
     max_ended_tracks: int = 64  # ended tracks remembered for their ids to come back, per camera
     max_remove: int = 1000  # track ids in one `remove` message: the defaults let 256 live (16 objects x 16 cameras)
     max_connections: int = 32  # the click server's open connections
-    read_timeout: float = 10.0  # seconds the click server waits for a client's request
+    max_client_connections: int = 16  # ... of them from one client address
+    read_timeout: float = 10.0  # seconds the click server gives a client to send its whole request, head and body
     log_ids: int = 10  # ids named in one log line; the rest are counted
 
     @classmethod
@@ -58,6 +59,7 @@ class Limits:
             max_ended_tracks=int_setting(env, "MAX_ENDED_TRACKS", d.max_ended_tracks, minimum=0),
             max_remove=int_setting(env, "MAX_REMOVE", d.max_remove, minimum=1),
             max_connections=int_setting(env, "MAX_CONNECTIONS", d.max_connections, minimum=1),
+            max_client_connections=int_setting(env, "MAX_CLIENT_CONNECTIONS", d.max_client_connections, minimum=1),
             read_timeout=float_setting(env, "READ_TIMEOUT", d.read_timeout, minimum=0.1),
             log_ids=int_setting(env, "LOG_IDS", d.log_ids, minimum=1),
         )
