@@ -14,12 +14,13 @@ import subprocess
 import zlib
 from datetime import datetime, timedelta, timezone
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from support.dataflows import (BIN, NODES, collector, dora_env, flow, free_port, lossless, node, read_events, sam2,
-                               wait_for)
+from support.dataflows import (BIN, NODES, after_answers, collector, dora_env, flow, free_port, lossless, node,
+                               read_events, sam2, wait_for)
 
 pytestmark = pytest.mark.dataflow
 
@@ -36,6 +37,22 @@ def frame(seconds: float, **metadata) -> tuple:
     rgb = np.random.default_rng(int(seconds) % 1000).integers(0, 255, (H, W, 3), dtype=np.uint8)
     return "image", pa.array(rgb.ravel()), {"encoding": "rgb8", "width": W, "height": H, "timestamp": at(seconds),
                                             **metadata}
+
+
+def encoded(seconds: float, ext: str) -> np.ndarray:
+    return cv2.imencode(ext, frame(seconds)[1].to_numpy().reshape(H, W, 3)[..., ::-1])[1].ravel()
+
+
+def cut(data: np.ndarray, keep: int) -> tuple:
+    """An encoded frame cut short, as a camera dropping bytes sends it."""
+    return "image", pa.array(data[:keep]), {"encoding": "png" if data[1] == ord("P") else "jpeg"}
+
+
+def jpeg_with_junk(seconds: float) -> tuple:
+    """A frame as sloppy webcams write JPEG: stray bytes before its end, which libjpeg reads past."""
+    data = encoded(seconds, ".jpg")
+    junk = np.concatenate([data[:-2], np.full(3, 0x55, np.uint8), data[-2:]])
+    return "image", pa.array(junk), {"encoding": "jpeg", "timestamp": at(seconds)}
 
 
 def png(width: int, height: int) -> pa.Array:
@@ -65,6 +82,10 @@ BAD_IMAGES = [
     ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "bgr8", "width": 1e300, "height": 10}),
     ("image", pa.array(np.zeros(30, np.uint8)), {"encoding": "rgb8", "width": -10, "height": -1}),
     ("image", pa.array(["not", "pixels"]), {"encoding": "jpeg"}),
+    # 200 JPEGs and 50 PNGs cut short: libpng and libjpeg once wrote a line of their own for each, unthrottled
+    *[cut(encoded(0, ".jpg"), 100 + 20 * i) for i in range(200)],
+    *[cut(encoded(0, ".png"), len(encoded(0, ".png")) - 500 + 9 * i) for i in range(50)],
+    jpeg_with_junk(0.5),  # read past, used: the track node answers it
 ]
 BAD_PROMPTS = [
     ("points", pa.array([5.0, 5.0]), {"labels": [float("inf")]}),  # OverflowError once
@@ -81,6 +102,20 @@ BAD_TRACK_CONTROLS = [
     ("remove", pa.array(["1"]), {}),
     ("remove", pa.array([1.5]), {}),
 ]
+PHRASE = "a phrase of two hundred characters " + "x" * 165  # PHRASE_CHARS, the most a phrase may be
+BAD_TEXT = [  # to a SAM 3 node
+    *[("text", pa.array([f"{i} {PHRASE}"[:200] for i in range(16)]), {}) for _ in range(100)],  # at MAX_PHRASES
+    ("text", pa.array([f"{i} {PHRASE}"[:200] for i in range(17)]), {}),  # one over
+    ("text", pa.array(["cup", PHRASE + "x"]), {}),  # 201 characters
+    ("text", pa.array(["c\x00up"]), {}),
+    ("text", pa.array(["cup"]), {"boxes": [1.0, 2.0, 3.0]}),
+    ("text", pa.array(["cup"]), {}),  # the phrases from now on
+]
+# the same to the SAM 2 node, and what ended one once: no phrases, exemplar boxes (for SAM 3 it is a clear)
+TEXT_TO_SAM2 = [("sam2_text", value, metadata) for _, value, metadata in BAD_TEXT] + [
+    ("sam2_text", pa.array([], pa.uint8()), {"boxes": []})]
+RESETS = [("reset", pa.array(np.zeros(4 * 10**6, np.int64)), {}), ("reset", pa.array(["x" * 10_000]), {}),
+          ("reset", pa.array([], pa.null()), {}), ("reset", pa.array([None, None], pa.float32()), {})]
 BAD_ANSWERS = [  # to the click page and the rerun viewer
     answer("answer", width=0),  # ZeroDivisionError in the click node once
     answer("answer", scores=["x"]),  # ValueError in the rerun viewer once
@@ -96,36 +131,50 @@ CAMERA_CLOCK_JUMPS = [frame(3650 * 24 * 3600.0), frame(-3600.0)]  # years ahead;
 def script() -> list:
     many = np.tile(np.array([10, 10, 60, 60], np.float32), 1000) + np.repeat(np.arange(1000) % 50, 4).astype(np.float32)
     drawn = answer("answer", width=W, height=H, labels=["drawn"], timestamp=at(5))
-    steps = [frame(0), *BAD_IMAGES, *BAD_PROMPTS, *BAD_TRACK_CONTROLS, *BAD_ANSWERS, *CAMERA_CLOCK_JUMPS,
+    steps = [frame(0), *BAD_IMAGES, *BAD_PROMPTS, *BAD_TRACK_CONTROLS, *BAD_TEXT, *TEXT_TO_SAM2,
+             *BAD_ANSWERS, *CAMERA_CLOCK_JUMPS,
              ("bbox", pa.array(many), {"timestamp": at(0), "labels": ["many"] * 1000}),  # 1000 boxes
              frame(1), box(20, 20, 100, 100, timestamp=at(1), labels=["good"]),
              ("points", pa.array([50.0, 60.0]), {"labels": [1], "timestamp": at(1)}),
              frame(2), frame(3)]
     # the last frames are sent after the click is queued, so that in track mode it applies to one of them
     later = [frame(4), frame(5), ("answer", pa.array(np.ones(W * H, bool)), drawn[2])]
-    return [(0.0, *step) for step in steps] + [(1.0, *later[0])] + [(0.0, *step) for step in later[1:]]
+    # resets of any size and kind once the track node has answered frame 5 (frames 0-5, the one at 0.5 and
+    # the two clock jumps): the next frame has no track
+    last = [after_answers(TRACKED_BEFORE_RESET), *[(0.0, *step) for step in RESETS], (0.0, *frame(6))]
+    return [(0.0, *step) for step in steps] + [(1.0, *later[0])] + [(0.0, *step) for step in later[1:]] + last
 
 
-def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model_dir):
+TRACKED_BEFORE_RESET = 9
+
+
+def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model_dir, sam3_dir):
     (tmp_path / "script.pkl").write_bytes(pickle.dumps(script()))
     port, until, out, rrd = free_port(), tmp_path / "done", tmp_path / "out", tmp_path / "sam2.rrd"
     sam2_env = {"EVERY_FRAME": "1", "LOST_SECONDS": "1000"}
-    sent = {name: lossless(f"neighbour/{name}") for name in ("image", "bbox", "points", "remove", "answer")}
-    neighbour = node("neighbour", NODES / "player.py", outputs=list(sent),
+    sent = {name: lossless(f"neighbour/{name}")
+            for name in ("image", "bbox", "points", "remove", "reset", "text", "sam2_text", "answer")}
+    neighbour = node("neighbour", NODES / "player.py", {"answers": lossless("track/mask")}, list(sent),
                      env={"SCRIPT": tmp_path / "script.pkl", "UNTIL": until})
     segment = sam2(model_dir, {k: sent[k] for k in ("image", "bbox", "points")}, ["mask", "masks"], sam2_env,
                    stats=None, node_id="segment")
-    track = sam2(model_dir, {k: sent[k] for k in ("image", "points", "remove")}, ["mask"],
+    track = sam2(model_dir, {**{k: sent[k] for k in ("image", "points", "remove", "reset")}, "text": sent["sam2_text"]},
+                 ["mask"],
                  {**sam2_env, "MODE": "track"}, stats=None, node_id="track")
+    # random weights score SAM 3's instances near 0.3: MIN_CONFIDENCE keeps them, so every frame has some
+    phrases = sam2(sam3_dir, {k: sent[k] for k in ("image", "text")}, ["mask"],
+                   {**sam2_env, "TEXT": "cup", "MIN_CONFIDENCE": "0.01", "MAX_OBJECTS": "2"}, stats=None,
+                   node_id="phrases")
     click = node("click", "dora-sam2-click", {"image": sent["image"], "mask": sent["answer"]}, ["points"],
                  {"PORT": port, "TOKEN": TOKEN})
     rerun = node("rerun", "dora-sam2-rerun", {"image": sent["image"], "mask": sent["answer"],
                                               "masks": lossless("segment/masks"), "bbox": sent["bbox"]},
                  env={"OPERATING_MODE": "SAVE", "RRD_PATH": rrd})
     (tmp_path / "hostile.yml").write_text(flow(
-        neighbour, segment, track, click, rerun,
+        neighbour, segment, track, phrases, click, rerun,
         collector({"mask": lossless("segment/mask")}, out / "segment", "out_segment"),
         collector({"mask": lossless("track/mask")}, out / "track", "out_track"),
+        collector({"mask": lossless("phrases/mask")}, out / "phrases", "out_phrases"),
         collector({"points": lossless("click/points")}, out / "click", "out_click")))
     with open(tmp_path / "dora.log", "w") as log:
         dora = subprocess.Popen([str(BIN / "dora"), "run", str(tmp_path / "hostile.yml")], cwd=tmp_path, env=dora_env(),
@@ -136,7 +185,8 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
                 if dora.poll() is not None or "node exited with error" in logged:  # a node is gone
                     raise AssertionError(logged[-5000:])
                 return (len(read_events(out / "segment")) >= 3
-                        and any(e["metadata"]["timestamp"] == stamp(5) for e in read_events(out / "track")))
+                        and any(e["metadata"]["timestamp"] == stamp(6) for e in read_events(out / "track"))
+                        and any(e["metadata"].get("timestamp") == stamp(6) for e in read_events(out / "phrases")))
 
             wait_for(answered, 600, "the good frames' answers")
             hostile_http(port)
@@ -152,7 +202,7 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
     logged = (tmp_path / "dora.log").read_text()
     assert returncode == 0, logged[-5000:]
     assert "Traceback" not in logged, logged[-5000:]
-    for node_id in ("segment", "track", "click", "rerun"):
+    for node_id in ("segment", "track", "phrases", "click", "rerun"):
         assert f"{node_id} finished successfully" in logged, (node_id, logged[-5000:])
 
     # segment mode: the 1000-box message (its 100 most confident), then the good box and the good click
@@ -160,8 +210,10 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
     assert answered == [(1, [""]), (1, ["good"]), (100, ["many"] * 100)], answered
     # track mode: every frame answered (the clock jumps too), the clicked object tracked to the last frame
     tracked = {e["metadata"]["timestamp"]["datetime"]: e["metadata"] for e in read_events(out / "track")}
-    assert {stamp(s)["datetime"] for s in (0, 1, 2, 3, 4, 5)} <= set(tracked), sorted(tracked)
+    assert {stamp(s)["datetime"] for s in (0, 0.5, 1, 2, 3, 4, 5, 6)} <= set(tracked), sorted(tracked)
+    assert len(tracked) == TRACKED_BEFORE_RESET + 1, sorted(tracked)
     assert tracked[stamp(5)["datetime"]]["num_masks"] == 1 and tracked[stamp(5)["datetime"]]["track_ids"] == [1]
+    assert tracked[stamp(6)["datetime"]]["track_ids"] == []  # the resets dropped it; nothing else did
     # the click page: exactly the one good click reached dora
     [click] = read_events(out / "click")
     assert click["metadata"]["labels"] == [1] and click["metadata"]["object_id"] == 3
@@ -172,6 +224,26 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
     track_lines = [line for line in logged.splitlines() if " track: " in line]
     assert any("4000000 track ids in one message, over MAX_REMOVE=1000" in line for line in track_lines)
     assert any("and 990 more" in line for line in track_lines)
+    assert len([line for line in track_lines if "reset: dropping tracks [1]" in line]) == 1, track_lines
+    # text at its bounds: a SAM 2 node says it cannot read words; SAM 3 finds the phrases in use, whatever
+    # came, and says so in a few short lines that never quote a sender's phrase in full
+    assert any("cannot read words" in line for line in track_lines)
+    assert any("17 phrases, over MAX_PHRASES=16" in line for line in track_lines)
+    assert any("phrase 1 is 201 characters long" in line for line in track_lines)
+    found = [e["metadata"] for e in read_events(out / "phrases")]
+    assert {at(s).isoformat() for s in (0, 0.5, 1, 2, 3, 4, 5, 6)} <= {m["timestamp"]["datetime"] for m in found}
+    allowed = {"cup", *(f"{i} {PHRASE}"[:200] for i in range(16))}
+    assert all(set(m["labels"]) <= allowed and m["num_masks"] == 2 for m in found), [m["labels"] for m in found]
+    phrase_lines = [line for line in logged.splitlines() if " phrases: " in line]
+    finding = [line for line in phrase_lines if "finding" in line]
+    assert 1 <= len(finding) <= 12 and all(len(line) < 800 for line in finding), finding
+    assert not any(PHRASE[:100] in line for line in logged.splitlines()), "a phrase quoted in full"
+    # what the image libraries say of 250 cut frames is inside our lines, and those lines are throttled
+    for node_id in ("segment", "track", "phrases", "click", "rerun"):
+        lines = [line for line in logged.splitlines() if f" {node_id}: " in line]
+        said = [line for line in lines if any(word in line for word in ("libpng", "JPEG", "imdecode", "TIFF"))]
+        assert all("input 'image'" in line for line in said), (node_id, said[:5])
+        assert len([line for line in lines if "input 'image'" in line]) < 100, node_id
     # the rerun viewer drew the good answers: the good box's (from `segment`) and the neighbour's last one
     from rerun.chunk import RrdReader
 
