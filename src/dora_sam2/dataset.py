@@ -74,8 +74,6 @@ class CocoWriter:
         return self._unflushed
 
     def add(self, frame: Frame, masks: Masks) -> None:
-        import pycocotools.mask as rle
-
         image_id = len(self._images) + 1
         name = f"images/{frame.image_id}_{image_id:06d}.jpg"
         _, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frame.rgb[..., ::-1]),
@@ -86,12 +84,9 @@ class CocoWriter:
             "camera": frame.image_id, "timestamp": frame.timestamp.isoformat() if frame.timestamp else None}))
         ids = masks.track_ids or [None] * len(masks)
         for mask, label, score, track_id in zip(masks.masks, masks.class_names, masks.scores, ids):
-            encoded = rle.encode(np.asfortranarray(mask, dtype=np.uint8))
             annotation = {
                 "id": len(self._annotations) + 1, "image_id": image_id, "category_id": self._category(label),
-                "segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
-                "area": int(rle.area(encoded)), "bbox": [float(v) for v in rle.toBbox(encoded)], "iscrowd": 0,
-                "score": float(score)}
+                **mask_fields(mask), "iscrowd": 0, "score": float(score)}
             if track_id is not None:
                 annotation["track_id"] = int(track_id)
             self._annotations.append(json.dumps(annotation))
@@ -118,6 +113,16 @@ class CocoWriter:
                 log.warning("more than %d distinct labels: the rest are category %r", MAX_CATEGORIES, OTHER)
             label = OTHER
         return self._categories.setdefault(label, len(self._categories) + 1)
+
+
+def mask_fields(mask: np.ndarray) -> dict:
+    """A mask's fields in a COCO annotation: `segmentation` as run-length encoding (pycocotools, the field's
+    encoder), `area` in pixels, `bbox` as x, y, width, height in pixel edges ([0, 0, 0, 0] when empty)."""
+    import pycocotools.mask as rle
+
+    encoded = rle.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
+            "area": int(rle.area(encoded)), "bbox": [float(v) for v in rle.toBbox(encoded)]}
 
 
 def _write_whole(path: Path, data: bytes) -> None:
