@@ -6,7 +6,9 @@
 The floods of issue 20, through the same code the nodes run: a message of N boxes in segment mode
 (MAX_BOXES, the decoder 16 objects at a time), compressed images that declare huge sizes (MAX_PIXELS),
 answers naming 10,000 made-up cameras (the rerun viewer: MAX_WAITING), and the click server under 300
-refused requests on 300 paths and 150 idle connections (MAX_CONNECTIONS, READ_TIMEOUT). Peak RSS growth
+refused requests on 300 paths and 150 idle connections (MAX_CONNECTIONS, READ_TIMEOUT). Issue 34's for the
+track node: 4 million made-up ids in one `remove` to a node following 16 objects, without a bound and at
+MAX_REMOVE (`--only remove` runs just these). Peak RSS growth
 is read from the kernel's high-water mark, in a process of its own, so one flood does not hide another.
 
 Prints and writes benchmarks/results/floods.json and floods.md.
@@ -167,6 +169,60 @@ def click_flood(paths: int, idle: int) -> dict:
             "threads_with_idle": peak_threads}
 
 
+def remove_flood(model_dir: str, count: int, max_remove: int) -> dict:
+    """One `remove` message of `count` made-up track ids to a track-mode node following 16 objects, through
+    the adapter and scheduler the node runs; MAX_REMOVE=`max_remove` (at `count` or more: no bound, as
+    before it). Peak RSS growth sampled while it is handled: the model's first frame left a higher
+    high-water mark than the flood."""
+    import logging
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from dora_sam2.domain import Frame, Prompt
+    from dora_sam2.model import Sam2Backend
+    from dora_sam2.node import Adapter, scheduler
+    from dora_sam2.settings import Limits, Settings
+    from dora_sam2.stats import Stages, Stats
+
+    class Sink:  # the dora node: answers go nowhere
+        def send_output(self, *args):
+            pass
+
+    settings = Settings(mode="track", every_frame=True, max_objects=16, limits=Limits(max_remove=max_remove))
+    model = Sam2Backend.load(model_dir, video=True, dtype="float32")
+    stats = Stats(Stages(), 0)
+    adapter = Adapter(Sink(), scheduler(settings, model, ["image"], stats), stats, ["mask"], limits=settings.limits)
+    now = datetime.now(timezone.utc)
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 400, (16, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(40, 200, (16, 2)).astype(np.float32)], axis=1)
+    list(adapter.scheduler.handle([Prompt.from_boxes("bbox", boxes, timestamp=now),
+                                   Frame("image", rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8), now, "rgb8")]))
+    live = stats.tracking["live"]
+    event = {"type": "INPUT", "id": "remove", "value": pa.array(np.arange(10**7, 10**7 + count, dtype=np.int64)),
+             "metadata": {}}
+    said = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("dora_sam2").addHandler(handler)
+    before, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    adapter.handle([event])
+    handled_s = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return {"ids": count, "max_remove": max_remove, "live_tracks": live, "still_live": stats.tracking["live"],
+            "handled_s": handled_s, "peak_growth_mb": max(peak[0], _rss_mb()) - before, "said": said}
+
+
 def _rss_mb() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * resource.getpagesize() / (1 << 20)
@@ -189,8 +245,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="SAM2 checkpoint directory (default: a random hiera-tiny)")
     parser.add_argument("--fuzz", type=int, default=0, help="also run the fuzz tests at this many examples each")
+    parser.add_argument("--only", choices=["remove"], help="only this flood: its rows printed, the results kept")
     args = parser.parse_args()
     model_dir = args.model or str(random_tiny())
+    if args.only == "remove":
+        print("\n".join(remove_rows(remove_floods(model_dir))))
+        return
     result = {"machine": machine(), "boxes": {}, "images": {}}
     for count in (1, 16, 100, 1000):
         result["boxes"][count] = in_child(boxes_flood, model_dir, count)
@@ -198,6 +258,7 @@ def main() -> None:
         result["images"][kind] = in_child(image_flood, kind)
     result["cameras"] = in_child(cameras_flood, 10_000)
     result["click"] = in_child(click_flood, 300, 150)
+    result["remove"] = remove_floods(model_dir)
     if args.fuzz:
         result["fuzz"] = fuzz(args.fuzz)
     save("floods", result, markdown(result))
@@ -220,11 +281,33 @@ def markdown(r: dict) -> str:
     lines.append(f"| 300 refused POSTs on 300 paths, then 150 idle connections (click server) | {k['log_lines']} log "
                  f"lines (one per kind); threads {k['threads_before']} -> {k['threads_with_idle']} | - | "
                  f"RSS +{k['rss_growth_mb']:.1f} MB after the 300 |")
+    lines += remove_rows(r["remove"])
     if "fuzz" in r:
         f = r["fuzz"]
         lines += ["", f"Fuzz: {f['examples']} examples ({f['examples_per_decoder']} for each of {f['fuzzed_tests']} "
                       f"fuzzed readers) in {f['seconds']:.0f} s: {f['result']}"]
     return "\n".join(lines) + "\n"
+
+
+def remove_floods(model_dir: str) -> dict:
+    """4 million made-up ids in one `remove`: without a bound (as before MAX_REMOVE), and with the default."""
+    from dora_sam2.settings import Limits
+
+    count = 4_000_000
+    return {"unbounded": in_child(remove_flood, model_dir, count, count),
+            "bounded": in_child(remove_flood, model_dir, count, Limits().max_remove)}
+
+
+def remove_rows(floods: dict) -> list[str]:
+    rows = []
+    for name, f in floods.items():
+        bound = f"MAX_REMOVE={f['max_remove']}" + (" (no bound, as before it)" if name == "unbounded" else "")
+        outcome = "refused, one line" if any("over MAX_REMOVE" in line for line in f["said"]) else \
+            f"read, one line ({f['said'][0][-40:]})" if f["said"] else "read"
+        rows.append(f"| {f['ids']:,} made-up ids in one `remove` to a track-mode node following "
+                    f"{f['live_tracks']} objects, {bound} | {outcome}; {f['still_live']} tracks live after | "
+                    f"{f['handled_s'] * 1e3:.{0 if f['handled_s'] > 0.01 else 2}f} ms | +{f['peak_growth_mb']:.0f} MB |")
+    return rows
 
 
 if __name__ == "__main__":
