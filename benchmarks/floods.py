@@ -8,7 +8,8 @@ The floods of issue 20, through the same code the nodes run: a message of N boxe
 answers naming 10,000 made-up cameras (the rerun viewer: MAX_WAITING), and the click server under 300
 refused requests on 300 paths and 150 idle connections (MAX_CONNECTIONS, READ_TIMEOUT). Issue 34's for the
 track node: 4 million made-up ids in one `remove` to a node following 16 objects, without a bound and at
-MAX_REMOVE (`--only remove` runs just these). Peak RSS growth
+MAX_REMOVE (`--only remove` runs just these); and for the rerun viewer: one answer past rerun's 65,535
+class ids, track ids past them, and messages stamped past its timeline (`--only rerun`). Peak RSS growth
 is read from the kernel's high-water mark, in a process of its own, so one flood does not hide another.
 
 Prints and writes benchmarks/results/floods.json and floods.md.
@@ -137,6 +138,112 @@ def cameras_flood(count: int) -> dict:
     return {"waiting": logger._pairs.waiting, "rss_growth_mb": _rss_mb() - before}
 
 
+def viewer_masks_flood(count: int) -> dict:
+    """One answer of `count` masks of a 4x4 frame to the rerun viewer, MAX_MASKS=`count`: past 65,535
+    (rerun's class ids) the first 65,535 are drawn."""
+    from datetime import datetime, timezone
+
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Masks
+    from dora_sam2.settings import Limits
+
+    rr, logger, said = _viewer(Limits(max_masks=count))
+    t0 = datetime.now(timezone.utc)
+    masks = np.zeros((count, 16), bool)
+    masks[np.arange(count), np.arange(count) % 16] = True
+    value, metadata = codecs.encode_masks(Masks(masks.reshape(count, 4, 4), np.ones(count, np.float32),
+                                                ("",) * count, "image", t0))
+    logger.on_input(_frame_event(t0, 4, 4))
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    logger.on_input({"id": "masks", "value": value, "metadata": metadata})
+    rr.get_data_recording().flush(timeout_sec=60)
+    result = {"masks": count, "drawn_s": time.perf_counter() - started,
+              "drawn_peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / MB, "said": said}
+    rr.disconnect()
+    return result
+
+
+def viewer_track_ids_flood(count: int, first_id: int) -> dict:
+    """`count` answers of the same 16 tracks (64x48 frames) to the rerun viewer, their ids `first_id` on: past
+    65,535 they fold into rerun's class ids."""
+    from datetime import datetime, timedelta, timezone
+
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Masks
+    from dora_sam2.settings import Limits
+
+    rr, logger, said = _viewer(Limits())
+    t0 = datetime.now(timezone.utc)
+    masks = np.zeros((16, 48, 64), bool)
+    for i in range(16):
+        masks[i, :, 4 * i:4 * i + 4] = True
+    before, started = _rss_mb(), time.perf_counter()
+    for n in range(count):
+        at = t0 + timedelta(seconds=n)
+        value, metadata = codecs.encode_masks(Masks(masks, np.ones(16, np.float32), ("",) * 16, "image", at,
+                                                    tuple(range(first_id, first_id + 16))))
+        logger.on_input(_frame_event(at, 64, 48))
+        logger.on_input({"id": "masks", "value": value, "metadata": metadata})
+    rr.get_data_recording().flush(timeout_sec=60)
+    result = {"answers": count, "first_id": first_id, "per_answer_ms": (time.perf_counter() - started) / count * 1e3,
+              "rss_growth_mb": _rss_mb() - before, "said": said}
+    rr.disconnect()
+    return result
+
+
+def viewer_times_flood(count: int) -> dict:
+    """`count` frames, answers and boxes stamped in the year 9999 to the rerun viewer: its timeline holds
+    1677 to 2262."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from dora_sam2 import codecs
+    from dora_sam2.domain import Masks
+    from dora_sam2.settings import Limits
+
+    rr, logger, said = _viewer(Limits())
+    far = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    value, metadata = codecs.encode_masks(Masks(np.ones((1, 48, 64), bool), np.ones(1, np.float32), ("",), "image",
+                                                far))
+    box = {"id": "bbox", "value": pa.array(np.array([1, 1, 9, 9], np.float32)), "metadata": {"timestamp": far}}
+    before, started = _rss_mb(), time.perf_counter()
+    for _ in range(count):
+        logger.on_input(_frame_event(far, 64, 48))
+        logger.on_input({"id": "masks", "value": value, "metadata": metadata})
+        logger.on_input(box)
+    result = {"messages": 3 * count, "seconds": time.perf_counter() - started, "rss_growth_mb": _rss_mb() - before,
+              "said": said}
+    rr.disconnect()
+    return result
+
+
+def _viewer(limits):
+    """The rerun viewer's logger saving to a scratch file, and the lines it says."""
+    import logging
+    import tempfile
+
+    import rerun as rr
+
+    from dora_sam2.rerun_viewer import MaskLogger
+
+    said = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("dora_sam2.rerun").addHandler(handler)
+    logging.getLogger("dora_sam2.rerun").setLevel(logging.INFO)
+    rr.init("floods", spawn=False)
+    rr.save(str(Path(tempfile.mkdtemp()) / "floods.rrd"))
+    return rr, MaskLogger(rr, limits=limits), said
+
+
+def _frame_event(at, width: int, height: int) -> dict:
+    import pyarrow as pa
+
+    return {"id": "image", "value": pa.array(np.zeros(width * height * 3, np.uint8)),
+            "metadata": {"encoding": "rgb8", "width": width, "height": height, "timestamp": at}}
+
+
 def click_flood(paths: int, idle: int) -> dict:
     """`paths` refused POSTs on as many paths, then `idle` connections that send nothing."""
     import http.client
@@ -245,8 +352,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="SAM2 checkpoint directory (default: a random hiera-tiny)")
     parser.add_argument("--fuzz", type=int, default=0, help="also run the fuzz tests at this many examples each")
-    parser.add_argument("--only", choices=["remove"], help="only this flood: its rows printed, the results kept")
+    parser.add_argument("--only", choices=["remove", "rerun"], help="only this flood: its rows printed, the results kept")
     args = parser.parse_args()
+    if args.only == "rerun":  # no model needed
+        print("\n".join(viewer_rows(viewer_floods())))
+        return
     model_dir = args.model or str(random_tiny())
     if args.only == "remove":
         print("\n".join(remove_rows(remove_floods(model_dir))))
@@ -257,6 +367,7 @@ def main() -> None:
     for kind in ("header", "real"):
         result["images"][kind] = in_child(image_flood, kind)
     result["cameras"] = in_child(cameras_flood, 10_000)
+    result["viewer"] = viewer_floods()
     result["click"] = in_child(click_flood, 300, 150)
     result["remove"] = remove_floods(model_dir)
     if args.fuzz:
@@ -277,6 +388,7 @@ def markdown(r: dict) -> str:
     c = r["cameras"]
     lines.append(f"| 10,000 answers naming made-up cameras (rerun viewer) | {c['waiting']} kept waiting | "
                  f"{c['seconds']:.1f} s | RSS +{c['rss_growth_mb']:.0f} MB after |")
+    lines += viewer_rows(r["viewer"])
     k = r["click"]
     lines.append(f"| 300 refused POSTs on 300 paths, then 150 idle connections (click server) | {k['log_lines']} log "
                  f"lines (one per kind); threads {k['threads_before']} -> {k['threads_with_idle']} | - | "
@@ -307,6 +419,30 @@ def remove_rows(floods: dict) -> list[str]:
         rows.append(f"| {f['ids']:,} made-up ids in one `remove` to a track-mode node following "
                     f"{f['live_tracks']} objects, {bound} | {outcome}; {f['still_live']} tracks live after | "
                     f"{f['handled_s'] * 1e3:.{0 if f['handled_s'] > 0.01 else 2}f} ms | +{f['peak_growth_mb']:.0f} MB |")
+    return rows
+
+
+def viewer_floods() -> dict:
+    """What rerun cannot hold, sent to the rerun viewer: class ids past uint16, times past its int64 timeline."""
+    return {"masks": [in_child(viewer_masks_flood, count) for count in (1000, 65_535, 70_000)],
+            "track_ids": [in_child(viewer_track_ids_flood, 10_000, first) for first in (1, 70_000)],
+            "times": in_child(viewer_times_flood, 10_000)}
+
+
+def viewer_rows(floods: dict) -> list[str]:
+    rows = []
+    for f in floods["masks"]:
+        outcome = f"the first 65,535 drawn, {len(f['said'])} line" if f["said"] else f"{f['masks']:,} drawn"
+        rows.append(f"| one answer of {f['masks']:,} masks (4x4), MAX_MASKS={f['masks']} (rerun viewer) | {outcome} | "
+                    f"{f['drawn_s'] * 1e3:.0f} ms | +{f['drawn_peak_mb']:.0f} MB |")
+    for f in floods["track_ids"]:
+        ids = f"{f['first_id']:,} to {f['first_id'] + 15:,}" + (", folded" if f["first_id"] > 65_535 else "")
+        rows.append(f"| {f['answers']:,} answers of 16 tracks (64x48), track ids {ids} (rerun viewer) | all drawn, "
+                    f"{len(f['said'])} line{'s' * (len(f['said']) != 1)} | {f['per_answer_ms']:.1f} ms an answer | "
+                    f"RSS +{f['rss_growth_mb']:.0f} MB after |")
+    t = floods["times"]
+    rows.append(f"| {t['messages']:,} frames, answers and boxes stamped in the year 9999 (rerun viewer) | none drawn, "
+                f"{len(t['said'])} lines | {t['seconds']:.1f} s | RSS +{t['rss_growth_mb']:.0f} MB after |")
     return rows
 
 

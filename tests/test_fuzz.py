@@ -341,6 +341,7 @@ def test_dataset_writer_takes_any_run_of_messages(tmp_path_factory, messages):
     assert len(settled) == run.read == run.writer.frames + sum(run.lost.values()) + run.skipped
     assert status == (1 if run.lost or run.frameless else 0)
 
+
 # the ends of what rerun's timeline holds, a microsecond inside and outside each (1677 and 2262), and times
 # of any year a datetime holds, as dora carries them
 TIMELINE_EDGES = [datetime(1677, 9, 21, 0, 12, 43, us, timezone.utc) for us in (145224, 145225)] + [
