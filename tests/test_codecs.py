@@ -374,3 +374,9 @@ def test_text_exemplar_boxes_come_with_their_labels():
                                                              "box_labels": [1, 0]})
     np.testing.assert_array_equal(phrases.exemplars, [[1, 2, 30, 40], [50, 60, 70, 80]])
     np.testing.assert_array_equal(phrases.exemplar_labels, [1, 0])
+
+
+def test_an_exemplar_box_past_float32s_range_is_refused_not_made_infinite():
+    """3.4028236e38 is a finite float64 and an infinite float32, what SAM 3 would read (found by the fuzzing)."""
+    with pytest.raises(InputError, match="'boxes' should be finite"):
+        codecs.decode_text("text", pa.array(["cup"]), {"boxes": [0.0, 0.0, 3.4028235677973366e38, 1.0]})

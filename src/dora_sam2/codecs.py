@@ -408,7 +408,8 @@ def _exemplars(input_id: str, metadata: dict, limits: Limits):
         return None, None
     if not isinstance(raw, (list, tuple)) or not all(isinstance(v, (int, float)) for v in raw):
         raise InputError(input_id, f"metadata 'boxes' should be a flat list of xyxy numbers, got {_shown(raw)}")
-    boxes = np.array(raw, np.float64)
+    with np.errstate(over="ignore"):  # past float32's range is infinite: said below, as any infinity
+        boxes = np.array(raw, np.float64).astype(np.float32)
     if boxes.size % 4 or not np.isfinite(boxes).all():
         raise InputError(input_id, f"metadata 'boxes' should be finite x1, y1, x2, y2 per box, got {boxes.size} "
                                    "numbers")
@@ -423,7 +424,7 @@ def _exemplars(input_id: str, metadata: dict, limits: Limits):
     if not isinstance(labels, (list, tuple)) or len(labels) != len(boxes) or not all(map(is_point_label, labels)):
         raise InputError(input_id, f"metadata 'box_labels' should be 1 (an instance) or 0 (not one) per "
                                    f"exemplar box, got {_shown(labels)}")
-    return boxes.astype(np.float32), np.array([int(v) for v in labels], np.int64)
+    return boxes, np.array([int(v) for v in labels], np.int64)
 
 
 def _routing(metadata: dict) -> dict:
