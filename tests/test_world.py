@@ -168,6 +168,24 @@ def test_a_random_world_holds_what_a_tracker_must_survive():
     assert len({o.look.shape for s in scenes for o in s.objects}) >= 6
 
 
+def test_a_random_scene_s_occlusions_and_exits_are_what_its_frames_show():
+    """A scene's events say where to look (the benchmark counts recoveries from them): an object is wholly
+    hidden, in the frame, on every frame of its occlusion, and wholly out of the frame on every frame of
+    its exit."""
+    fmt, seen = Format(64, 48, fps=30, frames=60), set()
+    for i in range(16):
+        scene = random_scene((8, i), fmt)
+        events = [e for e in scene.events if e.kind in ("occlusion", "exit")]
+        clip = list(frames(scene)) if events else []
+        for event in events:
+            seen.add(event.kind)
+            for frame in clip[event.start:event.start + event.frames]:
+                state = frame.objects[event.track_ids[0] - 1]
+                assert state.area == 0, (scene.name, event, frame.index)
+                assert (state.silhouette is None) == (event.kind == "exit"), (scene.name, event, frame.index)
+    assert seen == {"occlusion", "exit"}
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), scenario=st.sampled_from(sorted(SCENARIOS)), frames_=st.integers(1, 40),
        width=st.integers(16, 80), height=st.integers(16, 60), fps=st.sampled_from([5.0, 12.5, 30.0]))
