@@ -35,5 +35,5 @@ echo "demo: ${VIDEO:-synthetic scene} -> SAM2 (${MODEL:-facebook/sam2.1-hiera-ti
 # sentence, once, and the next step that fits its cause (scripts/demo_run.py).
 weights=""
 if [ "${1:-}" = "--random-weights" ]; then weights="--random-weights"; fi
-python scripts/demo_run.py examples/demo.yml "$OUT_DIR/dora.log" $weights || exit 1
+python scripts/demo_run.py examples/demo.yml "$OUT_DIR/dora.log" ${weights:+"$weights"} || exit 1
 ls "$OUT_DIR" | grep -q overlay.mp4 && echo "demo: done, see $OUT_DIR/overlay.mp4 and $OUT_DIR/frame_*.png"
