@@ -5,4 +5,4 @@ back; scheduling.py, engine.py and tracking.py: what to answer and how; model.py
 its sister nodes `dora-sam2-click`, `dora-sam2-rerun` and `dora-sam2-dataset`, and `dora_sam2.masks` for
 the nodes that read its answers."""
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
