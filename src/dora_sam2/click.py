@@ -47,6 +47,7 @@ import pyarrow as pa
 from . import codecs, overlay
 from .access import Access, resolve_token
 from .domain import InputError, Masks
+from .joining import join_dataflow
 from .settings import ConfigError, Limits
 from .throttle import Throttle
 
@@ -533,9 +534,7 @@ def main() -> None:
         sys.exit(1)
     log.info("open %s and click: left = object, right = background; z undo, n new object, c clear", server.url)
 
-    from dora import Node
-
-    node = Node()
+    node = join_dataflow()  # quietly gone when another node failed the start: its sentence is the one
     said = Throttle(log, burst=20)
     while True:
         _send_clicks(node, server.outbox, said)

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from . import codecs
 from .domain import Frame, InputError, Masks
+from .joining import join_dataflow
 from .settings import ConfigError, Limits, bool_setting, int_setting
 from .throttle import Throttle
 from .timeline import EachFrameOnce, Settled
@@ -142,9 +143,7 @@ def main() -> None:
     except ImportError:
         log.error("dora-sam2-dataset needs pycocotools: pip install 'dora-sam2[dataset]'.")
         sys.exit(1)
-    from dora import Node
-
-    node = Node()
+    node = join_dataflow()  # quietly gone when another node failed the start: its sentence is the one
     try:
         limits = Limits.from_env()
         writer = CocoWriter(_out_dir(node), int_setting(os.environ, "JPEG_QUALITY", 95, minimum=1),

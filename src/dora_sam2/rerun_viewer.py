@@ -41,6 +41,7 @@ import numpy as np
 from . import codecs
 from .domain import Frame, InputError, Masks
 from .geometry import mask_boxes
+from .joining import join_dataflow
 from .overlay import colours
 from .settings import ConfigError, Limits, int_setting
 from .throttle import Throttle
@@ -334,9 +335,7 @@ def main() -> None:
     except ImportError:
         log.error("dora-sam2-rerun needs rerun-sdk: pip install 'dora-sam2[rerun]'.")
         sys.exit(1)
-    from dora import Node
-
-    node = Node()
+    node = join_dataflow()  # quietly gone when another node failed the start: its sentence is the one
     try:
         if mode not in MODES:
             raise ConfigError(f"OPERATING_MODE={mode!r} is not one of {', '.join(MODES)}.")
