@@ -64,6 +64,17 @@ def test_an_answer_for_a_later_frame_passes_over_the_frames_before_it():
     assert ledger.unanswered == 0
 
 
+def test_an_answer_that_comes_before_its_frame_passes_over_the_frames_before_it_all_the_same():
+    """dora may hand over a later frame's answer before an earlier frame: the earlier one is passed over
+    when the later frame and its answer meet, as it would be had they come in order."""
+    ledger = EachFrameOnce()
+    ledger.frame("image", at(0), "f0")
+    assert ledger.answer("image", at(1), "a1").pairs == []  # its frame is not here yet: it waits
+    settled = ledger.frame("image", at(1), "f1")
+    assert settled.pairs == [("a1", "f1")] and settled.unanswered == ["f0"]
+    assert ledger.unanswered == 0
+
+
 def test_the_same_answer_twice_is_repeated_not_written_again():
     ledger = EachFrameOnce()
     ledger.frame("image", at(0), "f0")

@@ -151,8 +151,11 @@ class EachFrameOnce(Generic[F, A]):
                 self._answered[camera].add(timestamp, True)
             else:
                 settled.frameless.append(answer)  # its frame was due before this one and never came
-        if not any(f is frame for _, f in settled.pairs):
-            frames = self._frames[camera]
+        frames = self._frames[camera]
+        if any(f is frame for _, f in settled.pairs):  # answered already: the frames before it never will be
+            settled.unanswered.extend(f for _, f in frames)
+            frames.clear()
+        else:
             frames.append((timestamp, frame))
             if len(frames) > self.size:
                 settled.pushed_out.append(frames.popleft()[1])
