@@ -236,7 +236,8 @@ def test_no_message_ends_any_node_and_every_good_one_is_answered(tmp_path, model
     assert all(set(m["labels"]) <= allowed and m["num_masks"] == 2 for m in found), [m["labels"] for m in found]
     phrase_lines = [line for line in logged.splitlines() if " phrases: " in line]
     finding = [line for line in phrase_lines if "finding" in line]
-    assert 1 <= len(finding) <= 12 and all(len(line) < 800 for line in finding), finding
+    # 3 a window of 10 s: fewer than half the 100 messages however slowly a machine takes them in
+    assert 1 <= len(finding) < 50 and all(len(line) < 800 for line in finding), finding
     assert not any(PHRASE[:100] in line for line in logged.splitlines()), "a phrase quoted in full"
     # what the image libraries say of 250 cut frames is inside our lines, and those lines are throttled
     for node_id in ("segment", "track", "phrases", "click", "rerun"):
