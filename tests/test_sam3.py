@@ -134,8 +134,9 @@ def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3):
 
 
 def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3):
-    """SAM 3's scores are at most 1: over 1.0 nothing is kept. The answer says "none here", in the frame's
-    size, and box readers get an empty set; a track mode round finding nothing leaves tracking going."""
+    """A random SAM 3 scores nothing near 1 (about 0.3): at 1.0 nothing is kept. The answer says "none here",
+    in the frame's size, and box readers get an empty set; a track mode round finding nothing leaves
+    tracking going."""
     from dora_sam2 import codecs
 
     search = PhraseSearch(sam3.finder, "sam3", Phrases(("cup", "bottle")), min_score=1.0)
@@ -159,6 +160,18 @@ def test_a_phrase_found_nowhere_stands_beside_one_found(sam3):
     threshold = (best[found] + best[missing]) / 2
     masks = sam3.finder.find(frame(0), Phrases(("cup", "bottle")), threshold, 16).masks
     assert len(masks) >= 1 and set(masks.class_names) == {found} and masks.masks.shape[1:] == (120, 160)
+
+
+def test_an_instance_scored_exactly_min_confidence_is_kept(sam3):
+    """MIN_CONFIDENCE has one rule for boxes and instances: kept at the bound (test_scheduling.py holds
+    boxes to it). The bound here is the best instance's score, computed as Sam3Processor computes it."""
+    phrases, image = Phrases(("cup",)), frame(0)
+    [out] = sam3.finder.detect(image, phrases)
+    scores = (out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()).numpy()
+    best = float(scores.max())
+    assert (scores == best).sum() == 1  # random weights: one instance scores the most
+    masks = sam3.finder.find(image, phrases, best, 16).masks
+    assert masks.scores.tolist() == [best]
 
 
 def test_phrases_to_a_model_that_cannot_read_words_are_one_line(model, caplog):

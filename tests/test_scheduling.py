@@ -146,6 +146,21 @@ def test_classes_and_min_confidence_drop_detections_in_segment_mode(segment):
     assert masks.class_names == ("cup", "ball") and counts.filtered == 2
 
 
+def test_a_box_at_exactly_min_confidence_is_kept():
+    """MIN_CONFIDENCE drops the boxes under it: one at the bound is kept, as SAM 3's instances are
+    (test_sam3.py holds them to the same rule)."""
+    import numpy as np
+
+    from dora_sam2.domain import Prompt
+    from dora_sam2.scheduling import DetectionFilter
+
+    boxes = np.array([[5, 5, 30, 30], [40, 40, 60, 60]], np.float32)
+    prompt = Prompt.from_boxes("bbox", boxes, ["at", "under"], confidences=np.array([0.5, 0.499], np.float32))
+    counts = stats()
+    kept = DetectionFilter(min_confidence=0.5)(prompt, counts)
+    assert kept.class_names == ("at",) and counts.filtered == 1
+
+
 def test_several_cameras_in_track_mode_keep_ids_apart_and_remove_finds_the_camera():
     from dora_sam2.scheduling import Remove
 

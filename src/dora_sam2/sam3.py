@@ -101,7 +101,7 @@ class Sam3Finder:
 
     @torch.inference_mode()
     def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Found:
-        """Every instance of every phrase scored above `min_score`, the `limit` best of them, in phrase order
+        """Every instance of every phrase scored `min_score` or more, the `limit` best of them, in phrase order
         (within a phrase, SAM 3's query order)."""
         parts = [self._postprocess(out, frame, min_score) for out in self.detect(frame, phrases)]
         masks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, frame.height, frame.width), bool)
@@ -168,7 +168,7 @@ class Sam3Finder:
         """As `Sam3Processor.post_process_instance_segmentation`: score = query x presence probability; masks
         as probabilities brought to the frame (bilinear), then over MASK_THRESHOLD."""
         scores = out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()
-        keep = scores > min_score
+        keep = scores >= min_score  # MIN_CONFIDENCE's one rule, as for boxes (Sam3Processor keeps > only)
         probabilities = out.pred_masks[0][keep].float().sigmoid()
         if len(probabilities):
             probabilities = F.interpolate(probabilities[None], size=(frame.height, frame.width), mode="bilinear",
