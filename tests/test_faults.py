@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import pickle
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-from support.dataflows import (NODES, camera, collector, dataflow_in_background, detector, flow, node, player,
-                               run_dataflow, sam2, wait_for)
+from support.dataflows import (NODES, after_close, camera, collector, dataflow_in_background, detector, flow,
+                               lossless, node, player, run_dataflow, sam2, wait_for, write_script)
 
 from dora_sam2.engine import Segmenter
 from dora_sam2.node import Adapter
@@ -25,15 +24,15 @@ def sam2_lines(run):
 
 @pytest.mark.dataflow
 def test_camera_dying_mid_run_leaves_the_node_answering_and_ending_cleanly(tmp_path, model_dir):
+    """The boxes are sent once the camera has died (the player waits for its output to close), and
+    EVERY_FRAME answers each of them, at any pace."""
     box = pa.array(np.array([5, 5, 40, 40], np.float32))
-    script = tmp_path / "prompts.pkl"
-    # spaced well beyond an answer's time, so that none is skipped as stale even on a loaded machine
-    script.write_bytes(pickle.dumps([(1.5, "bbox", box, {})] + [(1.0, "bbox", box, {})] * 2))
+    script = write_script(tmp_path, [after_close()] + [(0.0, "bbox", box, {})] * 3)
     run = run_dataflow(tmp_path, flow(
         node("camera", NODES / "dying_camera.py", outputs=["image"]),
-        player(str(script), ["bbox"], node_id="prompts"),
-        sam2(model_dir, {"image": "camera/image", "bbox": "prompts/bbox"}),
-        collector({"mask": "sam2/mask"})))
+        player(script, ["bbox"], answers="camera/image", node_id="prompts"),
+        sam2(model_dir, {"image": "camera/image", "bbox": lossless("prompts/bbox")}, env={"EVERY_FRAME": "1"}),
+        collector({"mask": lossless("sam2/mask")})))
     assert run.returncode != 0 and "camera unplugged" in run.log  # dora reports the camera's failure
     assert "sam2 finished successfully" in run.log
     assert not any("Traceback" in line for line in sam2_lines(run))

@@ -2,7 +2,8 @@
 
 A value is a pyarrow Array; metadata may hold `timestamp` (a datetime) to stamp a frame and its prompts alike.
 A step whose output is "wait-for-answers" waits until its `answers` input (the node's answers) has
-brought that many messages: the next phase starts once the node is there, at any machine's pace.
+brought that many messages: the next phase starts once the node is there, at any machine's pace. A step
+whose output is "wait-for-close" waits until that input has closed: the node feeding it has ended.
 Then it stays LINGER seconds, or until the file UNTIL exists (the test has seen what it waited for): its
 outputs closing is what ends the nodes downstream.
 """
@@ -27,6 +28,10 @@ def main():
                 if event is None:
                     raise SystemExit(f"the dataflow ended after {answers} of the {value} answers awaited")
                 answers += event["type"] == "INPUT" and event["id"] == "answers"
+        elif output == "wait-for-close":
+            event = node.next()
+            while event is not None and not (event["type"] == "INPUT_CLOSED" and event["id"] == "answers"):
+                event = node.next()
         else:
             node.send_output(output, value, metadata)
     time.sleep(float(os.environ.get("LINGER", "0")))

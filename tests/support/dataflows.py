@@ -221,6 +221,12 @@ def after_answers(count: int) -> tuple:
     return (0.0, "wait-for-answers", count, {})  # the player's own word for it
 
 
+def after_close() -> tuple:
+    """A player step: wait until the node wired to the player's `answers` has ended (its output closed),
+    however long it takes to get there."""
+    return (0.0, "wait-for-close", None, {})
+
+
 def write_script(tmp_path, steps) -> str:
     path = tmp_path / "script.pkl"
     path.write_bytes(pickle.dumps(steps))
