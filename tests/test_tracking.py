@@ -10,7 +10,10 @@ run end to end in test_track_dataflows.py.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,16 @@ import pytest
 from support.colour_scenes import BLUE, GREEN, H, RED, SIZE, T0, W, ColourSegmenter, detect, render
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
 from dora_sam2.tracking import Tracker
+
+
+def test_the_tracker_and_its_schedulers_are_read_without_torch():
+    """The tracker's bookkeeping (and these tests' stand-in model) import neither torch nor transformers:
+    the model is behind the streaming protocol (streaming.py)."""
+    code = ("import sys; sys.path.insert(0, 'tests'); import dora_sam2.tracking, dora_sam2.scheduling, "
+            "support.colour_scenes; print(sorted({'torch', 'transformers'} & set(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
 
 def ids_by_colour(frame: Frame, masks) -> dict:
     out = {}

@@ -28,7 +28,7 @@ from .routing import on_frame
 from .stats import Stages
 from .throttle import Throttle
 from .timeline import TIMESTAMP_TOLERANCE
-from .video import ObjectMemory, Step, StreamingModel
+from .streaming import ObjectMemory, StreamingModel
 
 log = logging.getLogger("dora_sam2")
 
@@ -309,7 +309,7 @@ class Tracker:
 
     # -- model
 
-    def _infer(self, features, plan: _Plan) -> Step:
+    def _infer(self, features, plan: _Plan):
         """Prompted tracks decode from their prompt, the others from memory; answers in track order."""
         prompted = [i for i, t in enumerate(plan.tracks) if t in plan.cues]
         followed = [i for i, t in enumerate(plan.tracks) if t not in plan.cues]
@@ -321,7 +321,7 @@ class Tracker:
             with self.stages.time("memory"):
                 memories = [plan.tracks[i].memory for i in followed]
                 steps.append(self.model.track(features, memories, self._frame_index))
-        return Step.concat(steps, np.argsort(prompted + followed).tolist())
+        return self.model.join(steps, np.argsort(prompted + followed).tolist())
 
     def _follow(self, masks: np.ndarray, visible: np.ndarray) -> None:
         """Note where each track is, and end those SAM2 has not seen for long enough."""

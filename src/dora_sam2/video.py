@@ -18,9 +18,8 @@ tests/test_video.py holds it to transformers' own streaming results (tests/test_
 
 from __future__ import annotations
 
-from collections import deque
+import functools
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
 from .memory_attention import attend_memory
 from .model import Sam2Backend
+from .streaming import FrameAnswer, ObjectMemory
 
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0
@@ -72,80 +72,26 @@ class Step:
                       for name in ("logits", "scores", "object_score_logits", "pointers")))
 
 
-@dataclass(frozen=True)
-class FrameAnswer:
-    """A Step brought to the frame and to the CPU."""
+def _answering(method):
+    """Inference mode, as the node runs: unless the model is learning (training/), where the same steps
+    keep their gradients."""
 
-    masks: np.ndarray  # (N, H, W) bool
-    scores: np.ndarray  # (N,) predicted IoU
-    visible: np.ndarray  # (N,) bool: SAM2's object score above 0
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with torch.inference_mode(not self.learning):
+            return method(self, *args, **kwargs)
 
-
-class ObjectMemory:
-    """One object's memory bank, bounded as SAM2 reads it.
-
-    SAM2 attends to the object's prompted frames, its last `num_maskmem - 1` tracked frames, and the
-    pointers of its last `max_object_pointers - 1` tracked frames. Prompted frames are capped too: the
-    first (often a person's careful click) and the newest (`prompted_kept` in all), so a detector that
-    re-prompts every few frames does not grow cost or memory.
-    """
-
-    def __init__(self, recent: int, pointers: int, prompted_kept: int = 2):
-        self.prompted: dict[int, Memory] = {}
-        self.recent: deque[tuple[int, Memory]] = deque(maxlen=recent)
-        self.recent_pointers: deque[tuple[int, torch.Tensor]] = deque(maxlen=pointers)
-        self._prompted_kept = prompted_kept
-
-    def add(self, frame_index: int, memory: Memory, prompted: bool) -> None:
-        if prompted:
-            self.prompted[frame_index] = memory
-            while len(self.prompted) > self._prompted_kept:
-                del self.prompted[sorted(self.prompted)[1]]  # keep the first and the newest
-        else:
-            self.recent.append((frame_index, memory))
-            self.recent_pointers.append((frame_index, memory.pointer))
-
-    def spatial(self, frame_index: int) -> list[tuple[int, Memory]]:
-        """(temporal offset, memory) in SAM2's order: prompted frames (offset 0), then tracked, oldest first."""
-        window = self.recent.maxlen
-        tracked = [(frame_index - i, m) for i, m in self.recent if 1 <= frame_index - i <= window]
-        return [(0, m) for i, m in self.prompted.items() if i <= frame_index] + sorted(tracked, key=lambda x: -x[0])
-
-    def pointers(self, frame_index: int) -> list[tuple[int, torch.Tensor]]:
-        """(frames ago, pointer): prompted frames first, then tracked frames, newest first."""
-        window = self.recent_pointers.maxlen
-        prompted = [(frame_index - i, m.pointer) for i, m in self.prompted.items() if i <= frame_index]
-        tracked = [(frame_index - i, p) for i, p in self.recent_pointers if 1 <= frame_index - i <= window]
-        return prompted + sorted(tracked, key=lambda x: x[0])
-
-    def layout(self, frame_index: int) -> tuple[int, int]:
-        """Objects with the same layout can share one batch through memory attention."""
-        return len(self.spatial(frame_index)), len(self.pointers(frame_index))
-
-
-class StreamingModel(Protocol):
-    """What tracking.Tracker asks of a streaming model (Sam2StreamingModel is the one we ship; the tests'
-    colour segmenter is another): per frame, its features once; then a step for the objects prompted on it
-    and one for those followed from memory; their memories; the masks at the frame's size."""
-
-    def new_memory(self) -> "ObjectMemory": ...
-
-    def encode(self, frame: Frame) -> object: ...
-
-    def prompt(self, features, prompt: Prompt) -> "Step": ...
-
-    def track(self, features, memories: list["ObjectMemory"], frame_index: int) -> "Step": ...
-
-    def remember(self, features, step: "Step", prompted: list[bool]) -> list: ...
-
-    def postprocess(self, step: "Step", frame: Frame) -> "FrameAnswer": ...
-
-    def fall_back_to_float32(self) -> bool: ...
+    return run
 
 
 class Sam2StreamingModel:
     """Frames and prompts in, per-object masks and memories out. The caller (tracking.Tracker) owns the
-    objects and their `ObjectMemory`; this class owns the maths."""
+    objects and their `ObjectMemory`; this class owns the maths.
+
+    `learning` (the trainer sets it) runs the same steps with gradients: nothing that depends on the
+    weights is then computed once and kept."""
+
+    learning = False
 
     def __init__(self, backend: Sam2Backend):
         self.backend = backend  # pre/post-processing, device, dtype, the fast decoder copy
@@ -173,7 +119,7 @@ class Sam2StreamingModel:
 
     # -- what the tracker calls
 
-    @torch.inference_mode()
+    @_answering
     def encode(self, frame: Frame) -> FrameFeatures:
         with self.backend.autocast():
             out = self.model.get_image_features(self.backend.preprocess(frame.rgb), return_dict=True)
@@ -184,21 +130,39 @@ class Sam2StreamingModel:
         position = out.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *self.size)
         return FrameFeatures(maps[-1], position, maps[:-1], frame.width, frame.height)
 
-    @torch.inference_mode()
+    @_answering
     def prompt(self, features: FrameFeatures, prompt: Prompt) -> Step:
         """Objects given points or a box on this frame. As in SAM2, a prompted frame reads no memory.
         Objects given the same number of points share one batch (see `Prompt.by_point_count`)."""
-        image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
         steps, order = [], []
-        for members, group in prompt.by_point_count():
-            points = self.backend.model_points(group, features.width, features.height)
-            sparse, dense = self.backend.prompt_embeddings(points, group.point_labels)
-            out = self._decode(image, sparse, dense, features.high_res)
-            steps.append(self._select(out, self._ambiguous(group.num_points(), tracked=False)))
+        for members, group, out in self._prompted(features, prompt):
+            steps.append(self.choose(out, self._ambiguous(group.num_points(), tracked=False)))
             order.extend(members.tolist())
         return Step.concat(steps, np.argsort(order).tolist())
 
-    @torch.inference_mode()
+    @_answering
+    def candidates(self, features: FrameFeatures, prompt: Prompt) -> tuple[DecoderOutput, torch.Tensor]:
+        """Everything the decoder proposes for each prompted object (the single mask and the three
+        candidates, their IoU and object scores) and which prompts are ambiguous, in the prompt's object
+        order: what `prompt` chooses from, and what training scores."""
+        outs, ambiguous, order = [], [], []
+        for members, group, out in self._prompted(features, prompt):
+            outs.append(out)
+            ambiguous.append(self._ambiguous(group.num_points(), tracked=False))
+            order.extend(members.tolist())
+        index = torch.as_tensor(np.argsort(order), device=self.device)
+        joined = (torch.cat([getattr(o, name) for o in outs])[index] for name in DecoderOutput.__dataclass_fields__)
+        return DecoderOutput(*joined), torch.cat(ambiguous)[index]
+
+    def _prompted(self, features: FrameFeatures, prompt: Prompt):
+        """(object indices, their prompt, the decoder's output), one batched call per number of points."""
+        image = features.image + self.model.no_memory_embedding.view(1, -1, 1, 1).to(features.image.dtype)
+        for members, group in prompt.by_point_count():
+            points = self.backend.model_points(group, features.width, features.height)
+            sparse, dense = self.backend.prompt_embeddings(points, group.point_labels)
+            yield members, group, self._decode(image, sparse, dense, features.high_res)
+
+    @_answering
     def track(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> Step:
         """Objects carried by their memory onto this frame: memory attention and decoding, batched."""
         groups: dict[tuple[int, int], list[int]] = {}
@@ -209,12 +173,15 @@ class Sam2StreamingModel:
             image = self._attend(features, [memories[i] for i in members], frame_index)
             sparse, dense = self._no_point_embeddings()
             out = self._decode(image, sparse.expand(-1, len(members), -1, -1), dense, features.high_res)
-            steps.append(self._select(out, self._ambiguous(np.zeros(len(members), int), tracked=True)))
+            steps.append(self.choose(out, self._ambiguous(np.zeros(len(members), int), tracked=True)))
             order.extend(members)
         inverse = np.argsort(order)
         return Step.concat(steps, inverse.tolist())
 
-    @torch.inference_mode()
+    def join(self, steps: list[Step], order: list[int]) -> Step:
+        return Step.concat(steps, order)
+
+    @_answering
     def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
         """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
         encoder = self.model.memory_encoder
@@ -250,7 +217,8 @@ class Sam2StreamingModel:
             tokens = torch.cat([t for t, _ in compressed])
             position = compressed[0][1][0].float()
         # The position depends on the memory's shape alone: one tensor shared by every memory, not one per frame.
-        position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
+        if not self.learning:
+            position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
         return [Memory(tokens[i].contiguous(), position, step.pointers[i]) for i in range(len(prompted))]
 
     def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
@@ -262,18 +230,21 @@ class Sam2StreamingModel:
 
     def _no_point_embeddings(self):
         dtype = self.backend.dtype
+        if self.learning:
+            return self.backend.prompt_embeddings(np.zeros((1, 1, 2)), -np.ones((1, 1)))
         if dtype not in self._no_point:
             self._no_point[dtype] = self.backend.prompt_embeddings(np.zeros((1, 1, 2)), -np.ones((1, 1)))
         return self._no_point[dtype]
 
     def _decode(self, image, sparse, dense, high_res) -> DecoderOutput:
         decoder = self.backend.decoder
-        return run_decoder(decoder, image.to(self.backend.dtype), self.backend.image_pe, sparse, dense, high_res)
+        image_pe = self.model.get_image_wide_positional_embeddings() if self.learning else self.backend.image_pe
+        return run_decoder(decoder, image.to(self.backend.dtype), image_pe, sparse, dense, high_res)
 
     def _ambiguous(self, num_points: np.ndarray, tracked: bool) -> torch.Tensor:
         return torch.from_numpy(np.asarray(is_ambiguous(self.config, num_points, tracked), bool)).to(self.device)
 
-    def _select(self, out: DecoderOutput, ambiguous: torch.Tensor) -> Step:
+    def choose(self, out: DecoderOutput, ambiguous: torch.Tensor) -> Step:
         """One mask per object (the rule both modes share), its pointer and visibility, as transformers'
         `_single_frame_forward`."""
         logits, iou, token = choose_masks(self.backend.decoder, out, ambiguous)

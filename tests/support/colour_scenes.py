@@ -9,15 +9,28 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from dataclasses import dataclass
+
 import numpy as np
-import torch
 
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
-from dora_sam2.video import FrameAnswer, Step
+from dora_sam2.streaming import FrameAnswer
 
 W, H, SIZE = 120, 90, 14
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ColourStep:
+    """N objects on one frame: their masks, whether each is seen, the colour each is."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    seen: np.ndarray  # (N,) bool
+    colours: list
+
+    def __len__(self):
+        return len(self.masks)
 
 
 class ColourMemory:
@@ -48,18 +61,23 @@ class ColourSegmenter:
     def track(self, frame, memories, frame_index):
         return self._segment(frame, [m.colour for m in memories])
 
+    def join(self, steps, order):
+        masks = np.concatenate([s.masks for s in steps])[order]
+        seen = np.concatenate([s.seen for s in steps])[order]
+        colours = [c for s in steps for c in s.colours]
+        return ColourStep(masks, seen, [colours[i] for i in order])
+
     def remember(self, frame, step, prompted):
-        return [tuple(int(c) for c in colour) for colour in step.pointers.numpy()]
+        return [tuple(int(c) for c in colour) for colour in step.colours]
 
     def postprocess(self, step, frame):
-        return FrameAnswer(step.logits.numpy() > 0, step.scores.numpy(), step.object_score_logits.numpy() > 0)
+        return FrameAnswer(step.masks, np.ones(len(step)), step.seen)
 
     @staticmethod
     def _segment(frame, colours):
         masks = np.stack([(frame.rgb == colour).all(axis=-1) & (np.array(colour) > 0).any() for colour in colours])
         seen = masks.reshape(len(masks), -1).any(axis=1)
-        return Step(torch.from_numpy(np.where(masks, 1.0, -1.0)), torch.ones(len(masks)),
-                    torch.from_numpy(np.where(seen, 1.0, -1.0)), torch.tensor(colours, dtype=torch.float32))
+        return ColourStep(masks, seen, list(colours))
 
 
 def render(index: int, objects: dict) -> Frame:
