@@ -20,6 +20,8 @@ import torch
 from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from support.dataflows import random_frame
+
 from dora_sam2.domain import Frame, Prompt
 from dora_sam2.model import Sam2Backend
 from dora_sam2.processing import upsample
@@ -68,8 +70,7 @@ def cuda_model(request, model_dir, fake_mode, monkeypatch):
 
 
 def frame(seed: int = 0) -> Frame:
-    rgb = np.random.default_rng(seed).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    return Frame("image", rgb, None, "rgb8")
+    return random_frame(seed, WIDTH, HEIGHT)
 
 
 def on_cuda(*tensors):
@@ -172,3 +173,29 @@ def test_cuda_sam3_tracker_prompts_remembers_and_tracks(cuda_sam3):
         (remembered,) = streaming.remember(features, step, [index == 0])
         assert on_cuda(remembered.features, remembered.position, remembered.pointer)
         memory.add(index, remembered, index == 0)
+
+
+def test_cuda_training_steps_keep_every_tensor_and_gradient_on_the_gpu(model_dir, fake_mode, monkeypatch):
+    """dora-sam2-train's image and video steps on the suite's SAM2 on `cuda` in fp32 (as the trainer runs
+    them): targets, prompts and every loss are made on the model's device, with their gradients' graph.
+    The backward pass itself cannot run here: autograd's engine asks the CUDA runtime for a stream."""
+    from transformers import Sam2VideoModel
+
+    from dora_sam2.training import steps
+    from dora_sam2.training.data import ClipSample, ImageSample
+
+    monkeypatch.setattr(fake_tensor, "CONSTANT_NUMEL_LIMIT", 0)
+    model = Sam2VideoModel.from_pretrained(model_dir).train()
+    masks = np.zeros((2, HEIGHT, WIDTH), bool)
+    masks[0, 10:60, 10:60] = masks[1, 40:110, 50:150] = True
+    rng = np.random.default_rng(0)
+    with fake_mode:
+        model._apply(lambda t: fake_mode.from_tensor(t).to(CUDA))
+        streaming = Sam2StreamingModel(Sam2Backend(model, CUDA, torch.float32, "fake-cuda"))
+        streaming.learning = True
+        scored = [steps.image_step(streaming, ImageSample(frame(0).rgb, masks), rng, box_share=0.5),
+                  steps.clip_step(streaming, ClipSample([frame(i).rgb for i in range(3)], np.stack([masks] * 3),
+                                                        (1, 2)), rng, box_share=0.5)]
+        for losses in scored:
+            parts = [losses.focal, losses.dice, losses.iou, losses.object, losses.total]
+            assert on_cuda(*parts) and all(part.grad_fn is not None for part in parts)

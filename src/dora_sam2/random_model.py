@@ -23,23 +23,29 @@ SAM3_TEST_SIZE = 224
 
 
 def make_random_model(directory, size: str = "test", seed: int = 0, image_size: int = 0) -> Path:
+    directory = Path(directory)
+    build(size, seed, image_size).save_pretrained(directory)
+    if size.startswith("sam3"):
+        _byte_level_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def build(size: str = "test", seed: int = 0, image_size: int = 0):
+    """The random-weight model itself (transformers' video model of `size`), in memory: what
+    `make_random_model` writes, and what `dora-sam2-train --new` starts from."""
     import torch
 
     from .loading import at_input_size
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
-    directory = Path(directory)
     torch.manual_seed(seed)
     model_class, config = _architecture(size)
     if image_size:
         config = at_input_size(config, image_size, f"the {size} model")
     model = model_class(config)
     _spread_weights(model)
-    model.save_pretrained(directory)
-    if size.startswith("sam3"):
-        _byte_level_tokenizer().save_pretrained(directory)
-    return directory
+    return model
 
 
 def _byte_level_tokenizer():

@@ -1,0 +1,175 @@
+"""`dora-sam2-train`: train or fine-tune a SAM 2-family checkpoint on datasets in `dora-sam2-dataset`'s
+layout (recordings labelled by `dora-sam2-dataset`, or `dora-sam2-world`'s clips).
+
+    dora-sam2-train OUT --data DATASET [--data DATASET ...] (--from MODEL | --new SIZE) [--minutes 60]
+
+    # the user's loop: fine-tune a checkpoint on a labelled recording, then run it
+    dora-sam2-train out/my-sam2 --data out/dataset --from facebook/sam2.1-hiera-tiny --minutes 30
+    MODEL=out/my-sam2 dora run examples/track.yml
+
+OUT is a checkpoint directory that `MODEL=OUT` loads unchanged, written every --checkpoint-minutes and at
+the end; `--resume` goes on from it. Ctrl-C stops after the current step and keeps what was learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .data import Dataset, DatasetError
+from .trainer import STATE, Plan, Trainer, write_card
+
+log = logging.getLogger("dora_sam2.train")
+
+MAX_STEPS = 10_000_000
+MAX_MINUTES = 7 * 24 * 60.0
+MAX_CLIP_FRAMES = 64  # memory for gradients grows with every frame of a clip
+MAX_OBJECTS = 64
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-train: %(message)s", stream=sys.stderr)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    try:
+        sys.exit(_run(args, argv))
+    except (DatasetError, ValueError) as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
+def _run(args, argv) -> int:
+    import torch
+
+    from ..devices import resolve_device
+    from ..loading import ModelLoadError, load_sam2
+    from ..random_model import build
+
+    plan = Plan(out=Path(args.out), steps=args.steps, minutes=args.minutes, learning_rate=args.learning_rate,
+                video_share=args.video_share, clip_frames=args.clip_frames, seed=args.seed,
+                checkpoint_minutes=args.checkpoint_minutes, freeze_encoder=args.freeze_encoder)
+    state = plan.out / STATE
+    if state.exists() and not args.resume:
+        raise ValueError(f"{plan.out} holds a training run: add --resume to go on with it, or choose another OUT.")
+    if args.resume and not state.exists():
+        raise ValueError(f"{plan.out} holds no training run to resume ({STATE} is missing): leave out --resume.")
+    datasets = [Dataset.read(d) for d in args.data]
+    validation = Dataset.read(args.val) if args.val else None
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or len(__import__("os").sched_getaffinity(0)))
+    try:
+        if args.resume:
+            model = load_sam2(str(plan.out), video=True)
+        elif args.new:
+            model = build(args.new, args.seed, args.image_size)
+        else:
+            model = load_sam2(args.source, video=True, image_size=args.image_size)
+    except ModelLoadError as error:
+        raise ValueError(str(error)) from None
+    trainer = Trainer(model, plan, datasets, device, str(plan.out))
+    if args.resume:
+        trainer.resume()
+    figures = {}
+    if validation is not None:
+        figures["box mIoU before"] = _validate(trainer, validation)
+    log.info("training %s (%.1f M parameters) on %d frames from %d dataset(s), on %s",
+             args.new or args.source or plan.out, sum(p.numel() for p in model.parameters()) / 1e6,
+             sum(d.frames for d in datasets), len(datasets), device)
+    _loop(trainer, validation)
+    trainer.save()
+    if validation is not None:
+        figures["box mIoU after"] = _validate(trainer, validation)
+    command = "dora-sam2-train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    write_card(plan.out, command, {"steps": trainer.progress.step, "minutes": round(trainer.progress.seconds / 60, 1),
+                                   "device": str(device), "data": [str(d) for d in args.data],
+                                   "from": args.new and f"random {args.new}" or args.source or "resumed",
+                                   "last losses": trainer.progress.recent} | figures)
+    log.info("%s: %d steps in %.1f min; load it with MODEL=%s", plan.out, trainer.progress.step,
+             trainer.progress.seconds / 60, plan.out)
+    return 0
+
+
+def _validate(trainer: Trainer, validation: Dataset) -> float:
+    miou = round(trainer.box_miou(validation), 4)
+    log.info("step %d: box mIoU %.4f on the validation set", trainer.progress.step, miou)
+    return miou
+
+
+def _loop(trainer: Trainer, validation: Dataset | None) -> None:
+    from tqdm import tqdm
+
+    stop = {"asked": False}
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.update(asked=True))
+    saved = time.monotonic()
+    sums: dict[str, list[float]] = {}
+    try:
+        with tqdm(total=trainer.plan.steps or None, initial=trainer.progress.step, unit="step",
+                  dynamic_ncols=True) as bar:
+            while not trainer.done() and not stop["asked"]:
+                for name, value in trainer.step().items():
+                    if name != "stage":
+                        sums.setdefault(name, []).append(value)
+                bar.update(1)
+                if trainer.progress.step % 50 == 0:
+                    trainer.progress.recent = {k: round(sum(v) / len(v), 4) for k, v in sums.items()}
+                    sums.clear()
+                    bar.set_postfix(trainer.progress.recent | {"min": round(trainer.progress.seconds / 60, 1)})
+                if time.monotonic() - saved > trainer.plan.checkpoint_minutes * 60:
+                    trainer.save()
+                    if validation is not None:
+                        _validate(trainer, validation)
+                    saved = time.monotonic()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop["asked"]:
+        log.info("stopped at step %d: saving what was learned (go on with --resume)", trainer.progress.step)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dora-sam2-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", metavar="OUT", help="the checkpoint directory to write (MODEL=OUT loads it)")
+    parser.add_argument("--data", action="append", required=True, metavar="DATASET",
+                        help="a dataset directory (annotations.json + images/); repeat for several")
+    parser.add_argument("--val", metavar="DATASET", help="a dataset to report box mIoU on, at each checkpoint")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="source", metavar="MODEL", help="a checkpoint to fine-tune: hub id or directory")
+    start.add_argument("--new", choices=("micro", "test", "tiny"), help="train from random weights of this size")
+    parser.add_argument("--resume", action="store_true", help="go on with the run in OUT")
+    parser.add_argument("--image-size", type=int, default=0, help="a square input other than the checkpoint's")
+    parser.add_argument("--steps", type=int, default=0, help="steps to train (0: until --minutes)")
+    parser.add_argument("--minutes", type=float, default=0.0, help="time budget in minutes of training")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--video-share", type=float, default=0.5, help="share of steps that train on clips (0-1)")
+    parser.add_argument("--clip-frames", type=int, default=4, help="frames per training clip")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder and memory only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores this process may use)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    if not (args.source or args.new or args.resume):
+        parser.error("say what to train: --from MODEL (a checkpoint to fine-tune), --new SIZE, or --resume")
+    if not (args.steps or args.minutes):
+        parser.error("say how long: --steps N or --minutes M")
+    bounds = {"--steps": (args.steps, 0, MAX_STEPS), "--minutes": (args.minutes, 0, MAX_MINUTES),
+              "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1),
+              "--learning-rate": (args.learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
+              "--checkpoint-minutes": (args.checkpoint_minutes, 0.1, MAX_MINUTES)}
+    for name, (value, low, high) in bounds.items():
+        if not (low <= value <= high):
+            parser.error(f"{name} must be from {low} to {high}, got {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""dora-sam2-train: SAM 2's losses, prompts sampled from true masks, datasets read as clips, and the
+command that trains, checkpoints and resumes a model that the node then loads.
+
+Expected values come from the definitions (a focal loss at p = 0.5, a Dice of disjoint masks) or from the
+synthetic world's own renderer, never from the training code's bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dora_sam2.domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, Prompt
+from dora_sam2.training import losses, prompts
+from dora_sam2.training.data import Dataset, DatasetError
+from dora_sam2.world import Format, frames, from_json
+
+TRAIN = [str(Path(sys.executable).parent / "dora-sam2-train")]
+WORLD = [str(Path(sys.executable).parent / "dora-sam2-world")]
+BIG = 50.0  # a logit whose sigmoid is 1 to float precision
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "world"
+    subprocess.run(WORLD + [str(out), "--clips", "2", "--frames", "12", "--size", "96x72", "--seed", "3",
+                            "--footage", "none", "--no-video"], check=True, capture_output=True, timeout=120)
+    return out
+
+
+# -- losses, by their definitions
+
+
+def test_focal_loss_at_an_undecided_pixel_is_alpha_times_cross_entropy_times_a_quarter():
+    undecided = torch.zeros(1, 1, 1)
+    # p = 0.5: cross-entropy ln 2, (1 - p_t)^2 = 1/4, alpha 0.25 for the object, 0.75 for the background
+    assert losses.focal(undecided, torch.ones(1, 1, 1)).item() == pytest.approx(0.25 * math.log(2) / 4)
+    assert losses.focal(undecided, torch.zeros(1, 1, 1)).item() == pytest.approx(0.75 * math.log(2) / 4)
+    assert losses.focal(torch.full((1, 2, 2), BIG), torch.ones(1, 2, 2)).item() == pytest.approx(0, abs=1e-12)
+
+
+def test_dice_loss_is_zero_on_the_mask_and_near_one_off_it():
+    target = torch.zeros(1, 4, 4)
+    target[0, :2] = 1  # 8 pixels
+    exact = torch.where(target > 0, BIG, -BIG)
+    assert losses.dice(exact, target).item() == pytest.approx(0, abs=1e-6)
+    assert losses.dice(-exact, target).item() == pytest.approx(1 - 1 / (8 + 8 + 1), abs=1e-6)  # disjoint: smoothed
+
+
+def test_mask_iou_of_half_a_mask_is_a_half():
+    target = torch.zeros(1, 4, 4)
+    target[0, :2] = 1
+    half = torch.full((1, 4, 4), -1.0)
+    half[0, 0] = 1.0
+    assert losses.mask_iou(half, target).item() == pytest.approx(0.5)
+
+
+def test_an_ambiguous_prompt_is_trained_on_its_best_candidate_and_a_box_on_its_single_mask():
+    target = torch.zeros(2, 4, 4)
+    target[:, :2] = 1
+    right, wrong = torch.where(target[0] > 0, BIG, -BIG), torch.where(target[0] > 0, -BIG, BIG)
+    candidates = torch.stack([wrong, wrong, right, wrong])[None].repeat(2, 1, 1, 1)  # only candidate 2 is right
+    iou = torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 2)
+    scored = losses.score(candidates, iou, torch.full((2,), BIG), target, torch.tensor([True, True]),
+                          ambiguous=torch.tensor([True, False]))
+    # the ambiguous row adds nothing; the box row pays for its wrong single mask (disjoint Dice, IoU 0 vs 0)
+    assert scored.dice.item() == pytest.approx((0 + (1 - 1 / 17)) / 2, abs=1e-5)
+    assert scored.iou.item() == pytest.approx(0, abs=1e-6)
+    assert scored.object.item() == pytest.approx(0, abs=1e-6)
+
+
+def test_an_absent_object_is_scored_on_its_object_score_only():
+    target = torch.zeros(1, 4, 4)
+    nonsense = torch.full((1, 1, 4, 4), BIG)
+    scored = losses.score(nonsense, torch.ones(1, 1), torch.tensor([-BIG]), target, torch.tensor([False]))
+    assert scored.focal.item() == scored.dice.item() == scored.iou.item() == 0
+    assert scored.object.item() == pytest.approx(0, abs=1e-6)
+    said_there = losses.score(nonsense, torch.ones(1, 1), torch.tensor([2.0]), target, torch.tensor([False]))
+    assert said_there.object.item() == pytest.approx(math.log(1 + math.exp(2.0)))
+
+
+# -- prompts, from the mask
+
+
+def test_sampled_prompts_are_boxes_near_the_object_or_clicks_on_the_right_side_of_it():
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:50] = True  # 20 x 20 at x 30-50, y 20-40
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(50):
+        prompt = prompts.sample(mask[None], rng)
+        labels = prompt.point_labels[0][prompt.point_labels[0] != Prompt.PAD]
+        points = prompt.points[0][: len(labels)]
+        if labels.tolist() == [BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]:
+            kinds.add("box")
+            assert np.all(np.abs(points.reshape(-1) - [30, 20, 50, 40]) <= 20 * prompts.BOX_NOISE * 5)
+            assert np.all(points >= 0) and np.all(points[:, 0] <= 80) and np.all(points[:, 1] <= 60)
+        else:
+            kinds.add("clicks")
+            assert labels[0] == 1 and 1 <= len(labels) <= prompts.MAX_CLICKS
+            for (x, y), label in zip(points, labels):
+                assert mask[int(y), int(x)] == bool(label)
+    assert kinds == {"box", "clicks"}
+
+
+# -- datasets
+
+
+def test_a_world_dataset_reads_as_clips_whose_masks_are_the_worlds(world):
+    dataset = Dataset.read(world)
+    assert len(dataset.clips) == 2 and dataset.frames == 24 and dataset.tracked
+    scenes = {p.stem: from_json(p.read_text()) for p in (world / "scenes").iterdir()}
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        sample = dataset.clip_sample(rng, length=3, max_stride=4, max_objects=2)
+        assert sample is not None and sample.masks.shape[:2] == (3, len(sample.track_ids))
+        # find the clip and frames by the pixels, then hold the masks to the renderer's truth
+        for scene in scenes.values():
+            truth = list(frames(scene))
+            starts = [f.index for f in truth if np.array_equal(f.rgb, sample.frames[0])]
+            if starts:
+                break
+        first = truth[starts[0]]
+        for n, track_id in enumerate(sample.track_ids):
+            seen = next(o for o in first.objects if o.track_id == track_id)
+            np.testing.assert_array_equal(sample.masks[0, n], seen.mask)
+
+
+@pytest.mark.parametrize("write, says", [
+    (None, "holds no annotations.json"),
+    ("not json", "is not COCO instances"),
+    (json.dumps({"images": [], "annotations": []}), "has no frame with an object on it"),
+])
+def test_an_unusable_dataset_is_one_sentence(tmp_path, write, says):
+    if write is not None:
+        (tmp_path / "annotations.json").write_text(write)
+    with pytest.raises(DatasetError, match=says):
+        Dataset.read(tmp_path)
+
+
+def test_images_outside_the_dataset_are_left_out_and_said(world, tmp_path, caplog):
+    data = json.loads((world / "annotations.json").read_text())
+    data["images"][0]["file_name"] = "../../etc/passwd"
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    (tmp_path / "images").symlink_to(world / "images")
+    dataset = Dataset.read(tmp_path)
+    assert dataset.frames == 23
+    assert "1 images outside the dataset's directory left out" in caplog.text
+
+
+# -- the command
+
+
+def train(*args, timeout=600):
+    return subprocess.run(TRAIN + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_command_trains_a_checkpoint_the_node_loads_and_goes_on_with_it(world, tmp_path):
+    from dora_sam2.domain import Frame
+    from dora_sam2.model import Sam2Backend
+
+    out = tmp_path / "model"
+    run = train(out, "--data", world, "--new", "micro", "--steps", "4", "--threads", "1")
+    assert run.returncode == 0, run.stderr
+    assert f"4 steps in" in run.stderr and f"load it with MODEL={out}" in run.stderr
+    assert {"config.json", "model.safetensors", "README.md", "training-state.pt"} <= {p.name for p in out.iterdir()}
+    assert "dora-sam2-train" in (out / "README.md").read_text()
+    for video in (False, True):  # both modes load it as any checkpoint
+        backend = Sam2Backend.load(str(out), video=video, device="cpu", dtype="float32")
+        masks, scores = backend.predict(backend.encode(Frame("f", np.zeros((72, 96, 3), np.uint8), None, "rgb8")),
+                                        Prompt.from_boxes("b", np.array([[10, 10, 50, 40]])))
+        assert masks.shape == (1, 72, 96) and np.isfinite(scores).all()
+    again = train(out, "--data", world, "--new", "micro", "--steps", "6")
+    assert again.returncode == 1 and "holds a training run: add --resume" in again.stderr
+    assert "Traceback" not in again.stderr
+    resumed = train(out, "--data", world, "--resume", "--steps", "6", "--threads", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(out / "training-state.pt", weights_only=False)["progress"]["step"] == 6
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--new", "micro"], "say how long: --steps N or --minutes M"),
+    (["--steps", "3"], "say what to train"),
+    (["--new", "micro", "--steps", "3", "--clip-frames", "0"], "--clip-frames must be from 1"),
+    (["--from", "/no/such/model", "--steps", "3"], "/no/such/model"),
+    (["--new", "micro", "--steps", "3", "--resume"], "no training run to resume"),
+])
+def test_the_command_says_what_is_wrong_in_one_line(world, tmp_path, args, says):
+    run = train(tmp_path / "model", "--data", world, *args, timeout=120)
+    assert run.returncode != 0 and says in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_training_raises_the_box_miou_it_reports(tmp_path):
+    """150 image steps from random weights on a small world: the masks its boxes give fit better than
+    before, by the trainer's own validation (held, in turn, to the world's masks by box_miou's test)."""
+    world = tmp_path / "world"
+    subprocess.run(WORLD + [str(world), "--clips", "2", "--frames", "12", "--size", "160x120", "--seed", "3",
+                            "--footage", "none", "--no-video"], check=True, capture_output=True, timeout=120)
+    out = tmp_path / "model"
+    run = train(out, "--data", world, "--val", world, "--new", "micro", "--steps", "150", "--video-share", "0",
+                "--threads", "1")
+    assert run.returncode == 0, run.stderr
+    card = (out / "README.md").read_text()
+    before = float(card.split('"box mIoU before": ')[1].split(",")[0])
+    after = float(card.split('"box mIoU after": ')[1].split("\n")[0])
+    assert after > max(2 * before, before + 0.05), (before, after)
+
+
+def test_box_miou_is_one_for_a_model_that_answers_with_the_truth(world):
+    """box_miou against a backend whose answers are the true masks (found by the frame's pixels)."""
+    from dora_sam2.training.evaluate import box_miou
+
+    dataset = Dataset.read(world)
+
+    class Truthful:
+        def encode(self, frame):
+            return frame
+
+        def predict(self, frame, prompt):
+            record = next(f for clip in dataset.clips for f in clip if np.array_equal(f.rgb(), frame.rgb))
+            truth = [record.mask(i) for i in record.instances if i.area >= 16]
+            return np.stack(truth), np.ones(len(truth))
+
+    class Blind(Truthful):
+        def predict(self, frame, prompt):
+            masks, scores = super().predict(frame, prompt)
+            return np.zeros_like(masks), scores
+
+    assert box_miou(Truthful(), dataset, frames=5) == pytest.approx(1.0)
+    assert box_miou(Blind(), dataset, frames=5) == 0.0
