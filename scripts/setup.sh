@@ -6,4 +6,6 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
 # CPU torch first: an unpinned torch would pull several GB of CUDA packages. A torch already there stays.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+# quality: the metrics tests/test_quality.py holds (TrackEval, vos-benchmark) and benchmarks/quality.py's peer
+# and chart; about 8 s and 230 MB on top of the rest.
+.venv/bin/python -m pip install -q -e ".[test,quality]"

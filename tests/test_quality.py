@@ -1,0 +1,207 @@
+"""benchmarks/quality.py's figures on ground truth made by hand, against values worked out by hand: a mask
+shifted by a few pixels, an id swap, an object hidden and back, a track on nothing; then the whole scorer
+on a world clip answered with its own truth."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import quality  # noqa: E402
+import quality_metrics as qm  # noqa: E402
+
+
+def square(x: int, y: int, side: int = 10, size: int = 100) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[y:y + side, x:x + side] = True
+    return mask
+
+
+EMPTY = np.zeros((100, 100), bool)
+
+
+def test_a_square_shifted_two_pixels_overlaps_by_two_thirds():
+    # 10x10 squares, one 2 px to the right: 8x10 pixels shared, 120 in either
+    iou = qm.iou_matrix(square(40, 40)[None], square(42, 40)[None])
+    assert iou[0, 0] == pytest.approx(80 / 120)
+
+
+def test_j_is_the_iou_and_f_forgives_a_shift_within_davis_tolerance():
+    # A 100x100 frame: DAVIS's tolerance is ceil(0.008 * 141.4) = 2 px, so a 2 px shift leaves every
+    # boundary pixel matched (F = 1) while J is the IoU, 80/120.
+    j, f = qm.j_and_f([square(42, 40)], [square(40, 40)])
+    assert j == pytest.approx(2 / 3)
+    assert f == pytest.approx(1.0)
+
+
+def test_a_frame_where_both_masks_are_empty_scores_one():
+    # The object hidden and the prediction empty is right: J = F = 1 there, averaged with the shifted frame
+    j, f = qm.j_and_f([square(42, 40), EMPTY], [square(40, 40), EMPTY])
+    assert j == pytest.approx((2 / 3 + 1) / 2)
+    assert f == pytest.approx(1.0)
+
+
+def test_a_missing_or_distant_mask_scores_zero():
+    assert qm.j_and_f([EMPTY], [square(40, 40)]) == (0.0, 0.0)
+    assert qm.j_and_f([square(80, 80)], [square(10, 10)]) == (0.0, 0.0)
+
+
+def test_an_object_never_seen_is_left_out():
+    assert qm.j_and_f([EMPTY, EMPTY], [EMPTY, EMPTY]) is None
+
+
+def frames_of(pairs_per_frame, truth_ids=(1, 2)):
+    """FrameMatches where each frame gives {true id: predicted id} and every pair overlaps wholly."""
+    frames = []
+    for pairs in pairs_per_frame:
+        predicted = sorted(set(pairs.values()))
+        iou = np.array([[1.0 if pairs.get(t) == p else 0.0 for p in predicted] for t in truth_ids])
+        frames.append(qm.FrameMatch(np.array(truth_ids), np.array(predicted), iou.reshape(len(truth_ids), -1)))
+    return frames
+
+
+def test_one_object_followed_throughout_scores_one():
+    scores = qm.identity_scores([frames_of([{1: 5}] * 4, truth_ids=(1,))])
+    assert scores["HOTA"] == pytest.approx(1.0)
+    assert scores["IDF1"] == pytest.approx(1.0)
+    assert scores["IDSW"] == 0
+
+
+def test_an_id_swap_counts_two_switches_and_halves_idf1():
+    # Objects 1 and 2, perfect masks, ids 7 and 8 swapped from frame 2 on (4 frames, 8 true detections).
+    # CLEAR: both objects change id once: 2 switches; MOTA = 1 - 2/8.
+    # IDF1: the best one-to-one pairing of ids keeps 4 of 8 detections: 2*4 / (8 + 8) = 0.5.
+    # HOTA: every detection matched (DetA 1); each match's id is shared with its object on 2 of its 4 frames
+    # and its prediction on 2 of 4: AssA = 2 / (4 + 4 - 2) = 1/3; HOTA = sqrt(1 * 1/3).
+    scores = qm.identity_scores([frames_of([{1: 7, 2: 8}, {1: 7, 2: 8}, {1: 8, 2: 7}, {1: 8, 2: 7}])])
+    assert scores["IDSW"] == 2
+    assert scores["MOTA"] == pytest.approx(0.75)
+    assert scores["IDF1"] == pytest.approx(0.5)
+    assert scores["DetA"] == pytest.approx(1.0)
+    assert scores["AssA"] == pytest.approx(1 / 3)
+    assert scores["HOTA"] == pytest.approx(math.sqrt(1 / 3))
+
+
+def test_clips_combine_as_one_sequence_each():
+    # A perfect clip (4 detections, IDF1 1) and the swapped one (8 detections, IDF1 0.5):
+    # IDTP 4 + 4 of 12 true and 12 predicted detections: 2*8 / 24 = 2/3; the switches add up.
+    perfect = frames_of([{1: 5}] * 4, truth_ids=(1,))
+    swapped = frames_of([{1: 7, 2: 8}, {1: 7, 2: 8}, {1: 8, 2: 7}, {1: 8, 2: 7}])
+    scores = qm.identity_scores([perfect, swapped])
+    assert scores["IDF1"] == pytest.approx(2 / 3)
+    assert scores["IDSW"] == 2
+
+
+def test_a_gap_needs_a_seen_frame_on_both_sides():
+    seen = [False, True, True, False, False, False, True, False]
+    # frame 0 (before it is first seen) and frame 7 (the clip ends) are not gaps it comes back from
+    assert qm.gaps(3, seen) == [qm.Gap(3, 3, 6, False)]
+    assert qm.gaps(3, seen, outside=[False] * 4 + [True] + [False] * 3)[0].outside
+
+
+def one_object(predicted: list[int | None]) -> list[qm.FrameMatch]:
+    """Object 1 on frames 0-2 and 6-9 (hidden on 3-5); `predicted[t]` the id whose mask is on it, or None."""
+    seen = [t not in (3, 4, 5) for t in range(10)]
+    frames = []
+    for t, p in enumerate(predicted):
+        truth = np.array([1]) if seen[t] else np.zeros(0, int)
+        ids = np.array([p]) if p is not None else np.zeros(0, int)
+        iou = np.ones((len(truth), len(ids)))
+        frames.append(qm.FrameMatch(truth, ids, iou))
+    return frames
+
+
+def test_an_object_back_under_its_id_a_frame_after_its_return():
+    frames = one_object([7, 7, 7, None, None, None, None, 7, 7, 7])
+    (found,) = qm.recoveries(frames, qm.gaps(1, [t not in (3, 4, 5) for t in range(10)]))
+    assert found.frames_to_recover == 1
+    assert found.same_id is True
+
+
+def test_an_object_back_under_another_id_did_not_keep_it():
+    frames = one_object([7, 7, 7, None, None, None, 8, 8, 8, 8])
+    (found,) = qm.recoveries(frames, qm.gaps(1, [t not in (3, 4, 5) for t in range(10)]))
+    assert found.frames_to_recover == 0
+    assert found.same_id is False
+    summary = qm.recovery_summary([found], fps=10)
+    assert summary["up_to_1s"]["same_id_share"] == 0.0  # a 3-frame gap at 10 fps is under a second
+    assert summary["exits"]["gaps"] == 0
+
+
+def test_an_object_never_found_again_is_not_recovered_nor_judged():
+    frames = one_object([7, 7, 7, None, None, None, None, None, None, None])
+    (found,) = qm.recoveries(frames, qm.gaps(1, [t not in (3, 4, 5) for t in range(10)]))
+    assert found.frames_to_recover is None
+    assert found.same_id is None
+
+
+def test_a_track_on_nothing_is_false_and_one_no_detection_lands_on_is_unconfirmed():
+    census = qm.TrackCensus()
+    on_object, astray = square(10, 10), square(70, 70)
+    truth = qm.FrameMatch(np.array([1]), np.array([1, 2]), qm.iou_matrix(on_object[None], np.stack([on_object, astray])))
+    boxes = np.array([[10, 10, 20, 20], [70, 70, 80, 80]], float)
+    detection = np.array([[10, 10, 20, 20]], float)  # the round sees object 1 only
+    census.add(0, [1, 2], boxes, truth, detection)  # both start on a detection round
+    census.add(1, [1, 2], boxes, truth, None)
+    census.add(2, [1, 2], boxes, truth, detection)  # the next round lands on track 1 only
+    assert census.summary() == {"ids": 2, "false_tracks": 1, "never_confirmed": 1}
+
+
+def test_the_centre_click_is_the_pixel_farthest_from_every_edge():
+    mask = np.zeros((40, 40), bool)
+    mask[10:17, 20:27] = True  # 7x7: its centre pixel is (23, 13)
+    assert qm.centre_click(mask) == (23, 13)
+    corner = np.zeros((40, 40), bool)
+    corner[0:7, 0:7] = True  # cut by the frame's corner: the frame's edge is an edge too
+    assert qm.centre_click(corner) == (3, 3)
+
+
+# ---------------------------------------------------------------------------- the scorer on a world clip
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from dora_sam2.world import Format, frames, occlusion
+
+    scene = occlusion(seed=3, fmt=Format(160, 120, fps=10, frames=30), hidden_seconds=1.0, others=1, nuisance=False)
+    kept = [quality.TruthFrame(f.rgb, f.ids, tuple(o.track_id for o in f.objects), tuple(o.label for o in f.objects),
+                               tuple(o.silhouette is None for o in f.objects)) for f in frames(scene)]
+    return quality.Clip(scene.name, 10.0, kept, {}, min_area=16)
+
+
+def score(clip, rename=lambda t, track_id: track_id):
+    """The clip answered with its own truth (ids renamed by `rename`), detections every 5 frames."""
+    scorer = quality.ClipScorer(clip, detect_every=5)
+    for t, truth in enumerate(clip.frames):
+        ids = [rename(t, i) for i in clip.present(t)]
+        masks = np.stack([truth.mask(i) for i in clip.present(t)]) if ids else np.zeros((0, 120, 160), bool)
+        started = {rename(t, d.track_id): d.track_id for d in clip.detections(t)} if t % 5 == 0 else {}
+        scorer.add(t, quality.Answer(ids, masks, started), seconds=0.01)
+    return quality.summarise([scorer.result()], clip.fps)
+
+
+def test_the_truth_scores_perfectly(clip):
+    result = score(clip)
+    assert result["J&F"] == pytest.approx(1.0)
+    assert result["HOTA"] == pytest.approx(1.0)
+    assert result["IDF1"] == pytest.approx(1.0)
+    assert result["IDSW"] == 0
+    assert result["false_tracks"] == result["never_confirmed"] == 0
+    occluded = result["recovery"]["occlusions"]
+    assert occluded["gaps"] >= 1  # the scene hides object 1 for a second
+    assert occluded["median_frames_to_recover"] == 0
+    assert occluded["same_id_share"] == 1.0
+    assert result["ms_per_frame"] == pytest.approx(10.0)
+
+
+def test_the_truth_under_a_new_id_after_the_occlusion_is_one_switch(clip):
+    hidden = next(g for g in qm.gaps(1, [1 in clip.present(t) for t in range(len(clip.frames))]))
+    result = score(clip, rename=lambda t, track_id: 100 if track_id == 1 and t >= hidden.end else track_id)
+    assert result["IDSW"] == 1
+    assert result["recovery"]["occlusions"]["same_id_share"] == 0.0
+    assert result["IDF1"] < 1.0
