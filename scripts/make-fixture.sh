@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Remakes the trained fixture, models/world-sam2: a small SAM 2 trained from random weights on the
-# synthetic world (seed 0), in about 95 minutes of 2 CPU cores. Quality is measured on other seeds
+# synthetic world (seed 0), in about 80 minutes of 2 CPU cores. Quality is measured on other seeds
 # (benchmarks/quality.py). Usage: scripts/make-fixture.sh [OUT]  (default models/world-sam2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-models/world-sam2}
 data=out/fixture-data
 bin=.venv/bin
-world() {  # name, scenario, clips, frames: clips of seed 0 at 320x240, as JPEG (as dora-sam2-dataset writes)
-    [ -f "$data/$1/annotations.json" ] || "$bin/dora-sam2-world" "$data/$1" --seed 0 --size 320x240 \
+world() {  # name, scenario, clips, frames[, seed]: clips at 320x240, as JPEG (as dora-sam2-dataset writes)
+    [ -f "$data/$1/annotations.json" ] || "$bin/dora-sam2-world" "$data/$1" --seed "${5:-0}" --size 320x240 \
         --image-format jpg --no-video --scenario "$2" --clips "$3" --frames "$4"
 }
 world random random 150 60
 world occlusion occlusion 40 90
 world crossing crossing 40 60
 world exit exit-and-return 30 90
+world validation random 8 30 1000  # held out: watched at each checkpoint, never trained on
 train=out/fixture-train
-"$bin/dora-sam2-train" "$train" --new micro --seed 0 --minutes 95 --checkpoint-minutes 10 \
+"$bin/dora-sam2-train" "$train" --new micro --seed 0 --minutes 80 --checkpoint-minutes 10 \
+    --val "$data/validation" \
     --data "$data/random" --data "$data/occlusion" --data "$data/crossing" --data "$data/exit" \
     $( [ -f "$train/training-state.pt" ] && echo --resume )
 mkdir -p "$out"

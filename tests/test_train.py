@@ -198,19 +198,20 @@ def test_the_command_says_what_is_wrong_in_one_line(world, tmp_path, args, says)
 
 
 def test_training_raises_the_box_miou_it_reports(tmp_path):
-    """150 image steps from random weights on a small world: the masks its boxes give fit better than
-    before, by the trainer's own validation (held, in turn, to the world's masks by box_miou's test)."""
+    """600 image steps from random weights on a small world: the masks its boxes give fit far better than
+    before, by the trainer's own validation (held, in turn, to the world's masks by box_miou's test).
+    Before the prompt encoder shared the image's positional embedding, this model learnt one mask for
+    every prompt and stayed near 0.1."""
     world = tmp_path / "world"
     subprocess.run(WORLD + [str(world), "--clips", "2", "--frames", "12", "--size", "160x120", "--seed", "3",
                             "--footage", "none", "--no-video"], check=True, capture_output=True, timeout=120)
     out = tmp_path / "model"
-    run = train(out, "--data", world, "--val", world, "--new", "micro", "--steps", "150", "--video-share", "0",
-                "--threads", "1")
+    run = train(out, "--data", world, "--val", world, "--new", "micro", "--steps", "600", "--video-share", "0")
     assert run.returncode == 0, run.stderr
     card = (out / "README.md").read_text()
     before = float(card.split('"box mIoU before": ')[1].split(",")[0])
     after = float(card.split('"box mIoU after": ')[1].split("\n")[0])
-    assert after > max(2 * before, before + 0.05), (before, after)
+    assert after > before + 0.2, (before, after)
 
 
 def test_box_miou_is_one_for_a_model_that_answers_with_the_truth(world):

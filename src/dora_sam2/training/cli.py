@@ -5,7 +5,7 @@ layout (recordings labelled by `dora-sam2-dataset`, or `dora-sam2-world`'s clips
 
     # the user's loop: fine-tune a checkpoint on a labelled recording, then run it
     dora-sam2-train out/my-sam2 --data out/dataset --from facebook/sam2.1-hiera-tiny --minutes 30
-    MODEL=out/my-sam2 dora run examples/track.yml
+    MODEL=out/my-sam2 dora run examples/tracking.yml
 
 OUT is a checkpoint directory that `MODEL=OUT` loads unchanged, written every --checkpoint-minutes and at
 the end; `--resume` goes on from it. Ctrl-C stops after the current step and keeps what was learned.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .data import Dataset, DatasetError
-from .trainer import STATE, Plan, Trainer, write_card
+from .trainer import STATE, Plan, Trainer, share_positional_embedding, write_card
 
 log = logging.getLogger("dora_sam2.train")
 
@@ -68,7 +68,7 @@ def _run(args, argv) -> int:
         if args.resume:
             model = load_sam2(str(plan.out), video=True)
         elif args.new:
-            model = build(args.new, args.seed, args.image_size)
+            model = share_positional_embedding(build(args.new, args.seed, args.image_size))
         else:
             model = load_sam2(args.source, video=True, image_size=args.image_size)
     except ModelLoadError as error:
