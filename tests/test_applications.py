@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from support.dataflows import EXAMPLES, event_time, lossless, node, run_dataflow, seed_flow
+from support.dataflows import EXAMPLES, event_time, image, lossless, node, run_dataflow, seed_flow
 
 from dora_sam2.timeline import TIMESTAMP_TOLERANCE
 from dora_sam2.masks import bounding_boxes
@@ -44,11 +44,6 @@ def by_frame(run):
     answered = [g for g in groups if "mask" in g]
     assert len(answered) >= 3  # EVERY_FRAME: all 4 frames (dora may stop the detector before the last)
     return answered
-
-
-def image(event):
-    meta = event["metadata"]
-    return event["value"].reshape(int(meta["height"]), int(meta["width"]), -1)
 
 
 def masks_of(event):

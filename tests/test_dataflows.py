@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from support.dataflows import (NODES, SHARED_DATA, T0, after_answers, assert_no_traceback, camera, collector, detector,
-                               event_time, flow, frame_message, lossless, node, player_flow, sam2, scene, write_script)
+                               event_time, flow, frame_message, image, lossless, node, player_flow, sam2, scene,
+                               write_script)
 
 pytestmark = pytest.mark.dataflow
 
@@ -92,10 +93,6 @@ def test_seed_consumer_and_applications_run_verbatim_on_0_1_and_3_objects(datafl
                                                            cv2.INPAINT_TELEA))
         painted += (removed != frame).any()
     assert painted  # objects were painted over: the snippets ran on the masks, not past them
-
-
-def image(event) -> np.ndarray:
-    return event["value"].reshape(int(event["metadata"]["height"]), int(event["metadata"]["width"]), 3)
 
 
 # ---------------------------------------------------------------------------- scripted messages

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from support.dataflows import random_frame
+
 from dora_sam2.decoder import predict_masks, run_decoder
 
 
@@ -57,11 +59,9 @@ def test_a_single_click_takes_the_best_of_three_candidates_as_sam2_does(model, e
 def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
     """The same rule in segment and track mode: a lone click keeps the candidate SAM 2 scores best
     (the decoder's raw candidates recorded as each mode runs it)."""
-    import numpy as np
-
     import dora_sam2.decoder
     import dora_sam2.video
-    from dora_sam2.domain import Frame, Prompt
+    from dora_sam2.domain import Prompt
     from dora_sam2.model import Sam2Backend
     from dora_sam2.video import Sam2StreamingModel
 
@@ -75,7 +75,7 @@ def test_a_single_click_picks_alike_in_both_modes(model_dir, monkeypatch):
     monkeypatch.setattr(dora_sam2.video, "run_decoder", recording)
     model = Sam2Backend.load(str(model_dir), dtype="float32", video=True)
     streaming = Sam2StreamingModel(model)
-    frame = Frame("image", np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8), None, "rgb8")
+    frame = random_frame(2, 160, 120)
     click = Prompt.from_points("points", [[80, 60]], [1])
     with torch.inference_mode():
         _, segment_iou, _ = model.decode(model.encode(frame), click)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.dataflows import assert_no_traceback, assert_the_pair_followed, seed_flow, text_pair_flow
+from support.dataflows import assert_no_traceback, assert_the_pair_followed, random_frame, seed_flow, text_pair_flow
 
 try:
     import timm  # noqa: F401
@@ -22,7 +22,7 @@ except Exception as error:  # ImportError, or a torchvision built for another to
 
 from support.streaming_reference import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers  # noqa: E402
 
-from dora_sam2.domain import Frame, Prompt  # noqa: E402
+from dora_sam2.domain import Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402
 from dora_sam2.random_model import make_random_model  # noqa: E402
 from dora_sam2.video import Sam2StreamingModel  # noqa: E402
@@ -52,13 +52,13 @@ def test_loads_edgetam_in_both_modes(edgetam_dir):
 def test_segment_mode_matches_edgetam_model(edgetam_dir, image_size):
     """Three boxes in one batched call against transformers' EdgeTamModel forward on the same pixels."""
     backend = Sam2Backend.load(str(edgetam_dir), dtype="float32", image_size=image_size)
-    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    frame = random_frame(0, 640, 480)
     boxes = np.array([[10, 10, 200, 300], [150, 100, 600, 470], [300, 20, 340, 400]], np.float32)
     prompt = Prompt.from_boxes("bbox", boxes)
     with torch.inference_mode():
-        logits, scores, _ = backend.decode(backend.encode(Frame("image", rgb, None, "rgb8")), prompt)
+        logits, scores, _ = backend.decode(backend.encode(frame), prompt)
         model_boxes = backend.model_points(prompt, 640, 480).reshape(1, -1, 4)
-        reference = backend.model(pixel_values=backend.preprocess(rgb), input_boxes=torch.from_numpy(model_boxes),
+        reference = backend.model(pixel_values=backend.preprocess(frame.rgb), input_boxes=torch.from_numpy(model_boxes),
                                   multimask_output=False)
     assert logits.std() > 0.01  # random weights that give masks a spread, so a wrong step shows
     torch.testing.assert_close(logits, reference.pred_masks[0, :, 0], rtol=1e-4, atol=1e-4)

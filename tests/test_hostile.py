@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from support.dataflows import (BIN, NODES, after_answers, collector, dora_env, flow, free_port, lossless, node,
-                               read_events, sam2, wait_for)
+                               read_events, sam2, scene, wait_for)
 
 pytestmark = pytest.mark.dataflow
 
@@ -34,7 +34,7 @@ def at(seconds: float) -> datetime:
 
 
 def frame(seconds: float, **metadata) -> tuple:
-    rgb = np.random.default_rng(int(seconds) % 1000).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    rgb = scene(W, H, int(seconds) % 1000)
     return "image", pa.array(rgb.ravel()), {"encoding": "rgb8", "width": W, "height": H, "timestamp": at(seconds),
                                             **metadata}
 

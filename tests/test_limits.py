@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from support.dataflows import random_frame
+
 from dora_sam2 import codecs, model as model_module
 from dora_sam2.domain import Frame, Masks, Prompt
 from dora_sam2.engine import Segmenter
@@ -96,7 +98,7 @@ def test_a_1000_box_message_answers_the_100_most_confident_16_at_a_time(model, m
     monkeypatch.setattr(model_module, "predict_masks", counting)
     stats = Stats(Stages(), 0)
     scheduler = SegmentScheduler(Segmenter(model), stats, detections=DetectionFilter(max_boxes=100))
-    frame = Frame("image", np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), T0, "rgb8")
+    frame = random_frame(0, 64, 48, T0)
     rng = np.random.default_rng(1)
     corners = rng.uniform(0, 30, (1000, 2)).astype(np.float32)
     boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (1000, 2)).astype(np.float32)], axis=1)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from support.dataflows import random_frame
+
 from dora_sam2.domain import Frame, Prompt
 from dora_sam2.devices import resolve_dtype
 from dora_sam2.model import Sam2Backend
@@ -14,9 +16,8 @@ from dora_sam2.processing import upsample
 W, H = 640, 480
 
 
-def frame(rgb=None) -> Frame:
-    rgb = np.random.default_rng(3).integers(0, 255, (H, W, 3), dtype=np.uint8) if rgb is None else rgb
-    return Frame("image", rgb, None, "rgb8")
+def frame() -> Frame:
+    return random_frame(3, W, H)
 
 
 def test_preprocess_stretches_the_frame_onto_the_square_input(model):

@@ -6,16 +6,17 @@ import cv2
 import numpy as np
 import pytest
 
+from support.dataflows import random_frame
+
 from dora_sam2 import codecs, overlay
 from dora_sam2.domain import Frame, Masks
 
 
 def scene():
-    rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     masks = np.zeros((2, 120, 160), bool)
     masks[0, 60:100, 20:70] = True
     masks[1, 70:110, 60:140] = True  # overlaps the first
-    return Frame("image", rgb, None, "bgr8"), Masks(masks, np.array([0.9, 0.7], np.float32), ("cup", "ball"), "image", None)
+    return random_frame(1, 160, 120, encoding="bgr8"), Masks(masks, np.array([0.9, 0.7], np.float32), ("cup", "ball"), "image", None)
 
 
 def test_overlay_differs_inside_masks_and_not_far_outside():

@@ -6,7 +6,7 @@ environment.)"""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -22,9 +22,8 @@ from dora_sam2.stats import Stages, Stats
 from dora_sam2.tracking import Tracker
 from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
 
+from support.dataflows import T0, random_frame
 from support.streaming_reference import BOX_A, BOX_B, Presence, run_ours, run_through_occlusion, run_transformers
-
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +32,8 @@ def sam3(sam3_dir):
 
 
 def frame(index: int, seconds: float = 0.25) -> Frame:
-    rgb = np.random.default_rng(index).integers(0, 255, (120, 160, 3), dtype=np.uint8)
-    return Frame("image", rgb, T0 + timedelta(seconds=index * seconds), "rgb8")
+    """Frame `index` of a clip at `seconds` a frame, its pixels random."""
+    return random_frame(index, 160, 120, T0 + timedelta(seconds=index * seconds))
 
 
 def test_a_sam3_checkpoint_loads_its_tracker_and_its_detector_over_one_vit(sam3):

@@ -5,21 +5,15 @@ answered, with which labels, what a new phrase changes), not where the masks fal
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pyarrow as pa
 import pytest
 
-from support.dataflows import (T0, after_answers, assert_no_traceback, assert_the_pair_followed, example_flow,
-                               frame_message, lossless, player_flow, scene, text_pair_flow, write_script)
+from support.dataflows import (after_answers, assert_no_traceback, assert_the_pair_followed, example_flow,
+                               frame_message, lossless, player_flow, scene, stamp, text_pair_flow, write_script)
 
 pytestmark = pytest.mark.dataflow
 
 TEXT_ENV = {"EVERY_FRAME": "1", "MIN_CONFIDENCE": "0.01", "MAX_OBJECTS": "3", "LOST_FRAMES": "1000"}
-
-
-def stamp(index: int):
-    return T0 + timedelta(seconds=index)  # what frame_message stamps frame `index` with
 
 
 def text_message(*phrases) -> tuple:

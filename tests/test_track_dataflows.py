@@ -6,13 +6,12 @@ answered with its tracks, ids born only of prompts, reset, the cap), not where t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from support.dataflows import T0, after_answers, assert_no_traceback, frame_message, player_flow, scene, write_script
+from support.dataflows import (T0, after_answers, assert_no_traceback, event_time, frame_message, player_flow, scene,
+                               stamp, write_script)
 
 pytestmark = pytest.mark.dataflow
 
@@ -23,12 +22,7 @@ FRAMES_KEPT = 1000  # dora's queue for each input: deep enough that dora drops n
 
 
 def frame_index(event) -> int:
-    stamp = datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
-    return round((stamp - T0).total_seconds())
-
-
-def stamp(index: int) -> datetime:
-    return T0 + timedelta(seconds=index)  # what frame_message stamps frame `index` with
+    return round((event_time(event) - T0).total_seconds())
 
 
 def boxes_message(index: int, boxes) -> tuple:

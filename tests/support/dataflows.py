@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dora_sam2.domain import Frame
+
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ROOT / "tests" / "nodes"
 EXAMPLES = ROOT / "examples" / "nodes"
@@ -184,11 +186,22 @@ def player_flow(model_dir, script: str, player_outputs, sam2_inputs: dict, sam2_
                 collector(collect))
 
 
-# ---------------------------------------------------------------------------- the player's messages
+# ---------------------------------------------------------------------------- frames, and the player's messages
 
 
 def scene(width=640, height=480, seed=0) -> np.ndarray:
+    """Random pixels, (height, width, 3) uint8: the same seed, the same frame."""
     return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def random_frame(seed=0, width=640, height=480, timestamp: datetime | None = None, encoding="rgb8") -> Frame:
+    """`scene`'s pixels as the camera frame `image` the engine and the models take."""
+    return Frame("image", scene(width, height, seed), timestamp, encoding)
+
+
+def stamp(index: int) -> datetime:
+    """The timestamp `frame_message` gives frame `index`, for the prompts that name that frame."""
+    return T0 + timedelta(seconds=index)
 
 
 def write_clip(path, frames: int, width: int, height: int, fps: float = 10) -> int:
@@ -212,7 +225,7 @@ def frame_message(rgb: np.ndarray, index: int, output: str = "image", encoding: 
     """An image message stamped with a known timestamp, so prompts can name the exact frame."""
     h, w = rgb.shape[:2]
     return (0.15, output, pa.array(rgb.ravel()),
-            {"encoding": encoding, "width": w, "height": h, "timestamp": T0 + timedelta(seconds=index)})
+            {"encoding": encoding, "width": w, "height": h, "timestamp": stamp(index)})
 
 
 def after_answers(count: int) -> tuple:
@@ -278,6 +291,11 @@ def read_events(directory: Path, values: bool = False) -> list[dict]:
 def event_time(event: dict) -> datetime:
     """The timestamp a collected message carried."""
     return datetime.fromisoformat(event["metadata"]["timestamp"]["datetime"])
+
+
+def image(event: dict) -> np.ndarray:
+    """A collected image message's pixels, (height, width, channels) as its metadata says."""
+    return event["value"].reshape(int(event["metadata"]["height"]), int(event["metadata"]["width"]), -1)
 
 
 def write_dataflow(directory: Path, yaml_text: str, name: str = "dataflow.yml") -> Path:
