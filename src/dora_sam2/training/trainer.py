@@ -40,6 +40,7 @@ class Plan:
     minutes: float = 0.0  # 0: no time budget (then `steps` ends the run)
     learning_rate: float = 1e-3
     video_share: float = 0.5  # of steps: a clip through memory rather than one frame
+    video_after: float = 0.0  # of the run: image steps only before it (a model from scratch learns prompts first)
     clip_frames: int = 4
     clip_stride: int = 8  # at most: clips span up to (clip_frames - 1) * this many frames
     max_objects: int = 8  # per image step
@@ -94,8 +95,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.plan, self.progress.share_done(self.plan))
         dataset = self.datasets[self.rng.integers(len(self.datasets))]
+        video = self.video and self.progress.share_done(self.plan) >= self.plan.video_after
         clip = dataset.clip_sample(self.rng, self.plan.clip_frames, self.plan.clip_stride, self.plan.clip_objects) \
-            if self.video and dataset.has_clips(self.plan.clip_frames) and self.rng.random() < self.plan.video_share \
+            if video and dataset.has_clips(self.plan.clip_frames) and self.rng.random() < self.plan.video_share \
             else None
         if clip is not None:
             scored = steps.clip_step(self.streaming, clip, self.rng, self.plan.box_share)
