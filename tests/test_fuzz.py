@@ -210,7 +210,7 @@ def test_track_mode_takes_any_run_of_remove_reset_and_text(events):
     """The track-mode node's path from dora event to its scheduler, for what steers its tracks: whatever a
     run of `remove`, `reset`, `text` and `points` messages holds, each is an item within its bounds or one
     bad-input line, and the scheduler takes the items without raising."""
-    from dora_sam2.engine import PhraseSearch
+    from dora_sam2.phrases import PhraseSearch
     from dora_sam2.node import Adapter
     from dora_sam2.scheduling import RESET, Remove, TrackScheduler
     from dora_sam2.stats import Stages, Stats

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, InputError, Phrases, Prompt
-from dora_sam2.engine import PhraseSearch, Segmenter
+from dora_sam2.engine import Segmenter
 from dora_sam2.loading import ModelLoadError
 from dora_sam2.model import Sam2Backend
+from dora_sam2.phrases import PhraseSearch
 from dora_sam2.scheduling import SegmentScheduler, TrackScheduler
 from dora_sam2.settings import ConfigError, Settings
 from dora_sam2.stats import Stages, Stats

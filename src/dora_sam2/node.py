@@ -10,10 +10,11 @@ from collections import Counter, deque
 from . import codecs, overlay
 from .devices import cpu_has_fast_bf16
 from .domain import Frame, InputError, Masks, Phrases
-from .engine import PhraseSearch, Segmenter
+from .engine import Segmenter
 from .joining import join_dataflow
 from .loading import ModelLoadError
 from .model import Sam2Backend
+from .phrases import PhraseSearch
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings
 from .stats import Stages, Stats
@@ -35,7 +36,8 @@ def main() -> None:
         model = Sam2Backend.load(settings.model, video=settings.mode == "track", device=settings.device,
                                  dtype=settings.dtype, image_size=settings.image_size, threads=settings.threads,
                                  compile=settings.compile)
-        search = phrase_search(settings, model)
+        stages = Stages()  # the finder's stage times and the engine's or tracker's, in one stats line
+        search = phrase_search(settings, model, stages)
     except (ConfigError, ModelLoadError) as error:
         log.error("%s", error)
         sys.exit(1)
@@ -48,8 +50,7 @@ def main() -> None:
     # can answer: no frames pile up while weights load.
     node = join_dataflow()
     config = _node_config(node)
-    stats = Stats(Stages(), settings.stats_every_s)
-    search.stages = stats.stages
+    stats = Stats(stages, settings.stats_every_s)
     adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats, search), stats,
                       config["outputs"], settings.mask_layout, settings.limits)
     adapter.run(settings.every_frame, keep=settings.frame_buffer)
@@ -65,11 +66,11 @@ def _measure_dtype(model: Sam2Backend) -> None:
              str(model.dtype).removeprefix("torch."))
 
 
-def phrase_search(settings: Settings, model: Sam2Backend) -> PhraseSearch:
-    """The phrases to find (TEXT, then the `text` input) and SAM 3's finder; ConfigError for TEXT on a
-    model that cannot read words."""
+def phrase_search(settings: Settings, model: Sam2Backend, stages: Stages | None = None) -> PhraseSearch:
+    """The phrases to find (TEXT, then the `text` input) and SAM 3's finder, timed into `stages`; ConfigError
+    for TEXT on a model that cannot read words."""
     search = PhraseSearch(model.finder, settings.model, min_score=settings.phrase_min_score,
-                          limit=settings.max_objects)
+                          limit=settings.max_objects, stages=stages)
     try:
         search.use(Phrases(settings.text), input_id="TEXT")
     except InputError as error:

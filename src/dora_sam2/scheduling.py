@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .domain import Frame, InputError, Masks, Phrases, Prompt
-from .engine import PhraseSearch, Segmenter
+from .engine import Segmenter
+from .phrases import PhraseSearch
 from .routing import camera_of
 from .settings import Limits
 from .stats import Stats
