@@ -6,9 +6,11 @@
         --sweep LOST_SECONDS=1,3 --sweep DETECT_EVERY=1,30
 
 Clips: `--clips` clips of `--frames` frames at `--size`, drawn by the synthetic world from seed
-(`--seed`, clip index), a seed no training run here uses (the trainer's worlds are seed 0): held out.
+(`--seed`, clip index), a seed no training run here uses (scripts/make-fixture.sh trains on seed 0 and
+watches seed 1000): held out.
 They cycle through `--scenarios` (a random scene, then scenes built around an occlusion, a crossing of
-look-alikes and an exit and return, each with OTHERS objects wandering about). The detector is the
+look-alikes and an exit and return, each with OTHERS objects wandering about; an object hidden or out
+of the frame for EVENT_SECONDS, drawn per clip). The detector is the
 ground truth: every `DETECT_EVERY` frames, the box of each object with at least `--min-area` pixels in
 view, labelled by its shape.
 
@@ -59,6 +61,9 @@ FOOTAGE = ROOT.parent / "shared" / "data" / "cups.mp4"
 RESULTS = ROOT / "benchmarks" / "results"
 SCENARIO_CYCLE = ("random", "occlusion", "crossing", "exit-and-return")
 OTHERS = 2  # objects wandering about a clip built around one event
+# How long the object of an occlusion or an exit-and-return clip is out of view, drawn per clip: up to the 1 s
+# the issue's "same id after an occlusion" counts (longer ones come by chance in random scenes, up to 2 s).
+EVENT_SECONDS = (0.3, 1.0)
 CAMERA = "image"
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 PEERS = ("transformers", "bytetrack")
@@ -143,7 +148,7 @@ def make_clips(args) -> list[Clip]:
     clips = []
     for index in range(args.clips):
         scenario = args.scenarios[index % len(args.scenarios)]
-        extra = {} if scenario == "random" else {"others": OTHERS}
+        extra = event_arguments(scenario, (args.seed, index))
         try:
             scene = SCENARIOS[scenario]((args.seed, index), fmt, name=f"{scenario}-{args.seed}-{index:04d}", **extra)
         except ValueError as error:  # the builders say what the clips are too short for
@@ -156,6 +161,15 @@ def make_clips(args) -> list[Clip]:
         clips.append(Clip(scene.name, fmt.fps, kept, events, args.min_area))
         log.info("clip %s: %d objects, events %s", scene.name, len(scene.objects), events or "none")
     return clips
+
+
+def event_arguments(scenario: str, seed: tuple[int, int]) -> dict:
+    """What a scenario builder is given besides the seed: wanderers, and how long its event lasts."""
+    if scenario == "random":
+        return {}
+    seconds = float(np.random.default_rng((*seed, 1)).uniform(*EVENT_SECONDS))
+    during = {"occlusion": "hidden_seconds", "exit-and-return": "outside_seconds"}.get(scenario)
+    return {"others": OTHERS, **({during: seconds} if during else {})}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -253,7 +267,7 @@ class Windowed:
         self.recent = recent
 
     def new_memory(self):
-        from dora_sam2.video import ObjectMemory
+        from dora_sam2.streaming import ObjectMemory
 
         return ObjectMemory(recent=self.recent, pointers=self._streaming.max_pointers - 1)
 
@@ -322,7 +336,8 @@ class ClipScorer:
             index = clip.frames[0].track_ids.index(obj)
             outside = [f.outside[index] for f in clip.frames]
             found += qm.gaps(obj, seen, outside)
-        return {"frames": self.frames, "jf": [r for r in (s.result() for s in self.jf.values()) if r is not None],
+        return {"clip": clip.name, "frames": self.frames,
+                "jf": [r for r in (s.result() for s in self.jf.values()) if r is not None],
                 "recoveries": qm.recoveries(self.frames, found), "census": self.census.summary(),
                 "seconds": self.seconds, "count": len(self.frames)}
 
@@ -339,7 +354,16 @@ def summarise(clips: list[dict], fps: float) -> dict:
         "recovery": qm.recovery_summary([r for c in clips for r in c["recoveries"]], fps),
         **census,
         "ms_per_frame": 1e3 * sum(c["seconds"] for c in clips) / max(frames, 1), "frames": frames,
+        "per_clip": {c["clip"]: per_clip(c) for c in clips},
     }
+
+
+def per_clip(clip: dict) -> dict:
+    """One clip's J&F, HOTA and IDF1: which kind of clip costs a method what."""
+    jf = np.array(clip["jf"]).reshape(-1, 2)
+    identity = qm.identity_scores([clip["frames"]])
+    return {"J&F": float(jf.mean()) if len(jf) else None, "HOTA": identity["HOTA"], "IDF1": identity["IDF1"],
+            "IDSW": identity["IDSW"]}
 
 
 # ---------------------------------------------------------------------------- segment mode
@@ -607,7 +631,7 @@ def table_rows(run: dict) -> list[str]:
                  f"({segment['objects']} objects)")
         rows.append([run["setting"], "segment", mious] + [""] * (len(COLUMNS) - 2) + [f"{segment['ms_per_frame']:.0f}"])
     for method, r in run["track"].items():
-        short = r["recovery"]["up_to_1s"]
+        short = r["recovery"]["occlusions_up_to_1s"]
         rows.append([run["setting"], method, fmt(r["J&F"]), fmt(r["HOTA"]), fmt(r["IDF1"]), str(r["IDSW"]),
                      f"{fmt(short['same_id_share'])} ({short['same_id_judged']})",
                      fmt(r["recovery"]["all"]["median_frames_to_recover"], 1), str(r["false_tracks"]),
@@ -624,8 +648,8 @@ def markdown(result: dict) -> str:
     for run in result["runs"]:
         lines += table_rows(run)
     lines += ["", "J&F: DAVIS (vos-benchmark), per object from its first detection round. HOTA, IDF1, IDSW: "
-              "TrackEval on mask IoU. same id <= 1 s: share of objects hidden or out of the frame for up to 1 s "
-              "that came back under the id they had (how many were judged). recover: median frames from an "
+              "TrackEval on mask IoU. same id <= 1 s: share of objects hidden in the frame for up to 1 s that came "
+              "back under the id they had (how many were judged; exits are in the JSON). recover: median frames from an "
               "object's return until a mask matches it (IoU >= 0.5). false: ids never on an object; unconfirmed: "
               "ids no later detection round landed on. ms/frame: this machine, the model's work and the "
               "method's own (the detector is the ground truth, free).", ""]
@@ -642,6 +666,7 @@ def chart(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, figure in zip(axes, ("HOTA", "J&F")):
@@ -659,6 +684,8 @@ def chart(result: dict, path: Path) -> None:
         ax.set_xlabel("ms per frame (this machine)")
         ax.set_ylabel(figure)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Tracking quality against cost: {Path(result['model']).name}, {len(result['clips'])} world clips "
@@ -680,7 +707,8 @@ def machine() -> str:
 def argparser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a checkpoint directory (or hub id) as MODEL loads it")
-    parser.add_argument("--seed", type=int, default=1000, help="the held-out world's seed (default 1000)")
+    parser.add_argument("--seed", type=int, default=2000,
+                        help="the held-out world's seed (default 2000: the fixture trains on 0 and watches 1000)")
     parser.add_argument("--clips", type=int, default=6, help="clips (default 6)")
     parser.add_argument("--frames", type=int, default=60, help="frames a clip (default 60)")
     parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT (default 320x240)")

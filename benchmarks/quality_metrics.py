@@ -196,8 +196,9 @@ def recoveries(frames: Sequence[FrameMatch], clip_gaps: Sequence[Gap]) -> list[R
 
 
 def recovery_summary(found: Sequence[Recovery], fps: float, up_to_seconds: float = 1.0) -> dict:
-    """Gaps recovered, median frames to recover, and the share of ids kept (over gaps the object was
-    tracked before and matched after), for all gaps and for those up to `up_to_seconds`."""
+    """Per kind of gap (hidden in the frame: occlusions; out of it: exits), all of them and those up to
+    `up_to_seconds`: gaps recovered, median frames to recover, and the share of ids kept (over the gaps
+    whose object was tracked before and matched after)."""
     def summary(items: list[Recovery]) -> dict:
         back = [r.frames_to_recover for r in items if r.frames_to_recover is not None]
         judged = [r.same_id for r in items if r.same_id is not None]
@@ -205,10 +206,13 @@ def recovery_summary(found: Sequence[Recovery], fps: float, up_to_seconds: float
                 float(np.median(back)) if back else None, "same_id_share": float(np.mean(judged)) if judged else None,
                 "same_id_judged": len(judged)}
 
-    short = [r for r in found if r.gap.frames <= round(up_to_seconds * fps)]
-    return {"all": summary(list(found)), f"up_to_{up_to_seconds:g}s": summary(short),
-            "occlusions": summary([r for r in found if not r.gap.outside]),
-            "exits": summary([r for r in found if r.gap.outside])}
+    short = round(up_to_seconds * fps)
+    kinds = {"occlusions": [r for r in found if not r.gap.outside], "exits": [r for r in found if r.gap.outside]}
+    out = {"all": summary(list(found))}
+    for kind, items in kinds.items():
+        out[kind] = summary(items)
+        out[f"{kind}_up_to_{up_to_seconds:g}s"] = summary([r for r in items if r.gap.frames <= short])
+    return out
 
 
 # ---------------------------------------------------------------------------- tracks

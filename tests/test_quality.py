@@ -129,8 +129,9 @@ def test_an_object_back_under_another_id_did_not_keep_it():
     assert found.frames_to_recover == 0
     assert found.same_id is False
     summary = qm.recovery_summary([found], fps=10)
-    assert summary["up_to_1s"]["same_id_share"] == 0.0  # a 3-frame gap at 10 fps is under a second
+    assert summary["occlusions_up_to_1s"]["same_id_share"] == 0.0  # a 3-frame gap at 10 fps is under a second
     assert summary["exits"]["gaps"] == 0
+    assert qm.recovery_summary([found], fps=1)["occlusions_up_to_1s"]["gaps"] == 0  # at 1 fps it is 3 s
 
 
 def test_an_object_never_found_again_is_not_recovered_nor_judged():
