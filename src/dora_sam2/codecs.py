@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import struct
 from datetime import datetime, timezone
 
 import cv2
@@ -21,7 +20,9 @@ import pyarrow as pa
 
 from .domain import BACKGROUND, FOREGROUND, Frame, InputError, Masks, Phrases, Prompt
 from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
+from .image_headers import declared_size
 from .library_output import captured
+from .quoting import first_line, shown
 from .settings import Limits
 from .throttle import Throttle
 
@@ -49,14 +50,9 @@ def boundary(decoder):
         except InputError:
             raise
         except Exception as error:  # noqa: BLE001 - whatever the message held, it is one bad message
-            raise InputError(input_id, f"unreadable message ({type(error).__name__}: {_first_line(error)})") from None
+            raise InputError(input_id, f"unreadable message ({type(error).__name__}: {first_line(error)})") from None
 
     return decode
-
-
-def _first_line(error: Exception, limit: int = 120) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else "")[:limit]
 
 
 # ---------------------------------------------------------------------------- frames
@@ -130,64 +126,6 @@ def _check_pixels(input_id: str, width: int, height: int, what: str, max_pixels:
                                    f"MAX_PIXELS={max_pixels}; it is dropped undecoded")
 
 
-def declared_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) as a compressed image's header declares them, read before decoding it: a
-    74-byte PNG may declare 40000x40000 pixels. None when no size is found (not one of our formats, or cut
-    short before its size)."""
-    try:
-        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
-            return ("png", *struct.unpack(">II", data[16:24]))
-        if data.startswith(b"BM"):
-            if struct.unpack("<I", data[14:18])[0] == 12:  # the old OS/2 header: 16-bit sizes
-                return ("bmp", *struct.unpack("<HH", data[18:22]))
-            width, height = struct.unpack("<ii", data[18:26])
-            return "bmp", abs(width), abs(height)  # a negative height means top-down rows
-        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-            return _webp_size(data)
-        if data.startswith(b"\xff\xd8"):
-            return _jpeg_size(data)
-    except struct.error:  # cut short inside the header
-        return None
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[str, int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the key frame's start code
-        width, height = struct.unpack("<HH", data[26:30])
-        return "webp", width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L":  # lossless: 14-bit sizes minus one, packed after a signature byte
-        bits = struct.unpack("<I", data[21:25])[0]
-        return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":  # extended: 24-bit canvas sizes minus one
-        width, height = (int.from_bytes(data[i:i + 3], "little") + 1 for i in (24, 27))
-        return "webp", width, height
-    return None
-
-
-# JPEG markers that carry a frame's size (SOF0-SOF15, less DHT, JPG and DAC, which share the range)
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return "jpeg", width, height
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
-
-
 def _positive_int(input_id: str, metadata: dict, key: str) -> int:
     raw = metadata.get(key)
     if raw is None:
@@ -196,16 +134,10 @@ def _positive_int(input_id: str, metadata: dict, key: str) -> int:
         number = int(raw)
         whole = number == float(raw)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
-        raise InputError(input_id, f"metadata '{key}' is {_shown(raw)}, not an integer") from None
+        raise InputError(input_id, f"metadata '{key}' is {shown(raw)}, not an integer") from None
     if number <= 0 or not whole:
-        raise InputError(input_id, f"metadata '{key}' is {_shown(raw)}, not a positive integer")
+        raise InputError(input_id, f"metadata '{key}' is {shown(raw)}, not a positive integer")
     return number
-
-
-def _shown(value, limit: int = 60) -> str:
-    """A value a sender chose, as a log line may quote it: cut short."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def timestamp_of(metadata: dict) -> datetime | None:
@@ -346,7 +278,7 @@ def _point_labels(input_id: str, raw, count: int) -> np.ndarray:
     if len(labels) != count:
         raise InputError(input_id, f"{len(labels)} point labels for {count} points")
     if not all(is_point_label(label) for label in labels):
-        raise InputError(input_id, f"point labels should be 1 (foreground) or 0 (background), got {_shown(labels)}")
+        raise InputError(input_id, f"point labels should be 1 (foreground) or 0 (background), got {shown(labels)}")
     return np.array([int(label) for label in labels], np.int64)
 
 
@@ -373,7 +305,7 @@ def decode_text(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -
             raise InputError(input_id, f"phrase {i} is {len(text)} characters long, over {PHRASE_CHARS}; SAM 3 "
                                        "reads a short noun phrase (its first 32 tokens)")
         if not text.isprintable():
-            raise InputError(input_id, f"phrase {i} {_shown(text)} holds control characters")
+            raise InputError(input_id, f"phrase {i} {shown(text)} holds control characters")
     exemplars, labels = _exemplars(input_id, metadata, limits)
     return Phrases(tuple(texts), exemplars, labels)
 
@@ -407,7 +339,7 @@ def _exemplars(input_id: str, metadata: dict, limits: Limits):
     if raw is None:
         return None, None
     if not isinstance(raw, (list, tuple)) or not all(isinstance(v, (int, float)) for v in raw):
-        raise InputError(input_id, f"metadata 'boxes' should be a flat list of xyxy numbers, got {_shown(raw)}")
+        raise InputError(input_id, f"metadata 'boxes' should be a flat list of xyxy numbers, got {shown(raw)}")
     with np.errstate(over="ignore"):  # past float32's range is infinite: said below, as any infinity
         boxes = np.array(raw, np.float64).astype(np.float32)
     if boxes.size % 4 or not np.isfinite(boxes).all():
@@ -423,7 +355,7 @@ def _exemplars(input_id: str, metadata: dict, limits: Limits):
         labels = [FOREGROUND] * len(boxes)
     if not isinstance(labels, (list, tuple)) or len(labels) != len(boxes) or not all(map(is_point_label, labels)):
         raise InputError(input_id, f"metadata 'box_labels' should be 1 (an instance) or 0 (not one) per "
-                                   f"exemplar box, got {_shown(labels)}")
+                                   f"exemplar box, got {shown(labels)}")
     return boxes, np.array([int(v) for v in labels], np.int64)
 
 
@@ -511,7 +443,7 @@ def decode_answer(input_id: str, value, metadata: dict, limits: Limits = LIMITS)
                                    f"{'no' if ids is None else len(ids)} track ids for {len(masks)} masks")
     image_id = metadata.get("image_id", "image")
     if not isinstance(image_id, str):
-        raise InputError(input_id, f"metadata 'image_id' should be a camera's input id, got {_shown(image_id)}")
+        raise InputError(input_id, f"metadata 'image_id' should be a camera's input id, got {shown(image_id)}")
     return Masks(masks, scores, names, image_id, timestamp_of(metadata), ids)
 
 
@@ -545,7 +477,7 @@ def _metadata_list(input_id: str, metadata: dict, key: str, kinds: tuple[type, .
     if not isinstance(raw, (list, tuple)) or not all(
             isinstance(item, kinds) and not isinstance(item, bool) for item in raw):
         names = " or ".join(k.__name__ for k in kinds)
-        raise InputError(input_id, f"metadata '{key}' should be a list of {names}, got {_shown(raw)}")
+        raise InputError(input_id, f"metadata '{key}' should be a list of {names}, got {shown(raw)}")
     if not all(math.isfinite(item) for item in raw if isinstance(item, float)):  # ints are finite, of any size
         raise InputError(input_id, f"metadata '{key}' holds NaN or infinity")
     return list(raw)

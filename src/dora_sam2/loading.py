@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from . import compat
+from .quoting import first_line
 
 log = logging.getLogger("dora_sam2")
 
@@ -103,17 +104,13 @@ def load_sam3_detector(source: str, image_size: int = 0):
             tokenizer = _from_cache_or_hub(AutoTokenizer.from_pretrained, source, local)
             problem = None
         except (OSError, ValueError) as error:
-            problem = _first_line(error)
+            problem = first_line(error, 160)
         # Without its files, transformers makes an empty tokenizer of the config's kind: every word unknown.
         if problem or len(tokenizer) <= len(tokenizer.all_special_tokens):
             raise ModelLoadError(
                 f"MODEL={source} has no readable tokenizer, which SAM 3 reads words with "
                 f"({problem or 'no vocabulary'}): a SAM 3 directory holds {SAM3_FILES}.")
     return detector, tokenizer
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:160]
 
 
 def is_edgetam(config) -> bool:
@@ -237,7 +234,7 @@ def _probe_hub(source: str) -> None:
     try:
         get_hf_file_metadata(hf_hub_url(source, "config.json"))
     except http.TransportError as error:
-        raise HubUnreachable(_first_line(error) or type(error).__name__) from None
+        raise HubUnreachable(first_line(error, 160) or type(error).__name__) from None
     except Exception:  # noqa: BLE001  the hub answered: the real load reports what it said
         pass
 
