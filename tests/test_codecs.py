@@ -13,6 +13,7 @@ import pytest
 
 from dora_sam2 import codecs
 from dora_sam2.domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, InputError, Masks
+from dora_sam2.settings import Limits
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -187,6 +188,17 @@ def test_flat_boxes_take_labels_and_image_id_from_metadata():
     flat = pa.array(np.array([0, 0, 10, 10, 5, 5, 20, 30], np.int32))
     prompt = codecs.decode_boxes("boxes2d", flat, {"labels": ["a", "b"], "image_id": "image_right"})
     assert prompt.class_names == ("a", "b") and prompt.image_id == "image_right" and prompt.num_objects == 2
+
+
+def test_with_limits_the_most_confident_max_boxes_come_out_in_their_order_without_every_box():
+    value = pa.array([{"bbox": [float(v) for i in range(5) for v in (i, i, i + 10, i + 10)],
+                       "conf": [0.1, 0.9, 0.5, 0.7, 0.2], "labels": ["a", "b", "c", "d", "e"]}],
+                     type=pa.struct([("bbox", pa.list_(pa.float32())), ("conf", pa.list_(pa.float32())),
+                                     ("labels", pa.list_(pa.string()))]))
+    kept = codecs.decode_boxes("bbox", value, {}, Limits(max_boxes=2))
+    assert kept.class_names == ("b", "d") and kept.confidences.tolist() == pytest.approx([0.9, 0.7])
+    np.testing.assert_array_equal(kept.points[:, 0], [[1, 1], [3, 3]])
+    assert codecs.decode_boxes("bbox", value, {}).class_names == ("a", "b", "c", "d", "e")
 
 
 def test_empty_detection_is_a_prompt_with_no_objects():

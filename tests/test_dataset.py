@@ -171,8 +171,9 @@ def test_labels_past_the_category_bound_share_one_category(tmp_path, monkeypatch
 
     from dora_sam2 import dataset
     from dora_sam2.domain import Frame, Masks
+    from dora_sam2.settings import FixedLimits
 
-    monkeypatch.setattr(dataset, "MAX_CATEGORIES", 3)
+    monkeypatch.setattr(FixedLimits, "MAX_CATEGORIES", 3)
     writer, t0 = dataset.CocoWriter(tmp_path), datetime(2026, 5, 1, tzinfo=timezone.utc)
     frame = Frame("image", np.zeros((6, 8, 3), np.uint8), t0, "rgb8")
     labels = tuple(f"label {i}" for i in range(6))

@@ -286,13 +286,17 @@ def test_pyproject_bounds_transformers_to_the_range_the_start_up_check_names():
 # ---------------------------------------------------------------------------- the README's tables
 
 
-def readme_table(heading: str) -> dict[str, str]:
-    """The README table under `heading`: each row's first cell (a `SETTING`) -> its second (the default)."""
+def readme_section(heading: str) -> str:
+    """The README's text under `heading`, to the next heading."""
     from support.dataflows import ROOT
 
-    section = (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    return (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+
+
+def readme_table(heading: str) -> dict[str, str]:
+    """The README table under `heading`: each row's first cell (a `SETTING`) -> its second (the default)."""
     rows = {}
-    for line in section.splitlines():
+    for line in readme_section(heading).splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if line.startswith("| `") and cells[0].endswith("`"):
             rows[cells[0].strip("`")] = cells[1]
@@ -311,3 +315,17 @@ def test_the_readme_names_every_setting_and_limit_the_node_reads_with_its_true_d
         literal = default.split(" ")[0]
         if literal.startswith("`") and literal.endswith("`"):
             assert Settings.from_env({key: literal.strip("`")}) == Settings.from_env({}), key
+
+
+def test_the_readme_limits_table_names_every_fixed_limit_with_its_value():
+    """Each bound of `FixedLimits` is a row of the README's Limits table marked fixed, with the code's value,
+    and each such row is one of them: a bound added without its row, or a row left for one gone, fails."""
+    import re
+
+    from dora_sam2.settings import FixedLimits
+
+    fixed = {name: value for name, value in vars(FixedLimits).items() if name.isupper()}
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \(fixed\) \| `([0-9.]+)`", readme_section("### Limits"), re.M))
+    assert sorted(rows) == sorted(fixed), "FixedLimits and the README's fixed rows differ"
+    for name, literal in rows.items():
+        assert type(fixed[name])(literal) == fixed[name], name

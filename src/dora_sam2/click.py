@@ -48,13 +48,10 @@ from . import codecs, overlay
 from .access import Access, resolve_token
 from .domain import InputError, Masks
 from .joining import join_dataflow
-from .settings import ConfigError, Limits
+from .settings import ConfigError, FixedLimits, Limits
 from .throttle import Throttle
 
 log = logging.getLogger("dora_sam2.click")
-
-DRAWN_OBJECTS = 64  # masks kept to draw, one per object label: labels come from messages
-
 
 class LiveView:
     """The newest frame with the newest mask of each object drawn on it, as the page shows it."""
@@ -88,7 +85,7 @@ class LiveView:
             for mask, label, score in zip(stack, labels or [""] * len(stack), scores or [float("nan")] * len(stack)):
                 self._masks.pop(label, None)
                 self._masks[label] = (mask, float(score))
-            while len(self._masks) > DRAWN_OBJECTS:
+            while len(self._masks) > FixedLimits.DRAWN_OBJECTS:
                 self._masks.popitem(last=False)
 
     def clear_masks(self) -> None:
@@ -114,10 +111,6 @@ class LiveView:
         return Masks(np.stack(stack), np.array(scores, np.float32), tuple(labels), "image", None)
 
 
-MAX_COORDINATE = 1e6  # pixels: far beyond any camera, well inside what float32 and dora carry
-MAX_DEPTH = 4  # JSON nesting: a click body is {"points": [[x, y, label]]}, three deep
-
-
 def click_message(body: dict, limits: Limits = Limits()) -> tuple[pa.Array, dict]:
     """The page's JSON ({points: [[x, y, label]...], object, timestamp}) as a `points` message. Raises
     ValueError, saying why, for anything dora could not carry or SAM 2 could not use."""
@@ -126,17 +119,18 @@ def click_message(body: dict, limits: Limits = Limits()) -> tuple[pa.Array, dict
         raise ValueError("points should be a non-empty list of [x, y, label]")
     if len(points) > limits.max_points:
         raise ValueError(f"{len(points)} points for one object, over MAX_POINTS={limits.max_points}")
-    if not all(_is_number(v) and abs(v) <= MAX_COORDINATE for x, y, _ in points for v in (x, y)):
-        raise ValueError(f"point coordinates should be finite numbers of at most {MAX_COORDINATE:g} pixels")
+    if not all(_is_number(v) and abs(v) <= FixedLimits.MAX_COORDINATE for x, y, _ in points for v in (x, y)):
+        raise ValueError(f"point coordinates should be finite numbers of at most {FixedLimits.MAX_COORDINATE:g} "
+                         "pixels")
     if not all(_is_number(label) and codecs.is_point_label(label) for _, _, label in points):
         raise ValueError("point labels should be 1 (foreground) or 0 (background)")
     obj = body.get("object", 0)
-    if not isinstance(obj, int) or isinstance(obj, bool) or not 0 <= obj <= codecs.MAX_OBJECT_ID:
-        raise ValueError(f"object should be an integer from 0 to {codecs.MAX_OBJECT_ID}")
+    if not isinstance(obj, int) or isinstance(obj, bool) or not 0 <= obj <= FixedLimits.MAX_OBJECT_ID:
+        raise ValueError(f"object should be an integer from 0 to {FixedLimits.MAX_OBJECT_ID}")
     metadata = {"labels": [int(p[2]) for p in points], "object_id": obj, "label": f"object {obj}"}
     timestamp = body.get("timestamp")
     if timestamp:
-        if not isinstance(timestamp, str) or len(timestamp) > 64:
+        if not isinstance(timestamp, str) or len(timestamp) > FixedLimits.TIMESTAMP_CHARS:
             raise ValueError("timestamp should be the frame's ISO 8601 time")
         metadata["timestamp"] = datetime.fromisoformat(timestamp)
     return pa.array(np.array([p[:2] for p in points], np.float32).ravel()), metadata
@@ -163,16 +157,13 @@ def parse_body(data: bytes) -> dict:
         level = [v for item in level for v in (item.values() if isinstance(item, dict) else item)
                  if isinstance(v, (dict, list))]
         depth += bool(level)
-        if depth > MAX_DEPTH:
-            raise ValueError(f"the body is nested more than {MAX_DEPTH} levels deep")
+        if depth > FixedLimits.MAX_DEPTH:
+            raise ValueError(f"the body is nested more than {FixedLimits.MAX_DEPTH} levels deep")
     return body
 
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a number JSON has")
-
-
-MAX_BODY = 64 * 1024  # a click is a few hundred bytes
 
 
 class ClickServer:
@@ -438,8 +429,8 @@ def _handler(view: LiveView, outbox: queue.Queue, page: bytes, refusals: Throttl
             except (TypeError, ValueError):
                 return self._refuse(400, "length", f"Content-Length {_shown(self.headers.get('Content-Length'))} "
                                                    "is not a length")
-            if length > MAX_BODY:
-                return self._refuse(413, "size", f"a body of {length} bytes (at most {MAX_BODY})")
+            if length > FixedLimits.MAX_BODY:
+                return self._refuse(413, "size", f"a body of {length} bytes (at most {FixedLimits.MAX_BODY})")
             path = urlsplit(self.path).path
             if path not in ("/points", "/reset"):
                 return self._send(404, "text/plain", b"not found")

@@ -23,7 +23,7 @@ from .geometry import BOX_FORMATS, mask_boxes, to_xyxy
 from .image_headers import declared_size
 from .library_output import captured
 from .quoting import first_line, shown
-from .settings import Limits
+from .settings import FixedLimits, Limits
 from .throttle import Throttle
 
 LIMITS = Limits()  # the defaults, for callers that set none
@@ -31,9 +31,6 @@ LIMITS = Limits()  # the defaults, for callers that set none
 # per camera input every 10 s, in whichever node decoded it.
 _decoder_said = Throttle(logging.getLogger("dora_sam2"))
 
-LABEL_CHARS = 100  # a class name travels in every answer's metadata and log line: longer ones are cut
-PHRASE_CHARS = 200  # a phrase SAM 3 reads: its text encoder takes 32 tokens, a few words
-MAX_OBJECT_ID = 2**31 - 1  # the click page's object index: it travels back in metadata, as an int64
 RAW_ENCODINGS = {"bgr8": 3, "rgb8": 3, "gray8": 1, "mono8": 1}
 COMPRESSED_ENCODINGS = {"jpeg", "jpg", "png", "bmp", "webp"}
 
@@ -153,8 +150,10 @@ def timestamp_of(metadata: dict) -> datetime | None:
 
 
 @boundary
-def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
-    """dora-yolo's length-1 struct (bbox, conf?, labels?) or a flat numeric N*4 array."""
+def decode_boxes(input_id: str, value, metadata: dict, limits: Limits | None = None) -> Prompt:
+    """dora-yolo's length-1 struct (bbox, conf?, labels?) or a flat numeric N*4 array. With `limits`, at
+    most MAX_BOXES of them, the most confident (a viewer draws those); without, all of them, for a caller
+    that drops boxes by label or confidence before it keeps MAX_BOXES (the node's DetectionFilter)."""
     flat, class_names = _values_and_labels(input_id, value, metadata, "bbox")
     coords = _finite_floats(input_id, flat, "box coordinates")
     if coords.size % 4:
@@ -169,8 +168,9 @@ def decode_boxes(input_id: str, value, metadata: dict) -> Prompt:
         confidences = _finite_floats(input_id, _struct_list(input_id, value, "conf", required=True), "confidences")
         if confidences.size != len(boxes):
             raise InputError(input_id, f"{confidences.size} confidences for {len(boxes)} boxes")
-    return Prompt.from_boxes(input_id, boxes, _class_names(input_id, class_names, len(boxes)),
-                             confidences=confidences, **_routing(metadata))
+    prompt = Prompt.from_boxes(input_id, boxes, _class_names(input_id, class_names, len(boxes)),
+                               confidences=confidences, **_routing(metadata))
+    return prompt if limits is None else prompt.most_confident(limits.max_boxes)
 
 
 @boundary
@@ -201,11 +201,11 @@ def decode_points(input_id: str, value, metadata: dict, limits: Limits = LIMITS)
     point_labels = _point_labels(input_id, point_labels, len(points))
     object_id = metadata.get("object_id")
     routing = _routing(metadata)
-    if isinstance(object_id, int) and not isinstance(object_id, bool) and 0 <= object_id <= MAX_OBJECT_ID:
+    if isinstance(object_id, int) and not isinstance(object_id, bool) and 0 <= object_id <= FixedLimits.MAX_OBJECT_ID:
         routing["object_ids"] = (object_id,)
     class_name = metadata.get("label")
     return Prompt.from_points(input_id, points, point_labels,
-                              str(class_name)[:LABEL_CHARS] if class_name is not None else "", **routing)
+                              str(class_name)[:FixedLimits.LABEL_CHARS] if class_name is not None else "", **routing)
 
 
 def _values_and_labels(input_id: str, value, metadata: dict, field: str):
@@ -266,7 +266,7 @@ def _class_names(input_id: str, raw, count: int) -> tuple[str, ...]:
         return ("",) * count
     if len(labels) != count:
         raise InputError(input_id, f"{len(labels)} labels for {count} boxes")
-    return tuple("" if label is None else str(label)[:LABEL_CHARS] for label in labels)
+    return tuple("" if label is None else str(label)[:FixedLimits.LABEL_CHARS] for label in labels)
 
 
 def _point_labels(input_id: str, raw, count: int) -> np.ndarray:
@@ -301,9 +301,10 @@ def decode_text(input_id: str, value, metadata: dict, limits: Limits = LIMITS) -
         raise InputError(input_id, f"{len(texts)} phrases, over MAX_PHRASES={limits.max_phrases}; the phrases "
                                    "in use are kept")
     for i, text in enumerate(texts):
-        if len(text) > PHRASE_CHARS:
-            raise InputError(input_id, f"phrase {i} is {len(text)} characters long, over {PHRASE_CHARS}; SAM 3 "
-                                       "reads a short noun phrase (its first 32 tokens)")
+        if len(text) > FixedLimits.PHRASE_CHARS:
+            raise InputError(input_id, f"phrase {i} is {len(text)} characters long, over "
+                                       f"{FixedLimits.PHRASE_CHARS}; SAM 3 reads a short noun phrase (its first 32 "
+                                       "tokens)")
         if not text.isprintable():
             raise InputError(input_id, f"phrase {i} {shown(text)} holds control characters")
     exemplars, labels = _exemplars(input_id, metadata, limits)
@@ -430,7 +431,8 @@ def decode_answer(input_id: str, value, metadata: dict, limits: Limits = LIMITS)
     standing for all its objects), for nodes that draw them."""
     masks = _mask_stack(input_id, value, metadata, limits)
     # another node's masks may come without labels or scores: unnamed, unscored
-    names = tuple(name[:LABEL_CHARS] for name in _metadata_list(input_id, metadata, "labels", (str,), [""] * len(masks)))
+    names = tuple(name[:FixedLimits.LABEL_CHARS]
+                  for name in _metadata_list(input_id, metadata, "labels", (str,), [""] * len(masks)))
     scores = np.asarray(_metadata_list(input_id, metadata, "scores", (int, float), [np.nan] * len(masks)),
                         np.float64).astype(np.float32)
     track_ids = metadata.get("track_ids")

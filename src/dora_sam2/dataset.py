@@ -37,16 +37,13 @@ import pyarrow as pa
 from . import codecs
 from .domain import Frame, InputError, Masks
 from .joining import join_dataflow
-from .settings import ConfigError, Limits, bool_setting, int_setting
+from .settings import ConfigError, FixedLimits, Limits, bool_setting, int_setting
 from .throttle import Throttle
 from .timeline import EachFrameOnce, Settled
 
 log = logging.getLogger("dora_sam2.dataset")
 
 UNLABELLED = "object"  # the category of an object its prompt gave no label
-# Categories come from the labels in messages: past this many, further labels share one category, said
-# once (a sender minting a label per message would otherwise grow the file's category list without end).
-MAX_CATEGORIES = 1000
 OTHER = "other"
 
 
@@ -109,9 +106,9 @@ class CocoWriter:
 
     def _category(self, label: str) -> int:
         label = label or UNLABELLED
-        if label not in self._categories and len(self._categories) >= MAX_CATEGORIES:
+        if label not in self._categories and len(self._categories) >= FixedLimits.MAX_CATEGORIES:
             if OTHER not in self._categories:
-                log.warning("more than %d distinct labels: the rest are category %r", MAX_CATEGORIES, OTHER)
+                log.warning("more than %d distinct labels: the rest are category %r", FixedLimits.MAX_CATEGORIES, OTHER)
             label = OTHER
         return self._categories.setdefault(label, len(self._categories) + 1)
 

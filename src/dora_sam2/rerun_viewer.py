@@ -139,8 +139,7 @@ class MaskLogger:
 
     def detections(self, input_id: str, event) -> None:
         try:
-            prompt = codecs.decode_boxes(input_id, event["value"], event["metadata"]).most_confident(
-                self.limits.max_boxes)
+            prompt = codecs.decode_boxes(input_id, event["value"], event["metadata"], self.limits)
         except InputError as error:
             return self.say(input_id, str(error))
         if not self._on_timeline(input_id, prompt.timestamp):

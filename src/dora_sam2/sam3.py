@@ -21,13 +21,12 @@ import torch.nn.functional as F
 
 from . import processing
 from .domain import Frame, Masks, Phrases
+from .settings import FixedLimits
 
 # SAM 3's text encoder reads 32 tokens (its processor pads and cuts every phrase to that length).
 TEXT_TOKENS = 32
 # The processor's: an instance is kept above this score, and a pixel is in its mask above this probability.
 MASK_THRESHOLD = 0.5
-# Phrases whose text embedding is kept: a node asked for a few concepts at a time re-encodes none of them.
-TEXT_EMBEDDINGS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ class Sam3Finder:
         with self.autocast():
             features = self.detector.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         self._texts[phrase] = (features, mask)
-        while len(self._texts) > TEXT_EMBEDDINGS_KEPT:
+        while len(self._texts) > FixedLimits.TEXT_EMBEDDINGS_KEPT:
             self._texts.popitem(last=False)
         return self._texts[phrase]
 

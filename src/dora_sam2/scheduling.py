@@ -26,7 +26,7 @@ from .domain import Frame, InputError, Masks, Phrases, Prompt
 from .engine import Segmenter
 from .phrases import PhraseSearch
 from .routing import camera_of
-from .settings import Limits
+from .settings import FixedLimits, Limits
 from .stats import Stats
 from .throttle import Throttle
 from .timeline import is_newer
@@ -36,7 +36,6 @@ log = logging.getLogger("dora_sam2")
 
 RESET = "reset"  # what a message on the `reset` input means, whatever it holds
 BOX_INPUTS = ("bbox", "boxes2d")
-DETECTIONS_WAITING = 30  # per camera and prompt source: prompts waiting for their frames, at most
 
 Answer = tuple[Frame, Masks]
 
@@ -142,9 +141,9 @@ class SegmentScheduler:
     def _answer_prompts(self, pending: dict, waited: set[int]) -> Iterator[Answer]:
         for key, prompts in pending.items():
             chosen, held = self._in_order(prompts, waited) if self.every_frame else self._newest(prompts, waited)
-            if len(held) > DETECTIONS_WAITING:  # their camera sends nothing: keep the newest
-                self.stats.skipped += len(held) - DETECTIONS_WAITING
-                held = held[-DETECTIONS_WAITING:]
+            if len(held) > FixedLimits.DETECTIONS_WAITING:  # their camera sends nothing: keep the newest
+                self.stats.skipped += len(held) - FixedLimits.DETECTIONS_WAITING
+                held = held[-FixedLimits.DETECTIONS_WAITING:]
             if held:
                 self._held[key] = held
             yield from filter(None, map(self._answer, chosen))
@@ -314,7 +313,7 @@ class TrackScheduler:
         except InputError as error:
             self._say.warning(prompt.input_id, "%s", error)
             return
-        queues, bound = ((self._detections, DETECTIONS_WAITING) if prompt.input_id in BOX_INPUTS
+        queues, bound = ((self._detections, FixedLimits.DETECTIONS_WAITING) if prompt.input_id in BOX_INPUTS
                          else (self._clicks, self.limits.max_clicks))
         if camera not in queues and len(queues) >= self.limits.max_cameras:
             self._say.warning("max_cameras", "input '%s': image_id %r would be camera number %d, over "

@@ -65,6 +65,27 @@ class Limits:
         )
 
 
+class FixedLimits:
+    """The bounds on what comes from outside that no setting changes: each follows from what it bounds (a
+    phrase SAM 3 reads, a click the page sends), not from the machine or the deployment. With `Limits`,
+    the one list of them: the README's Limits table names each, and a test holds it to this class."""
+
+    DETECTIONS_WAITING = 30  # prompts waiting for their frames, per camera and prompt source
+    DRAWN_OBJECTS = 64  # masks the click page keeps to draw, one per object label: labels come from messages
+    # the dataset writer's categories, one per label: past it, further labels share one category (a sender
+    # minting a label per message would otherwise grow the file's category list without end)
+    MAX_CATEGORIES = 1000
+    # SAM 3: phrases whose text embedding is kept: a node asked for a few concepts at a time re-encodes none
+    TEXT_EMBEDDINGS_KEPT = 64
+    LABEL_CHARS = 100  # a class name travels in every answer's metadata and log line: longer ones are cut
+    PHRASE_CHARS = 200  # a phrase SAM 3 reads: its text encoder takes 32 tokens, a few words
+    MAX_OBJECT_ID = 2**31 - 1  # the click page's object index: it travels back in metadata, as an int64
+    MAX_BODY = 64 * 1024  # bytes of a request body the click server reads: a click is a few hundred
+    MAX_DEPTH = 4  # JSON nesting of a click body: {"points": [[x, y, label]]} is three deep
+    MAX_COORDINATE = 1e6  # pixels of a click: far beyond any camera, well inside what float32 and dora carry
+    TIMESTAMP_CHARS = 64  # a click's frame time, in ISO 8601 (32 characters with microseconds and a zone)
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str = DEFAULT_MODEL
