@@ -26,7 +26,9 @@ from support.dataflows import (ROOT, camera, collector, dataflow_in_background, 
                                sam2, wait_for)
 from support.slowloris import Slowloris
 
-from dora_sam2.click import ClickServer, LiveView, click_message
+from dora_sam2.click_requests import click_message
+from dora_sam2.click_server import ClickServer
+from dora_sam2.click_view import LiveView
 from dora_sam2.domain import Frame
 from dora_sam2.settings import Limits
 
@@ -402,7 +404,7 @@ def test_the_frame_stream_outlives_the_request_deadline():
 
 def test_one_address_holds_its_share_and_a_request_whose_head_is_in_is_never_cut():
     """The slot policy, on socket pairs standing for clients of three addresses."""
-    from dora_sam2.click import _Slots
+    from dora_sam2.click_connections import Slots
 
     pairs = []
 
@@ -420,7 +422,7 @@ def test_one_address_holds_its_share_and_a_request_whose_head_is_in_is_never_cut
     stranger, operator, other = "192.0.2.1", "198.51.100.7", "203.0.113.5"
     head = b"GET /events?token=t HTTP/1.1\r\nHost: x\r\n\r\n"
     try:
-        slots = _Slots(total=10, per_client=2)  # MAX_CLIENT_CONNECTIONS: the address's own oldest gives way
+        slots = Slots(total=10, per_client=2)  # MAX_CLIENT_CONNECTIONS: the address's own oldest gives way
         s1, _, _ = connect(slots, stranger)
         connect(slots, stranger, b"GET / HTTP/1.1\r\n")
         _, gave_way, bound = connect(slots, stranger)
@@ -429,7 +431,7 @@ def test_one_address_holds_its_share_and_a_request_whose_head_is_in_is_never_cut
         connect(slots, operator, head)
         assert connect(slots, operator, head)[1:] == (None, "MAX_CLIENT_CONNECTIONS")  # both its heads are in
 
-        slots = _Slots(total=3, per_client=3)  # MAX_CONNECTIONS: the oldest without its head, of who holds most
+        slots = Slots(total=3, per_client=3)  # MAX_CONNECTIONS: the oldest without its head, of who holds most
         connect(slots, stranger, head)  # the oldest, but its head is in
         s2, _, _ = connect(slots, stranger, b"GET / HT")
         o1, _, _ = connect(slots, operator)  # older than what follows, and no head yet
@@ -646,7 +648,7 @@ def _serve_elsewhere(tmp_path: Path, port: int):
 def test_no_page_open_means_no_drawing(monkeypatch):
     view = LiveView()
     drawn = []
-    monkeypatch.setattr("dora_sam2.click.overlay.draw", lambda *a: drawn.append(a))
+    monkeypatch.setattr("dora_sam2.click_view.overlay.draw", lambda *a: drawn.append(a))
     view.show_masks(np.ones((1, 48, 64), bool), ["object 0"], [0.8])
     view.show_frame(Frame("image", np.zeros((48, 64, 3), np.uint8), T0, "bgr8"))
     assert drawn == []

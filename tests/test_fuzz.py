@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dora_sam2 import codecs, masks
-from dora_sam2.click import click_message, parse_body
+from dora_sam2.click_requests import click_message, parse_body
 from dora_sam2.domain import BACKGROUND, FOREGROUND, InputError
 from dora_sam2.settings import Limits
 

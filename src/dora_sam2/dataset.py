@@ -37,6 +37,7 @@ import pyarrow as pa
 from . import codecs
 from .domain import Frame, InputError, Masks
 from .joining import join_dataflow
+from .node_loop import dataflow_id, inputs, or_exit, require, start_logging
 from .settings import ConfigError, FixedLimits, Limits, bool_setting, int_setting
 from .throttle import Throttle
 from .timeline import EachFrameOnce, Settled
@@ -134,28 +135,24 @@ def _write_whole(path: Path, data: bytes) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-dataset: %(message)s", stream=sys.stderr)
-    try:
-        import pycocotools.mask  # noqa: F401 - said at start, not on the first answer
-    except ImportError:
-        log.error("dora-sam2-dataset needs pycocotools: pip install 'dora-sam2[dataset]'.")
-        sys.exit(1)
+    start_logging("dora-sam2-dataset")
+    require("pycocotools.mask", log, "dora-sam2-dataset", "pycocotools", "dataset")  # at start, not at the first answer
     node = join_dataflow()  # quietly gone when another node failed the start: its sentence is the one
-    try:
-        limits = Limits.from_env()
-        writer = CocoWriter(_out_dir(node), int_setting(os.environ, "JPEG_QUALITY", 95, minimum=1),
-                            int_setting(os.environ, "FLUSH_EVERY", 1, minimum=1))
-        run = LabellingRun(writer, EachFrameOnce(int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1),
-                                                 limits.max_waiting, limits.max_cameras),
-                           limits, bool_setting(os.environ, "EVERY_FRAME", True), _sender(node))
-    except (ConfigError, OSError) as error:
-        log.error("%s", error)
-        sys.exit(1)
-    log.info("writing the dataset to %s", writer.directory)
-    for event in node:  # to the stream's end: after STOP, dora still hands over what was queued
-        if event["type"] == "INPUT":
-            run.on_input(event["id"], event["value"], event["metadata"])
+    run = or_exit(log, lambda: _labelling_run(node), ConfigError, OSError)
+    log.info("writing the dataset to %s", run.writer.directory)
+    for event in inputs(node):
+        run.on_input(event["id"], event["value"], event["metadata"])
     sys.exit(run.finish())
+
+
+def _labelling_run(node) -> "LabellingRun":
+    """The run the settings ask for, its dataset directory made."""
+    limits = Limits.from_env()
+    writer = CocoWriter(_out_dir(node), int_setting(os.environ, "JPEG_QUALITY", 95, minimum=1),
+                        int_setting(os.environ, "FLUSH_EVERY", 1, minimum=1))
+    return LabellingRun(writer, EachFrameOnce(int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1),
+                                              limits.max_waiting, limits.max_cameras),
+                        limits, bool_setting(os.environ, "EVERY_FRAME", True), _sender(node))
 
 
 @dataclass
@@ -303,11 +300,7 @@ def _sender(node) -> Callable[[Frame | None, bool], None]:
 def _out_dir(node) -> Path:
     if os.environ.get("OUT_DIR", "").strip():
         return Path(os.environ["OUT_DIR"].strip())
-    try:
-        dataflow = str(node.dataflow_id())
-    except AttributeError:  # dora 0.5
-        dataflow = "dataflow"
-    return Path("out") / dataflow / "dataset"
+    return Path("out") / dataflow_id(node) / "dataset"
 
 
 if __name__ == "__main__":

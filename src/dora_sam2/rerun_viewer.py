@@ -31,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,6 +41,7 @@ from . import codecs
 from .domain import Frame, InputError, Masks
 from .geometry import mask_boxes
 from .joining import join_dataflow
+from .node_loop import dataflow_id, inputs, or_exit, require, start_logging
 from .overlay import colours
 from .settings import ConfigError, Limits, int_setting
 from .throttle import Throttle
@@ -327,38 +327,27 @@ def _wait_for_port(port: int, hint: str, seconds: float = 30) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-rerun: %(message)s", stream=sys.stderr)
+    start_logging("dora-sam2-rerun")
     mode = os.environ.get("OPERATING_MODE", "SPAWN").strip().upper()
-    try:
-        import rerun as rr
-    except ImportError:
-        log.error("dora-sam2-rerun needs rerun-sdk: pip install 'dora-sam2[rerun]'.")
-        sys.exit(1)
+    rr = require("rerun", log, "dora-sam2-rerun", "rerun-sdk", "rerun")
     node = join_dataflow()  # quietly gone when another node failed the start: its sentence is the one
-    try:
-        if mode not in MODES:
-            raise ConfigError(f"OPERATING_MODE={mode!r} is not one of {', '.join(MODES)}.")
-        limits, frame_buffer = Limits.from_env(), int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1)
-        where = start_recording(rr, mode, _dataflow_id(node))
-    except (ConfigError, OSError) as error:
-        log.error("%s", error)
-        sys.exit(1)
+    limits, frame_buffer, where = or_exit(log, lambda: _recording(rr, mode, node), ConfigError, OSError)
     log.info("masks to %s", where)
     logger = MaskLogger(rr, frame_buffer, limits)
-    for event in node:
-        if event["type"] == "INPUT":
-            logger.on_input(event)
+    for event in inputs(node):
+        logger.on_input(event)
     recording = rr.get_data_recording()
     if recording is not None:  # rerun batches what is logged: the last answers reach the sink before it closes
         recording.flush(timeout_sec=30)
     rr.disconnect()
 
 
-def _dataflow_id(node) -> str:
-    try:
-        return str(node.dataflow_id())
-    except AttributeError:  # dora 0.5
-        return "dataflow"
+def _recording(rr, mode: str, node) -> tuple[Limits, int, str]:
+    """The settings (limits, FRAME_BUFFER) and where the recording goes, started as OPERATING_MODE says."""
+    if mode not in MODES:
+        raise ConfigError(f"OPERATING_MODE={mode!r} is not one of {', '.join(MODES)}.")
+    limits, frame_buffer = Limits.from_env(), int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1)
+    return limits, frame_buffer, start_recording(rr, mode, dataflow_id(node))
 
 
 if __name__ == "__main__":
