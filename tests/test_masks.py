@@ -140,3 +140,64 @@ def test_answers_waiting_for_a_camera_that_never_sends_are_given_up_oldest_first
     assert pairs.answer("left", t0 + timedelta(seconds=2), "c") == [("a", None)]
     assert pairs.frame("right", t0, "R0") == []  # another camera's frame settles nothing here
     assert pairs.frame("left", t0 + timedelta(seconds=2), "L2") == [("b", None), ("c", "L2")]
+
+
+# -- an answer cut to some of its objects, as supervision's Detections is
+
+
+def three_objects() -> Masks:
+    """Three 2x2 masks, each field of each object told apart by hand."""
+    m = np.zeros((3, 2, 2), bool)
+    m[0, 0, 0] = m[1, 0, 1] = True
+    m[2, 1, :] = True
+    return Masks(m, np.array([0.9, 0.5, 0.7], np.float32), ("cup", "", "bottle"), "left",
+                 datetime(2026, 1, 1, tzinfo=timezone.utc), track_ids=(4, 7, 9), visible=np.array([True, False, True]),
+                 boxes=np.array([[0, 0, 1, 1], [1, 0, 2, 1], [0, 1, 2, 2]], np.float32))
+
+
+def test_a_bool_array_keeps_the_objects_it_marks_in_every_field():
+    kept = three_objects()[np.array([True, False, True])]
+    assert len(kept) == 2
+    np.testing.assert_array_equal(kept.masks, [[[True, False], [False, False]], [[False, False], [True, True]]])
+    np.testing.assert_array_equal(kept.scores, np.array([0.9, 0.7], np.float32))
+    assert kept.class_names == ("cup", "bottle") and kept.track_ids == (4, 9)
+    assert all(type(name) is str for name in kept.class_names) and all(type(i) is int for i in kept.track_ids)
+    np.testing.assert_array_equal(kept.visible, [True, True])
+    np.testing.assert_array_equal(kept.boxes, [[0, 0, 1, 1], [0, 1, 2, 2]])
+    assert (kept.image_id, kept.timestamp) == ("left", datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize("indices", [np.array([2, 0]), [2, 0]], ids=["array", "list"])
+def test_indices_keep_those_objects_in_their_order(indices):
+    kept = three_objects()[indices]
+    np.testing.assert_array_equal(kept.masks, [[[False, False], [True, True]], [[True, False], [False, False]]])
+    np.testing.assert_array_equal(kept.scores, np.array([0.7, 0.9], np.float32))
+    assert kept.class_names == ("bottle", "cup") and kept.track_ids == (9, 4)
+    np.testing.assert_array_equal(kept.visible, [True, True])
+    np.testing.assert_array_equal(kept.boxes, [[0, 1, 2, 2], [0, 0, 1, 1]])
+
+
+def test_one_index_or_a_slice_is_still_an_answer():
+    one = three_objects()[1]
+    assert len(one) == 1 and one.class_names == ("",) and one.track_ids == (7,) and one.visible.tolist() == [False]
+    np.testing.assert_array_equal(one.masks, [[[False, True], [False, False]]])
+    first = three_objects()[:2]
+    assert first.class_names == ("cup", "") and first.track_ids == (4, 7)
+    np.testing.assert_array_equal(first.boxes, [[0, 0, 1, 1], [1, 0, 2, 1]])
+
+
+@pytest.mark.parametrize("nothing", [np.zeros(3, bool), np.array([], int), []], ids=["bool", "int", "list"])
+def test_keeping_nothing_is_an_empty_answer_of_the_frames_size(nothing):
+    empty = three_objects()[nothing]
+    assert len(empty) == 0 and empty.masks.shape == (0, 2, 2) and empty.masks.dtype == np.bool_
+    assert empty.class_names == () and empty.track_ids == () and empty.scores.shape == (0,)
+    assert empty.visible.shape == (0,) and empty.boxes.shape == (0, 4)
+    assert empty.image_id == "left"
+
+
+def test_fields_an_answer_lacks_stay_absent_and_a_wrong_length_is_refused():
+    plain = Masks(np.ones((2, 1, 1), bool), np.array([0.1, 0.2], np.float32), ("a", "b"), "image", None)
+    kept = plain[np.array([False, True])]
+    assert kept.class_names == ("b",) and kept.track_ids is None and kept.visible is None and kept.boxes is None
+    with pytest.raises(IndexError):
+        plain[np.array([True, False, True])]

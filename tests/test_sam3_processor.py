@@ -76,14 +76,14 @@ def split(scores: torch.Tensor) -> float:
 
 def assert_same_instances(found, results, texts):
     labels = [text for text, result in zip(texts, results) for _ in range(len(result["scores"]))]
-    assert found.masks.class_names == tuple(labels)
+    assert found.class_names == tuple(labels)
     scores = torch.cat([r["scores"] for r in results]).numpy()
     boxes = torch.cat([r["boxes"] for r in results]).numpy()
     masks = torch.cat([r["masks"] for r in results]).bool().numpy()
     assert 0 < len(scores) < 20 * len(texts)  # some instances kept and some dropped: the threshold is exercised
-    np.testing.assert_allclose(found.masks.scores, scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(found.scores, scores, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(found.boxes, boxes, rtol=1e-4, atol=1e-3)
-    for i, (mine, theirs) in enumerate(zip(found.masks.masks, masks)):
+    for i, (mine, theirs) in enumerate(zip(found.masks, masks)):
         union = (mine | theirs).sum()
         iou = (mine & theirs).sum() / union if union else 1.0
         assert iou >= 0.999, f"instance {i}: IoU {iou:.4f}"
@@ -102,7 +102,7 @@ def test_a_phrase_with_a_box_exemplar(ours, reference):
     found = ours.find(Frame("image", image(), None, "rgb8"), phrases, threshold, limit=1000)
     assert_same_instances(found, results, ["red square"])
     plain = ours.find(Frame("image", image(), None, "rgb8"), Phrases(("red square",)), threshold, limit=1000)
-    assert not np.array_equal(plain.masks.scores, found.masks.scores)  # the exemplar was read
+    assert not np.array_equal(plain.scores, found.scores)  # the exemplar was read
 
 
 def test_several_phrases_at_once(ours, reference):

@@ -101,11 +101,10 @@ class Prompt:
 
     def keep(self, objects: np.ndarray) -> "Prompt":
         """This prompt with only the objects where `objects` (N,) is True."""
-        ids = None if self.object_ids is None else tuple(np.asarray(self.object_ids)[objects].tolist())
-        confidences = None if self.confidences is None else self.confidences[objects]
         return dataclasses.replace(self, points=self.points[objects], point_labels=self.point_labels[objects],
-                                   class_names=tuple(np.asarray(self.class_names, object)[objects].tolist()),
-                                   object_ids=ids, confidences=confidences)
+                                   class_names=_cut(self.class_names, objects),
+                                   object_ids=_cut(self.object_ids, objects),
+                                   confidences=_cut(self.confidences, objects))
 
     def most_confident(self, limit: int) -> "Prompt":
         """At most `limit` objects, in their order: the detector's most confident ones (without
@@ -138,7 +137,10 @@ class Prompt:
 @dataclass(frozen=True)
 class Masks:
     """The answer to one prompt: N binary masks over the source frame, parallel to class names and scores
-    (metadata `labels` and `scores` on the wire)."""
+    (metadata `labels` and `scores` on the wire).
+
+    Indexed as supervision's `Detections` is: `masks[keep]`, with an (N,) bool array, indices, a slice or
+    one index, is the answer with those objects only, every per-object field cut alike."""
 
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,) float32: SAM2's predicted IoU per mask
@@ -147,14 +149,28 @@ class Masks:
     timestamp: datetime | None
     track_ids: tuple[int, ...] | None = None
     visible: np.ndarray | None = None  # (N,) bool: SAM2's object score above 0 (it sees the object)
+    # (N, 4) xyxy frame pixels: the model's own box of each object, where it gives one (SAM 3's, which a
+    # tracker is prompted with). The `boxes2d` output is drawn around the masks, whatever this holds.
+    boxes: np.ndarray | None = None
 
     def __post_init__(self):
         assert self.masks.ndim == 3 and self.masks.dtype == np.bool_, (self.masks.shape, self.masks.dtype)
         assert len(self.scores) == len(self.class_names) == len(self.masks), (
             len(self.scores), len(self.class_names), len(self.masks))
+        assert self.boxes is None or self.boxes.shape == (len(self.masks), 4), self.boxes.shape
 
     def __len__(self) -> int:
         return self.masks.shape[0]
+
+    def __getitem__(self, objects) -> "Masks":
+        """These objects only, in the order given; one index is a Masks of one, as in supervision."""
+        if not isinstance(objects, slice):
+            objects = np.atleast_1d(np.asarray(objects))
+            if objects.size == 0:  # [] reads as floats, which numpy does not index with
+                objects = objects.astype(np.intp)
+        return dataclasses.replace(self, masks=self.masks[objects], scores=self.scores[objects],
+                                   class_names=_cut(self.class_names, objects), track_ids=_cut(self.track_ids, objects),
+                                   visible=_cut(self.visible, objects), boxes=_cut(self.boxes, objects))
 
     @property
     def height(self) -> int:
@@ -183,3 +199,15 @@ class Phrases:
 
     def __bool__(self) -> bool:
         return bool(self.texts)
+
+
+def _cut(values, objects):
+    """A per-object field (an array, a tuple or None) cut to `objects` as numpy cuts an array; a tuple stays
+    a tuple of its own items (an object array, so that strings are not made numpy's)."""
+    if values is None:
+        return None
+    if isinstance(values, np.ndarray):
+        return values[objects]
+    items = np.empty(len(values), object)
+    items[:] = values
+    return tuple(items[objects].tolist())

@@ -4,11 +4,8 @@ segment mode, a detection round for the tracker in track mode. No dora here, and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-
-import numpy as np
 
 from .domain import Frame, InputError, Masks, Phrases, Prompt
 from .stats import Stages
@@ -64,19 +61,17 @@ class PhraseSearch:
     def find(self, frame: Frame) -> Masks:
         """The frame's instances as an answer. One SAM 3 scores whose mask is empty at the frame's size is
         left out: its box would be nothing (0, 0, 0, 0), which a box reader downstream refuses."""
-        masks = self.found(frame).masks
-        seen = masks.masks.any(axis=(1, 2))
-        return masks if seen.all() else dataclasses.replace(
-            masks, masks=masks.masks[seen], scores=masks.scores[seen],
-            class_names=tuple(np.asarray(masks.class_names, object)[seen].tolist()))
+        found = self.found(frame)
+        seen = found.masks.any(axis=(1, 2))
+        return found if seen.all() else found[seen]  # all seen, as is usual: the masks are not copied
 
-    def found(self, frame: Frame):
-        """sam3.Found: the masks (labels: their phrases) and SAM 3's boxes."""
+    def found(self, frame: Frame) -> Masks:
+        """Every instance: its mask, labelled by its phrase, with SAM 3's score and box."""
         with self.stages.time("find"):
             return self.finder.find(frame, self.phrases, self.min_score, self.limit)
 
     def detections(self, frame: Frame) -> Prompt:
         """The instances as a detector's round for the tracker: their boxes, labelled by phrase."""
         found = self.found(frame)
-        return Prompt.from_boxes("text", found.boxes, found.masks.class_names, image_id=frame.image_id,
-                                 timestamp=frame.timestamp, confidences=found.masks.scores)
+        return Prompt.from_boxes("text", found.boxes, found.class_names, image_id=frame.image_id,
+                                 timestamp=frame.timestamp, confidences=found.scores)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,15 +26,6 @@ from .settings import FixedLimits
 TEXT_TOKENS = 32
 # The processor's: an instance is kept above this score, and a pixel is in its mask above this probability.
 MASK_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class Found:
-    """A frame's instances of every phrase: the masks (labels: the phrase; scores: SAM 3's), and SAM 3's
-    own box of each (N, 4) xyxy in frame pixels, what a tracker is prompted with."""
-
-    masks: Masks
-    boxes: np.ndarray
 
 
 class SharedViT(torch.nn.Module):
@@ -99,19 +89,17 @@ class Sam3Finder:
         return is_torchvision_available()
 
     @torch.inference_mode()
-    def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Found:
+    def find(self, frame: Frame, phrases: Phrases, min_score: float, limit: int) -> Masks:
         """Every instance of every phrase scored `min_score` or more, the `limit` best of them, in phrase order
-        (within a phrase, SAM 3's query order)."""
+        (within a phrase, SAM 3's query order): labelled by their phrase, scored and boxed by SAM 3."""
         parts = [self._postprocess(out, frame, min_score) for out in self.detect(frame, phrases)]
         masks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, frame.height, frame.width), bool)
         scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
         boxes = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 4), np.float32)
-        labels = [phrase for phrase, part in zip(phrases.texts, parts) for _ in range(len(part[1]))]
-        if len(scores) > limit:
-            keep = np.sort(np.argsort(-scores, kind="stable")[:limit])
-            masks, scores, boxes, labels = masks[keep], scores[keep], boxes[keep], [labels[i] for i in keep]
-        answer = Masks(masks, scores.astype(np.float32), tuple(labels), frame.image_id, frame.timestamp)
-        return Found(answer, boxes.astype(np.float32))
+        labels = tuple(phrase for phrase, part in zip(phrases.texts, parts) for _ in range(len(part[1])))
+        found = Masks(masks, scores.astype(np.float32), labels, frame.image_id, frame.timestamp,
+                      boxes=boxes.astype(np.float32))
+        return found if len(found) <= limit else found[np.sort(np.argsort(-found.scores, kind="stable")[:limit])]
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         return processing.preprocess(rgb, self.input_size, self.device, processing.SAM3_NORMALISATION)
