@@ -435,11 +435,14 @@ def ours(clip: Clip, models: Models, setting: Setting, detect_every: int) -> Ite
         started = time.perf_counter()
         answers = list(schedule.handle([*items, frame]))
         seconds = time.perf_counter() - started
+        if not answers:  # the model failed on the frame (said in the log): the node answers nothing
+            yield t, Answer([], np.zeros((0, clip.height, clip.width), bool)), seconds
+            continue
         (_, masks), = answers
-        yield t, Answer(list(masks.track_ids), masks.masks, _started(schedule, masks.track_ids, detections)), seconds
+        yield t, Answer(list(masks.track_ids), masks.masks, _started(schedule, detections)), seconds
 
 
-def _started(schedule, track_ids, detections: list[Detection]) -> dict[int, int]:
+def _started(schedule, detections: list[Detection]) -> dict[int, int]:
     """Tracks whose id is new on this frame -> the true object whose detection started them (a track's
     `prompt_box` is the box of the detection that started it)."""
     if not detections:

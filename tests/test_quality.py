@@ -206,3 +206,27 @@ def test_the_truth_under_a_new_id_after_the_occlusion_is_one_switch(clip):
     assert result["IDSW"] == 1
     assert result["recovery"]["occlusions"]["same_id_share"] == 0.0
     assert result["IDF1"] < 1.0
+
+
+def test_the_benchmark_runs_every_method_and_a_sweep(micro_model_dir, tmp_path):
+    """The whole benchmark on one short clip with the suite's random weights (figures meaningless, so only
+    their range is held): it keeps running as the node's code it drives moves."""
+    import json
+    import subprocess
+
+    out = tmp_path / "quality.json"
+    subprocess.run([sys.executable, str(Path(quality.__file__)), "--model", str(micro_model_dir), "--clips", "1",
+                    "--frames", "12", "--size", "160x120", "--scenarios", "crossing", "--detect-every", "5",
+                    "--segment-every", "6", "--set", "THREADS=1", "--sweep", "MEMORY=2", "--out", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert [run["setting"] for run in result["runs"]] == ["base", "MEMORY=2"]
+    base = result["runs"][0]
+    assert set(base["track"]) == {"ours", "transformers", "bytetrack"}
+    assert 0 <= base["segment"]["box_mIoU"] <= 1 and 0 <= base["segment"]["click_mIoU"] <= 1
+    for figures in base["track"].values():
+        assert figures["frames"] == 12
+        assert all(0 <= figures[name] <= 1 for name in ("J&F", "HOTA", "IDF1"))
+        assert figures["ms_per_frame"] > 0
+    assert out.with_suffix(".md").read_text().count("| ours |") == 2
+    assert out.with_suffix(".png").stat().st_size > 0
