@@ -663,39 +663,50 @@ def fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+MARKERS = {"ours": ("o", "tab:blue"), "transformers": ("s", "tab:orange"), "bytetrack": ("^", "tab:green"),
+           "box": ("D", "tab:purple"), "click": ("v", "tab:red")}
+
+
 def chart(result: dict, path: Path) -> None:
-    """HOTA and J&F against ms per frame: ours at each setting, the peers at the base."""
+    """Track mode's HOTA and J&F against ms per frame (ours at each setting, the peers at the base), and
+    segment mode's box and click mIoU against its ms per frame (at each model setting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401 - matplotlib.ticker below
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, figure in zip(axes, ("HOTA", "J&F")):
         for run in result["runs"]:
             for method, r in run["track"].items():
-                if r[figure] is None:
-                    continue
-                marker, colour = {"ours": ("o", "tab:blue"), "transformers": ("s", "tab:orange"),
-                                  "bytetrack": ("^", "tab:green")}[method]
-                ax.scatter(r["ms_per_frame"], r[figure], marker=marker, color=colour,
-                           label=method if run["setting"] == "base" else None)
-                name = run["setting"] if method == "ours" else method
-                ax.annotate(name, (r["ms_per_frame"], r[figure]), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
+                point(ax, r["ms_per_frame"], r[figure], method, run["setting"] if method == "ours" else method,
+                      first=run["setting"] == "base")
+        ax.set_ylabel(f"track mode: {figure}")
+    for run in result["runs"]:
+        segment = run.get("segment")
+        for prompt in ("box", "click") if segment else ():
+            point(axes[2], segment["ms_per_frame"], segment[f"{prompt}_mIoU"], prompt, run["setting"],
+                  first=run["setting"] == "base")
+    axes[2].set_ylabel("segment mode: mIoU")
+    for ax in axes:
         ax.set_xlabel("ms per frame (this machine)")
-        ax.set_ylabel(figure)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Tracking quality against cost: {Path(result['model']).name}, {len(result['clips'])} world clips "
-                 f"(seed {result['seed']})", fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Quality against cost: {Path(result['model']).name}, {len(result['clips'])} held-out world clips "
+                 f"(seed {result['seed']}), {result['size']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def point(ax, cost: float, value: float | None, kind: str, name: str, first: bool) -> None:
+    if value is None:
+        return
+    marker, colour = MARKERS[kind]
+    ax.scatter(cost, value, marker=marker, color=colour, label=kind if first else None)
+    ax.annotate(name, (cost, value), fontsize=7, xytext=(4, 3), textcoords="offset points")
 
 
 def machine() -> str:
