@@ -7,12 +7,11 @@
 
 Clips: `--clips` clips of `--frames` frames at `--size`, drawn by the synthetic world from seed
 (`--seed`, clip index), a seed no training run here uses (scripts/make-fixture.sh trains on seed 0 and
-watches seed 1000): held out.
-They cycle through `--scenarios` (a random scene, then scenes built around an occlusion, a crossing of
-look-alikes and an exit and return, each with OTHERS objects wandering about; an object hidden or out
-of the frame for EVENT_SECONDS, drawn per clip). The detector is the
-ground truth: every `DETECT_EVERY` frames, the box of each object with at least `--min-area` pixels in
-view, labelled by its shape.
+watches seed 1000): held out. They cycle through `--scenarios` (a random scene, then scenes built
+around an occlusion, a crossing of look-alikes and an exit and return, each with OTHERS objects
+wandering about and its object hidden or out of the frame for EVENT_SECONDS, drawn per clip). The
+detector is the ground truth: every `DETECT_EVERY` frames, the box of each object with at least
+`--min-area` pixels in view (fewer count as out of view in every figure), labelled by its shape.
 
 Segment mode (the engine the node runs in MODE=segment, every `--segment-every`th frame): the mIoU of
 the mask from each object's box, and from one click on its centre-most visible pixel, against its
@@ -443,8 +442,9 @@ def ours(clip: Clip, models: Models, setting: Setting, detect_every: int) -> Ite
 
 
 def _started(schedule, detections: list[Detection]) -> dict[int, int]:
-    """Tracks whose id is new on this frame -> the true object whose detection started them (a track's
-    `prompt_box` is the box of the detection that started it)."""
+    """Tracks prompted by this frame's detections -> the true object of their detection (a track's
+    `prompt_box` is its newest detection's box). The scorer keeps the first for each id: the detection
+    that started it."""
     if not detections:
         return {}
     boxes = np.array([d.box for d in detections])
