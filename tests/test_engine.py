@@ -66,6 +66,17 @@ def test_each_frame_is_encoded_once_however_many_prompts(recording):
     assert segmenter.stages.calls["encode"] == 2 and segmenter.stages.calls["prompt_decode"] == 4
 
 
+def test_the_embeddings_of_the_two_frames_read_last_are_kept(recording):
+    """Frame 2 read again just before frame 1 arrives: frame 0, read longer ago, is the one let go."""
+    segmenter = Segmenter(recording, embeddings_kept=2)
+    stream = frames(3)
+    for f in stream:
+        segmenter.add_frame(f)
+    for i in (2, 0, 2, 1, 2, 0):
+        segmenter.segment(box(stream[i].timestamp))
+    assert recording.encoded == [stream[2], stream[0], stream[1], stream[0]]
+
+
 def test_a_prompt_whose_frame_is_gone_is_answered_on_the_newest_and_said(recording, caplog):
     segmenter = Segmenter(recording, frame_buffer=3)
     stream = frames(6)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt
+from .last_computed import LastComputed
 from .routing import camera_of, on_frame
 from .stats import Stages
 from .throttle import Throttle
@@ -46,8 +46,7 @@ class Segmenter:
         self._frame_buffer = frame_buffer
         self._frames: dict[str, RecentByTime[Frame]] = {}  # per camera
         # Keyed by the Frame object itself: a frame is encoded once however many prompts land on it.
-        self._embeddings: OrderedDict[int, tuple[Frame, object]] = OrderedDict()
-        self._embeddings_kept = embeddings_kept
+        self._embeddings: LastComputed[Frame, object] = LastComputed(embeddings_kept)
         self._say = Throttle(log)
         self.stages = stages if stages is not None else Stages()
 
@@ -115,17 +114,11 @@ class Segmenter:
         return newest
 
     def embedding(self, frame: Frame):
-        key = id(frame)
-        cached = self._embeddings.get(key)
-        if cached is not None and cached[0] is frame:
-            self._embeddings.move_to_end(key)
-            return cached[1]
+        return self._embeddings.get(frame, lambda: self._encode(frame))
+
+    def _encode(self, frame: Frame):
         with self.stages.time("encode"):
-            embedding = self.model.encode(frame)
-        self._embeddings[key] = (frame, embedding)
-        while len(self._embeddings) > self._embeddings_kept:
-            self._embeddings.popitem(last=False)
-        return embedding
+            return self.model.encode(frame)
 
     def _camera(self, prompt: Prompt) -> RecentByTime[Frame]:
         name = camera_of(prompt, self.cameras, self._frames)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from . import processing
 from .domain import Frame, Masks, Phrases
+from .last_computed import LastComputed
 from .settings import FixedLimits
 
 # SAM 3's text encoder reads 32 tokens (its processor pads and cuts every phrase to that length).
@@ -36,13 +37,13 @@ class SharedViT(torch.nn.Module):
     def __init__(self, vit: torch.nn.Module):
         super().__init__()
         self.vit = vit
-        self._last: tuple[torch.Tensor, object] | None = None
+        self._last: LastComputed[torch.Tensor, object] = LastComputed(same=_same)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs):
-        if not kwargs and self._last is not None and _same(self._last[0], pixel_values):
-            return self._last[1]
-        out = self.vit(pixel_values, **kwargs)
-        self._last = (pixel_values, out) if not kwargs else None
+        if not kwargs:
+            return self._last.get(pixel_values, lambda: self.vit(pixel_values))
+        out = self.vit(pixel_values, **kwargs)  # other outputs asked for (hidden states, attentions): not kept
+        self._last.clear()
         return out
 
     def get_input_embeddings(self):
@@ -78,7 +79,7 @@ class Sam3Finder:
         self.dtype = dtype
         self.input_size = int(detector.config.vision_config.image_size)
         self._texts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._vision: tuple[Frame, object] | None = None  # the last frame's encoder output
+        self._vision: LastComputed[Frame, object] = LastComputed()  # the last frame's encoder output
 
     @property
     def reads_exemplars(self) -> bool:
@@ -120,12 +121,11 @@ class Sam3Finder:
         return self._texts[phrase]
 
     def _encode(self, frame: Frame):
-        if self._vision is not None and self._vision[0] is frame:
-            return self._vision[1]
+        return self._vision.get(frame, lambda: self._vision_features(frame.rgb))
+
+    def _vision_features(self, rgb: np.ndarray):
         with self.autocast():
-            vision = self.detector.get_vision_features(pixel_values=self.preprocess(frame.rgb))
-        self._vision = (frame, vision)
-        return vision
+            return self.detector.get_vision_features(pixel_values=self.preprocess(rgb))
 
     def _exemplars(self, phrases: Phrases, frame: Frame) -> dict:
         """Exemplar boxes as SAM 3's geometry prompt: (1, E, 4) cx, cy, w, h over the frame, and their labels."""
