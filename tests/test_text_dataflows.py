@@ -44,6 +44,7 @@ def test_segment_mode_answers_frames_with_phrases_and_a_new_phrase_replaces_them
     assert labels[:4] == [("cup",) * 3] * 4  # every frame answered, each with the 3 best instances
     assert all(set(found) <= {"red bottle", "cup"} and len(found) == 3 for found in labels[4:]) and len(labels) == 7
     assert any("red bottle" in found for found in labels[5:])
+    assert run.sam2_stats()["stage_calls"]["find"] == 7  # each answer's finding timed in the node's stats
     bad = [line for line in run.node_log("sam2") if "input 'text'" in line]
     assert len(bad) == 1 and "not UTF-8" in bad[0], bad
 
