@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import torch
@@ -47,10 +48,36 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+# The CPU features torch's kernels pick their paths by (x86, then Arm): two CPUs of one name that differ in
+# these (a VM that hides AMX) can differ in which dtype is faster.
+SPEED_FLAGS = frozenset({
+    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+    "asimd", "asimdhp", "bf16", "i8mm", "sve", "sve2",
+})
+
+
 def cpu_has_fast_bf16() -> bool:
     """AMX or AVX512-BF16: bf16 matmuls run natively (2.5x faster than fp32 on our 2-core machine)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_identity() -> dict:
+    """This CPU as far as speed goes: its name and the features its kernels choose by (SPEED_FLAGS)."""
+    name, flags = "", set()
+    for line in _cpuinfo().splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "Hardware") and not name:
+            name = value
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return {"cpu": name or platform.processor() or platform.machine(), "machine": platform.machine(),
+            "cpu_flags": sorted(flags & SPEED_FLAGS)}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""

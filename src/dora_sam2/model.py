@@ -70,20 +70,31 @@ class Sam2Backend:
         """Keep whichever dtype encodes a frame fastest here, timed on this model at its own input size
         (the encoder is most of a frame's cost): a CPU's flags say bf16 is native, not that it is faster
         (AVX512-BF16 without AMX can be slower than fp32). Each is timed best of `repeats`, after one
-        untimed run for its lazy set-up. Returns the seconds per encode of each."""
+        untimed run for its lazy set-up. Returns the seconds per encode of each.
+
+        The kept dtype has then encoded, its lazy set-up done: its last embedding is kept for `warmup`,
+        which decodes it instead of encoding again."""
         frame = Frame("dtype", np.full((self.input_size, self.input_size, 3), 127, np.uint8), None, "rgb8")
-        seconds = {}
+        seconds, embeddings = {}, {}
         for dtype in candidates:
             self._use_dtype(dtype)
-            self.encode(frame)
+            embeddings[dtype] = self.encode(frame)
             runs = []
             for _ in range(repeats):
                 started = clock()
                 self.encode(frame)
                 runs.append(clock() - started)
             seconds[dtype] = min(runs)
-        self._use_dtype(min(seconds, key=seconds.get))
+        kept = min(seconds, key=seconds.get)
+        self._use_dtype(kept)
+        self._measured_embedding = (kept, embeddings[kept])
         return seconds
+
+    _measured_embedding: tuple[torch.dtype, ImageEmbedding] | None = None  # see choose_dtype_by_measuring
+
+    def keep_dtype(self, dtype: torch.dtype) -> None:
+        """The dtype an earlier measurement on this machine chose (choices.py), without measuring."""
+        self._use_dtype(dtype)
 
     def fall_back_to_float32(self) -> bool:
         """After float16 gave NaN or infinity (its range ends at 65504; bf16's does not): the rest of the
@@ -185,11 +196,17 @@ class Sam2Backend:
         return processing.to_frame(logits, scores, width, height, *extra)
 
     def warmup(self, width: int = 640, height: int = 480) -> float:
-        """One encode and decode, so the first real frame does not pay for lazy initialisation."""
+        """One encode and decode, so the first real frame does not pay for lazy initialisation. Right after
+        choose_dtype_by_measuring the decode alone: the measuring's encodes in this dtype did the rest."""
         started = time.perf_counter()
         frame = Frame("warmup", np.full((height, width, 3), 127, np.uint8), None, "rgb8")
         box = Prompt.from_boxes("warmup", np.array([[width / 4, height / 4, width * 3 / 4, height * 3 / 4]]))
-        self.predict(self.encode(frame), box)
+        measured, self._measured_embedding = self._measured_embedding, None
+        if measured is not None and measured[0] == self.dtype:  # its masks at the warm-up frame's size
+            embedding = ImageEmbedding(measured[1].features, width, height)
+        else:
+            embedding = self.encode(frame)
+        self.predict(embedding, box)
         if self.finder is not None:
             self.finder.find(frame, Phrases(("object",)), min_score=1.0, limit=1)
         return time.perf_counter() - started

@@ -8,7 +8,8 @@ import threading
 from collections import Counter, deque
 
 from . import codecs, overlay
-from .devices import cpu_has_fast_bf16
+from .choices import ChoicesFile, choices_path, dtype_key
+from .devices import cpu_has_fast_bf16, resolve_dtype
 from .domain import Frame, InputError, Masks, Phrases
 from .engine import Segmenter
 from .joining import join_dataflow
@@ -42,9 +43,11 @@ def main() -> None:
         log.error("%s", error)
         sys.exit(1)
     if settings.warmup:
+        measured = False
         if settings.dtype == "auto" and model.device.type == "cpu" and cpu_has_fast_bf16():
-            _measure_dtype(model)
-        log.info("warm-up: first encode + decode took %.2f s", model.warmup())
+            measured = _measure_dtype(model, settings)
+        what = "decode (the measuring's encodes were its first encode)" if measured else "first encode + decode"
+        log.info("warm-up: %s took %.2f s", what, model.warmup())
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
     # can answer: no frames pile up while weights load.
@@ -58,12 +61,27 @@ def main() -> None:
         stats.write(settings.stats_file)
 
 
-def _measure_dtype(model: Sam2Backend) -> None:
-    """DTYPE=auto on a CPU with native bf16: the faster of bf16 and fp32, measured, not assumed."""
-    seconds = model.choose_dtype_by_measuring()
-    timings = ", ".join(f"{str(d).removeprefix('torch.')} {s * 1e3:.0f} ms" for d, s in seconds.items())
-    log.info("DTYPE=auto: one encode takes %s here: %s kept (set DTYPE to force one)", timings,
-             str(model.dtype).removeprefix("torch."))
+def _measure_dtype(model: Sam2Backend, settings: Settings) -> bool:
+    """DTYPE=auto on a CPU with native bf16: the faster of bf16 and fp32, measured, not assumed; or, where
+    an earlier start on this machine measured it for this model, size and libraries, what it found
+    (choices.py). True when measured now."""
+    choices, key = ChoicesFile(choices_path()), dtype_key(model, settings.compile)
+    kept = None if settings.remeasure else choices.find_dtype(key)
+    if kept is not None:
+        model.keep_dtype(resolve_dtype(kept.dtype, model.device))
+        log.info("DTYPE=auto: %s, as measured on this machine at %s (one encode: %s), read from %s; "
+                 "REMEASURE=1 measures again, DTYPE forces one", str(model.dtype).removeprefix("torch."),
+                 kept.measured, kept.timings(), choices.path)
+        return False
+    seconds = {str(d).removeprefix("torch."): s for d, s in model.choose_dtype_by_measuring().items()}
+    dtype = str(model.dtype).removeprefix("torch.")
+    why = "REMEASURE=1" if settings.remeasure else "none kept for this machine, model, input size and versions"
+    saved = choices.keep_dtype(key, dtype, seconds)
+    where = f", the choice saved in {choices.path} for later starts" if saved else ""
+    timings = ", ".join(f"{name} {s * 1e3:.0f} ms" for name, s in seconds.items())
+    log.info("DTYPE=auto: one encode takes %s here: %s kept (set DTYPE to force one); measured now (%s)%s",
+             timings, dtype, why, where)
+    return True
 
 
 def phrase_search(settings: Settings, model: Sam2Backend, stages: Stages | None = None) -> PhraseSearch:

@@ -84,6 +84,9 @@ class FixedLimits:
     MAX_DEPTH = 4  # JSON nesting of a click body: {"points": [[x, y, label]]} is three deep
     MAX_COORDINATE = 1e6  # pixels of a click: far beyond any camera, well inside what float32 and dora carry
     TIMESTAMP_CHARS = 64  # a click's frame time, in ISO 8601 (32 characters with microseconds and a zone)
+    # measured start-up choices kept in the user's cache (choices.py): one per machine, model, size and versions
+    CHOICES_KEPT = 64
+    CHOICES_FILE_BYTES = 1024 * 1024  # ... read of that file: 64 entries are about 60 kB
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Settings:
     warmup: bool = True
     threads: int = 0  # torch CPU threads; 0 = the cores this process may run on
     compile: bool = False  # torch.compile the image encoder (slow start, faster frames on some machines)
+    remeasure: bool = False  # DTYPE=auto: measure at start even where a choice measured here is kept (choices.py)
     stats_file: str = ""  # where to write the final stats as JSON (the benchmark reads it)
     mode: str = "segment"  # segment: answer each prompt on its frame; track: follow objects on every frame
     max_objects: int = 16  # track mode: live tracks at most; further new objects are refused, said once
@@ -156,6 +160,7 @@ class Settings:
             warmup=bool_setting(env, "WARMUP", cls.warmup),
             threads=int_setting(env, "THREADS", cls.threads, minimum=0),
             compile=bool_setting(env, "COMPILE", cls.compile),
+            remeasure=bool_setting(env, "REMEASURE", cls.remeasure),
             stats_file=env.get("STATS_FILE", "").strip(),
             mode=mode,
             max_objects=int_setting(env, "MAX_OBJECTS", cls.max_objects, minimum=1),
