@@ -691,6 +691,7 @@ def chart(result: dict, path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("ms per frame (this machine)")
         ax.set_xlim(left=0)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
