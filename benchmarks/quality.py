@@ -386,7 +386,8 @@ def segment_mode(clips: list[Clip], backend, every: int) -> dict:
             labels = [d.label for d in detections]
             boxes = Prompt.from_boxes("bbox", np.array([d.box for d in detections]), labels, image_id=CAMERA,
                                       timestamp=frame.timestamp)
-            clicks = Prompt("points", np.array([[qm.centre_click(m)] for m in truth], np.float32),
+            # the pixel's centre: a click page sends continuous coordinates (the trainer's clicks are the same)
+            clicks = Prompt("points", np.array([[qm.centre_click(m)] for m in truth], np.float32) + 0.5,
                             np.full((len(truth), 1), FOREGROUND, np.int64), tuple(labels), image_id=CAMERA,
                             timestamp=frame.timestamp)
             for prompt, ious in ((boxes, box_iou), (clicks, click_iou)):
