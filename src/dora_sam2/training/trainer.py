@@ -41,6 +41,8 @@ class Plan:
     learning_rate: float = 1e-3
     video_share: float = 0.5  # of steps: a clip through memory rather than one frame
     video_after: float = 0.0  # of the run: image steps only before it (a model from scratch learns prompts first)
+    focus_steps: int = 0  # the first steps sample only the first `focus_clips` clips of the first dataset
+    focus_clips: int = 2
     clip_frames: int = 4
     clip_stride: int = 8  # at most: clips span up to (clip_frames - 1) * this many frames
     max_objects: int = 8  # per image step
@@ -82,6 +84,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(trained, lr=plan.learning_rate, weight_decay=0.1)
         self.rng = np.random.default_rng(plan.seed)
         self.progress = Progress()
+        # A model from scratch learns first to find objects and to ignore its prompts, on varied data, for
+        # thousands of steps: a few scenes it can learn by heart, where only the prompt tells one object
+        # from another, teach it to read prompts in hundreds (then it keeps doing so on all the data).
+        self._focus = Dataset(datasets[0].clips[: plan.focus_clips])
         self.video = plan.video_share > 0 and any(d.has_clips(plan.clip_frames) for d in datasets)
         if plan.video_share > 0 and not self.video:
             log.warning("no dataset has clips of %d frames with track ids: training the image stage only",
@@ -94,7 +100,8 @@ class Trainer:
         started = time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.plan, self.progress.share_done(self.plan))
-        dataset = self.datasets[self.rng.integers(len(self.datasets))]
+        dataset = self._focus if self.progress.step < self.plan.focus_steps else \
+            self.datasets[self.rng.integers(len(self.datasets))]
         video = self.video and self.progress.share_done(self.plan) >= self.plan.video_after
         clip = dataset.clip_sample(self.rng, self.plan.clip_frames, self.plan.clip_stride, self.plan.clip_objects) \
             if video and dataset.has_clips(self.plan.clip_frames) and self.rng.random() < self.plan.video_share \
