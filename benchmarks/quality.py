@@ -166,7 +166,7 @@ def event_arguments(scenario: str, seed: tuple[int, int]) -> dict:
     """What a scenario builder is given besides the seed: wanderers, and how long its event lasts."""
     if scenario == "random":
         return {}
-    seconds = float(np.random.default_rng((*seed, 1)).uniform(*EVENT_SECONDS))
+    seconds = round(float(np.random.default_rng((*seed, 1)).uniform(*EVENT_SECONDS)), 2)
     during = {"occlusion": "hidden_seconds", "exit-and-return": "outside_seconds"}.get(scenario)
     return {"others": OTHERS, **({during: seconds} if during else {})}
 
@@ -577,9 +577,9 @@ def main() -> None:
 
 
 def measure(args, runs: list[Setting]) -> dict:
-    from dora_sam2.settings import ConfigError
-
     models = Models(args.model)
+    for setting in runs:  # every model loads, and every MEMORY fits it, before an hour of measuring
+        models_for(setting, models, args.modes)
     started = time.perf_counter()
     clips = make_clips(args)
     log.info("%d clips drawn in %.1f s", len(clips), time.perf_counter() - started)
@@ -590,14 +590,7 @@ def measure(args, runs: list[Setting]) -> dict:
     segmented: dict[tuple, dict] = {}
     for setting in runs:
         methods = ["ours"] + (list(args.peers) if setting.label == "base" else [])
-        try:
-            backend = models.backend(setting, video=True)
-        except ConfigError as error:
-            raise Unusable(f"{setting.label}: {error}") from None
-        memory = setting.get("MEMORY")
-        window = backend.model.config.num_maskmem - 1
-        if memory is not None and int(memory) > window:
-            raise Unusable(f"{setting.label}: MEMORY={memory} is more than the model remembers ({window} frames).")
+        backend = models.backend(setting, video=True)
         run = {"setting": setting.label, "env": dict(setting.env), "dtype": dtype_name(backend),
                "input_size": backend.input_size, "track": {}}
         if "segment" in args.modes and setting.model_key() not in segmented:
@@ -612,6 +605,23 @@ def measure(args, runs: list[Setting]) -> dict:
         result["runs"].append(run)
         log.info("%s", "\n".join(table_rows(run)))
     return result
+
+
+def models_for(setting: Setting, models: Models, modes) -> None:
+    """The setting's models loaded (a model setting the checkpoint cannot take is one sentence), and its
+    MEMORY held to the model's own window."""
+    from dora_sam2.settings import ConfigError
+
+    try:
+        backend = models.backend(setting, video=True)
+        if "segment" in modes:
+            models.backend(setting, video=False)
+    except ConfigError as error:
+        raise Unusable(f"{setting.label}: {error}") from None
+    memory, window = setting.get("MEMORY"), backend.model.config.num_maskmem - 1
+    if memory is not None and int(memory) > window:
+        raise Unusable(f"MEMORY={memory}: {Path(models.model).name} remembers {window} tracked frames at most; "
+                       f"give 1 to {window}.")
 
 
 def write(result: dict, out: Path) -> None:
