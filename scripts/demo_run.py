@@ -30,6 +30,7 @@ FAILED_NODE = re.compile(r"Node `(?P<node>[^`]+)` failed: (?P<how>[^\n]*?)(?: wi
 SETTING = re.compile(r"\b([A-Z][A-Z0-9_]+)=")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SHOWN_VALUE = 60  # characters of a setting's value the advice repeats
+OFFLINE = 3  # the exit status when the model could not be had for want of a network: demo.sh then runs --world
 
 
 def node_line(raw: str) -> tuple[str, str] | None:
@@ -94,8 +95,10 @@ def next_step(failed: Failure, random_weights: bool, environ) -> str:
     if failed.node is None:
         return "dora could not run the dataflow as written: its whole log below says more."
     if NOT_CACHED_OFFLINE in words:
-        return ("no weights here and no network: `./demo.sh --random-weights` runs the demo on a random-weight "
-                "model (its masks are noise), or set MODEL to a directory holding a checkpoint.")
+        return ("no weights here and no network: `./demo.sh --world` runs the offline demo on a model trained "
+                "here on a synthetic world (scripts/make-fixture.sh makes it), `./demo.sh --random-weights` the "
+                "plumbing on a random-weight model (its masks are noise), or set MODEL to a directory holding a "
+                "checkpoint.")
     named = [name for name in dict.fromkeys(SETTING.findall(words)) if name in environ]
     if random_weights and "MODEL" in named:
         return (f"the random-weight model in {environ['MODEL']} cannot be read: delete that directory, then "
@@ -146,6 +149,8 @@ def run(dataflow: str, log: Path, random_weights: bool) -> int:
             print(f"{node}: {text}", flush=True)
     if dora.returncode:
         print("\n".join(report(failed, dora.returncode, log, random_weights)), file=sys.stderr)
+        if failed is not None and NOT_CACHED_OFFLINE in " ".join(failed.words):
+            return OFFLINE
     return dora.returncode
 
 

@@ -50,10 +50,11 @@ def test_a_bad_setting_with_random_weights_says_fix_that_setting_not_use_random_
 
 
 @pytest.mark.dataflow
-def test_no_weights_and_no_network_suggests_random_weights(tmp_path):
+def test_no_weights_and_no_network_suggests_the_offline_demo_and_says_so_to_demo_sh(tmp_path):
     result, _ = demo_run(tmp_path, {})
     step = ends_with_one_sentence(result, "sam2", "MODEL=facebook/sam2.1-hiera-tiny is not in the Hugging Face cache")
-    assert "./demo.sh --random-weights" in step
+    assert "./demo.sh --world" in step and "./demo.sh --random-weights" in step
+    assert result.returncode == 3  # demo.sh then runs the offline demo
 
 
 @pytest.mark.dataflow
@@ -107,3 +108,31 @@ def test_a_setting_the_shell_did_not_set_is_not_blamed_on_it():
     demo = demo_module()
     said = demo.Failure("sam2", ["EVERY_FRAME='x' is not a boolean."], sentence=True)
     assert demo.next_step(said, random_weights=False, environ={}) == "do what the line says, then run ./demo.sh again."
+
+
+@pytest.mark.dataflow
+def test_the_world_demo_answers_every_frame_with_a_track_for_each_object_its_detector_sees(tmp_path, dataflow,
+                                                                                          micro_model_dir):
+    """examples/world.yml (./demo.sh --world) on a short world clip: the detector reads the clip's truth,
+    so the first answer with tracks (frame 0's, or the next when its boxes come after the frame was
+    answered) holds one per object the world says is mostly in view on frame 0."""
+    import json
+
+    from support.dataflows import example_flow, lossless
+
+    world = tmp_path / "world"
+    subprocess.run([str(BIN / "dora-sam2-world"), str(world), "--seed", "2005", "--clips", "1", "--frames", "12",
+                    "--size", "160x120", "--footage", "none"], check=True, capture_output=True, timeout=120)
+    truth = json.loads((world / "annotations.json").read_text())
+    first = next(i["id"] for i in truth["images"] if i["frame"] == 0)
+    seen = [a for a in truth["annotations"] if a["image_id"] == first and a["area"] > 0 and a["visibility"] >= 0.5]
+    run = dataflow(example_flow("world.yml", 12, {
+        "camera": {"VIDEO": str(world / "videos" / "random-2005-0000.mp4")},
+        "detector": {"TRUTH": str(world / "annotations.json"), "CLIP": "random-2005-0000", "EVERY": "5"},
+        "sam2": {"MODEL": str(micro_model_dir), "WARMUP": "0"}}, {"masks": lossless("sam2/masks")}))
+    assert run.returncode == 0, run.log[-3000:]
+    answers = run.events()
+    assert len(answers) == 12
+    counts = [int(a["metadata"]["num_masks"]) for a in answers]
+    assert next(c for c in counts if c) == len(seen) > 1, counts
+    assert len(list((run.out / "frames").glob("frame_*.png"))) == 12
