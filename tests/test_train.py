@@ -184,6 +184,14 @@ def test_the_command_trains_a_checkpoint_the_node_loads_and_goes_on_with_it(worl
     assert torch.load(out / "training-state.pt", weights_only=False)["progress"]["step"] == 6
 
 
+def test_focus_steps_come_first_and_the_run_goes_on_from_where_they_ended(world, tmp_path):
+    out = tmp_path / "model"
+    run = train(out, "--data", world, "--new", "micro", "--steps", "8", "--focus-steps", "4", "--threads", "1")
+    assert run.returncode == 0, run.stderr
+    progress = torch.load(out / "training-state.pt", weights_only=False)["progress"]
+    assert progress["step"] == 8 and progress["focus_share"] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("args, says", [
     (["--new", "micro"], "say how long: --steps N or --minutes M"),
     (["--steps", "3"], "say what to train"),

@@ -52,7 +52,7 @@ def _run(args, argv) -> int:
     from ..random_model import build
 
     plan = Plan(out=Path(args.out), steps=args.steps, minutes=args.minutes, learning_rate=args.learning_rate,
-                video_share=args.video_share, video_after=args.video_after, focus_steps=args.focus_steps, clip_frames=args.clip_frames, seed=args.seed,
+                video_share=args.video_share, video_after=args.video_after, focus_steps=args.focus_steps, focus_learning_rate=args.focus_learning_rate, clip_frames=args.clip_frames, seed=args.seed,
                 checkpoint_minutes=args.checkpoint_minutes, freeze_encoder=args.freeze_encoder)
     state = plan.out / STATE
     if state.exists() and not args.resume:
@@ -154,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--focus-steps", type=int, default=0,
                         help="first steps on the first dataset's first 2 clips only: a model from scratch learns "
                              "there to read prompts, which varied data teaches it slowly")
+    parser.add_argument("--focus-learning-rate", type=float, default=1e-3,
+                        help="the learning rate through the focus steps (then --learning-rate's schedule)")
     parser.add_argument("--clip-frames", type=int, default=4, help="frames per training clip")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder and memory only")
     parser.add_argument("--seed", type=int, default=0)
@@ -170,7 +172,7 @@ def _check(parser: argparse.ArgumentParser, args) -> None:
         parser.error("say how long: --steps N or --minutes M")
     bounds = {"--steps": (args.steps, 0, MAX_STEPS), "--minutes": (args.minutes, 0, MAX_MINUTES),
               "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1), "--video-after": (args.video_after, 0, 1), "--focus-steps": (args.focus_steps, 0, MAX_STEPS),
-              "--learning-rate": (args.learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
+              "--learning-rate": (args.learning_rate, 0, 1), "--focus-learning-rate": (args.focus_learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
               "--checkpoint-minutes": (args.checkpoint_minutes, 0.1, MAX_MINUTES)}
     for name, (value, low, high) in bounds.items():
         if not (low <= value <= high):

@@ -43,6 +43,7 @@ class Plan:
     video_after: float = 0.0  # of the run: image steps only before it (a model from scratch learns prompts first)
     focus_steps: int = 0  # the first steps sample only the first `focus_clips` clips of the first dataset
     focus_clips: int = 2
+    focus_learning_rate: float = 1e-3  # the focus steps' own warm-up and decay peak at this; then the run's
     clip_frames: int = 4
     clip_stride: int = 8  # at most: clips span up to (clip_frames - 1) * this many frames
     max_objects: int = 8  # per image step
@@ -58,6 +59,7 @@ class Progress:
     step: int = 0
     seconds: float = 0.0
     recent: dict = field(default_factory=dict)  # mean losses since the last report
+    focus_share: float = 0.0  # of the run, when the focus steps ended: the main stage's schedule starts there
 
     def share_done(self, plan: Plan) -> float:
         by_steps = self.step / plan.steps if plan.steps else 0.0
@@ -65,10 +67,12 @@ class Progress:
         return min(1.0, max(by_steps, by_time))
 
 
-def learning_rate(plan: Plan, done: float) -> float:
+def learning_rate(plan: Plan, done: float, peak: float | None = None) -> float:
+    """A warm-up over WARMUP_SHARE of a stage, then a cosine decay to 0 at its end (`done` 0 to 1)."""
+    peak = plan.learning_rate if peak is None else peak
     if done < WARMUP_SHARE:
-        return plan.learning_rate * (0.1 + 0.9 * done / WARMUP_SHARE)
-    return plan.learning_rate * 0.5 * (1 + math.cos(math.pi * (done - WARMUP_SHARE) / (1 - WARMUP_SHARE)))
+        return peak * (0.1 + 0.9 * done / WARMUP_SHARE)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - WARMUP_SHARE) / (1 - WARMUP_SHARE))))
 
 
 class Trainer:
@@ -80,27 +84,42 @@ class Trainer:
                 parameter.requires_grad_(False)
         self.streaming = Sam2StreamingModel(Sam2Backend(self.model, device, torch.float32, source))
         self.streaming.learning = True
-        trained = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trained, lr=plan.learning_rate, weight_decay=0.1)
+        self.optimizer = self._new_optimizer()
         self.rng = np.random.default_rng(plan.seed)
         self.progress = Progress()
         # A model from scratch learns first to find objects and to ignore its prompts, on varied data, for
         # thousands of steps: a few scenes it can learn by heart, where only the prompt tells one object
-        # from another, teach it to read prompts in hundreds (then it keeps doing so on all the data).
+        # from another, teach it to read prompts in hundreds. It keeps doing so on all the data after a
+        # fresh start of the optimiser at a lower learning rate (3e-4 kept it; 1e-3, or the focus's own
+        # optimiser state carried on, unlearnt it).
         self._focus = Dataset(datasets[0].clips[: plan.focus_clips])
         self.video = plan.video_share > 0 and any(d.has_clips(plan.clip_frames) for d in datasets)
         if plan.video_share > 0 and not self.video:
             log.warning("no dataset has clips of %d frames with track ids: training the image stage only",
                         plan.clip_frames)
 
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trained, lr=self.plan.learning_rate, weight_decay=0.1)
+
+    def _share_after_focus(self) -> float:
+        """How far the run is past its focus steps, 0 to 1: the main stage's own schedule."""
+        done, focus = self.progress.share_done(self.plan), self.progress.focus_share
+        return max(0.0, (done - focus) / max(1e-9, 1 - focus))
+
     def done(self) -> bool:
         return self.progress.share_done(self.plan) >= 1.0
 
     def step(self) -> dict[str, float]:
         started = time.perf_counter()
+        focusing = self.progress.step < self.plan.focus_steps
+        if self.progress.step == self.plan.focus_steps and self.plan.focus_steps:
+            self.optimizer = self._new_optimizer()  # the focus's moments fit two clips, not the data
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.plan, self.progress.share_done(self.plan))
-        dataset = self._focus if self.progress.step < self.plan.focus_steps else \
+            group["lr"] = learning_rate(self.plan, self.progress.step / self.plan.focus_steps,
+                                        self.plan.focus_learning_rate) if focusing else \
+                learning_rate(self.plan, self._share_after_focus())
+        dataset = self._focus if focusing else \
             self.datasets[self.rng.integers(len(self.datasets))]
         video = self.video and self.progress.share_done(self.plan) >= self.plan.video_after
         clip = dataset.clip_sample(self.rng, self.plan.clip_frames, self.plan.clip_stride, self.plan.clip_objects) \
@@ -120,6 +139,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRADIENT_CLIP)
             self.optimizer.step()
         self.progress.step += 1
+        if self.progress.step == self.plan.focus_steps:
+            self.progress.focus_share = self.progress.share_done(self.plan)
         self.progress.seconds += time.perf_counter() - started
         return scored.items() | {"stage": "video" if clip is not None else "image"}
 
