@@ -1,0 +1,65 @@
+"""The trained fixture (models/world-sam2, made by scripts/make-fixture.sh from the synthetic world of seed 0):
+masks that mean something, measured on world clips it never saw (seed 2000) against their exact truth, with
+the quality benchmark's own scorer (benchmarks/quality.py, whose metrics tests/test_quality.py holds to
+hand-worked values). The floors are below what the fixture measures (its card, BENCHMARKS.md): they catch a
+model, a tracker or a pre/post-processing step that stops fitting, not a run-to-run wobble."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "models" / "world-sam2"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import quality  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
+                                reason="models/world-sam2 is not in this checkout (scripts/make-fixture.sh makes it)")
+
+
+def clips(scenario: str, count: int = 2, frames: int = 60):
+    args = argparse.Namespace(size=(320, 240), fps=30.0, frames=frames, clips=count, scenarios=[scenario],
+                              seed=2000, min_area=16)
+    return quality.make_clips(args)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return quality.Models(str(FIXTURE))
+
+
+BASE = quality.Setting("base", (("DTYPE", "float32"),))
+# The fixture measures box mIoU 0.41 and J&F 0.32 on the quality benchmark's clips (its card); random
+# weights measure 0.01-0.02 on both.
+BOX_FLOOR, JF_FLOOR = 0.25, 0.15
+
+
+def test_the_fixture_is_small_and_says_how_it_was_made():
+    assert (FIXTURE / "model.safetensors").stat().st_size <= 25 * 1024**2
+    card = (FIXTURE / "README.md").read_text()
+    assert "scripts/make-fixture.sh" in card and "synthetic world" in card
+    assert json.loads((FIXTURE / "config.json").read_text())["model_type"] == "sam2_video"
+
+
+def test_a_box_gives_a_mask_that_fits_the_object(models):
+    figures = quality.segment_mode(clips("random"), models.backend(BASE, video=False), every=10)
+    assert figures["objects"] >= 10
+    assert figures["box_mIoU"] >= BOX_FLOOR, figures
+
+
+def track(models, clip, detect_every=10, **settings):
+    setting = quality.Setting("t", tuple(sorted({"DTYPE": "float32", **settings}.items())))
+    scorer = quality.ClipScorer(clip, detect_every)
+    for t, answer, seconds in quality.ours(clip, models, setting, detect_every):
+        scorer.add(t, answer, seconds)
+    return quality.summarise([scorer.result()], clip.fps)
+
+
+def test_masks_follow_their_objects_between_detections(models):
+    figures = track(models, clips("random", count=1)[0])
+    assert figures["J&F"] >= JF_FLOOR, figures
