@@ -244,3 +244,17 @@ def test_box_miou_is_one_for_a_model_that_answers_with_the_truth(world):
 
     assert box_miou(Truthful(), dataset, frames=5) == pytest.approx(1.0)
     assert box_miou(Blind(), dataset, frames=5) == 0.0
+
+
+def test_a_mask_that_cannot_be_read_is_said_once_and_passed_over(world, tmp_path):
+    data = json.loads((world / "annotations.json").read_text())
+    for annotation in data["annotations"]:
+        annotation["segmentation"]["counts"] = "not run-length"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "annotations.json").write_text(json.dumps(data))
+    (broken / "images").symlink_to(world / "images")
+    run = train(tmp_path / "model", "--data", broken, "--new", "micro", "--steps", "5", "--threads", "1")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.count("is not run-length encoding") == 1
+    assert "5 of 5 samples could not be read and were passed over" in run.stderr

@@ -91,6 +91,9 @@ def _run(args, argv) -> int:
                                    "device": str(device), "data": [str(d) for d in args.data],
                                    "from": args.new and f"random {args.new}" or args.source or "resumed",
                                    "last losses": trainer.progress.recent} | figures)
+    if trainer.unreadable:
+        log.warning("%d of %d samples could not be read and were passed over", trainer.unreadable,
+                    trainer.progress.step)
     log.info("%s: %d steps in %.1f min; load it with MODEL=%s", plan.out, trainer.progress.step,
              trainer.progress.seconds / 60, plan.out)
     return 0

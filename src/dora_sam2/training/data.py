@@ -55,7 +55,14 @@ class FrameRecord:
     def mask(self, instance: Instance) -> np.ndarray:
         from pycocotools import mask as coco_mask
 
-        return coco_mask.decode(instance.rle).astype(bool)
+        try:
+            mask = coco_mask.decode(instance.rle).astype(bool)
+        except Exception as error:  # pycocotools raises what its C code meets (TypeError, ValueError, ...)
+            raise DatasetError(f"an annotation of {self.path.name} is not run-length encoding ({error}).") from None
+        if mask.shape != (self.height, self.width):
+            raise DatasetError(f"an annotation of {self.path.name} is {mask.shape[1]}x{mask.shape[0]}, "
+                               f"its image {self.width}x{self.height}.")
+        return mask
 
     def track(self, track_id: int) -> Instance | None:
         return next((i for i in self.instances if i.track_id == track_id), None)

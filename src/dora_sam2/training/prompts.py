@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..domain import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, Prompt
+from ..geometry import mask_boxes
 
 BOX_NOISE = 0.1  # of the box's side: a detector's box is rarely tight
 BOX_NOISE_MAX = 20.0  # pixels
@@ -14,8 +15,7 @@ MAX_CLICKS = 3
 
 def box(mask: np.ndarray) -> np.ndarray:
     """(4,) xyxy in pixel edges around a non-empty (H, W) mask."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
+    return mask_boxes(mask[None])[0].astype(np.float32)
 
 
 def noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from ..model import Sam2Backend
 from ..video import Sam2StreamingModel
 from . import steps
-from .data import Dataset
+from .data import Dataset, DatasetError
 
 log = logging.getLogger("dora_sam2.train")
 
@@ -87,6 +87,7 @@ class Trainer:
         self.optimizer = self._new_optimizer()
         self.rng = np.random.default_rng(plan.seed)
         self.progress = Progress()
+        self.unreadable = 0  # samples passed over: a frame or mask that could not be read
         # A model from scratch learns first to find objects and to ignore its prompts, on varied data, for
         # thousands of steps: a few scenes it can learn by heart, where only the prompt tells one object
         # from another, teach it to read prompts in hundreds. It keeps doing so on all the data after a
@@ -122,14 +123,22 @@ class Trainer:
         dataset = self._focus if focusing else \
             self.datasets[self.rng.integers(len(self.datasets))]
         video = self.video and self.progress.share_done(self.plan) >= self.plan.video_after
-        clip = dataset.clip_sample(self.rng, self.plan.clip_frames, self.plan.clip_stride, self.plan.clip_objects) \
-            if video and dataset.has_clips(self.plan.clip_frames) and self.rng.random() < self.plan.video_share \
-            else None
+        try:
+            clip = dataset.clip_sample(self.rng, self.plan.clip_frames, self.plan.clip_stride,
+                                       self.plan.clip_objects) \
+                if video and dataset.has_clips(self.plan.clip_frames) and self.rng.random() < self.plan.video_share \
+                else None
+            image = None if clip is not None else dataset.image_sample(self.rng, self.plan.max_objects)
+        except DatasetError as error:  # a frame or mask that cannot be read: said once, counted, passed over
+            if not self.unreadable:
+                log.warning("%s Samples that cannot be read are passed over (counted at the end).", error)
+            self.unreadable += 1
+            self.progress.step += 1
+            return {}
         if clip is not None:
             scored = steps.clip_step(self.streaming, clip, self.rng, self.plan.box_share)
         else:
-            scored = steps.image_step(self.streaming, dataset.image_sample(self.rng, self.plan.max_objects), self.rng,
-                                      self.plan.box_share)
+            scored = steps.image_step(self.streaming, image, self.rng, self.plan.box_share)
         self.optimizer.zero_grad(set_to_none=True)
         total = scored.total
         if not torch.isfinite(total):
