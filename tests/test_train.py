@@ -258,3 +258,17 @@ def test_a_mask_that_cannot_be_read_is_said_once_and_passed_over(world, tmp_path
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.count("is not run-length encoding") == 1
     assert "5 of 5 samples could not be read and were passed over" in run.stderr
+
+
+@pytest.mark.parametrize("size", ["test", "micro"])
+def test_a_new_model_reads_prompts_and_image_in_one_coordinate_frame(size):
+    """Every published SAM 2 checkpoint holds one positional embedding twice, for the image and for the
+    prompts; a model made here (for tests, or for `--new`) must too, or training it learns to ignore
+    where a prompt is."""
+    import torch
+
+    from dora_sam2.random_model import build
+
+    model = build(size)
+    assert torch.equal(model.prompt_encoder.shared_embedding.positional_embedding,
+                       model.shared_image_embedding.positional_embedding)

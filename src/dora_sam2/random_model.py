@@ -45,6 +45,7 @@ def build(size: str = "test", seed: int = 0, image_size: int = 0):
         config = at_input_size(config, image_size, f"the {size} model")
     model = model_class(config)
     _spread_weights(model)
+    _share_positional_embedding(model)
     return model
 
 
@@ -82,6 +83,21 @@ def _spread_weights(model) -> None:
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             module.reset_parameters()
+
+
+def _share_positional_embedding(model) -> None:
+    """SAM 2 places points and image features with one random Fourier embedding (a trained checkpoint
+    holds the same matrix twice). transformers draws the two copies apart in a new model, and a decoder
+    that reads points and image in unrelated coordinates cannot learn where a prompt is: trained from
+    here, it learns one mask for every prompt. So the prompt encoder gets the image's copy, as in every
+    published checkpoint. (SAM 3's detector has no such pair.)"""
+    import torch
+
+    image = getattr(model, "shared_image_embedding", None)
+    prompts = getattr(getattr(model, "prompt_encoder", None), "shared_embedding", None)
+    if image is not None and prompts is not None:
+        with torch.no_grad():
+            prompts.positional_embedding.copy_(image.positional_embedding)
 
 
 def _architecture(size: str):

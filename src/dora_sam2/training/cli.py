@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .data import Dataset, DatasetError
-from .trainer import STATE, Plan, Trainer, share_positional_embedding, write_card
+from .trainer import STATE, Plan, Trainer, write_card
 
 log = logging.getLogger("dora_sam2.train")
 
@@ -68,7 +68,7 @@ def _run(args, argv) -> int:
         if args.resume:
             model = load_sam2(str(plan.out), video=True)
         elif args.new:
-            model = share_positional_embedding(build(args.new, args.seed, args.image_size))
+            model = build(args.new, args.seed, args.image_size)
         else:
             model = load_sam2(args.source, video=True, image_size=args.image_size)
     except ModelLoadError as error:

@@ -185,18 +185,6 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
 
-def share_positional_embedding(model):
-    """SAM 2 places points and image features with one random Fourier embedding (a trained checkpoint
-    holds the same matrix twice). transformers draws the two copies apart in a new model, and a decoder
-    that reads points and image in unrelated coordinates cannot learn where a prompt is: it learns one
-    mask for every prompt. So a model trained from scratch gets the image's copy in its prompt encoder."""
-    import torch
-
-    with torch.no_grad():
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(model.shared_image_embedding.positional_embedding)
-    return model
-
-
 def write_card(out: Path, command: str, summary: dict) -> None:
     """A model card beside the weights: what it is, how it was made, the command that remakes it."""
     lines = ["---", "library_name: transformers", "tags: [sam2, dora-sam2, synthetic]", "---", "",
