@@ -23,6 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from support.dataflows import random_frame
 
 from dora_sam2.domain import Frame, Prompt
+from dora_sam2.loading import Checkpoint
 from dora_sam2.model import Sam2Backend
 from dora_sam2.processing import upsample
 from dora_sam2.video import Sam2StreamingModel
@@ -145,8 +146,8 @@ def cuda_sam3(request, sam3_dir, fake_mode, monkeypatch):
         for model in (tracker, detector):
             model._apply(lambda t: fake_mode.from_tensor(t).to(CUDA))
         share_vit(detector, tracker)
-        finder = Sam3Finder(detector, AutoTokenizer.from_pretrained(sam3_dir), CUDA, request.param)
-        yield Sam2Backend(tracker, CUDA, request.param, "fake-cuda", finder)
+        backend = Sam2Backend(tracker, CUDA, request.param, "fake-cuda")
+        yield Checkpoint(backend, Sam3Finder(detector, AutoTokenizer.from_pretrained(sam3_dir), backend.precision))
 
 
 def test_cuda_sam3_encodes_frames_and_phrases_on_the_gpu(cuda_sam3):
@@ -155,7 +156,7 @@ def test_cuda_sam3_encodes_frames_and_phrases_on_the_gpu(cuda_sam3):
     back from a tensor (`torch.arange(0, height)`), which a fake tensor has no value for:
     benchmarks/gpu_check.py runs it on a real GPU."""
     finder = cuda_sam3.finder
-    with finder.autocast():
+    with finder.precision.autocast():
         vision = finder.detector.get_vision_features(pixel_values=finder.preprocess(frame().rgb))
     assert on_cuda(*vision.fpn_hidden_states, *vision.fpn_position_encoding)
     features, mask = finder.text_embedding("red bottle")
@@ -163,7 +164,7 @@ def test_cuda_sam3_encodes_frames_and_phrases_on_the_gpu(cuda_sam3):
 
 
 def test_cuda_sam3_tracker_prompts_remembers_and_tracks(cuda_sam3):
-    streaming = Sam2StreamingModel(cuda_sam3)
+    streaming = Sam2StreamingModel(cuda_sam3.model)
     memory = streaming.new_memory()
     boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60]]))
     for index in range(3):

@@ -14,8 +14,7 @@ import torch
 
 from dora_sam2.domain import Frame, InputError, Phrases, Prompt
 from dora_sam2.engine import Segmenter
-from dora_sam2.loading import ModelLoadError
-from dora_sam2.model import Sam2Backend
+from dora_sam2.loading import ModelLoadError, load_checkpoint
 from dora_sam2.phrases import PhraseSearch
 from dora_sam2.scheduling import SegmentScheduler, TrackScheduler
 from dora_sam2.settings import ConfigError, Settings
@@ -28,8 +27,20 @@ from support.streaming_reference import BOX_A, BOX_B, Presence, run_ours, run_th
 
 
 @pytest.fixture(scope="module")
-def sam3(sam3_dir):
-    return Sam2Backend.load(str(sam3_dir), dtype="float32")
+def checkpoint(sam3_dir):
+    return load_checkpoint(str(sam3_dir), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def sam3(checkpoint):
+    """SAM 3's tracker: boxes, clicks, following."""
+    return checkpoint.model
+
+
+@pytest.fixture(scope="module")
+def finder(checkpoint):
+    """SAM 3's detector: words."""
+    return checkpoint.finder
 
 
 def frame(index: int, seconds: float = 0.25) -> Frame:
@@ -37,19 +48,19 @@ def frame(index: int, seconds: float = 0.25) -> Frame:
     return random_frame(index, 160, 120, T0 + timedelta(seconds=index * seconds))
 
 
-def test_a_sam3_checkpoint_loads_its_tracker_and_its_detector_over_one_vit(sam3):
+def test_a_sam3_checkpoint_loads_its_tracker_and_its_detector_over_one_vit(sam3, finder):
     assert type(sam3.model).__name__ == "Sam3TrackerVideoModel"
-    assert type(sam3.finder.detector).__name__ == "Sam3Model"
-    assert sam3.model.vision_encoder.backbone is sam3.finder.detector.vision_encoder.backbone
+    assert type(finder.detector).__name__ == "Sam3Model"
+    assert sam3.model.vision_encoder.backbone is finder.detector.vision_encoder.backbone
 
 
-def test_a_frame_both_find_and_track_read_runs_the_vit_once(sam3):
-    vit = sam3.finder.detector.vision_encoder.backbone.vit
+def test_a_frame_both_find_and_track_read_runs_the_vit_once(sam3, finder):
+    vit = finder.detector.vision_encoder.backbone.vit
     calls = []
     hook = vit.register_forward_hook(lambda *args: calls.append(1))
     try:
         one, other = frame(0), frame(1)
-        sam3.finder.find(one, Phrases(("cup",)), 0.0, 10)
+        finder.find(one, Phrases(("cup",)), 0.0, 10)
         Sam2StreamingModel(sam3).encode(one)
         assert len(calls) == 1
         Sam2StreamingModel(sam3).encode(other)  # other pixels: computed, not taken from the last frame
@@ -103,11 +114,34 @@ def test_boxes_and_clicks_are_answered_by_sam3s_tracker_in_segment_mode(sam3):
     assert masks.masks.shape == (2, 120, 160) and len(masks.scores) == 2
 
 
+def test_float16_overflow_in_the_finder_runs_the_whole_checkpoint_in_float32(sam3_dir, caplog):
+    """A text projection beyond float16's range (65504) overflows under float16 autocast while float32 is
+    fine: the frame's phrases are found again in float32, one line says so, and the tracker, which shares the
+    finder's precision, is in float32 too. What was kept in float16 (the phrase's text, the frame's ViT
+    output) is computed again: the answer is the one a float32 checkpoint gives."""
+    answers = {}
+    for dtype in ("float16", "float32"):
+        checkpoint = load_checkpoint(str(sam3_dir), dtype=dtype)
+        with torch.no_grad():
+            checkpoint.finder.detector.text_projection.weight.mul_(1e6)
+        search = PhraseSearch(checkpoint.finder, "sam3", Phrases(("cup",)), min_score=0.0, limit=5)
+        with caplog.at_level(logging.WARNING, logger="dora_sam2"):
+            answers[dtype] = search.found(frame(0))
+            search.found(frame(0))
+        assert checkpoint.finder.precision is checkpoint.model.precision
+        assert checkpoint.model.dtype == torch.float32
+        assert checkpoint.model.decoder is checkpoint.model.model.mask_decoder
+    assert len([r for r in caplog.records if "float16 overflowed" in r.message]) == 1
+    # equal, not close: the frame's ViT output kept from float16 would move the scores by about 1e-7
+    np.testing.assert_array_equal(answers["float16"].scores, answers["float32"].scores)
+    np.testing.assert_array_equal(answers["float16"].masks, answers["float32"].masks)
+
+
 # -- phrases through the schedulers
 
 
-def test_segment_mode_answers_each_frame_with_every_instance_labelled_by_phrase(sam3):
-    search = PhraseSearch(sam3.finder, "sam3", min_score=0.0, limit=7)
+def test_segment_mode_answers_each_frame_with_every_instance_labelled_by_phrase(sam3, finder):
+    search = PhraseSearch(finder, "sam3", min_score=0.0, limit=7)
     scheduler = SegmentScheduler(Segmenter(sam3), Stats(Stages(), 0), search=search)
     answers = list(scheduler.handle([frame(0), Phrases(("cup", "bottle")), frame(1)]))
     assert [f.timestamp for f, _ in answers] == [frame(1).timestamp]  # live: the batch's newest frame
@@ -116,10 +150,10 @@ def test_segment_mode_answers_each_frame_with_every_instance_labelled_by_phrase(
     assert list(scheduler.handle([Phrases(()), frame(2)])) == []  # cleared: frames are not answered
 
 
-def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3):
+def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3, finder):
     streaming = Sam2StreamingModel(sam3)
     rounds = []
-    search = PhraseSearch(sam3.finder, "sam3", Phrases(("cup",)), min_score=0.0, limit=3)
+    search = PhraseSearch(finder, "sam3", Phrases(("cup",)), min_score=0.0, limit=3)
     find = search.found
     search.found = lambda f: (rounds.append(f.timestamp), find(f))[1]
     scheduler = TrackScheduler(lambda ids: Tracker(streaming, 3, None, 0.3, ids=ids, lost_seconds=100),
@@ -133,13 +167,13 @@ def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3):
     assert "bottle" in answers[0].class_names  # a matched track takes the newest phrase as its label
 
 
-def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3):
+def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3, finder):
     """A random SAM 3 scores nothing near 1 (about 0.3): at 1.0 nothing is kept. The answer says "none here",
     in the frame's size, and box readers get an empty set; a track mode round finding nothing leaves
     tracking going."""
     from dora_sam2 import codecs
 
-    search = PhraseSearch(sam3.finder, "sam3", Phrases(("cup", "bottle")), min_score=1.0)
+    search = PhraseSearch(finder, "sam3", Phrases(("cup", "bottle")), min_score=1.0)
     scheduler = SegmentScheduler(Segmenter(sam3), Stats(Stages(), 0), search=search)
     [(_, masks)] = scheduler.handle([frame(0)])
     assert masks.masks.shape == (0, 120, 160) and masks.class_names == ()
@@ -151,26 +185,26 @@ def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3):
     assert [len(m) for m in answers] == [0, 0, 0]
 
 
-def test_a_phrase_found_nowhere_stands_beside_one_found(sam3):
+def test_a_phrase_found_nowhere_stands_beside_one_found(finder):
     """One phrase with instances, another with none, on one frame: the first's masks are the answer."""
     best = {p: float((o.pred_logits[0].sigmoid() * o.presence_logits[0].sigmoid()).max())
-            for p, o in zip(("cup", "bottle"), sam3.finder.detect(frame(0), Phrases(("cup", "bottle"))))}
+            for p, o in zip(("cup", "bottle"), finder.detect(frame(0), Phrases(("cup", "bottle"))))}
     found, missing = sorted(best, key=best.get, reverse=True)
     assert best[found] > best[missing]  # random weights: the two phrases' scores differ
     threshold = (best[found] + best[missing]) / 2
-    masks = sam3.finder.find(frame(0), Phrases(("cup", "bottle")), threshold, 16)
+    masks = finder.find(frame(0), Phrases(("cup", "bottle")), threshold, 16)
     assert len(masks) >= 1 and set(masks.class_names) == {found} and masks.masks.shape[1:] == (120, 160)
 
 
-def test_an_instance_scored_exactly_min_confidence_is_kept(sam3):
+def test_an_instance_scored_exactly_min_confidence_is_kept(finder):
     """MIN_CONFIDENCE has one rule for boxes and instances: kept at the bound (test_scheduling.py holds
     boxes to it). The bound here is the best instance's score, computed as Sam3Processor computes it."""
     phrases, image = Phrases(("cup",)), frame(0)
-    [out] = sam3.finder.detect(image, phrases)
+    [out] = finder.detect(image, phrases)
     scores = (out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()).numpy()
     best = float(scores.max())
     assert (scores == best).sum() == 1  # random weights: one instance scores the most
-    masks = sam3.finder.find(image, phrases, best, 16)
+    masks = finder.find(image, phrases, best, 16)
     assert masks.scores.tolist() == [best]
 
 
@@ -182,11 +216,13 @@ def test_phrases_to_a_model_that_cannot_read_words_are_one_line(model, caplog):
     assert len(lines) == 1 and "MODEL=sam2-test cannot read words" in lines[0] and "facebook/sam3" in lines[0]
 
 
-def test_text_setting_with_a_sam2_model_is_one_sentence_at_start(model):
+def test_text_setting_with_a_sam2_model_is_one_sentence_at_start(model_dir):
     from dora_sam2.node import phrase_search
 
+    sam2 = load_checkpoint(str(model_dir), dtype="float32")
+    assert sam2.finder is None
     with pytest.raises(ConfigError, match=r"TEXT is set, but MODEL=.* cannot read words.*facebook/sam3"):
-        phrase_search(Settings.from_env({"TEXT": "cup", "MODEL": "sam2-test"}), model)
+        phrase_search(Settings.from_env({"TEXT": "cup", "MODEL": "sam2-test"}), sam2.finder)
     with pytest.raises(InputError):
         PhraseSearch(None, "sam2").use(Phrases(("cup",)))
 
@@ -200,7 +236,7 @@ def test_a_gated_checkpoint_says_how_to_get_access(monkeypatch):
 
     monkeypatch.setattr(AutoConfig, "from_pretrained", gated)
     with pytest.raises(ModelLoadError) as error:
-        Sam2Backend.load("facebook/sam3", dtype="float32")
+        load_checkpoint("facebook/sam3", dtype="float32")
     text = str(error.value)
     assert "gated" in text and "huggingface.co/facebook/sam3" in text and "hf auth login" in text
     assert "tokenizer.json" in text and "\n" not in text
@@ -214,22 +250,22 @@ def test_a_sam3_directory_without_its_tokenizer_says_what_it_holds(sam3_dir, tmp
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (copy / name).unlink()
     with pytest.raises(ModelLoadError, match="no readable tokenizer.*tokenizer.json"):
-        Sam2Backend.load(str(copy), dtype="float32")
+        load_checkpoint(str(copy), dtype="float32")
 
 
 def test_image_size_runs_sam3_at_a_smaller_input(sam3_dir):
-    small = Sam2Backend.load(str(sam3_dir), dtype="float32", image_size=168)
-    assert small.input_size == small.finder.input_size == 168
+    small = load_checkpoint(str(sam3_dir), dtype="float32", image_size=168)
+    assert small.model.input_size == small.finder.input_size == 168
     found = small.finder.find(frame(0), Phrases(("cup",)), 0.0, 5)
     assert found.masks.shape == (5, 120, 160)
     with pytest.raises(ModelLoadError, match="IMAGE_SIZE=100 does not fit.*multiple of 28"):
-        Sam2Backend.load(str(sam3_dir), dtype="float32", image_size=100)
+        load_checkpoint(str(sam3_dir), dtype="float32", image_size=100)
 
 
-def test_exemplar_boxes_without_torchvision_are_one_line_and_the_phrases_are_used(sam3, caplog):
-    if sam3.finder.reads_exemplars:
+def test_exemplar_boxes_without_torchvision_are_one_line_and_the_phrases_are_used(finder, caplog):
+    if finder.reads_exemplars:
         pytest.skip("torchvision is here: exemplars are read (test_sam3_processor.py holds them to Sam3Processor)")
-    search = PhraseSearch(sam3.finder, "sam3")
+    search = PhraseSearch(finder, "sam3")
     with caplog.at_level(logging.WARNING, logger="dora_sam2"):
         search.use(Phrases(("cup",), np.array([[1, 2, 30, 40]], np.float32), np.array([1])))
     assert search.phrases == Phrases(("cup",))
@@ -237,7 +273,7 @@ def test_exemplar_boxes_without_torchvision_are_one_line_and_the_phrases_are_use
     assert len(lines) == 1 and "need torchvision" in lines[0]
 
 
-def test_a_flood_of_phrase_changes_is_a_few_finding_lines_each_quoting_a_few_phrases_cut_short(sam3, caplog,
+def test_a_flood_of_phrase_changes_is_a_few_finding_lines_each_quoting_a_few_phrases_cut_short(finder, caplog,
                                                                                                 monkeypatch):
     """A sender that changes the phrases with every message, each message at MAX_PHRASES phrases of 200
     characters: at most 3 "finding" lines per 10 s (the clock is the test's), then one saying how many were
@@ -246,7 +282,7 @@ def test_a_flood_of_phrase_changes_is_a_few_finding_lines_each_quoting_a_few_phr
 
     clock = [1000.0]
     monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
-    search = PhraseSearch(sam3.finder, "sam3")
+    search = PhraseSearch(finder, "sam3")
     messages = [Phrases(tuple(f"{m} {p} " + "x" * 190 for p in range(16))) for m in range(100)]
     with caplog.at_level(logging.INFO, logger="dora_sam2"):
         for phrases in messages:

@@ -21,7 +21,7 @@ except Exception as error:  # ImportError, or a torchvision built for another to
                 "file in the side environment", allow_module_level=True)
 
 from dora_sam2.domain import Frame, Phrases  # noqa: E402
-from dora_sam2.model import Sam2Backend  # noqa: E402
+from dora_sam2.loading import load_checkpoint  # noqa: E402
 from dora_sam2.random_model import SAM3_TEST_SIZE  # noqa: E402
 
 WIDTH, HEIGHT = 200, 150  # not square: the processor's resize and the boxes' scale both show
@@ -29,7 +29,7 @@ WIDTH, HEIGHT = 200, 150  # not square: the processor's resize and the boxes' sc
 
 @pytest.fixture(scope="module")
 def ours(sam3_dir):
-    return Sam2Backend.load(str(sam3_dir), dtype="float32").finder
+    return load_checkpoint(str(sam3_dir), dtype="float32").finder
 
 
 @pytest.fixture(scope="module")

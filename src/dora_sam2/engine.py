@@ -10,6 +10,7 @@ import numpy as np
 
 from .domain import Frame, InputError, Masks, Prompt
 from .last_computed import LastComputed
+from .precision import retried_in_float32
 from .routing import camera_of, on_frame
 from .stats import Stages
 from .throttle import Throttle
@@ -62,13 +63,9 @@ class Segmenter:
         if prompt.num_objects == 0:  # an empty detection is answered, without touching the model
             masks, scores, visible = np.zeros((0, frame.height, frame.width), bool), np.zeros(0, np.float32), None
         else:
-            try:
-                masks, scores, visible = self._predict(frame, prompt)
-            except FloatingPointError:
-                if not self.model.fall_back_to_float32():
-                    raise
-                self._embeddings.clear()  # computed in the old dtype
-                masks, scores, visible = self._predict(frame, prompt)
+            # after a fall back to float32, the embeddings kept in float16 are forgotten
+            masks, scores, visible = retried_in_float32(lambda: self._predict(frame, prompt),
+                                                        self.model.fall_back_to_float32, self._embeddings.clear)
         return frame, Masks(masks, scores, prompt.class_names, frame.image_id, frame.timestamp, visible=visible)
 
     def _predict(self, frame: Frame, prompt: Prompt):

@@ -6,7 +6,9 @@ encoder from timm and a perceiver that compresses each memory frame: the node ru
 
 SAM 3 (`facebook/sam3`, a `sam3_video` checkpoint) holds two models over one ViT: the detector that reads
 words (`Sam3Model`) and a SAM 2-style tracker (`Sam3TrackerVideoModel`), which answers boxes and clicks and
-follows objects as SAM 2 does. Both are loaded from the one checkpoint, sharing the ViT (sam3.py)."""
+follows objects as SAM 2 does. Both are loaded from the one checkpoint, sharing the ViT (sam3.py).
+
+`load_checkpoint` returns what a checkpoint holds, each model its own object, the two on one precision."""
 
 from __future__ import annotations
 
@@ -15,10 +17,18 @@ import copy
 import functools
 import logging
 import math
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import compat
 from .quoting import first_line
+
+if TYPE_CHECKING:
+    from .model import Sam2Backend
+    from .sam3 import Sam3Finder
 
 log = logging.getLogger("dora_sam2")
 
@@ -34,6 +44,66 @@ NOT_CACHED_OFFLINE = "is not in the Hugging Face cache and the hub cannot be rea
 
 class ModelLoadError(Exception):
     """The model cannot be had. Its text is the one sentence telling the user what to do."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The models one checkpoint holds, sharing one precision (precision.py): `model` answers boxes and
+    clicks and follows objects (SAM 2, EdgeTAM, SAM 3's tracker); `finder` reads words (SAM 3's detector),
+    None where the checkpoint has none."""
+
+    model: Sam2Backend
+    finder: Sam3Finder | None = None
+
+    def warmup(self, width: int = 640, height: int = 480) -> float:
+        """Seconds for each model's first work (model.Sam2Backend.warmup says what that is)."""
+        started = time.perf_counter()
+        self.model.warmup(width, height)
+        if self.finder is not None:
+            self.finder.warmup(width, height)
+        return time.perf_counter() - started
+
+
+def load_checkpoint(source: str, *, video: bool = False, device: str = "auto", dtype: str = "auto",
+                    image_size: int = 0, threads: int = 0, compile: bool = False, finder: bool = True) -> Checkpoint:
+    """A checkpoint (hub id or directory) on `device` in `dtype` ("auto": the fastest this device has);
+    `video` loads it with its memory modules, for tracking. `image_size` 0 keeps the checkpoint's input
+    size; `threads` 0 uses the cores this process may run on. A SAM 3 checkpoint's detector comes too,
+    unless `finder` is False. ModelLoadError, ConfigError: one sentence."""
+    import torch
+
+    from .devices import resolve_device, resolve_dtype
+    from .model import Sam2Backend  # imports this module: the models are imported when loaded
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    if device.type == "cpu":
+        # torch's default is every core of the machine, which oversubscribes a pinned container
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    started = time.perf_counter()
+    tracker = load_sam2(source, video, image_size).to(device).eval()
+    model = Sam2Backend(tracker, device, dtype, source)
+    words = _sam3_finder(source, image_size, model) if finder and is_sam3(tracker.config) else None
+    if compile:
+        # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
+        tracker.vision_encoder = torch.compile(tracker.vision_encoder, dynamic=False)
+    log.info(
+        "model %s at %dx%d on %s (%d threads), %s%s, loaded in %.1f s",
+        source, model.input_size, model.input_size, device, torch.get_num_threads(),
+        str(dtype).removeprefix("torch."), ", compiled encoder" if compile else "",
+        time.perf_counter() - started,
+    )
+    return Checkpoint(model, words)
+
+
+def _sam3_finder(source: str, image_size: int, model: Sam2Backend) -> Sam3Finder:
+    """SAM 3's detector beside its tracker, the two reading one ViT on one precision."""
+    from .sam3 import Sam3Finder, share_vit
+
+    detector, tokenizer = load_sam3_detector(source, image_size)
+    detector = detector.to(model.device).eval()
+    share_vit(detector, model.model)
+    return Sam3Finder(detector, tokenizer, model.precision)
 
 
 

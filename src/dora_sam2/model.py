@@ -1,7 +1,7 @@
 """The model backend: a SAM 2 family checkpoint through transformers (`Sam2Model`, or `Sam2VideoModel` /
 `EdgeTamVideoModel` / SAM 3's `Sam3TrackerVideoModel` with their memory modules for tracking), with our own
-pre/post-processing (no torchvision). A SAM 3 checkpoint also brings its detector, which reads words
-(`finder`, sam3.py).
+pre/post-processing (no torchvision). A SAM 3 checkpoint's detector, which reads words, is its own object
+(sam3.py's `Sam3Finder`), loaded beside this one on the same precision (loading.load_checkpoint).
 
 Like Meta's image predictor: `encode` computes a frame's embedding once, `predict` answers any number of
 objects on it (`decode`: one batched decoder call per point count, decoder.py; `postprocess`: the masks
@@ -10,9 +10,6 @@ at the frame's size).
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -21,12 +18,10 @@ import torch
 
 from . import processing
 from .decoder import is_ambiguous, predict_masks
-from .devices import resolve_device, resolve_dtype
-from .domain import Frame, Phrases, Prompt
+from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
-from .loading import is_sam3, load_sam2, load_sam3_detector
-
-log = logging.getLogger("dora_sam2")
+from .loading import is_sam3
+from .precision import Precision
 
 # Objects per mask-decoder call: the decoder's working memory grows with the objects it holds at once
 # (about 12 MB each), so a message of a hundred boxes runs in pieces of this many.
@@ -43,27 +38,45 @@ class ImageEmbedding:
 
 
 class Sam2Backend:
-    def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str, finder=None):
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, name: str):
         self.model = model
-        self.device = device
+        self.precision = Precision(device, dtype)  # a SAM 3 checkpoint's finder shares it
         self.name = name
         self.input_size = int(model.config.prompt_encoder_config.image_size)
         sam3 = is_sam3(model.config)
         self.normalisation = processing.SAM3_NORMALISATION if sam3 else (processing.PIXEL_MEAN, processing.PIXEL_STD)
-        self.finder = finder  # sam3.Sam3Finder: what reads words, on SAM 3 checkpoints only
-        self._use_dtype(dtype)
+        self._in_dtype: tuple[torch.dtype, torch.Tensor, torch.nn.Module] | None = None  # see _dtype_bound
 
-    def _use_dtype(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-        if self.finder is not None:
-            self.finder.dtype = dtype
-        with torch.inference_mode():  # depends on the weights only: computed once, not per prompt
-            self.image_pe = self.model.get_image_wide_positional_embeddings().to(dtype)
-        # Under autocast every large add in the decoder mixes fp32 and bf16 and every layer casts the
-        # per-object image copies: a decoder that is in the fast dtype throughout skips both (4 M
-        # parameters, copied once). The encoder stays under autocast, which is faster there.
-        decoder = self.model.mask_decoder
-        self.decoder = decoder if dtype == torch.float32 else _copy_in_dtype(decoder, dtype)
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.precision.dtype
+
+    @property
+    def image_pe(self) -> torch.Tensor:
+        """The image-wide positional embedding, in the dtype: it depends on the weights only, so it is
+        computed once per dtype, not per prompt."""
+        return self._dtype_bound()[1]
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The mask decoder in the dtype throughout. Under autocast every large add in the decoder mixes fp32
+        and bf16 and every layer casts the per-object image copies: a decoder in the fast dtype skips both
+        (4 M parameters, copied once per dtype). The encoder stays under autocast, which is faster there."""
+        return self._dtype_bound()[2]
+
+    def _dtype_bound(self) -> tuple[torch.dtype, torch.Tensor, torch.nn.Module]:
+        """What follows the dtype, made again when the precision changed it (measuring, a fall back)."""
+        dtype = self.precision.dtype
+        if self._in_dtype is None or self._in_dtype[0] != dtype:
+            with torch.inference_mode():
+                image_pe = self.model.get_image_wide_positional_embeddings().to(dtype)
+            decoder = self.model.mask_decoder
+            self._in_dtype = (dtype, image_pe, decoder if dtype == torch.float32 else _copy_in_dtype(decoder, dtype))
+        return self._in_dtype
 
     def choose_dtype_by_measuring(self, candidates=(torch.float32, torch.bfloat16), repeats: int = 2,
                                   clock=time.perf_counter) -> dict[torch.dtype, float]:
@@ -77,7 +90,7 @@ class Sam2Backend:
         frame = Frame("dtype", np.full((self.input_size, self.input_size, 3), 127, np.uint8), None, "rgb8")
         seconds, embeddings = {}, {}
         for dtype in candidates:
-            self._use_dtype(dtype)
+            self.precision.use(dtype)
             embeddings[dtype] = self.encode(frame)
             runs = []
             for _ in range(repeats):
@@ -86,7 +99,7 @@ class Sam2Backend:
                 runs.append(clock() - started)
             seconds[dtype] = min(runs)
         kept = min(seconds, key=seconds.get)
-        self._use_dtype(kept)
+        self.precision.use(kept)
         self._measured_embedding = (kept, embeddings[kept])
         return seconds
 
@@ -94,43 +107,22 @@ class Sam2Backend:
 
     def keep_dtype(self, dtype: torch.dtype) -> None:
         """The dtype an earlier measurement on this machine chose (choices.py), without measuring."""
-        self._use_dtype(dtype)
+        self.precision.use(dtype)
 
     def fall_back_to_float32(self) -> bool:
-        """After float16 gave NaN or infinity (its range ends at 65504; bf16's does not): the rest of the
-        run in float32, said once. False when the model is not in float16, where a retry would not help."""
-        if self.dtype != torch.float16:
-            return False
-        log.warning("float16 overflowed (NaN or infinite outputs) on %s: running in float32 from now on. "
-                    "Set DTYPE=float32 to start that way.", self.device)
-        self._use_dtype(torch.float32)
-        return True
+        """After a float16 overflow: this checkpoint's models in float32 (said once); False where that
+        would not help."""
+        return self.precision.fall_back_to_float32()
+
+    def autocast(self):
+        return self.precision.autocast()
 
     @classmethod
-    def load(cls, source: str, *, video: bool = False, device: str = "auto", dtype: str = "auto",
-             image_size: int = 0, threads: int = 0, compile: bool = False) -> "Sam2Backend":
-        """A checkpoint (hub id or directory) on `device` in `dtype` ("auto": the fastest this device
-        has); `video` loads it with its memory modules, for tracking. `image_size` 0 keeps the
-        checkpoint's input size; `threads` 0 uses the cores this process may run on."""
-        device = resolve_device(device)
-        dtype = resolve_dtype(dtype, device)
-        if device.type == "cpu":
-            # torch's default is every core of the machine, which oversubscribes a pinned container
-            torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-        started = time.perf_counter()
-        model = load_sam2(source, video, image_size).to(device).eval()
-        finder = _sam3_finder(source, image_size, model, device, dtype) if is_sam3(model.config) else None
-        if compile:
-            # The encoder is ~95% of a frame's cost and sees one fixed input shape: compile it alone.
-            model.vision_encoder = torch.compile(model.vision_encoder, dynamic=False)
-        self = cls(model, device, dtype, source, finder)
-        log.info(
-            "model %s at %dx%d on %s (%d threads), %s%s, loaded in %.1f s",
-            source, self.input_size, self.input_size, device, torch.get_num_threads(),
-            str(dtype).removeprefix("torch."), ", compiled encoder" if compile else "",
-            time.perf_counter() - started,
-        )
-        return self
+    def load(cls, source: str, **options) -> "Sam2Backend":
+        """This model alone, without a SAM 3 checkpoint's finder: loading.load_checkpoint's options."""
+        from .loading import load_checkpoint
+
+        return load_checkpoint(source, finder=False, **options).model
 
     # -- what the engine calls: encode a frame, then decode its prompts and postprocess (predict: both)
 
@@ -207,24 +199,7 @@ class Sam2Backend:
         else:
             embedding = self.encode(frame)
         self.predict(embedding, box)
-        if self.finder is not None:
-            self.finder.find(frame, Phrases(("object",)), min_score=1.0, limit=1)
         return time.perf_counter() - started
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-
-def _sam3_finder(source: str, image_size: int, tracker, device: torch.device, dtype: torch.dtype):
-    """SAM 3's detector beside its tracker, the two reading one ViT."""
-    from .sam3 import Sam3Finder, share_vit
-
-    detector, tokenizer = load_sam3_detector(source, image_size)
-    detector = detector.to(device).eval()
-    share_vit(detector, tracker)
-    return Sam3Finder(detector, tokenizer, device, dtype)
 
 
 def _copy_in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -13,9 +13,10 @@ from .devices import cpu_has_fast_bf16, resolve_dtype
 from .domain import Frame, InputError, Masks, Phrases
 from .engine import Segmenter
 from .joining import join_dataflow
-from .loading import ModelLoadError
+from .loading import ModelLoadError, load_checkpoint
 from .model import Sam2Backend
 from .phrases import PhraseSearch
+from .sam3 import Sam3Finder
 from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings
 from .stats import Stages, Stats
@@ -34,11 +35,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2: %(message)s", stream=sys.stderr)
     try:
         settings = Settings.from_env()
-        model = Sam2Backend.load(settings.model, video=settings.mode == "track", device=settings.device,
-                                 dtype=settings.dtype, image_size=settings.image_size, threads=settings.threads,
-                                 compile=settings.compile)
+        checkpoint = load_checkpoint(settings.model, video=settings.mode == "track", device=settings.device,
+                                     dtype=settings.dtype, image_size=settings.image_size, threads=settings.threads,
+                                     compile=settings.compile)
+        model = checkpoint.model
         stages = Stages()  # the finder's stage times and the engine's or tracker's, in one stats line
-        search = phrase_search(settings, model, stages)
+        search = phrase_search(settings, checkpoint.finder, stages)
     except (ConfigError, ModelLoadError) as error:
         log.error("%s", error)
         sys.exit(1)
@@ -47,7 +49,7 @@ def main() -> None:
         if settings.dtype == "auto" and model.device.type == "cpu" and cpu_has_fast_bf16():
             measured = _measure_dtype(model, settings)
         what = "decode (the measuring's encodes were its first encode)" if measured else "first encode + decode"
-        log.info("warm-up: %s took %.2f s", what, model.warmup())
+        log.info("warm-up: %s took %.2f s", what, checkpoint.warmup())
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
     # can answer: no frames pile up while weights load.
@@ -84,10 +86,10 @@ def _measure_dtype(model: Sam2Backend, settings: Settings) -> bool:
     return True
 
 
-def phrase_search(settings: Settings, model: Sam2Backend, stages: Stages | None = None) -> PhraseSearch:
-    """The phrases to find (TEXT, then the `text` input) and SAM 3's finder, timed into `stages`; ConfigError
-    for TEXT on a model that cannot read words."""
-    search = PhraseSearch(model.finder, settings.model, min_score=settings.phrase_min_score,
+def phrase_search(settings: Settings, finder: Sam3Finder | None, stages: Stages | None = None) -> PhraseSearch:
+    """The phrases to find (TEXT, then the `text` input) and SAM 3's finder (None for a model that cannot
+    read words), timed into `stages`; ConfigError for TEXT without a finder."""
+    search = PhraseSearch(finder, settings.model, min_score=settings.phrase_min_score,
                           limit=settings.max_objects, stages=stages)
     try:
         search.use(Phrases(settings.text), input_id="TEXT")

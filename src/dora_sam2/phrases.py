@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from .domain import Frame, InputError, Masks, Phrases, Prompt
+from .precision import retried_in_float32
 from .stats import Stages
 from .throttle import Throttle
 
@@ -66,9 +67,11 @@ class PhraseSearch:
         return found if seen.all() else found[seen]  # all seen, as is usual: the masks are not copied
 
     def found(self, frame: Frame) -> Masks:
-        """Every instance: its mask, labelled by its phrase, with SAM 3's score and box."""
+        """Every instance: its mask, labelled by its phrase, with SAM 3's score and box. Where float16
+        overflowed, found again in float32 (the finder forgets what it kept in float16)."""
         with self.stages.time("find"):
-            return self.finder.find(frame, self.phrases, self.min_score, self.limit)
+            return retried_in_float32(lambda: self.finder.find(frame, self.phrases, self.min_score, self.limit),
+                                      self.finder.fall_back_to_float32)
 
     def detections(self, frame: Frame) -> Prompt:
         """The instances as a detector's round for the tracker: their boxes, labelled by phrase."""

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .precision import check_finite
+
 # SAM2's input normalisation (ImageNet statistics), applied after scaling pixels to [0, 1].
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -53,7 +55,5 @@ def to_frame(logits: torch.Tensor, scores: torch.Tensor, width: int, height: int
     Raises FloatingPointError when the model produced NaN or infinity (fp16 overflow, a broken
     checkpoint): checked here, once, so the device is waited for once."""
     masks = upsample(logits, width, height)
-    finite = torch.isfinite(logits).all() & torch.isfinite(scores).all()
-    if not bool(finite.cpu()):
-        raise FloatingPointError("the model produced NaN or infinite outputs")
+    check_finite("the model", logits, scores)
     return masks.cpu().numpy(), scores.float().cpu().numpy(), *(t.cpu().numpy() for t in extra)

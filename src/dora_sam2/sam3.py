@@ -11,7 +11,6 @@ tests/test_sam3.py holds `Sam3Finder` to `Sam3Model` with `Sam3Processor`'s post
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from . import processing
 from .domain import Frame, Masks, Phrases
 from .last_computed import LastComputed
+from .precision import Precision, check_finite
 from .settings import FixedLimits
 
 # SAM 3's text encoder reads 32 tokens (its processor pads and cuts every phrase to that length).
@@ -31,17 +31,18 @@ MASK_THRESHOLD = 0.5
 
 class SharedViT(torch.nn.Module):
     """SAM 3's ViT, shared by its detector and its tracker: the last frame's output is kept, so on a frame
-    both read (a detection round in track mode) the 450 M-parameter encoder runs once. The same pixels give
-    the same output; they are compared, not assumed (a check of one image, beside a ViT over it)."""
+    both read (a detection round in track mode) the 450 M-parameter encoder runs once. The same pixels under
+    the same autocast give the same output; they are compared, not assumed (a check of one image, beside a
+    ViT over it), and after a fall back to float32 the frame is computed again."""
 
     def __init__(self, vit: torch.nn.Module):
         super().__init__()
         self.vit = vit
-        self._last: LastComputed[torch.Tensor, object] = LastComputed(same=_same)
+        self._last: LastComputed[tuple, object] = LastComputed(same=_same)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs):
         if not kwargs:
-            return self._last.get(pixel_values, lambda: self.vit(pixel_values))
+            return self._last.get((_autocast_dtype(pixel_values.device), pixel_values), lambda: self.vit(pixel_values))
         out = self.vit(pixel_values, **kwargs)  # other outputs asked for (hidden states, attentions): not kept
         self._last.clear()
         return out
@@ -50,7 +51,15 @@ class SharedViT(torch.nn.Module):
         return self.vit.get_input_embeddings()
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+def _same(key: tuple, other: tuple) -> bool:
+    """Two (autocast dtype, pixels) keys: the same computation."""
+    (dtype, a), (other_dtype, b) = key, other
+    if dtype != other_dtype:
+        return False
     if a is b:
         return True
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
@@ -72,14 +81,28 @@ def share_vit(detector, tracker) -> None:
 class Sam3Finder:
     """Frames and phrases in, every instance out: `find(frame, phrases)`."""
 
-    def __init__(self, detector, tokenizer, device: torch.device, dtype: torch.dtype):
+    def __init__(self, detector, tokenizer, precision: Precision):
         self.detector = detector
         self.tokenizer = tokenizer
-        self.device = device
-        self.dtype = dtype
+        self.precision = precision  # the tracker's: the two read one ViT
         self.input_size = int(detector.config.vision_config.image_size)
         self._texts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._vision: LastComputed[Frame, object] = LastComputed()  # the last frame's encoder output
+        self._kept_dtype = precision.dtype  # what the kept texts and frame were computed in
+
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
+
+    def fall_back_to_float32(self) -> bool:
+        """After a float16 overflow: this checkpoint's models in float32 (said once); False where that
+        would not help."""
+        return self.precision.fall_back_to_float32()
+
+    def warmup(self, width: int = 640, height: int = 480) -> None:
+        """One find on a grey frame, so the first real one does not pay for lazy initialisation."""
+        self.find(Frame("warmup", np.full((height, width, 3), 127, np.uint8), None, "rgb8"), Phrases(("object",)),
+                  min_score=1.0, limit=1)
 
     @property
     def reads_exemplars(self) -> bool:
@@ -107,13 +130,14 @@ class Sam3Finder:
 
     def text_embedding(self, phrase: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 32, C) projected text features and their (1, 32) attention mask, kept per phrase."""
+        self._follow_precision()
         if phrase in self._texts:
             self._texts.move_to_end(phrase)
             return self._texts[phrase]
         tokens = self.tokenizer([phrase], padding="max_length", max_length=TEXT_TOKENS, truncation=True,
                                 return_tensors="pt")
         ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-        with self.autocast():
+        with self.precision.autocast():
             features = self.detector.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         self._texts[phrase] = (features, mask)
         while len(self._texts) > FixedLimits.TEXT_EMBEDDINGS_KEPT:
@@ -121,10 +145,18 @@ class Sam3Finder:
         return self._texts[phrase]
 
     def _encode(self, frame: Frame):
+        self._follow_precision()
         return self._vision.get(frame, lambda: self._vision_features(frame.rgb))
 
+    def _follow_precision(self) -> None:
+        """What was kept in another dtype (before a fall back to float32) is computed again."""
+        if self._kept_dtype != self.precision.dtype:
+            self._texts.clear()
+            self._vision.clear()
+            self._kept_dtype = self.precision.dtype
+
     def _vision_features(self, rgb: np.ndarray):
-        with self.autocast():
+        with self.precision.autocast():
             return self.detector.get_vision_features(pixel_values=self.preprocess(rgb))
 
     def _exemplars(self, phrases: Phrases, frame: Frame) -> dict:
@@ -146,7 +178,7 @@ class Sam3Finder:
         outputs = []
         for phrase in phrases.texts:
             features, mask = self.text_embedding(phrase)
-            with self.autocast():
+            with self.precision.autocast():
                 outputs.append(self.detector(vision_embeds=vision, text_embeds=_PooledText(features),
                                              attention_mask=mask, **exemplars))
         return outputs
@@ -165,15 +197,8 @@ class Sam3Finder:
         masks = probabilities > MASK_THRESHOLD
         scale = torch.tensor([frame.width, frame.height] * 2, dtype=torch.float32, device=scores.device)
         boxes = out.pred_boxes[0][keep].float() * scale
-        finite = torch.isfinite(scores).all() & torch.isfinite(boxes).all()
-        if not bool(finite.cpu()):
-            raise FloatingPointError("SAM 3 produced NaN or infinite outputs")
+        check_finite("SAM 3", scores, boxes)
         return masks.cpu().numpy(), scores[keep].cpu().numpy(), boxes.cpu().numpy()
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
 class _PooledText:
