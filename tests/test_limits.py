@@ -74,7 +74,7 @@ def test_10000_made_up_cameras_in_prompts_hold_at_most_max_cameras_queues():
     for i in range(10_000):
         list(scheduler.handle([Prompt.from_boxes("bbox", box, image_id=f"cam{i}"),
                                Prompt.from_points("points", np.array([[3, 3]], np.float32), [1], image_id=f"cam{i}")]))
-    assert len(scheduler._detections) <= 4 and len(scheduler._clicks) <= 4
+    assert len(scheduler._detections.cameras) <= 4 and len(scheduler._clicks) <= 4
 
 
 def test_clicks_waiting_for_a_camera_are_bounded():

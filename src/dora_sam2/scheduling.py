@@ -29,7 +29,7 @@ from .routing import camera_of
 from .settings import FixedLimits, Limits
 from .stats import Stats
 from .throttle import Throttle
-from .timeline import is_newer
+from .timeline import AwaitingFrames
 from .tracking import Tracker
 
 log = logging.getLogger("dora_sam2")
@@ -208,7 +208,9 @@ class TrackScheduler:
         self._say = Throttle(log)
         self.trackers: dict[str, Tracker] = {}
         self._ids = itertools.count(1)  # shared, so an id names one object across cameras
-        self._detections: dict[str, list[Prompt]] = {}  # per camera, in order, until their frames are here
+        # per camera, in order, until their frames are here
+        self._detections: AwaitingFrames[Prompt] = AwaitingFrames(FixedLimits.DETECTIONS_WAITING,
+                                                                 FixedLimits.DETECTIONS_WAITING * limits.max_cameras)
         self._clicks: dict[str, list[Prompt]] = {}  # per camera, all of them, in order
 
     def handle(self, items: Iterable) -> Iterator[Answer]:
@@ -245,7 +247,7 @@ class TrackScheduler:
         """Drop every track, and prompts not yet applied: what comes after the reset starts afresh."""
         for tracker in self.trackers.values():
             tracker.reset()
-        self._detections.clear()
+        self._detections.drain()
         self._clicks.clear()
 
     def remove(self, track_ids: tuple[int, ...]) -> None:
@@ -301,11 +303,9 @@ class TrackScheduler:
     def _due_detections(self, frame: Frame) -> Prompt | None:
         """The newest detection set computed on this frame or before; later ones wait for their frames.
         A detector's set says where everything is: older due sets are superseded, and counted."""
-        waiting = self._detections.get(frame.image_id, [])
-        due = [d for d in waiting if not is_newer(d.timestamp, frame.timestamp)]
-        self._detections[frame.image_id] = [d for d in waiting if is_newer(d.timestamp, frame.timestamp)]
+        due = self._detections.due(frame.image_id, frame.timestamp)
         self.stats.skipped += max(len(due) - 1, 0)
-        return due[-1] if due else None
+        return due[-1][1] if due else None
 
     def _queue(self, prompt: Prompt) -> None:
         try:
@@ -313,16 +313,19 @@ class TrackScheduler:
         except InputError as error:
             self._say.warning(prompt.input_id, "%s", error)
             return
-        queues, bound = ((self._detections, FixedLimits.DETECTIONS_WAITING) if prompt.input_id in BOX_INPUTS
-                         else (self._clicks, self.limits.max_clicks))
-        if camera not in queues and len(queues) >= self.limits.max_cameras:
+        detection = prompt.input_id in BOX_INPUTS
+        cameras = self._detections.cameras if detection else self._clicks.keys()
+        if camera not in cameras and len(cameras) >= self.limits.max_cameras:
             self._say.warning("max_cameras", "input '%s': image_id %r would be camera number %d, over "
-                              "MAX_CAMERAS=%d: dropped", prompt.input_id, camera[:60], len(queues) + 1,
+                              "MAX_CAMERAS=%d: dropped", prompt.input_id, camera[:60], len(cameras) + 1,
                               self.limits.max_cameras)
             return
-        waiting = queues.setdefault(camera, [])
+        if detection:  # their camera has stalled: keep the newest
+            self.stats.skipped += len(self._detections.add(camera, prompt.timestamp, prompt))
+            return
+        waiting = self._clicks.setdefault(camera, [])
         waiting.append(prompt)
-        if len(waiting) > bound:  # their camera has stalled: keep the newest
+        if len(waiting) > self.limits.max_clicks:  # their camera has stalled: keep the newest
             self.stats.skipped += 1
             del waiting[0]
 

@@ -44,6 +44,48 @@ class RecentByTime(Generic[T]):
         return None
 
 
+class AwaitingFrames(Generic[A]):
+    """Items that came before the frame they were computed on, per camera, oldest first, until that frame
+    comes: dora hands a node its inputs by fairness, not by arrival. At most `per_camera` of one camera
+    (that camera has stalled, or is not wired to this node) and `total` in all (an item names its camera,
+    and a sender may name thousands); beyond either, the oldest is given up."""
+
+    def __init__(self, per_camera: int, total: int):
+        self.per_camera = per_camera
+        self.total = total
+        self._items: list[tuple[str, datetime | None, A]] = []  # all cameras, oldest first
+
+    def add(self, camera: str, timestamp: datetime | None, item: A) -> list[A]:
+        """Keeps `item` until its frame; returns the items given up for it."""
+        self._items.append((camera, timestamp, item))
+        given_up = []
+        mine = [i for i, entry in enumerate(self._items) if entry[0] == camera]
+        if len(mine) > self.per_camera:
+            given_up.append(self._items.pop(mine[0])[2])
+        if len(self._items) > self.total:
+            given_up.append(self._items.pop(0)[2])
+        return given_up
+
+    def due(self, camera: str, timestamp: datetime | None) -> list[tuple[datetime | None, A]]:
+        """The camera's items stamped at `timestamp` or before (to dora's precision), taken out, oldest
+        first, with their timestamps: a frame of that camera came, and later ones wait on."""
+        due = [entry for entry in self._items if entry[0] == camera and not is_newer(entry[1], timestamp)]
+        self._items = [entry for entry in self._items if all(entry is not d for d in due)]
+        return [(stamp, item) for _, stamp, item in due]
+
+    def drain(self) -> list[A]:
+        """Every item still waiting, oldest first, taken out."""
+        items, self._items = [item for _, _, item in self._items], []
+        return items
+
+    @property
+    def cameras(self) -> set[str]:
+        return {camera for camera, _, _ in self._items}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class AnswersOnFrames(Generic[F, A]):
     """Pairs each answer (masks) with the frame it was computed on, by timestamp, per camera.
 
@@ -57,7 +99,7 @@ class AnswersOnFrames(Generic[F, A]):
         self.max_waiting = max_waiting
         self.max_cameras = max_cameras
         self._frames: dict[str, RecentByTime[F]] = {}
-        self._waiting: list[tuple[str, datetime | None, A]] = []  # all cameras, oldest first
+        self._waiting: AwaitingFrames[A] = AwaitingFrames(size, max_waiting)
 
     def frame(self, camera: str, timestamp: datetime | None, frame: F) -> list[tuple[A, F | None]]:
         if camera not in self._frames:
@@ -65,15 +107,9 @@ class AnswersOnFrames(Generic[F, A]):
                 return []  # not kept: its answers wait until they are given up
             self._frames[camera] = RecentByTime(self.size)
         self._frames[camera].add(timestamp, frame)
-        settled, waiting = [], []
-        for entry in self._waiting:
-            stamp, answer = entry[1:]
-            if entry[0] != camera or is_newer(stamp, timestamp):
-                waiting.append(entry)
-            else:  # its own frame, to dora's precision, or one that will never come now
-                settled.append((answer, frame if not is_newer(timestamp, stamp) else None))
-        self._waiting = waiting
-        return settled
+        # its own frame, to dora's precision, or a later one: its own will never come now
+        return [(answer, frame if not is_newer(timestamp, stamp) else None)
+                for stamp, answer in self._waiting.due(camera, timestamp)]
 
     def answer(self, camera: str, timestamp: datetime | None, answer: A) -> list[tuple[A, F | None]]:
         frames = self._frames.get(camera)
@@ -84,15 +120,7 @@ class AnswersOnFrames(Generic[F, A]):
             return [(answer, None)]
         if frames is None and len(self._frames) >= self.max_cameras:
             return [(answer, None)]  # a camera beyond the bound: its frames are never kept
-        self._waiting.append((camera, timestamp, answer))
-        # that camera has stalled, or is not wired to this node: give up on the oldest
-        given_up = []
-        mine = [i for i, entry in enumerate(self._waiting) if entry[0] == camera]
-        if len(mine) > self.size:
-            given_up.append(self._waiting.pop(mine[0])[2])
-        if len(self._waiting) > self.max_waiting:
-            given_up.append(self._waiting.pop(0)[2])
-        return [(answer, None) for answer in given_up]
+        return [(answer, None) for answer in self._waiting.add(camera, timestamp, answer)]
 
     @property
     def waiting(self) -> int:
@@ -134,7 +162,7 @@ class EachFrameOnce(Generic[F, A]):
         self.max_cameras = max_cameras
         self._frames: dict[str, deque[tuple[datetime | None, F]]] = {}  # per camera, unanswered, in order
         self._answered: dict[str, RecentByTime[bool]] = {}  # per camera, the newest answered timestamps
-        self._waiting: list[tuple[str, datetime | None, A]] = []  # answers before their frames, oldest first
+        self._waiting: AwaitingFrames[A] = AwaitingFrames(size, max_waiting)  # answers before their frames
 
     def frame(self, camera: str, timestamp: datetime | None, frame: F) -> Settled[F, A]:
         settled: Settled[F, A] = Settled()
@@ -143,9 +171,7 @@ class EachFrameOnce(Generic[F, A]):
                 settled.pushed_out.append(frame)  # a camera beyond the bound: nothing of it is kept
                 return settled
             self._frames[camera], self._answered[camera] = deque(), RecentByTime(self.size)
-        early = [entry for entry in self._waiting if entry[0] == camera and not is_newer(entry[1], timestamp)]
-        self._waiting = [entry for entry in self._waiting if all(entry is not e for e in early)]
-        for _, stamp, answer in early:
+        for stamp, answer in self._waiting.due(camera, timestamp):
             if stamp is None or not is_newer(timestamp, stamp):  # its own frame, to dora's precision
                 settled.pairs.append((answer, frame))
                 self._answered[camera].add(timestamp, True)
@@ -180,30 +206,21 @@ class EachFrameOnce(Generic[F, A]):
         elif frames and not is_newer(timestamp, frames[-1][0]):
             settled.frameless.append(answer)  # its frame was let go, or never came
         else:
-            self._wait(camera, timestamp, answer, settled)
+            settled.frameless.extend(self._waiting.add(camera, timestamp, answer))
         return settled
 
     def end(self) -> Settled[F, A]:
         """The stream is over: frames still unanswered, and answers still waiting, are settled as such."""
         settled: Settled[F, A] = Settled(
             unanswered=[frame for frames in self._frames.values() for _, frame in frames],
-            frameless=[answer for _, _, answer in self._waiting])
+            frameless=self._waiting.drain())
         for frames in self._frames.values():
             frames.clear()
-        self._waiting.clear()
         return settled
 
     @property
     def unanswered(self) -> int:
         return sum(len(frames) for frames in self._frames.values())
-
-    def _wait(self, camera: str, timestamp: datetime | None, answer: A, settled: Settled[F, A]) -> None:
-        self._waiting.append((camera, timestamp, answer))
-        mine = [i for i, entry in enumerate(self._waiting) if entry[0] == camera]
-        if len(mine) > self.size:  # that camera has stalled, or is not wired to this node
-            settled.frameless.append(self._waiting.pop(mine[0])[2])
-        if len(self._waiting) > self.max_waiting:
-            settled.frameless.append(self._waiting.pop(0)[2])
 
 
 def _closest(frames, timestamp: datetime | None) -> int | None:
