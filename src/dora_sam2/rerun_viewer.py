@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import dataclasses
 import logging
 import math
 import os
@@ -115,7 +114,7 @@ class MaskLogger:
             self.say(f"{input_id} classes", f"input '{input_id}': {len(masks)} masks in one answer, over the "
                                             f"{CLASS_IDS} classes of rerun's segmentation image: the first "
                                             f"{CLASS_IDS} are drawn")
-            masks = _first(masks, CLASS_IDS)
+            masks = masks[:CLASS_IDS]
         self._settle(self._pairs.answer(masks.image_id, masks.timestamp, (input_id, masks, objects)))
 
     def _settle(self, pairs) -> None:
@@ -223,13 +222,6 @@ def class_ids(masks: Masks) -> list[int]:
 def nanoseconds(timestamp: datetime) -> int:
     """A timezone-aware time as nanoseconds since the epoch, exact to its microsecond, of any year."""
     return (timestamp - EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _first(masks: Masks, count: int) -> Masks:
-    return dataclasses.replace(
-        masks, masks=masks.masks[:count], scores=masks.scores[:count], class_names=masks.class_names[:count],
-        track_ids=None if masks.track_ids is None else masks.track_ids[:count],
-        visible=None if masks.visible is None else masks.visible[:count])
 
 
 def _shown_id(track_id: int) -> str:
