@@ -1,9 +1,12 @@
-"""Which detection is which track: box overlap and a globally optimal assignment. Pure numpy.
+"""Which detection is which track: box overlap, then distance, each assigned globally. Pure numpy.
 
 A detector that runs now and then must not mint new ids for objects already tracked. Each detection
-set is matched to the live tracks by the IoU of the detection box and the box of the track's mask;
-the assignment maximises the total IoU over all pairs at once (SciPy's Hungarian solver), so two objects
-crossing paths are not swapped the way greedy nearest-first matching swaps them.
+set is matched to the live tracks in two stages. First by overlap: the IoU of the detection box and the
+best of the track's boxes (its mask's, its last detection's, where that detection is heading), the
+assignment maximising the total IoU over all pairs at once (SciPy's Hungarian solver), so two objects
+crossing paths are not swapped the way greedy nearest-first matching swaps them. Then what overlap left
+over, by distance: an object that moved further than its size between two rounds overlaps none of its
+track's boxes, yet is still the nearest detection of its kind to that track.
 """
 
 from __future__ import annotations
@@ -21,25 +24,50 @@ class Association:
     unmatched_tracks: list[int]  # tracks no detection landed on: they go on from memory
 
 
-def associate(track_boxes, detection_boxes, min_iou: float, also=None) -> Association:
-    """Match (T, 4) track boxes to (D, 4) detection boxes, xyxy. `also`: a second (T, 4) box per track;
-    a pair overlaps by whichever of the two overlaps the detection more. A track box of NaNs matches
-    nothing; a pair overlapping less than `min_iou` is never matched."""
-    track_boxes = np.asarray(track_boxes, np.float64).reshape(-1, 4)
-    detection_boxes = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
-    iou = box_iou(track_boxes, detection_boxes)
-    if also is not None:
-        iou = np.maximum(iou, box_iou(np.asarray(also, np.float64).reshape(-1, 4), detection_boxes))
-    gain = np.where(iou >= min_iou, iou, 0.0)  # a pair below the bar is worth nothing
-    rows, cols = linear_sum_assignment(gain, maximize=True)
-    matches = [(int(t), int(d)) for t, d in zip(rows, cols) if gain[t, d] > 0]
+def associate(track_boxes, detection_boxes, min_iou: float, reach: float = 0.0, allowed=None) -> Association:
+    """Match tracks to (D, 4) detection boxes, xyxy. `track_boxes`: (T, 4), or (T, B, 4) for B boxes per
+    track, of which the one nearer the detection counts; a box of NaNs matches nothing. A pair overlapping
+    less than `min_iou` is not matched by overlap; of what is left, a pair whose centres lie within `reach`
+    times their mean box diagonal is matched by distance (0: never). `allowed`: (T, D) bool, the pairs
+    that may be matched by distance (the same label, say)."""
+    detections = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
+    tracks = np.asarray(track_boxes, np.float64)
+    tracks = tracks.reshape(len(tracks), -1, 4) if tracks.size else np.zeros((0, 1, 4))
+    shape = (len(tracks), len(detections))
+    allowed = np.ones(shape, bool) if allowed is None else np.asarray(allowed, bool).reshape(shape)
+    iou = box_iou(tracks.reshape(-1, 4), detections).reshape(*tracks.shape[:2], len(detections)).max(axis=1)
+    matches = _assign(np.where(iou >= min_iou, iou, 0.0))  # a pair below the bar is worth nothing
+    if reach > 0:
+        tracks_left = [t for t in range(len(tracks)) if t not in {t for t, _ in matches}]
+        left = [d for d in range(len(detections)) if d not in {d for _, d in matches}]
+        apart = centres_apart(tracks[tracks_left], detections[left])
+        near = (apart <= reach) & allowed[np.ix_(tracks_left, left)]
+        nearness = np.where(near, reach - apart + 1e-9, 0.0)  # the nearer, the more it is worth
+        matches += [(tracks_left[t], left[d]) for t, d in _assign(nearness)]
     matched_tracks = {t for t, _ in matches}
     matched_detections = {d for _, d in matches}
     return Association(
         matches=sorted(matches),
-        new_detections=[d for d in range(len(detection_boxes)) if d not in matched_detections],
-        unmatched_tracks=[t for t in range(len(track_boxes)) if t not in matched_tracks],
+        new_detections=[d for d in range(len(detections)) if d not in matched_detections],
+        unmatched_tracks=[t for t in range(len(tracks)) if t not in matched_tracks],
     )
+
+
+def _assign(gain: np.ndarray) -> list[tuple[int, int]]:
+    """The pairs of the assignment of greatest total gain, less those worth nothing."""
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    return [(int(t), int(d)) for t, d in zip(rows, cols) if gain[t, d] > 0]
+
+
+def centres_apart(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """(T, D): the distance of each detection's centre from the nearest of each track's (B) boxes'
+    centres, in their mean box diagonals; inf where a box is NaN or both boxes are points."""
+    t, d = tracks[:, :, None], detections[None, None]
+    centres = np.linalg.norm((t[..., :2] + t[..., 2:]) / 2 - (d[..., :2] + d[..., 2:]) / 2, axis=-1)
+    diagonals = (np.linalg.norm(t[..., 2:] - t[..., :2], axis=-1) + np.linalg.norm(d[..., 2:] - d[..., :2], axis=-1)) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        apart = centres / diagonals
+    return np.where(np.isfinite(apart), apart, np.inf).min(axis=1, initial=np.inf)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

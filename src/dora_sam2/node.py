@@ -110,7 +110,7 @@ def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats:
             return Tracker(streaming, s.max_objects, s.lost_frames, s.match_iou, ids=ids, stages=stats.stages,
                            lost_seconds=s.lost_seconds, detector_misses=s.detector_misses,
                            revive_seconds=s.revive_seconds, max_ended=s.limits.max_ended_tracks,
-                           clock_jump=s.clock_jump)
+                           clock_jump=s.clock_jump, match_reach=s.match_reach)
 
         return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections, s.limits, search,
                               s.detect_seconds)

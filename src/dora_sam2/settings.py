@@ -106,6 +106,7 @@ class Settings:
     lost_seconds: float | None = 3.0  # track mode: a track SAM2 has not seen for this long (camera time) ends
     lost_frames: int | None = None  # track mode, the older setting: ... for this many answered frames
     match_iou: float = 0.3  # track mode: least overlap of a detection and a track's box to be that track
+    match_reach: float = 2.0  # track mode: ... else how near (box diagonals), with its label, it may be; 0 = off
     detector_misses: int = 3  # track mode: a track no detection round confirms this many times ends; 0 = off
     revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
     min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
@@ -167,6 +168,7 @@ class Settings:
             lost_seconds=lost_seconds,
             lost_frames=lost_frames,
             match_iou=match_iou,
+            match_reach=float_setting(env, "MATCH_REACH", cls.match_reach, minimum=0.0),
             detector_misses=int_setting(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
             revive_seconds=float_setting(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
             min_confidence=min_confidence,

@@ -75,6 +75,20 @@ class Track:
     lost_frames: int = 0  # consecutive frames SAM2 has not seen it
     misses: int = 0  # consecutive detection rounds that did not confirm it
     click_object: int | None = None  # the click page's object index, when a person prompted it
+    detected_at: float | None = None  # the camera's steady time of its last detection
+    velocity: np.ndarray | None = None  # xyxy per second, between its last two detections
+
+    def heading(self, now: float) -> np.ndarray:
+        """Where its last detection would be now, had it gone on as between the two before: an object
+        that moved further than its size between two rounds overlaps this, not its old box."""
+        if self.velocity is None or self.detected_at is None:
+            return self.prompt_box
+        return self.prompt_box + self.velocity * (now - self.detected_at)
+
+    def detected(self, box: np.ndarray, now: float) -> None:
+        if self.detected_at is not None and now > self.detected_at:
+            self.velocity = (box - self.prompt_box) / (now - self.detected_at)
+        self.prompt_box, self.detected_at, self.misses = np.asarray(box, np.float64), now, 0
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ class Tracker:
     def __init__(self, model: StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
                  match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
                  lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0,
-                 max_ended: int = 64, clock_jump: float = 60.0):
+                 max_ended: int = 64, clock_jump: float = 60.0, match_reach: float = 2.0):
         self.model = model
         self.max_objects = max_objects
         self.lost_frames = lost_frames if lost_seconds is None else None
@@ -122,6 +136,7 @@ class Tracker:
         self.revive_seconds = revive_seconds
         self.max_ended = max_ended  # ended tracks remembered for revival: the newest are kept
         self.match_iou = match_iou
+        self.match_reach = match_reach  # how far (in box diagonals) a detection overlapping no track may lie from one
         self.tracks: list[Track] = []
         self.stages = stages if stages is not None else Stages()
         self.started = self.ended = self.revived = 0
@@ -220,17 +235,20 @@ class Tracker:
         else a new track. Tracks the round leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
-        found = associate([t.box for t in live], boxes, self.match_iou, also=[t.prompt_box for t in live])
+        names = detections.class_names
+        found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, self.match_iou,
+                          self.match_reach, [[_same_kind(t.class_name, name) for name in names] for t in live])
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
-            track.prompt_box, track.misses = boxes[d].astype(np.float64), 0
+            track.detected(boxes[d], self.clock.now)
             plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
         if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
             self._count_misses(plan, [track for i, track in enumerate(live) if i not in {t for t, _ in found.matches}])
         for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections])):
             track = track or self._start(plan, detections.class_names[d], boxes[d])
             if track is not None:
+                track.detected(boxes[d], self.clock.now)
                 plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
 
     def _count_misses(self, plan: _Plan, unmatched: list[Track]) -> None:
@@ -356,6 +374,12 @@ class Tracker:
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
                      track_ids=tuple(t.track_id for t in self.tracks), visible=visible)
+
+
+def _same_kind(track_label: str, detection_label: str) -> bool:
+    """Whether a detection may be matched to a track by distance alone: by overlap a detector may rename
+    what it sees, but a track and a detection further apart need the same label (or either none)."""
+    return not track_label or not detection_label or track_label == detection_label
 
 
 def _clicked_track(tracks: list[Track], points, point_labels, click_object) -> Track | None:
