@@ -139,7 +139,7 @@ class Clip:
 
 
 def make_clips(args) -> list[Clip]:
-    from dora_sam2.world import Footage, Format, SCENARIOS, frames
+    from dora_sam2.world import Footage, Format, SCENARIOS
 
     width, height = args.size
     fmt = Format(width, height, fps=args.fps, frames=args.frames)
@@ -152,14 +152,21 @@ def make_clips(args) -> list[Clip]:
             scene = SCENARIOS[scenario]((args.seed, index), fmt, name=f"{scenario}-{args.seed}-{index:04d}", **extra)
         except ValueError as error:  # the builders say what the clips are too short for
             raise Unusable(f"--scenarios {scenario}: {error}; give more --frames or leave it out") from None
-        kept = [TruthFrame(f.rgb, f.ids, tuple(o.track_id for o in f.objects), tuple(o.label for o in f.objects),
-                           tuple(o.silhouette is None for o in f.objects)) for f in frames(scene, footage)]
-        events: dict[str, int] = {}
-        for event in scene.events:
-            events[event.kind] = events.get(event.kind, 0) + 1
-        clips.append(Clip(scene.name, fmt.fps, kept, events, args.min_area))
-        log.info("clip %s: %d objects, events %s", scene.name, len(scene.objects), events or "none")
+        clips.append(clip_of(scene, fmt, footage, args.min_area))
+        log.info("clip %s: %d objects, events %s", scene.name, len(scene.objects), clips[-1].events or "none")
     return clips
+
+
+def clip_of(scene, fmt, footage, min_area: int) -> Clip:
+    """A world scene rendered, with what is true of each frame."""
+    from dora_sam2.world import frames
+
+    kept = [TruthFrame(f.rgb, f.ids, tuple(o.track_id for o in f.objects), tuple(o.label for o in f.objects),
+                       tuple(o.silhouette is None for o in f.objects)) for f in frames(scene, footage)]
+    events: dict[str, int] = {}
+    for event in scene.events:
+        events[event.kind] = events.get(event.kind, 0) + 1
+    return Clip(scene.name, fmt.fps, kept, events, min_area)
 
 
 def event_arguments(scenario: str, seed: tuple[int, int]) -> dict:
