@@ -29,14 +29,15 @@ def associate(track_boxes, detection_boxes, min_iou: float, reach: float = 0.0, 
     track, of which the one nearer the detection counts; a box of NaNs matches nothing. A pair overlapping
     less than `min_iou` is not matched by overlap; of what is left, a pair whose centres lie within `reach`
     times their mean box diagonal is matched by distance (0: never). `allowed`: (T, D) bool, the pairs
-    that may be matched by distance (the same label, say)."""
+    that may be matched by distance (the same label, say), and that overlap matches before the others."""
     detections = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     tracks = np.asarray(track_boxes, np.float64)
     tracks = tracks.reshape(len(tracks), -1, 4) if tracks.size else np.zeros((0, 1, 4))
     shape = (len(tracks), len(detections))
     allowed = np.ones(shape, bool) if allowed is None else np.asarray(allowed, bool).reshape(shape)
     iou = box_iou(tracks.reshape(-1, 4), detections).reshape(*tracks.shape[:2], len(detections)).max(axis=1)
-    matches = _assign(np.where(iou >= min_iou, iou, 0.0))  # a pair below the bar is worth nothing
+    # a pair below the bar is worth nothing; of those above it, a pair that `allowed` holds comes first
+    matches = _assign(np.where((iou >= min_iou) & (iou > 0), iou + allowed, 0.0))
     if reach > 0:
         tracks_left = [t for t in range(len(tracks)) if t not in {t for t, _ in matches}]
         left = [d for d in range(len(detections)) if d not in {d for _, d in matches}]

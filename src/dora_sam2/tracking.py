@@ -97,7 +97,7 @@ class _Ended:
 
     track_id: int
     class_name: str
-    box: np.ndarray
+    boxes: list[np.ndarray]  # its mask's, its last detection's, where that was heading: matched as a live track's
     at: float  # the camera's steady time
 
 
@@ -229,10 +229,10 @@ class Tracker:
         return plan
 
     def _plan_detection_round(self, plan: _Plan, detections: Prompt) -> None:
-        """A detector's round, all it decides: each detection to the live track it overlaps best (by the
-        track's mask box or its last prompt box, whichever overlaps more, so a poor mask does not duplicate
-        its object), which takes the detection's label; else to a track that ended lately, which comes back;
-        else a new track. Tracks the round leaves unconfirmed count a miss, and end at `detector_misses`."""
+        """A detector's round, all it decides: each detection to a live track (association.associate: by
+        overlap with the track's mask box, last detection box or where that is heading, a track of its label
+        first; else the nearest of its label within `match_reach`), which takes the detection's label; else,
+        the same way, to a track that ended lately, which comes back; else a new track. Tracks the round leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         names = detections.class_names
@@ -245,7 +245,8 @@ class Tracker:
             plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
         if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
             self._count_misses(plan, [track for i, track in enumerate(live) if i not in {t for t, _ in found.matches}])
-        for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections])):
+        for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections],
+                                                           [names[d] for d in found.new_detections])):
             track = track or self._start(plan, detections.class_names[d], boxes[d])
             if track is not None:
                 track.detected(boxes[d], self.clock.now)
@@ -262,13 +263,14 @@ class Tracker:
             plan.unconfirmed = [t for t in plan.tracks if t.misses >= self.detector_misses]
             plan.tracks = [t for t in plan.tracks if t not in plan.unconfirmed]
 
-    def _revive(self, plan: _Plan, boxes: list[np.ndarray]) -> list[Track | None]:
+    def _revive(self, plan: _Plan, boxes: list[np.ndarray], names: list[str]) -> list[Track | None]:
         """Per new detection, the lately ended track it lands on (its id and label back, its memory anew
         from the detection), or None. Each ended track comes back once, to the detection it overlaps most."""
         revived: list[Track | None] = [None] * len(boxes)
         if not boxes or not plan.remembered:
             return revived
-        found = associate([e.box for e in plan.remembered], np.asarray(boxes), self.match_iou)
+        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), self.match_iou, self.match_reach,
+                          [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered])
         for e, d in found.matches:
             ended = plan.remembered[e]
             track = self._start(plan, ended.class_name, boxes[d], track_id=ended.track_id)
@@ -364,7 +366,8 @@ class Tracker:
         self.ended += len(tracks)
         self.tracks = [t for t in self.tracks if t not in tracks]
         if self.revive_seconds > 0:
-            self._ended += [_Ended(t.track_id, t.class_name, t.box, self.clock.now) for t in tracks]
+            self._ended += [_Ended(t.track_id, t.class_name, [t.box, t.prompt_box, t.heading(self.clock.now)],
+                                   self.clock.now) for t in tracks]
             del self._ended[:max(len(self._ended) - self.max_ended, 0)]  # the newest are kept
 
     def _forget_ended(self) -> None:
