@@ -101,7 +101,8 @@ def test_a_round_ends_an_object_that_left_and_adds_it_when_it_enters_again(model
     ended_by = (last // DETECT_EVERY + 1 + 3) * DETECT_EVERY  # the third round without it (DETECTOR_MISSES=3)
     assert ended_by < back  # the clip leaves it out long enough to judge
     assert all(first_id not in answered[t] for t in range(ended_by, len(clip.frames))), answered
-    assert later_id != first_id and all(later_id in answered[t] for t in range(min(t for t in rounds if t > back and 1 in rounds[t]), len(clip.frames)))
+    seen_again = min(t for t in rounds if t > back and 1 in rounds[t])  # the first round with it back
+    assert later_id != first_id and all(later_id in answered[t] for t in range(seen_again, len(clip.frames)))
     assert all(len(set(ids_of(rounds, obj))) == 1 for obj in objects_of(clip) if obj != 1), rounds
 
 
