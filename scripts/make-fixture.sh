@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remakes the trained fixture, models/world-sam2: a small SAM 2 trained from random weights on the
-# synthetic world (seed 0), in about 25 minutes of one CPU core (one thread: it shares the machine well). Quality is measured on other seeds
+# synthetic world (seed 0), in about 110 minutes of one CPU core (one thread: it shares the machine well). Quality is measured on other seeds
 # (benchmarks/quality.py). Usage: scripts/make-fixture.sh [OUT]  (default models/world-sam2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ world crossing crossing 40 60
 world exit exit-and-return 30 90
 world validation random 8 30 1000  # held out: watched at each checkpoint, never trained on
 train=out/fixture-train
-"$bin/dora-sam2-train" "$train" --new micro --seed 0 --minutes 25 --focus-steps 1000 --learning-rate 3e-4 --video-after 0.5 --checkpoint-minutes 10 --threads 1 \
+"$bin/dora-sam2-train" "$train" --new micro --seed 0 --minutes 110 --focus-steps 1000 --learning-rate 3e-4 --video-after 0.5 --checkpoint-minutes 10 --threads 1 \
     --val "$data/validation" \
     --data "$data/random" --data "$data/occlusion" --data "$data/crossing" --data "$data/exit" \
     $( [ -f "$train/training-state.pt" ] && echo --resume )

@@ -33,10 +33,10 @@ def models():
     return quality.Models(str(FIXTURE))
 
 
-BASE = quality.Setting("base", (("DTYPE", "float32"),))
-# The fixture measures box mIoU 0.41 and J&F 0.32 on the quality benchmark's clips (its card); random
+BASE = quality.Setting("base", (("DTYPE", "float32"), ("THREADS", "1")))  # one thread: the figures do not depend on it, and two wait on each other beside other work
+# The fixture measures box mIoU 0.64 and J&F 0.38 on these clips (0.67 and 0.40 on the benchmark's four); random
 # weights measure 0.01-0.02 on both.
-BOX_FLOOR, JF_FLOOR = 0.25, 0.15
+BOX_FLOOR, JF_FLOOR = 0.45, 0.25
 
 
 def test_the_fixture_is_small_and_says_how_it_was_made():
@@ -53,7 +53,7 @@ def test_a_box_gives_a_mask_that_fits_the_object(models):
 
 
 def track(models, clip, detect_every=10, **settings):
-    setting = quality.Setting("t", tuple(sorted({"DTYPE": "float32", **settings}.items())))
+    setting = quality.Setting("t", tuple(sorted({"DTYPE": "float32", "THREADS": "1", **settings}.items())))
     scorer = quality.ClipScorer(clip, detect_every)
     for t, answer, seconds in quality.ours(clip, models, setting, detect_every):
         scorer.add(t, answer, seconds)
