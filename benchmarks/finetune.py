@@ -68,7 +68,7 @@ def main() -> None:
     card = json.loads(model.joinpath("README.md").read_text().split("```json\n", 1)[1].split("```", 1)[0])
     figures = {name: measure(path, work, args) for name, path in (("before", args.model), ("after", str(model)))}
     result = {"machine": machine(), "model": args.model, "seed": args.seed, "clips": args.clips,
-              "frames": args.frames, "held_out_seed": args.held_out_seed, "held_out_clips": args.held_out_clips,
+              "frames": args.frames, "label_frames": args.label_frames, "held_out_seed": args.held_out_seed, "held_out_clips": args.held_out_clips,
               "held_out_frames": args.held_out_frames, "fix_below": args.fix_below, "corrections": corrections,
               "train_command": "dora-sam2-train " + shlex.join(train[1:]).replace(str(work), "WORK"),
               "training": {k: card[k] for k in ("steps", "minutes", "last losses")}, "figures": figures,
@@ -91,9 +91,9 @@ def labelled_data(work: Path, args) -> tuple[list[Path], dict]:
     world(work / "held-out", args.held_out_seed, args.held_out_clips, args.held_out_frames, video=False)
     labelled, corrections = [], Counter()
     for clip in [c["camera"] for c in unique_cameras(work / "world")]:
-        raw = label(args.model, work / "world", clip, work / "labelled" / clip, args.threads)
+        raw = label(args.model, work / "world", clip, work / "labelled" / clip, args.label_frames, args.threads)
         fixed = work / "corrected" / clip
-        corrections.update(correct(raw, work / "world", clip, fixed, args.fix_below))
+        corrections.update(correct(raw, work / "world", clip, args.label_frames, fixed, args.fix_below))
         labelled.append(fixed)
     print(f"labelled {len(labelled)} clips; corrections: {dict(corrections)}", flush=True)
     done.write_text(json.dumps({"arguments": labelling_arguments(args), "datasets": [str(p) for p in labelled],
@@ -102,7 +102,7 @@ def labelled_data(work: Path, args) -> tuple[list[Path], dict]:
 
 
 def labelling_arguments(args) -> dict:
-    return {k: getattr(args, k) for k in ("model", "seed", "clips", "frames", "held_out_seed", "held_out_clips",
+    return {k: getattr(args, k) for k in ("model", "seed", "clips", "frames", "label_frames", "held_out_seed", "held_out_clips",
                                           "held_out_frames", "fix_below", "threads")}
 
 
@@ -121,12 +121,13 @@ def unique_cameras(dataset: Path) -> list[dict]:
     return list({i["camera"]: i for i in images if i["frame"] == 0}.values())
 
 
-def label(model: str, world_dir: Path, clip: str, out: Path, threads: int) -> Path:
-    """examples/label.yml on the clip's video with the world's boxes as the detector: the dataset written."""
+def label(model: str, world_dir: Path, clip: str, out: Path, frames: int, threads: int) -> Path:
+    """examples/label.yml on the clip's first `frames` frames with the world's boxes as the detector: the
+    dataset written."""
     run_dir = out.parent / f"{clip}-run"
     run_dir.mkdir(parents=True)
     env = {"THREADS": str(threads), "DTYPE": "float32"}  # the trainer's dtype: before and after alike
-    dataflow = write_dataflow(run_dir, world_label_flow(str(Path(model).resolve()), world_dir, clip, out, env))
+    dataflow = write_dataflow(run_dir, world_label_flow(str(Path(model).resolve()), world_dir, clip, out, env, frames))
     run = subprocess.run([str(BIN / "dora"), "run", str(dataflow)], cwd=run_dir, env=path_env(HF_HUB_OFFLINE="1"),
                          capture_output=True, text=True, timeout=3600)
     (run_dir / "dora.log").write_text(run.stdout + run.stderr)
@@ -136,14 +137,14 @@ def label(model: str, world_dir: Path, clip: str, out: Path, threads: int) -> Pa
     return out
 
 
-def correct(labelled: Path, world_dir: Path, clip: str, out: Path, fix_below: float) -> Counter:
+def correct(labelled: Path, world_dir: Path, clip: str, frames: int, out: Path, fix_below: float) -> Counter:
     """The labelled dataset with SAM 2's mistakes fixed from the world's truth, as a person would with
     clicks, written to `out` (its images linked); what was fixed, counted."""
     data = json.loads((labelled / "annotations.json").read_text())
     truth = Truth(world_dir, clip)
     images = sorted(data["images"], key=lambda i: i["id"])  # written in the clip's order, every frame
-    if len(images) != truth.frames:
-        raise SystemExit(f"{labelled} holds {len(images)} of {clip}'s {truth.frames} frames")
+    if len(images) != min(truth.frames, frames):
+        raise SystemExit(f"{labelled} holds {len(images)} frames, not the first {frames} of {clip}")
     by_image: dict[int, list[dict]] = {}
     for annotation in data["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
@@ -274,13 +275,17 @@ def measure(model: str, work: Path, args) -> dict:
     from dora_sam2.training.evaluate import box_miou
 
     backend = Sam2Backend.load(model, video=False, device="cpu", dtype="float32", threads=args.threads)
+    clips = Dataset.read(work / "world").clips
+    labelled = Dataset(tuple(c[: args.label_frames] for c in clips))
+    later = Dataset(tuple(c[args.label_frames :] for c in clips))  # the same scenes, never trained on
     held_out = quality.make_clips(argparse.Namespace(
         size=(320, 240), fps=30.0, frames=args.held_out_frames, clips=args.held_out_clips, scenarios=["random"],
         seed=args.held_out_seed, min_area=16))
     segment = quality.segment_mode(held_out, quality.Models(model).backend(
         quality.Setting("base", (("DTYPE", "float32"), ("THREADS", str(args.threads)))), video=False), every=5)
-    return {"held-out box mIoU": round(box_miou(backend, Dataset.read(work / "held-out"), EVAL_FRAMES), 4),
-            "labelled clips box mIoU": round(box_miou(backend, Dataset.read(work / "world"), EVAL_FRAMES), 4),
+    return {"held-out clips box mIoU": round(box_miou(backend, Dataset.read(work / "held-out"), EVAL_FRAMES), 4),
+            "labelled frames box mIoU": round(box_miou(backend, labelled, EVAL_FRAMES), 4),
+            "same scenes later box mIoU": round(box_miou(backend, later, EVAL_FRAMES), 4),
             "held-out box mIoU (quality.py)": round(segment["box_mIoU"], 4),
             "held-out one-click mIoU (quality.py)": round(segment["click_mIoU"], 4),
             "held-out objects (quality.py)": segment["objects"]}
@@ -290,8 +295,8 @@ def markdown(result: dict) -> str:
     c, before, after = result["corrections"], result["figures"]["before"], result["figures"]["after"]
     written = c.get("masks written", 0)
     lines = [f"Machine: {result['machine']}. Model: {result['model']}; {result['clips']} world clips of seed "
-             f"{result['seed']} ({result['frames']} frames, {SIZE}) labelled by examples/label.yml with the world's "
-             f"boxes; held out: {result['held_out_clips']} clips of seed {result['held_out_seed']} "
+             f"{result['seed']} ({result['frames']} frames, {SIZE}), the first {result['label_frames']} of each "
+             f"labelled by examples/label.yml with the world's boxes; held out: {result['held_out_clips']} clips of seed {result['held_out_seed']} "
              f"({result['held_out_frames']} frames).", "",
              f"Labelling: {written} masks written, mIoU {c.get('IoU sum', 0) / max(1, written):.3f} with the truth; "
              f"corrected (a person's clicks, simulated): {c.get('replaced by the true mask', 0)} replaced "
@@ -310,7 +315,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(ROOT / "models" / "world-sam2"), help="the checkpoint to fine-tune")
     p.add_argument("--seed", type=int, default=3000, help="the world seed of the clips labelled and trained on")
     p.add_argument("--clips", type=int, default=3)
-    p.add_argument("--frames", type=int, default=150, help="frames per labelled clip")
+    p.add_argument("--frames", type=int, default=300, help="frames per clip")
+    p.add_argument("--label-frames", type=int, default=150,
+                   help="the first frames of each clip, labelled and trained on; the rest are the same scenes later")
     p.add_argument("--held-out-seed", type=int, default=3001)
     p.add_argument("--held-out-clips", type=int, default=8)
     p.add_argument("--held-out-frames", type=int, default=60)

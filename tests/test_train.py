@@ -272,3 +272,39 @@ def test_a_new_model_reads_prompts_and_image_in_one_coordinate_frame(size):
     model = build(size)
     assert torch.equal(model.prompt_encoder.shared_embedding.positional_embedding,
                        model.shared_image_embedding.positional_embedding)
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "models" / "world-sam2"
+
+
+@pytest.mark.dataflow
+@pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(), reason="models/world-sam2 is not in this checkout")
+def test_the_users_loop_connects_label_fine_tune_deploy(tmp_path):
+    """README's loop at its smallest: a world clip labelled by examples/label.yml (the world's boxes as the
+    detector, the trained fixture as the model, dora-sam2-dataset writing), that dataset fine-tuning the
+    fixture, the result loading as MODEL= does. benchmarks/finetune.py runs it at size and measures it."""
+    from dora_sam2.domain import Frame
+    from dora_sam2.model import Sam2Backend
+    from support.dataflows import run_dataflow, world_label_flow
+
+    world, dataset, out = tmp_path / "world", tmp_path / "dataset", tmp_path / "model"
+    subprocess.run(WORLD + [str(world), "--clips", "1", "--frames", "8", "--size", "160x120", "--seed", "3",
+                            "--footage", "none", "--image-format", "jpg"], check=True, capture_output=True, timeout=120)
+    labelled = run_dataflow(tmp_path, world_label_flow(FIXTURE, world, "random-3-0000", dataset,
+                                                       {"THREADS": "1", "DTYPE": "float32"}), timeout=600)
+    assert labelled.returncode == 0, labelled.log[-4000:]
+    written = json.loads((dataset / "annotations.json").read_text())
+    assert len(written["images"]) == 8 and all("track_id" in a for a in written["annotations"])
+
+    run = train(out, "--data", dataset, "--from", FIXTURE, "--steps", "3", "--threads", "1")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "3 steps in" in run.stderr
+    assert "training the image stage only" not in run.stderr  # the writer's track ids made clips to train on
+    plan = torch.load(out / "training-state.pt", weights_only=False)["plan"]
+    assert plan["learning_rate"] == 1e-4  # README: fine-tuning's default, a tenth of training from scratch
+
+    backend = Sam2Backend.load(str(out), video=True, device="cpu", dtype="float32")
+    record = Dataset.read(dataset).clips[0][0]
+    masks, scores = backend.predict(backend.encode(Frame("f", record.rgb(), None, "rgb8")),
+                                    Prompt.from_boxes("b", np.array([[10, 10, 80, 60]])))
+    assert masks.shape == (1, 120, 160) and np.isfinite(scores).all()

@@ -114,17 +114,18 @@ def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None) -
     return _label_spec(model_dir, video, dataset, {"BOXES": json.dumps(boxes)}, sam2_env)
 
 
-def world_label_flow(model_dir, world: Path, clip: str, dataset, sam2_env: dict | None = None) -> str:
-    """examples/label.yml on a clip of the synthetic world (`dora-sam2-world`, with its video): its
-    detector is examples' world_detector.py, the world's true boxes on every frame, a detector that is
-    right; the rest as a user runs it."""
+def world_label_flow(model_dir, world: Path, clip: str, dataset, sam2_env: dict | None = None,
+                     frames: int | None = None) -> str:
+    """examples/label.yml on a clip of the synthetic world (`dora-sam2-world`, with its video), its first
+    `frames` frames (all without): its detector is examples' world_detector.py, the world's true boxes on
+    every frame, a detector that is right; the rest as a user runs it."""
     truth = {"TRUTH": str(Path(world) / "annotations.json"), "CLIP": clip, "EVERY": "1"}
     return _label_spec(model_dir, Path(world) / "videos" / f"{clip}.mp4", dataset, truth, sam2_env,
-                       detector="world_detector.py")
+                       detector="world_detector.py", camera_env={"FRAMES": str(frames)} if frames else None)
 
 
 def _label_spec(model_dir, video, dataset, detector_env: dict, sam2_env: dict | None,
-                detector: str | None = None) -> str:
+                detector: str | None = None, camera_env: dict | None = None) -> str:
     import yaml
 
     spec = yaml.safe_load((ROOT / "examples" / "label.yml").read_text())
@@ -134,7 +135,7 @@ def _label_spec(model_dir, video, dataset, detector_env: dict, sam2_env: dict | 
     for entry in nodes.values():
         if entry["path"].startswith("nodes/"):
             entry["path"] = str(EXAMPLES / entry["path"].removeprefix("nodes/"))
-    nodes["camera"]["env"]["VIDEO"] = str(video)
+    nodes["camera"]["env"].update(VIDEO=str(video), **(camera_env or {}))
     nodes["detector"]["env"] = detector_env
     nodes["sam2"]["env"].update(MODEL=str(model_dir), STATS_FILE="$OUT/stats.json", **(sam2_env or {}))
     nodes["dataset"]["env"] = {"OUT_DIR": str(dataset)}

@@ -30,6 +30,11 @@ MAX_STEPS = 10_000_000
 MAX_MINUTES = 7 * 24 * 60.0
 MAX_CLIP_FRAMES = 64  # memory for gradients grows with every frame of a clip
 MAX_OBJECTS = 64
+# The peak learning rate when --learning-rate is not given. From random weights, 1e-3. A trained model
+# fine-tuned on a few labelled clips at 1e-3 forgot what it knew (benchmarks/finetune.py: box mIoU on other
+# scenes 0.46 -> 0.36 in 5 minutes); at 1e-4 it gained nearly as much on the labelled scenes and lost far less.
+NEW_LEARNING_RATE = 1e-3
+FINE_TUNE_LEARNING_RATE = 1e-4
 
 
 def main(argv=None) -> None:
@@ -51,7 +56,7 @@ def _run(args, argv) -> int:
     from ..loading import ModelLoadError, load_sam2
     from ..random_model import build
 
-    plan = Plan(out=Path(args.out), steps=args.steps, minutes=args.minutes, learning_rate=args.learning_rate,
+    plan = Plan(out=Path(args.out), steps=args.steps, minutes=args.minutes, learning_rate=_learning_rate(args),
                 video_share=args.video_share, video_after=args.video_after, focus_steps=args.focus_steps, focus_learning_rate=args.focus_learning_rate, clip_frames=args.clip_frames, seed=args.seed,
                 checkpoint_minutes=args.checkpoint_minutes, freeze_encoder=args.freeze_encoder)
     state = plan.out / STATE
@@ -97,6 +102,19 @@ def _run(args, argv) -> int:
     log.info("%s: %d steps in %.1f min; load it with MODEL=%s", plan.out, trainer.progress.step,
              trainer.progress.seconds / 60, plan.out)
     return 0
+
+
+def _learning_rate(args) -> float:
+    """--learning-rate, else the resumed run's, else by how the run starts: from random weights or a
+    trained checkpoint."""
+    if args.learning_rate is not None:
+        return args.learning_rate
+    state = Path(args.out) / STATE
+    if args.resume and state.exists():
+        import torch
+
+        return float(torch.load(state, weights_only=False)["plan"]["learning_rate"])
+    return NEW_LEARNING_RATE if args.new else FINE_TUNE_LEARNING_RATE
 
 
 def _validate(trainer: Trainer, validation: Dataset) -> float:
@@ -149,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=0, help="a square input other than the checkpoint's")
     parser.add_argument("--steps", type=int, default=0, help="steps to train (0: until --minutes)")
     parser.add_argument("--minutes", type=float, default=0.0, help="time budget in minutes of training")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float,
+                        help=f"the peak learning rate (default {NEW_LEARNING_RATE:g} with --new, {FINE_TUNE_LEARNING_RATE:g} "
+                             "with --from: a trained model forgets at more; --resume: the run's own)")
     parser.add_argument("--video-share", type=float, default=0.5, help="share of steps that train on clips (0-1)")
     parser.add_argument("--video-after", type=float, default=0.0,
                         help="share of the run (0-1) that trains on single frames only, before any clip: a model "
@@ -175,7 +195,7 @@ def _check(parser: argparse.ArgumentParser, args) -> None:
         parser.error("say how long: --steps N or --minutes M")
     bounds = {"--steps": (args.steps, 0, MAX_STEPS), "--minutes": (args.minutes, 0, MAX_MINUTES),
               "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1), "--video-after": (args.video_after, 0, 1), "--focus-steps": (args.focus_steps, 0, MAX_STEPS),
-              "--learning-rate": (args.learning_rate, 0, 1), "--focus-learning-rate": (args.focus_learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
+              "--learning-rate": (args.learning_rate or 0, 0, 1), "--focus-learning-rate": (args.focus_learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
               "--checkpoint-minutes": (args.checkpoint_minutes, 0.1, MAX_MINUTES)}
     for name, (value, low, high) in bounds.items():
         if not (low <= value <= high):
