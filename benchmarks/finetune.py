@@ -6,8 +6,8 @@ where SAM 2 is wrong, fine-tune with `dora-sam2-train`, and measure whether the 
 
 1. Record: `--clips` new world clips (`dora-sam2-world --seed --seed`, 320x240 like the fixture's data,
    a seed no training run here uses: the fixture trained on 0, watched 1000, was measured on 2000).
-2. Label: each clip's video through examples/label.yml as a user runs it (`dora run`): the examples'
-   camera plays it, examples/nodes/world_detector.py sends the world's true boxes on every frame (a
+2. Label: each clip's first `--label-frames` frames through examples/label.yml as a user runs it
+   (`dora run`): the examples' camera plays the clip's video, examples/nodes/world_detector.py sends the world's true boxes on every frame (a
    detector that is right), dora-sam2 (MODE=track, EVERY_FRAME=1, MODEL=--model) masks them and
    dora-sam2-dataset writes the dataset. What is trained on is what the writer wrote.
 3. Correct: this stands in for a person with the click page fixing what SAM 2 got wrong. On each frame
@@ -17,9 +17,10 @@ where SAM 2 is wrong, fine-tune with `dora-sam2-train`, and measure whether the 
    track id the node's for that object, when the node tracked it elsewhere). The counts are reported.
 4. Fine-tune: `dora-sam2-train OUT --from --model --data <each corrected dataset> --minutes --threads`.
 5. Measure, before (--model) and after (the fine-tuned model), with the trainer's own scorer
-   (training/evaluate.py: each object's tight box, mask IoU with its truth): on `--held-out-clips` clips
-   of `--held-out-seed`, never trained on, and on the labelled clips themselves; and one-click mIoU on
-   the held-out clips with benchmarks/quality.py's segment mode.
+   (training/evaluate.py: each object's tight box, mask IoU with its truth): on the labelled frames, on
+   the rest of the same clips (the same scenes later, never trained on: what a robot meets again), and
+   on `--held-out-clips` clips of `--held-out-seed` (other scenes, never trained on); and box and
+   one-click mIoU on those held-out clips with benchmarks/quality.py's segment mode.
 
 Run it alone on the machine's cores (it trains for --minutes). Writes benchmarks/results/finetune.json
 and finetune.md; the work (world, datasets, model) goes under --work, kept for a look afterwards.
