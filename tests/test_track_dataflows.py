@@ -150,14 +150,15 @@ def test_detector_misses_ends_tracks_no_round_confirms(dataflow, model_dir, tmp_
     """Each of 8 detection rounds sees two new objects where none was before, and none of the earlier ones:
     with DETECTOR_MISSES=3 a track ends on the third round that does not confirm it, so no more than 3
     rounds' worth (6) are ever live; with 0 every track lives on. LOST_FRAMES keeps SAM 2's own losses
-    out of it, so only the detector's rounds can end a track."""
+    out of it, so only the detector's rounds can end a track, and MATCH_REACH=0 keeps a box 75 px from a
+    track (within reach of 2 diagonals) from being taken for that object moving on."""
     steps, rounds = [], 8
     for i in range(5 * rounds):
         steps.append(frame_message(scene(seed=i % 3), i))
         if i % 5 == 0:
             x = 20 + 75 * (i // 5)  # fresh ground each round: no box lands on an earlier one
             steps.append(boxes_message(i, [[x, 40, x + 40, 80], [x, 300, x + 40, 340]]))
-    run = dataflow(track_flow(model_dir, tmp_path, steps, env={"DETECTOR_MISSES": str(misses)}))
+    run = dataflow(track_flow(model_dir, tmp_path, steps, env={"DETECTOR_MISSES": str(misses), "MATCH_REACH": "0"}))
     assert run.returncode == 0, run.log[-4000:]
     assert_no_traceback(run)
     live = [e["metadata"]["num_masks"] for e in run.events()]
