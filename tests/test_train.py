@@ -154,6 +154,37 @@ def test_images_outside_the_dataset_are_left_out_and_said(world, tmp_path, caplo
     assert "1 images outside the dataset's directory left out" in caplog.text
 
 
+def test_every_coco_segmentation_form_reads_as_its_mask(tmp_path):
+    """Corrections made in an annotation tool come back as polygons or uncompressed run-length (CVAT,
+    Label Studio): each reads as the rectangle it draws, written here by hand from COCO's definitions."""
+    import cv2
+    from pycocotools import mask as coco_mask
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "0.png"), np.zeros((40, 60, 3), np.uint8))
+    compressed = np.zeros((40, 60), np.uint8)
+    compressed[2:8, 3:9] = 1
+    # uncompressed: runs down the columns (Fortran order), zeros first; columns 20-29 hold rows 10-19
+    counts = [20 * 40 + 10] + [10, 30] * 9 + [10, 40 * 60 - 20 * 40 - 10 - 10 * 40 + 30]
+    polygon = [[40.0, 25.0, 50.0, 25.0, 50.0, 35.0, 40.0, 35.0]]  # the square from (40, 25) to (50, 35)
+    rle = coco_mask.encode(np.asfortranarray(compressed))
+    segmentations = [{"size": rle["size"], "counts": rle["counts"].decode()}, {"counts": counts, "size": [40, 60]},
+                     polygon]
+    (tmp_path / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "images/0.png", "width": 60, "height": 40}],
+        "annotations": [{"id": i, "image_id": 1, "segmentation": s, "area": 36, "track_id": i}
+                        for i, s in enumerate(segmentations, 1)]}))
+    record = Dataset.read(tmp_path).clips[0][0]
+    masks = [record.mask(instance) for instance in record.instances]
+    np.testing.assert_array_equal(masks[0], compressed.astype(bool))
+    expected = np.zeros((40, 60), bool)
+    expected[10:20, 20:30] = True
+    np.testing.assert_array_equal(masks[1], expected)
+    # a polygon's edge pixels go either way when rasterised: inside it all, outside none
+    assert masks[2][26:34, 41:49].all() and masks[2].sum() <= 11 * 11
+    assert not masks[2][:, :39].any() and not masks[2][:24].any()
+
+
 # -- the command
 
 
@@ -256,7 +287,7 @@ def test_a_mask_that_cannot_be_read_is_said_once_and_passed_over(world, tmp_path
     (broken / "images").symlink_to(world / "images")
     run = train(tmp_path / "model", "--data", broken, "--new", "micro", "--steps", "5", "--threads", "1")
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
-    assert run.stderr.count("is not run-length encoding") == 1
+    assert run.stderr.count("is not a COCO segmentation") == 1
     assert "5 of 5 samples could not be read and were passed over" in run.stderr
 
 

@@ -1,12 +1,14 @@
 """A dataset in `dora-sam2-dataset`'s layout (what `dora-sam2-world` writes too), read for training.
 
     DIR/annotations.json    COCO instances: images with `camera` and `timestamp` (and `frame`, from the
-                            world), annotations with run-length `segmentation` and, in track mode, `track_id`
+                            world), annotations with a `segmentation` and, in track mode, `track_id`
     DIR/images/...          the frames
 
 The frames of one camera, in order, are a clip; an object is a camera's track id. Annotations without a
-track id (a segment-mode recording) train the image stage only. Everything is checked as it is read:
-what cannot be used is counted, said in one line per kind, and left out.
+track id (a segment-mode recording) train the image stage only. A segmentation is any of COCO's three
+forms: run-length as the writer and pycocotools write it, uncompressed run-length, or polygons (what
+annotation tools such as CVAT export, where a person corrected the masks). Everything is checked as it
+is read: what cannot be used is counted, said in one line per kind, and left out.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class DatasetError(Exception):
 
 @dataclass(frozen=True)
 class Instance:
-    rle: dict  # COCO run-length segmentation
+    segmentation: dict | list  # COCO's: run-length (compressed or not) or polygons
     area: int
     track_id: int | None
 
@@ -56,9 +58,9 @@ class FrameRecord:
         from pycocotools import mask as coco_mask
 
         try:
-            mask = coco_mask.decode(instance.rle).astype(bool)
+            mask = coco_mask.decode(_run_length(instance.segmentation, self.height, self.width)).astype(bool)
         except Exception as error:  # pycocotools raises what its C code meets (TypeError, ValueError, ...)
-            raise DatasetError(f"an annotation of {self.path.name} is not run-length encoding ({error}).") from None
+            raise DatasetError(f"an annotation of {self.path.name} is not a COCO segmentation ({error}).") from None
         if mask.shape != (self.height, self.width):
             raise DatasetError(f"an annotation of {self.path.name} is {mask.shape[1]}x{mask.shape[0]}, "
                                f"its image {self.width}x{self.height}.")
@@ -152,13 +154,35 @@ class Dataset:
                    for c in self.clips)
 
 
+def _is_segmentation(segmentation) -> bool:
+    """One of COCO's forms, by its shape: run-length (`counts` a string, or a list when uncompressed, with
+    its `size`) or polygons (a list of flat x, y lists of at least three points). Its values are checked
+    where it is decoded, with its image's size."""
+    if isinstance(segmentation, dict):
+        return isinstance(segmentation.get("counts"), (str, list)) and isinstance(segmentation.get("size"), list)
+    return (isinstance(segmentation, list) and bool(segmentation)
+            and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation))
+
+
+def _run_length(segmentation: dict | list, height: int, width: int) -> dict:
+    """Compressed run-length, what pycocotools decodes, from any of COCO's forms."""
+    from pycocotools import mask as coco_mask
+
+    if isinstance(segmentation, dict) and isinstance(segmentation["counts"], str):
+        return segmentation
+    if isinstance(segmentation, dict):  # uncompressed: pycocotools compresses it
+        return coco_mask.frPyObjects(segmentation, *segmentation["size"])
+    # polygons: one run-length each, the object their union
+    return coco_mask.merge(coco_mask.frPyObjects([[float(v) for v in p] for p in segmentation], height, width))
+
+
 def _clips(directory: Path, coco: dict) -> tuple[list[tuple[FrameRecord, ...]], Counter]:
     skipped: Counter = Counter()
     by_image = defaultdict(list)
     for a in coco["annotations"]:
         segmentation = a.get("segmentation")
-        if not isinstance(segmentation, dict) or not isinstance(segmentation.get("counts"), str):
-            skipped["annotations without a run-length segmentation"] += 1
+        if not _is_segmentation(segmentation):
+            skipped["annotations without a segmentation (run-length or polygons)"] += 1
             continue
         track_id = a.get("track_id")
         by_image[a["image_id"]].append(
