@@ -281,9 +281,10 @@ class Ours(Peer):
 
     def run(self, objects: int):
         from dora_sam2.domain import Frame, Prompt
-        from dora_sam2.tracking import Tracker
+        from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
 
-        tracker = Tracker(self.streaming, max_objects=objects, lost_frames=10**9)
+        never_lost = TrackPolicy(objects, LostAfter(10**9, frames=True), detector_misses=0, revive_seconds=0)
+        tracker = Tracker(self.streaming, never_lost)
         records, masks = [], []
         for index, rgb in enumerate(self.frames):
             before = dict(tracker.stages.seconds)

@@ -423,15 +423,8 @@ def ours(clip: Clip, models: Models, setting: Setting, detect_every: int) -> Ite
     backend = models.backend(setting, video=True)
     schedule = node_scheduler(settings, backend, [CAMERA], Stats(Stages(), 0))
     memory = setting.get("MEMORY")
-    if memory is not None:
-        build = schedule.new_tracker
-
-        def new_tracker(ids):
-            tracker = build(ids)
-            tracker.model = Windowed(tracker.model, int(memory))
-            return tracker
-
-        schedule.new_tracker = new_tracker
+    if memory is not None:  # one camera: the model its tracker will follow with
+        schedule.model = Windowed(schedule.model, int(memory))
     for t, truth in enumerate(clip.frames):
         frame = Frame(CAMERA, truth.rgb, clip.timestamp(t), "rgb8")
         detections = clip.detections(t) if t % detect_every == 0 else []

@@ -87,9 +87,10 @@ def configs_table(args) -> tuple[dict, str]:
 
 def cost_per_frame(streaming, objects: int, repeats: int) -> dict:
     from dora_sam2.domain import Frame, Prompt
-    from dora_sam2.tracking import Tracker
+    from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
 
-    tracker = Tracker(streaming, max_objects=objects, lost_frames=10**9)
+    never_lost = TrackPolicy(objects, LostAfter(10**9, frames=True), detector_misses=0, revive_seconds=0)
+    tracker = Tracker(streaming, never_lost)
     rng = np.random.default_rng(0)
     boxes = [[40 + 140 * (i % 4), 40 + 200 * (i // 4), 160 + 140 * (i % 4), 200 + 200 * (i // 4)] for i in range(objects)]
     steady_after = streaming.num_maskmem  # by then every object reads a full memory window

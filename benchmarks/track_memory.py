@@ -55,11 +55,12 @@ def main() -> None:
 def run(model_dir: str, args) -> dict:
     from dora_sam2 import codecs, overlay
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.tracking import Tracker
+    from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
     from dora_sam2.video import Sam2StreamingModel
 
     streaming = Sam2StreamingModel(Sam2Backend.load(model_dir, dtype=args.dtype, video=True))
-    tracker = Tracker(streaming, args.max_objects, args.lost_frames)
+    lost = LostAfter(args.lost_frames, frames=True)
+    tracker = Tracker(streaming, TrackPolicy(args.max_objects, lost, detector_misses=0, revive_seconds=0))
     samples, live, started = [], [], time.perf_counter()
     for index, (frame, detections) in enumerate(scene(args.frames, args.detect_every)):
         if args.reset_every and index and index % args.reset_every == 0:

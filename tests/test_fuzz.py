@@ -212,12 +212,12 @@ def test_track_mode_takes_any_run_of_remove_reset_and_text(events):
     bad-input line, and the scheduler takes the items without raising."""
     from dora_sam2.phrases import PhraseSearch
     from dora_sam2.node import Adapter
-    from dora_sam2.scheduling import RESET, Remove, TrackScheduler
+    from dora_sam2.scheduling import RESET, Remove, SchedulePolicy, TrackScheduler
     from dora_sam2.stats import Stages, Stats
 
     limits = Limits(max_remove=8, max_phrases=3, max_clicks=2)
     stats = Stats(Stages(), 0)
-    scheduler = TrackScheduler(lambda ids: None, stats, ("image",), every_frame=True, limits=limits,
+    scheduler = TrackScheduler(None, stats, ("image",), SchedulePolicy(every_frame=True), limits=limits,
                                search=PhraseSearch(None, "sam2-test"))
     adapter = Adapter(None, scheduler, stats, ["mask"], limits=limits)
     items = list(adapter.inputs(events))

@@ -69,7 +69,7 @@ def test_10000_made_up_cameras_in_prompts_hold_at_most_max_cameras_queues():
     """dora 0.5 does not say which inputs are cameras: a prompt's image_id is taken as it comes, and each
     new one would have been a queue of its own."""
     limits = Limits(max_cameras=4)
-    scheduler = TrackScheduler(lambda ids: None, Stats(Stages(), 0), cameras=(), limits=limits)
+    scheduler = TrackScheduler(None, Stats(Stages(), 0), cameras=(), limits=limits)
     box = np.array([[1, 1, 9, 9]], np.float32)
     for i in range(10_000):
         list(scheduler.handle([Prompt.from_boxes("bbox", box, image_id=f"cam{i}"),
@@ -79,7 +79,7 @@ def test_10000_made_up_cameras_in_prompts_hold_at_most_max_cameras_queues():
 
 def test_clicks_waiting_for_a_camera_are_bounded():
     limits = Limits(max_clicks=5)
-    scheduler = TrackScheduler(lambda ids: None, Stats(Stages(), 0), cameras=("image",), limits=limits)
+    scheduler = TrackScheduler(None, Stats(Stages(), 0), cameras=("image",), limits=limits)
     for _ in range(100):
         list(scheduler.handle([Prompt.from_points("points", np.array([[3, 3]], np.float32), [1])]))
     assert len(scheduler._clicks["image"]) == 5
@@ -139,7 +139,7 @@ def test_a_remove_of_more_than_max_remove_ids_is_refused_before_an_id_is_read(ca
     from dora_sam2.scheduling import Remove
 
     limits = Limits(max_remove=1000)
-    adapter = Adapter(None, TrackScheduler(lambda ids: None, Stats(Stages(), 0), ("image",), limits=limits),
+    adapter = Adapter(None, TrackScheduler(None, Stats(Stages(), 0), ("image",), limits=limits),
                       Stats(Stages(), 0), ["mask"], limits=limits)
     flood = {"type": "INPUT", "id": "remove", "value": pa.array(np.arange(10**7, 10**7 + 4_000_000)), "metadata": {}}
     tracemalloc.start()

@@ -16,10 +16,10 @@ from dora_sam2.domain import Frame, InputError, Phrases, Prompt
 from dora_sam2.engine import Segmenter
 from dora_sam2.loading import ModelLoadError, load_checkpoint
 from dora_sam2.phrases import PhraseSearch
-from dora_sam2.scheduling import SegmentScheduler, TrackScheduler
+from dora_sam2.scheduling import SchedulePolicy, SegmentScheduler, TrackScheduler
 from dora_sam2.settings import ConfigError, Settings
 from dora_sam2.stats import Stages, Stats
-from dora_sam2.tracking import Tracker
+from dora_sam2.tracking import LostAfter, TrackPolicy
 from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
 
 from support.dataflows import T0, random_frame
@@ -156,8 +156,9 @@ def test_track_mode_finds_on_detection_rounds_and_tracks_between(sam3, finder):
     search = PhraseSearch(finder, "sam3", Phrases(("cup",)), min_score=0.0, limit=3)
     find = search.found
     search.found = lambda f: (rounds.append(f.timestamp), find(f))[1]
-    scheduler = TrackScheduler(lambda ids: Tracker(streaming, 3, None, 0.3, ids=ids, lost_seconds=100),
-                               Stats(Stages(), 0), ["image"], every_frame=True, search=search, detect_seconds=1.0)
+    tracks = TrackPolicy(3, LostAfter(100), detector_misses=0, revive_seconds=0)
+    scheduler = TrackScheduler(streaming, Stats(Stages(), 0), ["image"], SchedulePolicy(tracks, True, 1.0),
+                               search=search)
     answers = [m for i in range(6) for _, m in scheduler.handle([frame(i)])]
     assert rounds == [frame(0).timestamp, frame(4).timestamp]  # 0.25 s frames, a round every camera second
     assert all(m.class_names == ("cup",) * 3 for m in answers) and answers[0].track_ids == (1, 2, 3)
@@ -179,8 +180,9 @@ def test_a_frame_where_no_phrase_is_found_is_answered_with_no_objects(sam3, find
     assert masks.masks.shape == (0, 120, 160) and masks.class_names == ()
     value, metadata = codecs.encode_boxes2d(masks)
     assert value.to_pylist() == [{"bbox": [], "conf": [], "labels": []}] and metadata["width"] == 160
-    tracking = TrackScheduler(lambda ids: Tracker(Sam2StreamingModel(sam3), 3, None, 0.3, ids=ids),
-                              Stats(Stages(), 0), ["image"], every_frame=True, search=search)
+    tracks = TrackPolicy(3, detector_misses=0, revive_seconds=0)
+    tracking = TrackScheduler(Sam2StreamingModel(sam3), Stats(Stages(), 0), ["image"],
+                              SchedulePolicy(tracks, every_frame=True), search=search)
     answers = [m for i in range(3) for _, m in tracking.handle([frame(i)])]
     assert [len(m) for m in answers] == [0, 0, 0]
 

@@ -10,9 +10,9 @@ import pytest
 
 from support.colour_scenes import GREEN, RED, ColourSegmenter, detect, render
 from dora_sam2.engine import Segmenter
-from dora_sam2.scheduling import RESET, SegmentScheduler, TrackScheduler
+from dora_sam2.scheduling import RESET, SchedulePolicy, SegmentScheduler, TrackScheduler
 from dora_sam2.stats import Stages, Stats
-from dora_sam2.tracking import Tracker
+from dora_sam2.tracking import LostAfter, TrackPolicy
 
 
 def stats() -> Stats:
@@ -68,8 +68,8 @@ def test_segment_every_frame_holds_prompts_from_the_first_whose_frame_is_on_the_
 
 def track(every_frame=False, cameras=("image",)):
     counts = stats()
-    scheduler = TrackScheduler(lambda ids: Tracker(ColourSegmenter(), lost_frames=100, ids=ids), counts,
-                               cameras, every_frame)
+    tracks = TrackPolicy(lost=LostAfter(100, frames=True), detector_misses=0, revive_seconds=0)
+    scheduler = TrackScheduler(ColourSegmenter(), counts, cameras, SchedulePolicy(tracks, every_frame))
     return scheduler, counts
 
 

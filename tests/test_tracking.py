@@ -20,7 +20,7 @@ import pytest
 
 from support.colour_scenes import BLUE, GREEN, H, RED, SIZE, T0, W, ColourSegmenter, detect, render
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
-from dora_sam2.tracking import Tracker
+from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
 
 
 def test_the_tracker_and_its_schedulers_are_read_without_torch():
@@ -40,8 +40,15 @@ def ids_by_colour(frame: Frame, masks) -> dict:
     return out
 
 
+def plain(lost: LostAfter = LostAfter(5, frames=True), **kw) -> TrackPolicy:
+    """The lifecycle at its plainest: SAM 2 alone ends tracks (no detector misses, no revival) unless a test
+    asks for more."""
+    return TrackPolicy(**{"max_objects": 8, "lost": lost, "match_iou": 0.3, "detector_misses": 0,
+                          "revive_seconds": 0.0, **kw})
+
+
 def tracker(**kw) -> Tracker:
-    return Tracker(ColourSegmenter(), **{"max_objects": 8, "lost_frames": 5, "match_iou": 0.3, **kw})
+    return Tracker(ColourSegmenter(), plain(**kw))
 
 
 def test_objects_keep_their_ids_between_and_across_detections():
@@ -80,7 +87,7 @@ def test_a_missed_detection_keeps_the_track():
 
 
 def test_an_occluded_object_keeps_its_id_and_a_long_lost_one_ends():
-    t = tracker(lost_frames=5)
+    t = tracker()
     frame = render(0, {RED: (10, 10), GREEN: (60, 40)})
     t.step(frame, detect(frame, {RED: (10, 10), GREEN: (60, 40)}))
     for i in range(1, 4):  # green hidden for 3 frames, under the limit of 5
@@ -165,7 +172,7 @@ def test_a_failed_frame_does_not_leave_half_started_tracks():
                 raise MemoryError("out of memory")
             return super().prompt(frame, prompt)
 
-    t = Tracker(FailsOnce(), lost_frames=5)
+    t = Tracker(FailsOnce(), plain(max_objects=16))
     objects = {RED: (10, 10)}
     frame = render(0, objects)
     with pytest.raises(MemoryError):
@@ -194,7 +201,7 @@ def test_a_frame_that_runs_again_in_float32_counts_once():
             return True
 
     model = OverflowsOnce()
-    t = Tracker(model, lost_seconds=2.0, lost_frames=None, revive_seconds=10.0, detector_misses=2)
+    t = Tracker(model, plain(lost=LostAfter(2.0), revive_seconds=10.0, detector_misses=2, max_objects=16))
     both = {RED: (10, 10), GREEN: (70, 50)}
     frame = render(0, both)
     t.step(frame, detect(frame, both))
@@ -242,12 +249,12 @@ def with_confidence(prompt: Prompt, confidences) -> Prompt:
 
 
 def test_a_flickering_low_confidence_box_starts_no_track():
-    from dora_sam2.scheduling import DetectionFilter, TrackScheduler
+    from dora_sam2.scheduling import DetectionFilter, SchedulePolicy, TrackScheduler
     from dora_sam2.stats import Stages, Stats
 
     stats = Stats(Stages(), every_s=0)
-    scheduler = TrackScheduler(lambda ids: Tracker(ColourSegmenter(), lost_frames=100, ids=ids), stats, ("image",),
-                               every_frame=True, detections=DetectionFilter(min_confidence=0.5))
+    policy = SchedulePolicy(plain(LostAfter(100, frames=True), max_objects=16), every_frame=True)
+    scheduler = TrackScheduler(ColourSegmenter(), stats, ("image",), policy, DetectionFilter(min_confidence=0.5))
     for i in range(0, 30, 3):
         objects = {RED: (10, 10), BLUE: (90, 60)}  # blue: a stray box the detector is unsure of
         frame = render(i, objects)
@@ -258,7 +265,7 @@ def test_a_flickering_low_confidence_box_starts_no_track():
 
 
 def test_a_track_the_detector_stops_confirming_ends_after_detector_misses_rounds(caplog):
-    t = tracker(detector_misses=3, lost_frames=1000)
+    t = tracker(detector_misses=3, lost=LostAfter(1000, frames=True))
     objects = {RED: (10, 10), GREEN: (70, 50)}
     frame = render(0, objects)
     t.step(frame, detect(frame, objects))
@@ -275,7 +282,7 @@ def test_a_track_the_detector_stops_confirming_ends_after_detector_misses_rounds
 
 
 def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
-    t = tracker(lost_seconds=2.0, revive_seconds=10.0, lost_frames=None)
+    t = tracker(lost=LostAfter(2.0), revive_seconds=10.0)
     seen = {RED: (10, 10), GREEN: (70, 50)}
     frame = render(0, seen)
     t.step(frame, detect(frame, seen, {GREEN: "cup"}))
@@ -291,7 +298,7 @@ def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
 
 @pytest.mark.parametrize("revive_seconds, back_at", [(10.0, 20), (0.0, 5)], ids=["18 s after", "REVIVE_SECONDS=0"])
 def test_an_object_that_returns_after_revive_seconds_gets_a_new_id(revive_seconds, back_at):
-    t = tracker(lost_seconds=2.0, revive_seconds=revive_seconds, lost_frames=None)
+    t = tracker(lost=LostAfter(2.0), revive_seconds=revive_seconds)
     seen = {RED: (10, 10), GREEN: (70, 50)}
     frame = render(0, seen)
     t.step(frame, detect(frame, seen))
@@ -316,7 +323,7 @@ def test_a_poor_mask_does_not_duplicate_its_object():
     """A detection is matched by the track's last prompt box too. Here the detector's box is far larger
     than the mask SAM2 makes of it (IoU 0.05, under MATCH_IOU): matched by its mask alone, every round
     would start another track."""
-    t = tracker(lost_frames=1000)
+    t = tracker(lost=LostAfter(1000, frames=True))
     box = Prompt.from_boxes("bbox", np.array([[0, 0, 60, 60]], np.float32), ["crate"])
     for i in range(4):
         frame = render(i, {GREEN: (24, 24)})
@@ -337,7 +344,7 @@ def test_a_camera_clock_that_jumps_does_not_keep_a_lost_track_alive(jump, caplog
     step back after it was seen: read in raw camera time its age goes negative, and the track would hold
     its MAX_OBJECTS slot for years (or an hour). Ages go on in the camera's steady time: it ends after
     LOST_SECONDS (2 s) of frames, and the jump is said."""
-    t = tracker(lost_seconds=2.0, lost_frames=None, revive_seconds=0.0)
+    t = tracker(lost=LostAfter(2.0), revive_seconds=0.0)
     both, red = {RED: (10, 10), GREEN: (70, 50)}, {RED: (10, 10)}
     frame = render(0, both)
     t.step(frame, detect(frame, both))
@@ -366,7 +373,7 @@ def test_steady_time_follows_the_camera_between_jumps():
 def test_tracks_ended_by_clicks_alone_are_forgotten_and_bounded():
     """Tracking by clicks only (no detector ever): ended tracks are still forgotten after REVIVE_SECONDS,
     and at most MAX_ENDED_TRACKS are remembered however many end at once."""
-    t = tracker(lost_seconds=0.5, lost_frames=None, revive_seconds=5.0, max_ended=3, max_objects=64)
+    t = tracker(lost=LostAfter(0.5), revive_seconds=5.0, max_ended=3, max_objects=64)
     remembered = []
     for i in range(3000):
         frame = render(i, {RED: (10, 10)} if i % 2 == 0 else {})
@@ -374,7 +381,7 @@ def test_tracks_ended_by_clicks_alone_are_forgotten_and_bounded():
         t.step(frame, None, [click] if i % 2 == 0 else [])  # a new object each time: it is lost at once
         remembered.append(len(t._ended))
     assert t.started == 1500 and max(remembered) <= 3  # 1500 ended tracks, 3 remembered
-    wide = tracker(lost_seconds=0.5, lost_frames=None, revive_seconds=5.0, max_ended=64)
+    wide = tracker(lost=LostAfter(0.5), revive_seconds=5.0, max_ended=64)
     for i in range(300):
         click = Prompt.from_points("points", np.array([[12, 12]], np.float32), [FOREGROUND])
         wide.step(render(i, {RED: (10, 10)} if i % 2 == 0 else {}), None, [click] if i % 2 == 0 else [])
@@ -386,7 +393,7 @@ def test_detector_misses_spare_clicked_tracks_and_zero_turns_them_off():
     """DETECTOR_MISSES: a track a person clicked is the person's, not the detector's; 0 = never ended so."""
     click = Prompt.from_points("points", np.array([[75, 55]], np.float32), [FOREGROUND], object_ids=(0,))
     for misses, clicked, expected in [(2, False, (1,)), (2, True, (1, 2)), (0, False, (1, 2))]:
-        t = tracker(detector_misses=misses, lost_frames=1000)
+        t = tracker(detector_misses=misses, lost=LostAfter(1000, frames=True))
         both = {RED: (10, 10), GREEN: (70, 50)}
         frame = render(0, both)
         t.step(frame, detect(frame, {RED: (10, 10)} if clicked else both), [click] if clicked else [])

@@ -133,10 +133,10 @@ def test_memory_is_flat_over_hundreds_of_frames(micro_model_dir):
     (Re-prompts name their object, as the click page does: with random weights a detection would not
     reliably land on its track.)"""
     from dora_sam2.model import Sam2Backend
-    from dora_sam2.tracking import Tracker
+    from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
 
     model = Sam2StreamingModel(Sam2Backend.load(str(micro_model_dir), video=True))
-    tracker = Tracker(model, lost_frames=10_000)
+    tracker = Tracker(model, TrackPolicy(lost=LostAfter(10_000, frames=True), detector_misses=0, revive_seconds=0))
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
     rgb = np.stack([xs * 255 // WIDTH, ys * 255 // HEIGHT, np.full_like(xs, 80)], -1).astype(np.uint8)
     clicks = [Prompt.from_points("points", [[40, 50]], [1], object_ids=(0,)),

@@ -17,11 +17,10 @@ from .loading import ModelLoadError, load_checkpoint
 from .model import Sam2Backend
 from .phrases import PhraseSearch
 from .sam3 import Sam3Finder
-from .scheduling import RESET, DetectionFilter, Remove, SegmentScheduler, TrackScheduler
+from .scheduling import RESET, DetectionFilter, Remove, SchedulePolicy, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings
 from .stats import Stages, Stats
 from .throttle import Throttle
-from .tracking import Tracker
 from .video import Sam2StreamingModel
 
 log = logging.getLogger("dora_sam2")
@@ -104,16 +103,8 @@ def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats:
     s = settings
     detections = DetectionFilter(s.min_confidence, s.classes, s.limits.max_boxes)
     if s.mode == "track":
-        streaming = Sam2StreamingModel(model)
-
-        def new_tracker(ids):
-            return Tracker(streaming, s.max_objects, s.lost_frames, s.match_iou, ids=ids, stages=stats.stages,
-                           lost_seconds=s.lost_seconds, detector_misses=s.detector_misses,
-                           revive_seconds=s.revive_seconds, max_ended=s.limits.max_ended_tracks,
-                           clock_jump=s.clock_jump, match_reach=s.match_reach)
-
-        return TrackScheduler(new_tracker, stats, cameras, s.every_frame, detections, s.limits, search,
-                              s.detect_seconds)
+        return TrackScheduler(Sam2StreamingModel(model), stats, cameras, SchedulePolicy.from_settings(s), detections,
+                              s.limits, search)
     segmenter = Segmenter(model, s.frame_buffer, cameras=cameras, stages=stats.stages)
     return SegmentScheduler(segmenter, stats, s.every_frame, detections, search)
 

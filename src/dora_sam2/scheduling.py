@@ -26,11 +26,12 @@ from .domain import Frame, InputError, Masks, Phrases, Prompt
 from .engine import Segmenter
 from .phrases import PhraseSearch
 from .routing import camera_of
-from .settings import FixedLimits, Limits
+from .settings import FixedLimits, Limits, Settings
 from .stats import Stats
 from .throttle import Throttle
 from .timeline import AwaitingFrames
-from .tracking import Tracker
+from .streaming import StreamingModel
+from .tracking import Tracker, TrackPolicy
 
 log = logging.getLogger("dora_sam2")
 
@@ -186,23 +187,35 @@ class SegmentScheduler:
         return None
 
 
+@dataclass(frozen=True)
+class SchedulePolicy:
+    """What track mode answers and when it looks for phrases, with the rules each camera's tracks follow."""
+
+    tracks: TrackPolicy = TrackPolicy()
+    every_frame: bool = False  # every frame answered, in order, none skipped (EVERY_FRAME)
+    detect_seconds: float = 1.0  # camera seconds between phrase detection rounds; 0 = every frame
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SchedulePolicy":
+        return cls(TrackPolicy.from_settings(settings), settings.every_frame, settings.detect_seconds)
+
+
 class TrackScheduler:
     """MODE=track: every frame answered with all live tracks of its camera; prompts start and refresh
     them on the next frame of their camera."""
 
     answers_frames = True
 
-    def __init__(self, new_tracker, stats: Stats, cameras: Sequence[str] = (), every_frame: bool = False,
-                 detections: DetectionFilter | None = None, limits: Limits = Limits(),
-                 search: PhraseSearch | None = None, detect_seconds: float = 1.0, clock=time.monotonic):
-        self.new_tracker = new_tracker  # ids -> Tracker, one per camera
+    def __init__(self, model: StreamingModel, stats: Stats, cameras: Sequence[str] = (),
+                 policy: SchedulePolicy = SchedulePolicy(), detections: DetectionFilter | None = None,
+                 limits: Limits = Limits(), search: PhraseSearch | None = None, clock=time.monotonic):
+        self.model = model  # one streaming model, a Tracker of it per camera
+        self.policy = policy
         self.search = search if search is not None else PhraseSearch(None, "this model")
-        self.detect_seconds = detect_seconds
         self._clock = clock  # for frames without a timestamp (dora 0.5): rounds by the node's time
         self._rounds: dict[str, float] = {}  # per camera: when its phrases were last looked for
         self.stats = stats
         self.cameras = tuple(cameras)
-        self.every_frame = every_frame
         self.detection_filter = detections or DetectionFilter()  # each its own: its line throttle is state
         self.limits = limits
         self._say = Throttle(log)
@@ -217,7 +230,7 @@ class TrackScheduler:
         frames: dict[str, Frame] = {}  # live: each camera's newest frame of the batch
         for item in items:
             if isinstance(item, Frame):
-                if self.every_frame:
+                if self.policy.every_frame:
                     yield from self._step(item)
                 else:
                     self.stats.skipped += item.image_id in frames
@@ -268,7 +281,7 @@ class TrackScheduler:
                 self._say.warning("max_cameras", "input '%s': %d cameras are tracked already (MAX_CAMERAS): its "
                                   "frames are not answered", camera, len(self.trackers))
                 return []
-            self.trackers[camera] = self.new_tracker(self._ids)
+            self.trackers[camera] = Tracker(self.model, self.policy.tracks, self._ids, self.stats.stages)
         if self.search and self._round_due(frame):
             detections = self._find(frame) or detections
         try:
@@ -286,7 +299,7 @@ class TrackScheduler:
             self._rounds.clear()
         now = frame.timestamp.timestamp() if frame.timestamp is not None else self._clock()
         last = self._rounds.get(frame.image_id)
-        if last is not None and last <= now < last + self.detect_seconds:
+        if last is not None and last <= now < last + self.policy.detect_seconds:
             return False
         self._rounds[frame.image_id] = now
         return True

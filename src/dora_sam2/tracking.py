@@ -1,8 +1,8 @@
 """Frames + prompts -> tracked masks with stable ids. No dora here: driven (and tested) on its own.
 
 A `Tracker` follows the objects of one camera. Prompts start or refresh tracks; every frame carries
-each track forward with SAM2's memory. A track ends when SAM2 has not seen it for `lost_seconds` of
-camera time (or, the older way, `lost_frames` answered frames), when the detector has not confirmed it
+each track forward with SAM2's memory. A track ends when SAM2 has not seen it for long enough (`LostAfter`:
+seconds of camera time or, the older way, answered frames), when the detector has not confirmed it
 in `detector_misses` rounds, or on `remove`. A detection that matches no live track but lands where a
 track ended less than `revive_seconds` ago gets that track's id back. No id appears without a prompt,
 and none is given to two objects. Ages are read on the camera's steady clock (`CameraClock`), which does
@@ -123,25 +123,55 @@ class _Plan:
     unconfirmed: list[Track] = field(default_factory=list)  # ended: the detector no longer confirms them
 
 
+@dataclass(frozen=True)
+class LostAfter:
+    """How long SAM 2 may not see a track before it ends: `amount` seconds of camera time or, the older
+    way (LOST_FRAMES), answered frames, which come slower on a slower machine. One of the two, never both."""
+
+    amount: float = 3.0
+    frames: bool = False
+
+    def lost(self, track: Track, now: float) -> bool:
+        return track.lost_frames >= self.amount if self.frames else now - track.last_seen >= self.amount
+
+    def __str__(self) -> str:
+        return f"{self.amount:g} frames" if self.frames else f"{self.amount:g} s"
+
+
+@dataclass(frozen=True)
+class TrackPolicy:
+    """The lifecycle rules of a camera's tracks, as the node's settings have them by default (Settings
+    builds it from the environment: `Settings.track_policy`)."""
+
+    max_objects: int = 16  # live tracks at most: further new objects are refused, said once
+    lost: LostAfter = LostAfter()  # unseen by SAM 2 this long, a track ends
+    match_iou: float = 0.3  # least overlap of a detection and a track's box to be that track
+    match_reach: float = 2.0  # ... else how far (in box diagonals), with its label, it may lie from one; 0 = off
+    detector_misses: int = 3  # detection rounds that do not confirm a track before it ends; 0 = never
+    revive_seconds: float = 10.0  # a detection where a track ended this lately takes its id back; 0 = never
+    max_ended: int = 64  # ended tracks remembered for revival: the newest are kept
+    clock_jump: float = 60.0  # camera time stepping back, or ahead by more than this, is a jump
+
+    @classmethod
+    def from_settings(cls, settings) -> "TrackPolicy":
+        """The node's rules, from its `Settings` (which decided between LOST_SECONDS and LOST_FRAMES)."""
+        s = settings
+        lost = LostAfter(s.lost_frames, frames=True) if s.lost_seconds is None else LostAfter(s.lost_seconds)
+        return cls(max_objects=s.max_objects, lost=lost, match_iou=s.match_iou, match_reach=s.match_reach,
+                   detector_misses=s.detector_misses, revive_seconds=s.revive_seconds,
+                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump)
+
+
 class Tracker:
-    def __init__(self, model: StreamingModel, max_objects: int = 16, lost_frames: int | None = 30,
-                 match_iou: float = 0.3, ids: Iterator[int] | None = None, stages: Stages | None = None,
-                 lost_seconds: float | None = None, detector_misses: int = 0, revive_seconds: float = 0.0,
-                 max_ended: int = 64, clock_jump: float = 60.0, match_reach: float = 2.0):
+    def __init__(self, model: StreamingModel, policy: TrackPolicy = TrackPolicy(),
+                 ids: Iterator[int] | None = None, stages: Stages | None = None):
         self.model = model
-        self.max_objects = max_objects
-        self.lost_frames = lost_frames if lost_seconds is None else None
-        self.lost_seconds = lost_seconds
-        self.detector_misses = detector_misses
-        self.revive_seconds = revive_seconds
-        self.max_ended = max_ended  # ended tracks remembered for revival: the newest are kept
-        self.match_iou = match_iou
-        self.match_reach = match_reach  # how far (in box diagonals) a detection overlapping no track may lie from one
+        self.policy = policy
         self.tracks: list[Track] = []
         self.stages = stages if stages is not None else Stages()
         self.started = self.ended = self.revived = 0
         self._ended: list[_Ended] = []  # recently ended on their own, newest last
-        self.clock = CameraClock(clock_jump)
+        self.clock = CameraClock(policy.clock_jump)
         self._ids = ids if ids is not None else itertools.count(1)  # shared across cameras: ids stay unique
         self._frame_index = 0
         self._size: tuple[int, int] | None = None  # (width, height) of the camera's frames
@@ -236,8 +266,9 @@ class Tracker:
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         names = detections.class_names
-        found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, self.match_iou,
-                          self.match_reach, [[_same_kind(t.class_name, name) for name in names] for t in live])
+        rules = self.policy
+        found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, rules.match_iou,
+                          rules.match_reach, [[_same_kind(t.class_name, name) for name in names] for t in live])
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
@@ -259,8 +290,8 @@ class Tracker:
         for track in unmatched:
             if track.click_object is None:
                 track.misses += 1
-        if self.detector_misses:
-            plan.unconfirmed = [t for t in plan.tracks if t.misses >= self.detector_misses]
+        if self.policy.detector_misses:
+            plan.unconfirmed = [t for t in plan.tracks if t.misses >= self.policy.detector_misses]
             plan.tracks = [t for t in plan.tracks if t not in plan.unconfirmed]
 
     def _revive(self, plan: _Plan, boxes: list[np.ndarray], names: list[str]) -> list[Track | None]:
@@ -269,7 +300,8 @@ class Tracker:
         revived: list[Track | None] = [None] * len(boxes)
         if not boxes or not plan.remembered:
             return revived
-        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), self.match_iou, self.match_reach,
+        rules = self.policy
+        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou, rules.match_reach,
                           [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered])
         for e, d in found.matches:
             ended = plan.remembered[e]
@@ -300,9 +332,9 @@ class Tracker:
 
     def _start(self, plan: _Plan, class_name: str, box: np.ndarray, click_object: int | None = None,
                track_id: int | None = None) -> Track | None:
-        if len(plan.tracks) >= self.max_objects:
+        if len(plan.tracks) >= self.policy.max_objects:
             self._say.warning("max_objects", "MAX_OBJECTS=%d objects are tracked already: not starting another (%s). "
-                              "Raise MAX_OBJECTS, or send `reset` to drop the tracks.", self.max_objects,
+                              "Raise MAX_OBJECTS, or send `reset` to drop the tracks.", self.policy.max_objects,
                               class_name or "unlabelled")
             return None
         box = np.asarray(box, np.float64)
@@ -324,7 +356,7 @@ class Tracker:
         self.tracks, self._ended = plan.tracks, plan.remembered
         if plan.unconfirmed:
             log.info("tracks %s ended: the detector has not confirmed them in %d rounds",
-                     [t.track_id for t in plan.unconfirmed], self.detector_misses)
+                     [t.track_id for t in plan.unconfirmed], self.policy.detector_misses)
             self._end(plan.unconfirmed)
 
     # -- model
@@ -351,28 +383,23 @@ class Tracker:
                 track.box, track.lost_frames, track.last_seen = box, 0, self.clock.now
             else:
                 track.lost_frames += 1
-        if self.lost_seconds is not None:
-            lost = [t for t in self.tracks if self.clock.now - t.last_seen >= self.lost_seconds]
-            how_long = f"{self.lost_seconds:g} s"
-        else:
-            lost = [t for t in self.tracks if t.lost_frames >= self.lost_frames]
-            how_long = f"{self.lost_frames} frames"
+        lost = [t for t in self.tracks if self.policy.lost.lost(t, self.clock.now)]
         if lost:
-            log.info("tracks %s ended: not seen for %s", [t.track_id for t in lost], how_long)
+            log.info("tracks %s ended: not seen for %s", [t.track_id for t in lost], self.policy.lost)
             self._end(lost)
 
     def _end(self, tracks: list[Track]) -> None:
         """Tracks that ended on their own: their ids may come back within `revive_seconds`."""
         self.ended += len(tracks)
         self.tracks = [t for t in self.tracks if t not in tracks]
-        if self.revive_seconds > 0:
+        if self.policy.revive_seconds > 0:
             self._ended += [_Ended(t.track_id, t.class_name, [t.box, t.prompt_box, t.heading(self.clock.now)],
                                    self.clock.now) for t in tracks]
-            del self._ended[:max(len(self._ended) - self.max_ended, 0)]  # the newest are kept
+            del self._ended[:max(len(self._ended) - self.policy.max_ended, 0)]  # the newest are kept
 
     def _forget_ended(self) -> None:
         """Ended tracks past `revive_seconds` cannot come back: forgotten on every frame, detections or not."""
-        self._ended = [e for e in self._ended if self.clock.now - e.at < self.revive_seconds]
+        self._ended = [e for e in self._ended if self.clock.now - e.at < self.policy.revive_seconds]
 
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
