@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dora_sam2.settings import ConfigError, Settings
+from dora_sam2.settings import ConfigError, Settings, variables
 
 BIN = Path(sys.executable).parent
 
@@ -155,7 +155,6 @@ def test_settings_defaults_and_overrides():
 
 def test_the_readme_limits_table_is_the_code():
     """Each row of the README's Limits table: its setting changes that bound, and its default is the code's."""
-    import dataclasses
     import re
 
     from support.dataflows import ROOT
@@ -164,7 +163,7 @@ def test_the_readme_limits_table_is_the_code():
 
     section = (ROOT / "README.md").read_text().split("### Limits", 1)[1].split("\n\n", 3)[2]
     rows = re.findall(r"^\| `([A-Z_]+)` \| `([0-9.]+)`", section, re.M)
-    fields = {f.name.upper(): f.name for f in dataclasses.fields(Limits)}
+    fields = {name: path.removeprefix("limits.") for name, path in variables().items() if path.startswith("limits.")}
     assert sorted(name for name, _ in rows) == sorted(fields), rows
     for name, default in rows:
         field = fields[name]
@@ -221,11 +220,42 @@ def manifest() -> dict:
     return yaml.safe_load((ROOT / "dora-node.yml").read_text())
 
 
-def test_the_manifest_lists_every_setting_the_node_reads_and_its_true_default():
+# A value unlike the default, for the variables whose default plus 7 is not one.
+UNLIKE_DEFAULT = {"MIN_CONFIDENCE": "0.5", "MATCH_IOU": "0.5", "DEVICE": "cpu", "DTYPE": "float32", "MODE": "track",
+                  "MASK_LAYOUT": "stack"}
+
+
+def unlike_default(name: str, default) -> str:
+    if name in UNLIKE_DEFAULT:
+        return UNLIKE_DEFAULT[name]
+    if isinstance(default, bool):
+        return "0" if default else "1"
+    if default is None or isinstance(default, (int, float)):
+        return str(int(default or 0) + 7)
+    return "cup"
+
+
+def test_from_env_reads_each_variable_of_the_mapping_into_its_field_and_no_other_variable():
+    """`variables()` is the one mapping of variables to fields: from_env asks for these and no others, and
+    each, set, changes the field it names (a drifted name, `STATS_EVERY` read into `stats_every_s`, fails)."""
     env = _Reads()
     Settings.from_env(env)
+    assert env.asked == set(variables())
+    default = Settings()
+
+    def field(settings, path):
+        for name in path.split("."):
+            settings = getattr(settings, name)
+        return settings
+
+    for name, path in variables().items():
+        value = unlike_default(name, field(default, path))
+        assert field(Settings.from_env({name: value}), path) != field(default, path), (name, value)
+
+
+def test_the_manifest_lists_every_setting_the_node_reads_and_its_true_default():
     listed = manifest()["env"]
-    assert set(listed) == env.asked - OTHER_NODES_LIMITS
+    assert set(listed) == set(variables()) - OTHER_NODES_LIMITS
     for key, entry in listed.items():  # setting the listed default changes nothing
         if "default" in entry:
             value = entry["default"]
@@ -304,13 +334,11 @@ def readme_table(heading: str) -> dict[str, str]:
 
 
 def test_the_readme_names_every_setting_and_limit_the_node_reads_with_its_true_default():
-    """The Settings and Limits tables hold what Settings.from_env asks for, no more, no less; a default
-    written as a literal (`3`, `auto`) is the default: setting it changes nothing."""
-    env = _Reads()
-    Settings.from_env(env)
+    """The Settings and Limits tables hold the variables of `variables()`, no more, no less, each limit in the
+    Limits table; a default written as a literal (`3`, `auto`) is the default: setting it changes nothing."""
     settings, limits = readme_table("### Settings (env)"), readme_table("### Limits")
-    assert set(settings) | set(limits) == env.asked
-    assert not set(settings) & set(limits)
+    assert set(settings) | set(limits) == set(variables())
+    assert {name for name, path in variables().items() if path.startswith("limits.")} == set(limits)
     for key, default in {**settings, **limits}.items():
         literal = default.split(" ")[0]
         if literal.startswith("`") and literal.endswith("`"):

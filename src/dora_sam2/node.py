@@ -54,7 +54,7 @@ def main() -> None:
     # can answer: no frames pile up while weights load.
     node = join_dataflow()
     config = _node_config(node)
-    stats = Stats(stages, settings.stats_every_s)
+    stats = Stats(stages, settings.stats_every)
     adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats, search), stats,
                       config["outputs"], settings.mask_layout, settings.limits)
     adapter.run(settings.every_frame, keep=settings.frame_buffer)

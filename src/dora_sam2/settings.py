@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 log = logging.getLogger("dora_sam2")
 
@@ -95,7 +95,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     frame_buffer: int = 30  # frames kept per camera to match a prompt to the frame it was computed on
-    stats_every_s: float = 10.0  # period of the "answered / skipped / latency" log line; 0 turns it off
+    stats_every: float = 10.0  # seconds between "answered / skipped / latency" log lines; 0 = none
     warmup: bool = True
     threads: int = 0  # torch CPU threads; 0 = the cores this process may run on
     compile: bool = False  # torch.compile the image encoder (slow start, faster frames on some machines)
@@ -117,7 +117,7 @@ class Settings:
     image_size: int = 0  # the model's square input in pixels; 0 = the checkpoint's own (1024 for SAM 2)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
-    clock_jump: float = 60.0  # track mode: camera time stepping back, or ahead by more than this, is a jump
+    clock_jump_seconds: float = 60.0  # track mode: camera time back, or ahead by more than this, is a jump
     limits: Limits = Limits()
 
     @classmethod
@@ -157,7 +157,7 @@ class Settings:
             device=device,
             dtype=dtype,
             frame_buffer=int_setting(env, "FRAME_BUFFER", cls.frame_buffer, minimum=1),
-            stats_every_s=float_setting(env, "STATS_EVERY", cls.stats_every_s, minimum=0.0),
+            stats_every=float_setting(env, "STATS_EVERY", cls.stats_every, minimum=0.0),
             warmup=bool_setting(env, "WARMUP", cls.warmup),
             threads=int_setting(env, "THREADS", cls.threads, minimum=0),
             compile=bool_setting(env, "COMPILE", cls.compile),
@@ -179,9 +179,21 @@ class Settings:
             every_frame=bool_setting(env, "EVERY_FRAME", cls.every_frame),
             image_size=int_setting(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
-            clock_jump=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump, minimum=0.001),
+            clock_jump_seconds=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump_seconds, minimum=0.001),
             limits=limits,
         )
+
+
+# Fields no variable sets by itself: MIN_CONFIDENCE decides phrase_min_score too, and Limits has its own.
+DERIVED_FIELDS = frozenset({"phrase_min_score", "limits"})
+
+
+def variables() -> dict[str, str]:
+    """The environment variables the settings are read from, each -> the field it sets (a limit's as
+    `limits.<field>`): a field's variable is its name in capitals, with no other spelling anywhere.
+    `from_env` reads these and no others, and the README's tables and dora-node.yml are held to them."""
+    own = {f.name.upper(): f.name for f in fields(Settings) if f.name not in DERIVED_FIELDS}
+    return {**own, **{f.name.upper(): f"limits.{f.name}" for f in fields(Limits)}}
 
 
 def int_setting(env, key: str, default: int, minimum: int) -> int:

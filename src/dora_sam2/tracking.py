@@ -159,7 +159,7 @@ class TrackPolicy:
         lost = LostAfter(s.lost_frames, frames=True) if s.lost_seconds is None else LostAfter(s.lost_seconds)
         return cls(max_objects=s.max_objects, lost=lost, match_iou=s.match_iou, match_reach=s.match_reach,
                    detector_misses=s.detector_misses, revive_seconds=s.revive_seconds,
-                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump)
+                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds)
 
 
 class Tracker:
