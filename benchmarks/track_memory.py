@@ -76,7 +76,7 @@ def run(model_dir: str, args) -> dict:
 
     banks = [(len(t.memory.prompted), len(t.memory.recent), len(t.memory.recent_pointers)) for t in tracker.tracks]
     return {
-        "model": model_dir, "dtype": str(streaming.image_model.dtype), "machine": machine(),
+        "model": model_dir, "dtype": str(streaming.backend.dtype), "machine": machine(),
         "frames": args.frames, "detect_every": args.detect_every, "reset_every": args.reset_every, "seconds": seconds,
         "tracks_started": tracker.started, "tracks_ended": tracker.ended, "tracks_live_mean": float(np.mean(live)),
         "memory_banks_at_end": banks, "rss_samples": samples, **summarize(samples),
