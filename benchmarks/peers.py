@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--soak-config", default="tiny@512")
     parser.add_argument("--soak-dtype", default="bfloat16")
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads every peer computes on (0: torch's default for the others, the cores this "
+                             "process may use for ours); 1 gives figures that swing less on a shared machine")
     parser.add_argument("--redraw", action="store_true",
                         help="the table and charts again from benchmarks/results/peers.json, measuring nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -84,7 +87,8 @@ def main() -> None:
         frames = Path(scratch) / "frames"
         write_frames(frames, max(args.frames, args.soak_frames))
         result = {"machine": machine(), "clip": CLIP.name if CLIP.exists() else "synthetic", "passes": args.passes,
-                  "rates": run_child({"job": "rates"}), "runs": [], "soak": []}
+                  "threads": args.threads, "rates": run_child({"job": "rates", "threads": args.threads}),
+                  "runs": [], "soak": []}
         models = {c: visible_copy(c, Path(scratch)) for c in {*args.configs, args.soak_config}}
         for config in args.configs:
             for dtype in args.dtypes:
@@ -95,7 +99,7 @@ def main() -> None:
                         passes.append(run_child({
                             "job": "cost", "peer": peer, "config": config, "model": models[config], "dtype": dtype,
                             "objects": args.objects, "frames": args.frames, "frames_dir": str(frames),
-                            "masks": f"{scratch}/{peer}-{config}-{dtype}-{turn}"}))
+                            "threads": args.threads, "masks": f"{scratch}/{peer}-{config}-{dtype}-{turn}"}))
                 result["runs"] += [best_pass([r for r in passes if r["peer"] == peer]) for peer in args.peers]
                 add_iou(result["runs"], config, dtype)
         if args.soak_frames:
@@ -103,7 +107,8 @@ def main() -> None:
                 print(f"soak {peer} {args.soak_config} ...", flush=True)
                 result["soak"].append(run_child({
                     "job": "soak", "peer": peer, "config": args.soak_config, "model": models[args.soak_config],
-                    "dtype": args.soak_dtype, "objects": [1], "frames": args.soak_frames, "frames_dir": str(frames)}))
+                    "dtype": args.soak_dtype, "objects": [1], "frames": args.soak_frames, "frames_dir": str(frames),
+                    "threads": args.threads}))
     save("peers", result, markdown(result))
     draw(result)
 
@@ -190,6 +195,9 @@ def add_iou(runs: list[dict], config: str, dtype: str) -> None:
 def child(job: dict) -> None:
     import torch
 
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+
     if job["job"] == "rates":
         print(json.dumps(matmul_rates(torch)))
         return
@@ -275,7 +283,8 @@ class Ours(Peer):
         from dora_sam2.video import Sam2StreamingModel
 
         self.streaming = Sam2StreamingModel(Sam2Backend.load(self.model_dir, video=True, device="cpu",
-                                                             dtype=job["dtype"], image_size=self.size))
+                                                             dtype=job["dtype"], image_size=self.size,
+                                                             threads=job.get("threads", 0)))
         self._flops: dict[int, dict] = {}  # per object count: the counted FLOPs and their stages' times
         self._last = 0
 
@@ -430,7 +439,8 @@ class Meta(Peer):
 def markdown(result: dict) -> str:
     runs = [r for r in result["runs"] if "error" not in r]
     lines = [f"Tracking, steady state (median of the frames after the memory window filled, the better of "
-             f"{result['passes']} passes), {WIDTH}x{HEIGHT} frames of {result['clip']}; {result['machine']}.", "",
+             f"{result['passes']} passes), {WIDTH}x{HEIGHT} frames of {result['clip']}; {result['machine']}"
+             f"{_threads(result)}.", "",
              "| model @ input | dtype | objects | ours | transformers | meta sam2 | transformers / ours | meta / ours "
              "| IoU with ours (min) |", "|---|---|---|---|---|---|---|---|---|"]
     for config, dtype in dict.fromkeys((r["config"], r["dtype"]) for r in result["runs"]):
@@ -446,6 +456,11 @@ def markdown(result: dict) -> str:
     lines += [""] + [f"- {r['peer']} {r['config']} {r['dtype']}: could not run: {r['error']}" for r in failed]
     lines += ["", *_headroom(result, runs), "", *_soak(result)]
     return "\n".join(lines) + "\n"
+
+
+def _threads(result: dict) -> str:
+    threads = result.get("threads")
+    return f"; every peer on {threads} thread{'s' if threads > 1 else ''}" if threads else ""
 
 
 def _ms(run: dict | None, n: str) -> str:
