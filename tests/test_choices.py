@@ -150,7 +150,7 @@ def test_the_file_keeps_the_newest_choices_up_to_its_bound(tmp_path):
     kept = [entry["key"]["model"] for entry in json.loads((tmp_path / "choices.json").read_text())["entries"]]
     assert kept == [f"m{index}" for index in range(1, FixedLimits.CHOICES_KEPT + 1)]
     assert choices.find_dtype({"model": "m0"}) is None
-    assert choices.find_dtype({"model": "m64"}).dtype == "float32"
+    assert choices.find_dtype({"model": "m64"}).value == "float32"
     assert (tmp_path / "choices.json").stat().st_size < FixedLimits.CHOICES_FILE_BYTES / 10
 
 
@@ -159,7 +159,7 @@ def test_a_choice_measured_again_replaces_the_one_kept(tmp_path):
     choices.keep_dtype({"model": "m"}, "float32", {"float32": 1.0, "bfloat16": 2.0})
     choices.keep_dtype({"model": "m"}, "bfloat16", {"float32": 2.0, "bfloat16": 1.0})
     assert len(json.loads((tmp_path / "choices.json").read_text())["entries"]) == 1
-    assert choices.find_dtype({"model": "m"}).dtype == "bfloat16"
+    assert choices.find_dtype({"model": "m"}).value == "bfloat16"
 
 
 def test_the_file_lives_where_the_user_s_cache_does(tmp_path):
@@ -188,3 +188,68 @@ def test_after_measuring_the_warm_up_encodes_nothing_more(micro_model_dir):
     assert len(encodes) == measuring
     backend.warmup()  # the measuring's embedding served once
     assert len(encodes) == measuring + 1 and encodes[-1] == backend.dtype
+
+
+# ---------------------------------------------------------------------------- memory attention's way (track mode)
+
+TRACK = {"MODE": "track", "DTYPE": "float32"}  # float32: measured on any CPU, and no dtype to measure first
+
+
+def attention_entries(cache: Path) -> list[dict]:
+    return [entry for entry in entries(cache) if entry["key"]["choice"] == "attention"]
+
+
+def test_a_track_start_measures_memory_attention_keeps_the_fastest_and_the_next_reads_it(tmp_path, micro_model_dir):
+    """The key names the choice and the dtype it was measured in, beside the machine, model and versions."""
+    from dora_sam2.memory_attention import ATTENTION_PATHS
+
+    cache = tmp_path / "cache"
+    [measured] = lines(start(tmp_path / "first", micro_model_dir, cache, **TRACK), "memory attention:")
+    assert "one layer in float32 takes fused " in measured
+    assert "measured now (none kept for this machine, model, input size and versions)" in measured
+    [entry] = entries(cache)
+    assert entry["key"]["choice"] == "attention" and entry["key"]["dtype"] == "float32"
+    assert {"cpu", "cores", "threads", "model", "image_size", "versions"} <= set(entry["key"])
+    seconds = entry["choice"]["seconds"]
+    assert list(seconds) == [str(path) for path in ATTENTION_PATHS]
+    kept = entry["choice"]["attention"]
+    assert kept == min(seconds, key=seconds.get) and f"here: {kept} kept; measured now" in measured
+
+    [read] = lines(start(tmp_path / "second", micro_model_dir, cache, **TRACK), "memory attention:")
+    assert f"memory attention: {kept}, {KEPT_FROM} at {entry['measured']} (one layer in float32: " in read
+    assert entries(cache) == [entry]
+
+
+@pytest.mark.parametrize("change", ["the kept path", "the transformers version"])
+def test_the_node_runs_the_kept_attention_path_unless_it_was_kept_for_other_versions(tmp_path, micro_model_dir,
+                                                                                      change):
+    """The file edited: to another path, the node says it runs that one; to a key of another transformers
+    version (what an upgrade leaves behind), the node measures again and keeps both."""
+    cache = tmp_path / "cache"
+    start(tmp_path / "first", micro_model_dir, cache, **TRACK)
+    content = json.loads((cache / "dora-sam2" / "choices.json").read_text())
+    [entry] = content["entries"]
+    other = "blocks of 128" if entry["choice"]["attention"] == "fused" else "fused"
+    entry["choice"]["attention"] = other
+    if change == "the transformers version":
+        entry["key"]["versions"]["transformers"] = "4.0.0"
+    (cache / "dora-sam2" / "choices.json").write_text(json.dumps(content))
+    [said] = lines(start(tmp_path / "second", micro_model_dir, cache, **TRACK), "memory attention:")
+    if change == "the kept path":
+        assert said.startswith(f"INFO dora-sam2: memory attention: {other}, {KEPT_FROM}"), said
+    else:
+        assert "measured now (none kept" in said
+        assert [e["key"]["versions"]["transformers"] for e in attention_entries(cache)][0] == "4.0.0"
+        assert len(attention_entries(cache)) == 2
+
+
+@native_bf16
+def test_segment_mode_measures_no_attention_and_dtype_auto_keeps_both_choices_apart(tmp_path, micro_model_dir):
+    """Segment mode reads no memory; track mode with DTYPE=auto keeps its dtype and, in it, its attention path."""
+    cache = tmp_path / "cache"
+    assert not lines(start(tmp_path / "segment", micro_model_dir, cache), "memory attention:")
+    assert [e["key"]["choice"] for e in entries(cache)] == ["dtype"]
+    start(tmp_path / "track", micro_model_dir, cache, MODE="track")
+    [dtype, attention] = entries(cache)
+    assert (dtype["key"]["choice"], attention["key"]["choice"]) == ("dtype", "attention")
+    assert attention["key"]["dtype"] == dtype["choice"]["dtype"]

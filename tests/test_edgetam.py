@@ -100,7 +100,7 @@ def test_tracking_at_512_through_occlusion_clicks_and_re_prompts(edgetam_dir):
 def test_both_memory_attention_paths_agree_on_perceiver_latents(edgetam_dir):
     """The CPU path and the fused kernel GPUs take, on EdgeTAM's memory layout: per frame 256 global
     latents without rotary encoding, then 16 x 16 spatial latents with their own tables; then pointers."""
-    from dora_sam2.memory_attention import attend_memory
+    from dora_sam2.memory_attention import FUSED, AttentionPath, attend_memory
 
     model = streaming(edgetam_dir, image_size=512)
     g = torch.Generator().manual_seed(0)
@@ -109,8 +109,8 @@ def test_both_memory_attention_paths_agree_on_perceiver_latents(edgetam_dir):
     memory, position = (torch.randn(3, 2 * 512 + 4, model.model.mem_dim, generator=g) for _ in range(2))
     with torch.inference_mode():
         args = (model.model.memory_attention, image, image_position, memory, position, 4)
-        ours = attend_memory(*args, fused=False, frame_tokens=512)
-        fused = attend_memory(*args, fused=True, frame_tokens=512)
+        ours = attend_memory(*args, AttentionPath(256), frame_tokens=512)
+        fused = attend_memory(*args, FUSED, frame_tokens=512)
     torch.testing.assert_close(ours, fused, rtol=1e-4, atol=1e-4)
 
 

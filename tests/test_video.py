@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dora_sam2.domain import Frame, Prompt
+from dora_sam2.memory_attention import ATTENTION_PATHS
 from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
 
 from support.streaming_reference import (BOX_A, BOX_B, BOXES, HEIGHT, WIDTH, Presence, frames,
@@ -47,6 +48,47 @@ def test_matches_transformers_streaming(streaming, visible):
     for index, (mine, theirs) in enumerate(zip(ours, reference)):
         torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
     assert not (torch.stack(ours) == NO_OBJECT_LOGIT).any()
+
+
+@pytest.mark.parametrize("streaming", ["test@512"], indirect=True)
+@pytest.mark.parametrize("path", [str(p) for p in ATTENTION_PATHS])
+def test_every_attention_path_the_node_may_choose_matches_transformers(streaming, visible, path):
+    """What start-up measuring may keep (memory_attention.ATTENTION_PATHS), each through a full window."""
+    from dora_sam2.memory_attention import AttentionPath
+
+    count = streaming.num_maskmem + 2
+    prompts = {0: {0: BOX_A, 1: BOX_B}}
+    streaming.backend.attention_path = AttentionPath.named(path)
+    try:
+        with torch.inference_mode():
+            ours, _ = run_ours(streaming, count, prompts)
+            reference = run_transformers(streaming, count, prompts)
+    finally:
+        streaming.backend.attention_path = None
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+        assert torch.equal(mine > 0, theirs > 0), f"frame {index}: the masks differ"
+
+
+@pytest.mark.parametrize("streaming", ["micro"], indirect=True)
+def test_measuring_keeps_the_fastest_attention_path(streaming):
+    """A clock on which blocks of 512 run in 1 s and every other path in 3 s: each path is timed, and
+    blocks of 512 kept."""
+    from dora_sam2.memory_attention import AttentionPath
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0 if str(streaming.backend.attention_path) == "blocks of 512" else 3.0
+        return now[0]
+
+    try:
+        seconds = streaming.choose_attention_by_measuring(repeats=2, clock=clock)
+        assert {str(path): s for path, s in seconds.items()} == {str(path): 1.0 if str(path) == "blocks of 512" else 3.0
+                                                               for path in ATTENTION_PATHS}
+        assert streaming.backend.attention_path == AttentionPath.named("blocks of 512")
+    finally:
+        streaming.backend.attention_path = None
 
 
 @pytest.fixture
@@ -90,7 +132,7 @@ def test_chunked_attention_is_softmax_attention():
 
 def test_both_memory_attention_paths_agree(streaming):
     """The CPU path (matrix products, value projection after attention) and the fused kernel GPUs use."""
-    from dora_sam2.memory_attention import attend_memory
+    from dora_sam2.memory_attention import FUSED, AttentionPath, attend_memory
 
     g = torch.Generator().manual_seed(0)
     attention, mem_dim = streaming.model.memory_attention, streaming.model.mem_dim
@@ -99,8 +141,8 @@ def test_both_memory_attention_paths_agree(streaming):
     memory = torch.randn(3, 2 * tokens + 4, mem_dim, generator=g)  # 2 frames and 4 pointer tokens per object
     position = torch.randn(3, 2 * tokens + 4, mem_dim, generator=g)
     with torch.inference_mode():
-        ours = attend_memory(attention, image, image_position, memory, position, 4, fused=False)
-        fused = attend_memory(attention, image, image_position, memory, position, 4, fused=True)
+        ours = attend_memory(attention, image, image_position, memory, position, 4, AttentionPath(256))
+        fused = attend_memory(attention, image, image_position, memory, position, 4, FUSED)
     assert ours.shape == (3, tokens, channels)
     torch.testing.assert_close(ours, fused, rtol=1e-4, atol=1e-4)
 

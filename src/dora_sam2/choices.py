@@ -1,9 +1,11 @@
 """Choices measured at start-up, kept for the starts that follow.
 
 `DTYPE=auto` on a CPU with native bf16 times fp32 against bf16 on the model: a minute on a small CPU at
-1024, for an answer that depends only on the machine, the model, its input size and the libraries. So
-each answer is kept, under a key that names all of those (`dtype_key`), in one JSON file in the user's
-cache (`choices_path`), and a later start whose key is the same reads it instead of measuring.
+1024, for an answer that depends only on the machine, the model, its input size and the libraries. In
+track mode on a CPU the node also times the ways of running memory attention (memory_attention.py's
+`AttentionPath`: the fused kernel, or blocks of 128, 256 or 512 rows), in the dtype it runs. So each
+answer is kept, under a key that names all it depends on (`dtype_key`, `attention_key`), in one JSON file
+in the user's cache (`choices_path`), and a later start whose key is the same reads it instead of measuring.
 
 The file is a cache: one that cannot be read or written, or holds what we did not write, is one log line
 and the node measures as it would without it. It keeps the newest `FixedLimits.CHOICES_KEPT` entries, and
@@ -46,6 +48,16 @@ def choices_path(env=None) -> Path:
 def dtype_key(backend, compile: bool = False) -> dict:
     """What makes `DTYPE=auto`'s measurement on `backend` (a Sam2Backend) come out another way: the CPU
     and the cores this process may use, the model and the input size it runs at, and the libraries."""
+    return _key("dtype", backend, compile)
+
+
+def attention_key(backend, compile: bool = False) -> dict:
+    """What makes the memory attention measurement come out another way: all `dtype_key` names, and the
+    dtype it ran in."""
+    return {**_key("attention", backend, compile), "dtype": str(backend.dtype).removeprefix("torch.")}
+
+
+def _key(choice: str, backend, compile: bool) -> dict:
     import torch
     import transformers
 
@@ -53,7 +65,7 @@ def dtype_key(backend, compile: bool = False) -> dict:
     from .devices import cpu_identity
 
     return {
-        "choice": "dtype",
+        "choice": choice,
         **cpu_identity(),
         "cores": _cores(),
         "threads": torch.get_num_threads(),
@@ -106,27 +118,28 @@ def _cores() -> int:
 
 
 @dataclass(frozen=True)
-class KeptDtype:
-    """What an earlier start measured: the dtype it kept, each candidate's seconds per encode, and when."""
+class KeptChoice:
+    """What an earlier start measured: what it kept (a dtype, an attention path), each candidate's
+    seconds, and when."""
 
-    dtype: str
+    value: str
     seconds: dict[str, float]
     measured: str  # ISO 8601, UTC
 
     @classmethod
-    def from_entry(cls, entry: dict) -> "KeptDtype":
+    def from_entry(cls, entry: dict, field: str, candidates: tuple[str, ...]) -> "KeptChoice":
         choice = entry.get("choice")
         if not isinstance(choice, dict):
             raise ValueError("an entry holds no choice")
-        dtype, seconds, measured = choice.get("dtype"), choice.get("seconds"), entry.get("measured")
-        if dtype not in MEASURED_DTYPES:
-            raise ValueError(f"an entry keeps {str(dtype)[:40]!r}, not one of {', '.join(MEASURED_DTYPES)}")
+        value, seconds, measured = choice.get(field), choice.get("seconds"), entry.get("measured")
+        if value not in candidates:
+            raise ValueError(f"an entry keeps {str(value)[:40]!r}, not one of {', '.join(candidates)}")
         if not (isinstance(seconds, dict) and all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0
                                                   for s in seconds.values())):
             raise ValueError("an entry's timings are not seconds")
         if not isinstance(measured, str):
             raise ValueError("an entry does not say when it was measured")
-        return cls(dtype, {str(name): float(s) for name, s in seconds.items()}, measured)
+        return cls(value, {str(name): float(s) for name, s in seconds.items()}, measured)
 
     def timings(self) -> str:
         return ", ".join(f"{name} {s * 1e3:.0f} ms" for name, s in self.seconds.items())
@@ -140,21 +153,35 @@ class ChoicesFile:
         self.path = path
         self._said = False
 
-    def find_dtype(self, key: dict) -> KeptDtype | None:
-        """The dtype kept under `key`, or None: none kept, or the file unusable (said once)."""
+    def find_dtype(self, key: dict) -> KeptChoice | None:
+        """The dtype kept under `key` (a `dtype_key`), or None: none kept, or the file unusable (said once)."""
+        return self._find(key, "dtype", MEASURED_DTYPES)
+
+    def find_attention(self, key: dict) -> KeptChoice | None:
+        """The attention path kept under `key` (an `attention_key`), as `AttentionPath.named` reads it."""
+        from .memory_attention import ATTENTION_PATHS
+
+        return self._find(key, "attention", tuple(map(str, ATTENTION_PATHS)))
+
+    def keep_dtype(self, key: dict, dtype: str, seconds: dict[str, float]) -> bool:
+        return self._keep(key, {"dtype": dtype, "seconds": seconds})
+
+    def keep_attention(self, key: dict, path: str, seconds: dict[str, float]) -> bool:
+        return self._keep(key, {"attention": path, "seconds": seconds})
+
+    def _find(self, key: dict, field: str, candidates: tuple[str, ...]) -> KeptChoice | None:
         try:
             entry = next((e for e in self._read() if e["key"] == key), None)
-            return None if entry is None else KeptDtype.from_entry(entry)
+            return None if entry is None else KeptChoice.from_entry(entry, field, candidates)
         except (OSError, ValueError) as error:
             self._say("could not read the measured choices kept in %s (%s): measuring as if none were kept; "
                       "the file is replaced if it can be written", error)
             return None
 
-    def keep_dtype(self, key: dict, dtype: str, seconds: dict[str, float]) -> bool:
+    def _keep(self, key: dict, choice: dict) -> bool:
         """Keeps a measurement under `key` (replacing one of the same key), the newest CHOICES_KEPT in all.
         False, said once, where the file cannot be written."""
-        entry = {"key": key, "choice": {"dtype": dtype, "seconds": seconds},
-                 "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        entry = {"key": key, "choice": choice, "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._locked():  # two nodes starting side by side: neither loses the other's entry

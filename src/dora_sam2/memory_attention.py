@@ -6,15 +6,23 @@ alone, i.e. the first self-attention) keeps a batch of 1 until each object's mem
 
 What stays per object is the attention itself, and it is most of an object's cost: each object's 4096
 queries attend to 4096 keys per memory frame (about 550 GFLOP per object and frame for hiera-tiny with
-its 7-frame memory as SAM2 computes it, against 207 GFLOP for encoding the frame). On CPUs it runs as
-plain matrix products, one object at a time, with the value projection after attention (370 GFLOP,
-the same result): about 2.3x faster than PyTorch's fused attention kernel (see `_per_object_attention`
-and `_softmax_attention`). GPUs keep the fused kernel, batched over objects.
+its 7-frame memory as SAM2 computes it, against 207 GFLOP for encoding the frame). It runs one of two
+ways (`AttentionPath`):
+
+- in blocks: plain matrix products, one object at a time, `rows` queries a block, with the value
+  projection after attention (370 GFLOP, the same result). About 2.3x faster than PyTorch's fused
+  kernel on CPUs in bf16; in fp32 at 1 thread, 495 against 622 ms a layer stack for one object.
+- fused: PyTorch's fused kernel, batched over objects, as GPUs run it.
+
+Which is faster, and the block size, depend on the machine and the dtype: the node measures them at
+start-up (`Sam2StreamingModel.choose_attention_by_measuring`) and keeps the answer (choices.py).
 
 tests/test_video.py holds the result to transformers' streaming output.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,48 +30,91 @@ import torch.nn.functional as F
 from .decoder import merge_heads, split_heads
 
 
+@dataclass(frozen=True)
+class AttentionPath:
+    """How memory attention runs: in blocks of `rows` query rows, one object at a time; or, with `rows`
+    0, PyTorch's fused kernel over every object at once."""
+
+    rows: int = 0
+
+    @property
+    def fused(self) -> bool:
+        return self.rows == 0
+
+    def __str__(self) -> str:
+        return "fused" if self.fused else f"blocks of {self.rows}"
+
+    @classmethod
+    def named(cls, name: str) -> "AttentionPath":
+        """The path `str` names; ValueError for any other name."""
+        path = next((p for p in ATTENTION_PATHS if str(p) == name), None)
+        if path is None:
+            raise ValueError(f"{name[:40]!r} is not one of {', '.join(map(str, ATTENTION_PATHS))}")
+        return path
+
+    @classmethod
+    def default(cls, device: torch.device) -> "AttentionPath":
+        """Before (or without) a measurement: blocks of 256 on CPUs, where bf16 made them 2.3x faster than
+        the fused kernel; the fused kernel elsewhere."""
+        return cls(256) if device.type == "cpu" else cls(0)
+
+
+FUSED = AttentionPath(0)
+# What start-up measures on a CPU. Smaller blocks keep a longer window's scores in cache (fp32 doubles
+# their bytes); larger ones cost fewer calls.
+ATTENTION_PATHS = (FUSED, AttentionPath(128), AttentionPath(256), AttentionPath(512))
+
+
+def paths_for(attention) -> tuple[AttentionPath, ...]:
+    """The ways `attention` can run: blocks take single-head attention only."""
+    return ATTENTION_PATHS if attention.layers[0].self_attn.num_attention_heads == 1 else (FUSED,)
+
+
 def attend_memory(attention, image, image_position, memory, memory_position, num_pointer_tokens: int,
-                  fused: bool | None = None, frame_tokens: int | None = None):
+                  path: AttentionPath | None = None, frame_tokens: int | None = None, layers: int | None = None):
     """image, image_position: (1, HW, C), the frame; memory, memory_position: (B, M, mem_dim), each
     object's memory tokens: its memory frames, `frame_tokens` each (default HW), then `num_pointer_tokens`
     object pointer tokens, which take no rotary encoding. Returns (B, HW, C): the frame as each object's
-    memory sees it.
+    memory sees it (after the first `layers` layers only, where given: what measuring times).
 
     SAM 2 remembers a frame as its HW feature tokens, all rotated as the queries are. EdgeTAM remembers it
     as a perceiver's latents: global ones, which take no rotary encoding, then a grid of spatial ones with
     rotary tables of their own (`position_ids_k`).
 
-    `fused`: PyTorch's fused attention kernel; by default everywhere but on CPUs (see
-    `_per_object_attention`), and always where attention has several heads."""
-    if fused is None:
-        fused = image.device.type != "cpu"
-    fused = fused or attention.layers[0].self_attn.num_attention_heads != 1
+    `path`: by default `AttentionPath.default`; fused where `paths_for` offers no other."""
+    path = path or AttentionPath.default(image.device)
+    if path not in paths_for(attention):
+        path = FUSED
     output = image + 0.1 * image_position
     rope = attention.rotary_emb(output, attention.position_ids)
     key_ids = getattr(attention, "position_ids_k", None)  # EdgeTAM
     key_rope = rope if key_ids is None else attention.rotary_emb(output, key_ids)
-    rotate_keys = _KeyRotation(*key_rope, frame_tokens or image.shape[1], num_pointer_tokens)
+    rotate_frame = _Rotation(*rope)
+    rotate_memory = _Rotation(*key_rope, frame_tokens or image.shape[1], num_pointer_tokens)
     keys_with_position = memory + memory_position
-    for layer in attention.layers:
+    for layer in attention.layers[:layers]:
         query = layer.layer_norm1(output)
-        output = output + _rope_attention(layer.self_attn, query, query, query, rope, _KeyRotation(*rope), fused)
+        output = output + _rope_attention(layer.self_attn, query, query, query, rotate_frame, rotate_frame, path)
         query = layer.layer_norm2(output)
-        output = output + _rope_attention(layer.cross_attn_image, query, keys_with_position, memory, rope,
-                                          rotate_keys, fused)
+        output = output + _rope_attention(layer.cross_attn_image, query, keys_with_position, memory, rotate_frame,
+                                          rotate_memory, path)
         query = layer.layer_norm3(output)
         output = output + _feed_forward(layer, query)
     return attention.layer_norm(output)
 
 
 def _feed_forward(layer, x):
+    """One object at a time: its hidden activations (2048 wide, 8 MB in fp32 at 512) reuse one
+    allocation and stay in cache, where all objects' at once (64 MB for 8) were fresh pages each layer."""
     if hasattr(layer, "mlp"):  # EdgeTAM
-        return layer.mlp(x)
-    return layer.linear2(layer.activation(layer.linear1(x)))
+        return torch.cat([layer.mlp(x[b : b + 1]) for b in range(len(x))])
+    return torch.cat([layer.linear2(layer.activation(layer.linear1(x[b : b + 1]))) for b in range(len(x))])
 
 
-class _KeyRotation:
-    """Rotary encoding of keys laid out as frames of `frame_tokens`, then `pointers` unrotated tokens.
-    In each frame the last len(cos) tokens rotate (all of them for SAM 2; the spatial latents for EdgeTAM)."""
+class _Rotation:
+    """Rotary encoding of tokens laid out as frames of `frame_tokens`, then `pointers` unrotated tokens.
+    In each frame the last len(cos) tokens rotate (all of them for SAM 2; the spatial latents for EdgeTAM).
+    Computed in fp32, as SAM2 computes it."""
 
     def __init__(self, cos, sin, frame_tokens: int | None = None, pointers: int = 0):
         self.cos, self.sin = cos, sin
@@ -71,22 +122,44 @@ class _KeyRotation:
         self.pointers = pointers
 
     def __call__(self, k):
+        """k: (..., S, C) -> k rotated."""
+        return self.of_pair(k, rotate_pairwise(k))
+
+    def of_pair(self, k, k_pair):
+        """k rotated, given `k_pair`, k with each pair of channels turned (x, y) -> (-y, x)."""
+        out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         rotated = k.shape[-2] - self.pointers
-        frames = k[..., :rotated, :].unflatten(-2, (-1, self.frame_tokens))
+        out_frames, k_frames, pair_frames = (t[..., :rotated, :].unflatten(-2, (-1, self.frame_tokens))
+                                             for t in (out, k, k_pair))
         plain = self.frame_tokens - self.cos.shape[-2]
-        if plain:
-            frames = torch.cat([frames[..., :plain, :], _rotate(frames[..., plain:, :], self.cos, self.sin)], dim=-2)
-        else:
-            frames = _rotate(frames, self.cos, self.sin)
-        return torch.cat([frames.flatten(-3, -2), k[..., rotated:, :]], dim=-2)
+        _rotate_into(out_frames[..., plain:, :], k_frames[..., plain:, :], pair_frames[..., plain:, :],
+                     self.cos, self.sin)
+        out_frames[..., :plain, :] = k_frames[..., :plain, :]
+        out[..., rotated:, :] = k[..., rotated:, :]
+        return out
 
 
-def _rope_attention(attn, query, key, value, rope, rotate_keys: _KeyRotation, fused: bool):
-    q = split_heads(attn.q_proj(query), attn)
-    cos, sin = rope
-    if not fused:
-        return attn.o_proj(attn.v_proj(_per_object_attention(attn, q, key, value, cos, sin, rotate_keys)))
-    q = _rotate(q, cos, sin)
+def _rotate_into(out, k, k_pair, cos, sin):
+    """out = k cos + k_pair sin, broadcast over frames; in fp32, then in out's dtype."""
+    if out.dtype == torch.float32:  # in place: no temporaries
+        torch.mul(k, cos, out=out)
+        out.addcmul_(k_pair, sin)
+    else:
+        out.copy_(torch.addcmul(k.float() * cos, k_pair.float(), sin))
+
+
+def rotate_pairwise(x):
+    from transformers.models.sam2_video.modeling_sam2_video import rotate_pairwise
+
+    return rotate_pairwise(x)
+
+
+def _rope_attention(attn, query, key, value, rotate_queries: _Rotation, rotate_keys: _Rotation,
+                    path: AttentionPath):
+    if not path.fused:
+        return attn.o_proj(attn.v_proj(_per_object_attention(attn, query, key, value, rotate_queries, rotate_keys,
+                                                              path.rows)))
+    q = rotate_queries(split_heads(attn.q_proj(query), attn))
     k = rotate_keys(split_heads(attn.k_proj(key), attn))
     v = split_heads(attn.v_proj(value), attn)
     if q.shape[0] == 1 and k.shape[0] > 1:
@@ -94,7 +167,7 @@ def _rope_attention(attn, query, key, value, rope, rotate_keys: _KeyRotation, fu
     return attn.o_proj(merge_heads(F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)))
 
 
-def _per_object_attention(attn, q, key, value, cos, sin, rotate_keys: _KeyRotation):
+def _per_object_attention(attn, query, key, value, rotate_queries: _Rotation, rotate_keys: _Rotation, rows: int):
     """Single-head attention, one object at a time, before the value projection: (B, L, kv_in_dim).
 
     Attention weights sum to 1, so they may average the raw values and the value projection follow,
@@ -102,25 +175,25 @@ def _per_object_attention(attn, q, key, value, cos, sin, rotate_keys: _KeyRotati
     keeps the working set to one object's keys (15 MB for hiera-tiny's full window) instead of every
     object's in fp32 (235 MB for 8), which made 8 objects cost more than twice 4.
     """
+    q = _project_rotated(attn.q_proj, query, rotate_queries) * attn.scaling  # every object's queries at once
     dtype = q.dtype
-    q = _rotate(q, cos, sin) * attn.scaling  # every object's queries at once
     averaged = []
     for b in range(key.shape[0]):
-        k = rotate_keys(split_heads(attn.k_proj(key[b : b + 1]), attn))
+        k = _project_rotated(attn.k_proj, key[b], rotate_keys)
         with torch.autocast(q.device.type, enabled=False):
-            averaged.append(_softmax_attention(q[min(b, len(q) - 1), 0].to(dtype), k[0, 0].to(dtype),
-                                               value[b].to(dtype)))
+            averaged.append(_softmax_attention(q[min(b, len(q) - 1)].to(dtype), k.to(dtype), value[b].to(dtype),
+                                               rows))
     return torch.stack(averaged)
 
 
-def _rotate(x, cos, sin):
-    """SAM2's 2-D rotary encoding, in fp32 as SAM2 computes it, of (..., F * L, C) tokens: F frames of the
-    L positions the (L, C) tables cover. transformers repeats the tables once per memory frame on every
-    call; broadcasting them over frames spares those copies."""
-    from transformers.models.sam2_video.modeling_sam2_video import rotate_pairwise
-
-    frames = x.float().unflatten(-2, (-1, cos.shape[-2]))
-    return (frames * cos + rotate_pairwise(frames) * sin).flatten(-3, -2).to(x.dtype)
+def _project_rotated(linear, x, rotation: _Rotation):
+    """rotation(linear(x)) for single-head attention. The pair-turned projection, which the rotation
+    needs, comes from the same matrix product with the weights' rows turned alike: one wider product
+    instead of two passes (a negation and an interleave) over the projected keys, 7 MB per object and
+    layer at 512."""
+    weight, bias = linear.weight, linear.bias
+    both = F.linear(x, torch.cat([weight, rotate_pairwise(weight.T).T]), torch.cat([bias, rotate_pairwise(bias)]))
+    return rotation.of_pair(both[..., : linear.out_features], both[..., linear.out_features :])
 
 
 def _softmax_attention(query, key, value, rows: int = 256):

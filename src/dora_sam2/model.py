@@ -21,6 +21,7 @@ from .decoder import is_ambiguous, predict_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
 from .loading import is_sam3
+from .memory_attention import AttentionPath
 from .precision import Precision
 
 # Objects per mask-decoder call: the decoder's working memory grows with the objects it holds at once
@@ -46,6 +47,9 @@ class Sam2Backend:
         sam3 = is_sam3(model.config)
         self.normalisation = processing.SAM3_NORMALISATION if sam3 else (processing.PIXEL_MEAN, processing.PIXEL_STD)
         self._in_dtype: tuple[torch.dtype, torch.Tensor, torch.nn.Module] | None = None  # see _dtype_bound
+        # How tracking runs memory attention, measured at start-up (video.choose_attention_by_measuring) or
+        # kept from an earlier start (choices.py); None: memory_attention.AttentionPath.default
+        self.attention_path: AttentionPath | None = None
 
     @property
     def device(self) -> torch.device:

@@ -8,12 +8,13 @@ import threading
 from collections import Counter, deque
 
 from . import codecs, overlay
-from .choices import ChoicesFile, choices_path, dtype_key
+from .choices import ChoicesFile, KeptChoice, attention_key, choices_path, dtype_key
 from .devices import cpu_has_fast_bf16, resolve_dtype
 from .domain import Frame, InputError, Masks, Phrases
 from .engine import Segmenter
 from .joining import join_dataflow
 from .loading import ModelLoadError, load_checkpoint
+from .memory_attention import AttentionPath
 from .model import Sam2Backend
 from .phrases import PhraseSearch
 from .sam3 import Sam3Finder
@@ -49,6 +50,8 @@ def main() -> None:
             measured = _measure_dtype(model, settings)
         what = "decode (the measuring's encodes were its first encode)" if measured else "first encode + decode"
         log.info("warm-up: %s took %.2f s", what, checkpoint.warmup())
+        if settings.mode == "track" and model.device.type == "cpu":
+            _choose_attention(model, settings)
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
     # can answer: no frames pile up while weights load.
@@ -66,22 +69,53 @@ def _measure_dtype(model: Sam2Backend, settings: Settings) -> bool:
     """DTYPE=auto on a CPU with native bf16: the faster of bf16 and fp32, measured, not assumed; or, where
     an earlier start on this machine measured it for this model, size and libraries, what it found
     (choices.py). True when measured now."""
-    choices, key = ChoicesFile(choices_path()), dtype_key(model, settings.compile)
-    kept = None if settings.remeasure else choices.find_dtype(key)
-    if kept is not None:
-        model.keep_dtype(resolve_dtype(kept.dtype, model.device))
-        log.info("DTYPE=auto: %s, as measured on this machine at %s (one encode: %s), read from %s; "
-                 "REMEASURE=1 measures again, DTYPE forces one", str(model.dtype).removeprefix("torch."),
-                 kept.measured, kept.timings(), choices.path)
-        return False
-    seconds = {str(d).removeprefix("torch."): s for d, s in model.choose_dtype_by_measuring().items()}
+    def measure() -> tuple[str, dict[str, float]]:
+        seconds = model.choose_dtype_by_measuring()
+        return str(model.dtype).removeprefix("torch."), {str(d).removeprefix("torch."): s for d, s in seconds.items()}
+
+    return _kept_or_measured(
+        settings, "DTYPE=auto", "one encode", dtype_key(model, settings.compile), ChoicesFile.find_dtype,
+        ChoicesFile.keep_dtype, lambda kept: model.keep_dtype(resolve_dtype(kept, model.device)), measure,
+        force=("DTYPE forces one", "set DTYPE to force one"))
+
+
+def _choose_attention(model: Sam2Backend, settings: Settings) -> None:
+    """Track mode on a CPU: memory attention the way that runs fastest here in the node's dtype (the fused
+    kernel, or blocks of some size: memory_attention.AttentionPath), measured, or read where an earlier
+    start measured it for this machine, model, size, dtype and libraries (choices.py)."""
+    streaming = Sam2StreamingModel(model)
+    if len(streaming.attention_paths) < 2:  # several heads: the fused kernel is the only way
+        return
+
+    def measure() -> tuple[str, dict[str, float]]:
+        seconds = streaming.choose_attention_by_measuring()
+        return str(model.attention_path), {str(path): s for path, s in seconds.items()}
+
     dtype = str(model.dtype).removeprefix("torch.")
+    _kept_or_measured(
+        settings, "memory attention", f"one layer in {dtype}", attention_key(model, settings.compile),
+        ChoicesFile.find_attention, ChoicesFile.keep_attention,
+        lambda kept: setattr(model, "attention_path", AttentionPath.named(kept)), measure)
+
+
+def _kept_or_measured(settings: Settings, what: str, unit: str, key: dict, find, keep, use, measure,
+                      force: tuple[str, str] | None = None) -> bool:
+    """A choice read from choices.py's file where an earlier start kept one under `key` (then `use`-d),
+    else `measure`-d now (which applies it) and kept; one log line either way. True when measured now."""
+    choices = ChoicesFile(choices_path())
+    kept: KeptChoice | None = None if settings.remeasure else find(choices, key)
+    if kept is not None:
+        use(kept.value)
+        log.info("%s: %s, as measured on this machine at %s (%s: %s), read from %s; REMEASURE=1 measures again%s",
+                 what, kept.value, kept.measured, unit, kept.timings(), choices.path, f", {force[0]}" if force else "")
+        return False
+    value, seconds = measure()
     why = "REMEASURE=1" if settings.remeasure else "none kept for this machine, model, input size and versions"
-    saved = choices.keep_dtype(key, dtype, seconds)
+    saved = keep(choices, key, value, seconds)
     where = f", the choice saved in {choices.path} for later starts" if saved else ""
     timings = ", ".join(f"{name} {s * 1e3:.0f} ms" for name, s in seconds.items())
-    log.info("DTYPE=auto: one encode takes %s here: %s kept (set DTYPE to force one); measured now (%s)%s",
-             timings, dtype, why, where)
+    log.info("%s: %s takes %s here: %s kept%s; measured now (%s)%s", what, unit, timings, value,
+             f" ({force[1]})" if force else "", why, where)
     return True
 
 

@@ -19,6 +19,7 @@ tests/test_video.py holds it to transformers' own streaming results (tests/test_
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
-from .memory_attention import attend_memory
+from .memory_attention import AttentionPath, attend_memory, paths_for
 from .model import Sam2Backend
 from .streaming import FrameAnswer, ObjectMemory
 
@@ -181,6 +182,50 @@ class Sam2StreamingModel:
     def join(self, steps: list[Step], order: list[int]) -> Step:
         return Step.concat(steps, order)
 
+    @property
+    def attention_paths(self) -> tuple[AttentionPath, ...]:
+        """The ways this model's memory attention can run, which `choose_attention_by_measuring` times."""
+        return paths_for(self.model.memory_attention)
+
+    @_answering
+    def choose_attention_by_measuring(self, candidates: tuple[AttentionPath, ...] | None = None, repeats: int = 2,
+                                      clock=time.perf_counter) -> dict[AttentionPath, float]:
+        """Keep whichever way of running memory attention (memory_attention.AttentionPath) is fastest here
+        in the backend's dtype: which one is depends on the CPU, the dtype and the window's length, not on a
+        rule. Timed on one object whose memory window is full, through the first layer only (every layer
+        costs the same), each best of `repeats` after one untimed run. Returns the seconds of each."""
+        memories, features, frame_index = self._full_window()
+        seconds = {}
+        for path in candidates or self.attention_paths:
+            self.backend.attention_path = path
+            self._attend(features, memories, frame_index, layers=1)
+            runs = []
+            for _ in range(repeats):
+                started = clock()
+                self._attend(features, memories, frame_index, layers=1)
+                runs.append(clock() - started)
+            seconds[path] = min(runs)
+        self.backend.attention_path = min(seconds, key=seconds.get)
+        return seconds
+
+    def _full_window(self) -> tuple[list[ObjectMemory], FrameFeatures, int]:
+        """One object that remembers blank features on its prompted frame and on every frame of its
+        window: what memory attention reads once tracking has run a few seconds (the values do not change
+        its cost)."""
+        channels, (height, width) = self.config.memory_attention_hidden_size, self.size
+        blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
+        features = FrameFeatures(blank, blank, [], 4 * width, 4 * height)
+        pointer = torch.zeros(1, self.model.no_object_pointer.shape[-1], device=self.device)
+        step = Step(torch.zeros(1, 4 * height, 4 * width, device=self.device), torch.zeros(1, device=self.device),
+                    torch.ones(1, device=self.device), pointer)
+        memory = self.new_memory()
+        [remembered] = self.remember(features, step, [True])
+        memory.add(0, remembered, prompted=True)
+        window = max(memory.recent.maxlen, memory.recent_pointers.maxlen)
+        for frame_index in range(1, window + 1):
+            memory.add(frame_index, remembered, prompted=False)
+        return [memory], features, window + 1
+
     @_answering
     def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
         """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
@@ -257,8 +302,10 @@ class Sam2StreamingModel:
         pointer = torch.where(visible, pointer.float(), self.model.no_object_pointer.float())
         return Step(logits, iou.float(), object_score, pointer)
 
-    def _attend(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int) -> torch.Tensor:
-        """The frame's features conditioned on each object's memory: (B, C, H, W), one batch."""
+    def _attend(self, features: FrameFeatures, memories: list[ObjectMemory], frame_index: int,
+                layers: int | None = None) -> torch.Tensor:
+        """The frame's features conditioned on each object's memory: (B, C, H, W), one batch (after the
+        first `layers` layers only, where given: what measuring times)."""
         memory, position, num_pointer_tokens = zip(*(self._memory_tokens(m, frame_index) for m in memories))
         memory, position = torch.stack(memory), torch.stack(position)  # (B, M, mem_dim)
         image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
@@ -266,7 +313,7 @@ class Sam2StreamingModel:
         frame_tokens = next((m.features.shape[0] for _, m in memories[0].spatial(frame_index)), None)
         with self.backend.autocast():
             out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
-                                num_pointer_tokens[0], frame_tokens=frame_tokens)
+                                num_pointer_tokens[0], self.backend.attention_path, frame_tokens, layers)
         return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
 
     def _memory_tokens(self, memory: ObjectMemory, frame_index: int):
