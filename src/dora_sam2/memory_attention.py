@@ -104,11 +104,22 @@ def attend_memory(attention, image, image_position, memory, memory_position, num
 
 
 def _feed_forward(layer, x):
-    """One object at a time: its hidden activations (2048 wide, 8 MB in fp32 at 512) reuse one
+    """In fp32, one object at a time: its hidden activations (2048 wide, 8 MB at 512) reuse one
     allocation and stay in cache, where all objects' at once (64 MB for 8) were fresh pages each layer."""
-    if hasattr(layer, "mlp"):  # EdgeTAM
-        return torch.cat([layer.mlp(x[b : b + 1]) for b in range(len(x))])
-    return torch.cat([layer.linear2(layer.activation(layer.linear1(x[b : b + 1]))) for b in range(len(x))])
+    def forward(x):
+        if hasattr(layer, "mlp"):  # EdgeTAM
+            return layer.mlp(x)
+        return layer.linear2(layer.activation(layer.linear1(x)))
+
+    if not _in_float32(x):
+        return forward(x)
+    return torch.cat([forward(x[b : b + 1]) for b in range(len(x))])
+
+
+def _in_float32(x) -> bool:
+    """Computing in fp32, not under autocast: where the fp32 reorderings here pay. bf16 keeps the order of
+    operations it was tuned with, and so its results."""
+    return x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
 
 
 class _Rotation:
@@ -141,7 +152,8 @@ class _Rotation:
 
 def _rotate_into(out, k, k_pair, cos, sin):
     """out = k cos + k_pair sin, broadcast over frames; in fp32, then in out's dtype."""
-    if out.dtype == torch.float32:  # in place: no temporaries
+    if out.dtype == torch.float32 and not (torch.is_grad_enabled() and k.requires_grad):
+        # In place, no temporaries; autograd records no out= products, so training takes the other way.
         torch.mul(k, cos, out=out)
         out.addcmul_(k_pair, sin)
     else:
@@ -187,10 +199,12 @@ def _per_object_attention(attn, query, key, value, rotate_queries: _Rotation, ro
 
 
 def _project_rotated(linear, x, rotation: _Rotation):
-    """rotation(linear(x)) for single-head attention. The pair-turned projection, which the rotation
-    needs, comes from the same matrix product with the weights' rows turned alike: one wider product
-    instead of two passes (a negation and an interleave) over the projected keys, 7 MB per object and
-    layer at 512."""
+    """rotation(linear(x)) for single-head attention. In fp32 the pair-turned projection, which the
+    rotation needs, comes from the same matrix product with the weights' rows turned alike: one wider
+    product instead of two passes (a negation and an interleave) over the projected keys, 7 MB per object
+    and layer at 512. In bf16 the product is the cheap part, and the rotation runs in fp32 anyway."""
+    if not _in_float32(x):
+        return rotation(linear(x))
     weight, bias = linear.weight, linear.bias
     both = F.linear(x, torch.cat([weight, rotate_pairwise(weight.T).T]), torch.cat([bias, rotate_pairwise(bias)]))
     return rotation.of_pair(both[..., : linear.out_features], both[..., linear.out_features :])
