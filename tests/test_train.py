@@ -135,7 +135,10 @@ def test_a_world_dataset_reads_as_clips_whose_masks_are_the_worlds(world):
 @pytest.mark.parametrize("write, says", [
     (None, "holds no annotations.json"),
     ("not json", "is not COCO instances"),
-    (json.dumps({"images": [], "annotations": []}), "has no frame with an object on it"),
+    (json.dumps({"images": [], "annotations": []}), "has no frame with an object of 16 pixels or more"),
+    # A labelling run whose frames all came back without an object: the trainer ended in "high <= 0"
+    (json.dumps({"images": [{"id": 1, "file_name": "images/a.jpg", "width": 8, "height": 8, "camera": "c"}],
+                 "annotations": []}), "has no frame with an object of 16 pixels or more"),
 ])
 def test_an_unusable_dataset_is_one_sentence(tmp_path, write, says):
     if write is not None:
@@ -325,7 +328,8 @@ def test_the_users_loop_connects_label_fine_tune_deploy(tmp_path):
                                                        {"THREADS": "1", "DTYPE": "float32"}), timeout=600)
     assert labelled.returncode == 0, labelled.log[-4000:]
     written = json.loads((dataset / "annotations.json").read_text())
-    assert len(written["images"]) == 8 and all("track_id" in a for a in written["annotations"])
+    assert len(written["images"]) == 8, labelled.log[-4000:]
+    assert written["annotations"] and all("track_id" in a for a in written["annotations"]), labelled.log[-4000:]
 
     run = train(out, "--data", dataset, "--from", FIXTURE, "--steps", "3", "--threads", "1")
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr

@@ -104,8 +104,9 @@ class Dataset:
             raise DatasetError(f"{path} is not COCO instances as dora-sam2-dataset writes them ({error}).") from None
         for why, count in skipped.items():
             log.warning("%s: %d %s left out", path, count, why)
-        if not any(clip for clip in clips):
-            raise DatasetError(f"{path} has no frame with an object on it: label some first.")
+        if not any(i.area >= MIN_AREA for clip in clips for f in clip for i in f.instances):
+            raise DatasetError(f"{path} has no frame with an object of {MIN_AREA} pixels or more on it: label "
+                               "some first.")
         return cls(tuple(clips))
 
     @property
