@@ -115,13 +115,15 @@ def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None) -
 
 
 def world_label_flow(model_dir, world: Path, clip: str, dataset, sam2_env: dict | None = None,
-                     frames: int | None = None) -> str:
+                     frames: int | None = None, camera_env: dict | None = None) -> str:
     """examples/label.yml on a clip of the synthetic world (`dora-sam2-world`, with its video), its first
     `frames` frames (all without): its detector is examples' world_detector.py, the world's true boxes on
-    every frame, a detector that is right; the rest as a user runs it."""
+    every frame, a detector that is right; the camera's env updated by `camera_env`; the rest as a user
+    runs it."""
     truth = {"TRUTH": str(Path(world) / "annotations.json"), "CLIP": clip, "EVERY": "1"}
+    camera = {**({"FRAMES": str(frames)} if frames else {}), **(camera_env or {})}
     return _label_spec(model_dir, Path(world) / "videos" / f"{clip}.mp4", dataset, truth, sam2_env,
-                       detector="world_detector.py", camera_env={"FRAMES": str(frames)} if frames else None)
+                       detector="world_detector.py", camera_env=camera)
 
 
 def _label_spec(model_dir, video, dataset, detector_env: dict, sam2_env: dict | None,
