@@ -134,11 +134,41 @@ def test_an_object_back_under_another_id_did_not_keep_it():
     assert qm.recovery_summary([found], fps=1)["occlusions_up_to_1s"]["gaps"] == 0  # at 1 fps it is 3 s
 
 
-def test_an_object_never_found_again_is_not_recovered_nor_judged():
+def test_an_object_never_found_again_is_not_recovered_and_kept_no_id():
     frames = one_object([7, 7, 7, None, None, None, None, None, None, None])
     (found,) = qm.recoveries(frames, qm.gaps(1, [t not in (3, 4, 5) for t in range(10)]))
     assert found.frames_to_recover is None
-    assert found.same_id is None
+    assert found.same_id is False
+    summary = qm.recovery_summary([found], fps=10)["occlusions_up_to_1s"]
+    assert (summary["recovered"], summary["same_id_kept"], summary["same_id_judged"]) == (0, 0, 1)
+
+
+def test_an_object_that_slid_behind_something_is_judged_by_its_id_before_the_sliver():
+    # Its last frame in view (2) shows too little of it for the mask to match: the id it had on frame 1 counts
+    seen = [t not in (3, 4, 5) for t in range(10)]
+    frames = one_object([7, 7, None, None, None, None, 7, 7, 7, 7])
+    (found,) = qm.recoveries(frames, qm.gaps(1, seen))
+    assert (found.id_before, found.id_after, found.same_id) == (7, 7, True)
+    frames = one_object([7, 7, None, None, None, None, 8, 8, 8, 8])
+    (found,) = qm.recoveries(frames, qm.gaps(1, seen))
+    assert found.same_id is False
+    summary = qm.recovery_summary([found], fps=10)["occlusions_up_to_1s"]
+    assert (summary["same_id_kept"], summary["same_id_judged"]) == (0, 1)
+
+
+def test_an_id_from_before_an_earlier_gap_does_not_judge_the_next():
+    # Hidden on 2-3 and on 6-7; id 7 on 0-1 and 8-9, nothing on 4-5 (in view between the gaps, untracked)
+    seen = [t not in (2, 3, 6, 7) for t in range(10)]
+    frames = []
+    for t in range(10):
+        truth = np.array([1]) if seen[t] else np.zeros(0, int)
+        ids = np.array([7]) if t in (0, 1, 8, 9) else np.zeros(0, int)
+        frames.append(qm.FrameMatch(truth, ids, np.ones((len(truth), len(ids)))))
+    first, second = qm.recoveries(frames, qm.gaps(1, seen))
+    assert (first.id_before, first.id_after, first.frames_to_recover, first.same_id) == (7, 7, 4, True)
+    assert (second.id_before, second.same_id) == (None, None)
+    summary = qm.recovery_summary([first, second], fps=10)["occlusions_up_to_1s"]
+    assert (summary["gaps"], summary["same_id_kept"], summary["same_id_judged"]) == (2, 1, 1)
 
 
 def test_a_track_on_nothing_is_false_and_one_no_detection_lands_on_is_unconfirmed():
