@@ -11,6 +11,7 @@ fixture's masks fit (test_fixture.py floors those)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -113,4 +114,57 @@ def test_an_object_that_left_comes_back_under_its_id(models):
     rounds, answered = follow(models, clip)
     first_id = ids_of(rounds, 1)[0]
     assert any(first_id not in answered[t] for t in range(last, back)), answered  # it had ended
+    assert_one_id_each(rounds, clip)
+
+
+@pytest.fixture(scope="module")
+def exit_clip() -> quality.Clip:
+    """Object 1 leaves by an edge for 2 s and comes back; objects 2 and 3 stay in view throughout."""
+    clip = world_clip("exit-and-return", 120, outside_seconds=2.0, others=2)
+    assert all({2, 3} <= set(clip.present(t)) for t in range(len(clip.frames)))
+    return clip
+
+
+def part(clip: quality.Clip, start: int, stop: int) -> quality.Clip:
+    """Frames start to stop of a clip: a clip of its own, its camera time from 0."""
+    return dataclasses.replace(clip, frames=clip.frames[start:stop])
+
+
+def first_round_from(t: int) -> int:
+    """The first detection round on frame t or after."""
+    return -(-t // DETECT_EVERY) * DETECT_EVERY
+
+
+def test_a_round_adds_an_object_that_enters_the_view(models, exit_clip):
+    """The clip starts while object 1 is out of the frame: no id is its until a round sees it, that round
+    starts a new track on it (not one of the others', which are near and may share its label), and the
+    new id is answered from then on."""
+    _, back = left_and_back(exit_clip)
+    clip = part(exit_clip, back - 15, back + 30)
+    enters = 15
+    assert all(1 not in clip.present(t) for t in range(enters)) and 1 in clip.present(enters)
+    rounds, answered = follow(models, clip)
+    added = first_round_from(enters)
+    others = {rounds[0][obj] for obj in (2, 3)}
+    assert all(set(answered[t]) == others for t in range(added)), answered
+    assert 1 in rounds[added], rounds
+    new_id = rounds[added][1]
+    assert new_id not in others
+    assert all(set(answered[t]) == others | {new_id} for t in range(added, len(clip.frames))), answered
+    assert_one_id_each(rounds, clip)
+
+
+def test_a_round_ends_an_object_that_left_the_view(models, exit_clip):
+    """At the default settings: object 1 leaves the frame and is not back in this clip. Its track lives
+    while it is in view and ends on the third round that does not see it (DETECTOR_MISSES=3, sooner
+    than LOST_SECONDS=3); the others keep theirs."""
+    last, _ = left_and_back(exit_clip)
+    ended_by = first_round_from(last + 1) + 2 * DETECT_EVERY  # the third round without it
+    clip = part(exit_clip, 0, ended_by + 10)
+    rounds, answered = follow(models, clip)
+    its_id = rounds[0][1]
+    assert all(its_id in answered[t] for t in range(ended_by)), answered
+    assert all(its_id not in answered[t] for t in range(ended_by, len(clip.frames))), answered
+    others = {rounds[0][obj] for obj in (2, 3)}
+    assert all(others <= set(answered[t]) for t in answered), answered
     assert_one_id_each(rounds, clip)
