@@ -188,7 +188,7 @@ def recoveries(frames: Sequence[FrameMatch], clip_gaps: Sequence[Gap]) -> list[R
     """For each gap: how many frames after the object's return a prediction matches it again, and
     whether that prediction has the id last matched on it while it was in view before the gap. Not only
     on its last frame: an object sliding behind something shows a sliver there, which no mask matches by
-    half, and the gap would go unjudged (the world's occlusions all did)."""
+    half, and the gap would go unjudged (on 24 world occlusion clips, 2 of ours' 40 were judged)."""
     matched = [f.matches() for f in frames]
     found = []
     for gap in clip_gaps:
