@@ -15,6 +15,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
 
 DETECT_EVERY = 10  # 3 rounds a second at 30 fps
 SEED = 2000  # held out: the fixture trains on seed 0
+BASE = {"DTYPE": "float32", "THREADS": "1"}  # node settings of every run: the same answers on any CPU, beside other work
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,15 @@ def world_clip(scenario: str, frames: int, index: int = 0, **event) -> quality.C
     return quality.clip_of(SCENARIOS[scenario]((SEED, index), fmt, **event), fmt, footage, min_area=16)
 
 
-def follow(models, clip: quality.Clip, **settings) -> tuple[dict[int, dict[int, int]], dict[int, list[int]]]:
-    """Per detection round, {true object: the id its box went to}; per frame, the ids answered."""
-    setting = quality.Setting("t", tuple(sorted({"DTYPE": "float32", "THREADS": "1", **settings}.items())))
+def follow(models, clip: quality.Clip, every: int = DETECT_EVERY,
+           **settings) -> tuple[dict[int, dict[int, int]], dict[int, list[int]]]:
+    """Per detection round (every `every` frames), {true object: the id its box went to}; per frame, the
+    ids answered."""
+    setting = quality.Setting("t", tuple(sorted({**BASE, **settings}.items())))
     rounds, answered = {}, {}
-    for t, answer, _ in quality.ours(clip, models, setting, DETECT_EVERY):
+    for t, answer, _ in quality.ours(clip, models, setting, every):
         answered[t] = answer.ids
-        if t % DETECT_EVERY == 0:
+        if t % every == 0:
             rounds[t] = {truth: track_id for track_id, truth in answer.started.items()}
     return rounds, answered
 
@@ -168,3 +172,136 @@ def test_a_round_ends_an_object_that_left_the_view(models, exit_clip):
     others = {rounds[0][obj] for obj in (2, 3)}
     assert all(others <= set(answered[t]) for t in answered), answered
     assert_one_id_each(rounds, clip)
+
+
+# ---------------------------------------------------------------------------- each lifecycle setting, moved
+# The README's track-mode table says what each setting does; each test moves one (by its variable, read as
+# the node reads it) on a short clip and checks the observable it names against the world's truth.
+
+
+def covered(clip: quality.Clip, start: int, stop: int) -> quality.Clip:
+    """The clip with its camera covered (black, nothing in view) from frame start to stop."""
+    dark = [dataclasses.replace(f, rgb=np.zeros_like(f.rgb), ids=np.zeros_like(f.ids)) for f in clip.frames[start:stop]]
+    return dataclasses.replace(clip, frames=clip.frames[:start] + dark + clip.frames[stop:])
+
+
+COVER = (15, 45)  # a second with the camera covered
+
+
+@pytest.mark.parametrize("setting, value, frames", [("LOST_SECONDS", "0.55", 17), ("LOST_SECONDS", "3", None),
+                                                    ("LOST_FRAMES", "15", 15), ("LOST_FRAMES", "90", None)])
+def test_lost_seconds_or_frames_end_an_unseen_track_that_much_later(models, setting, value, frames):
+    """The camera is covered for a second, so SAM 2 sees none of the objects (and the rounds then, holding
+    no box, deny nothing: DETECTOR_MISSES is out of it). A track ends once unseen for LOST_SECONDS of
+    camera time (or LOST_FRAMES answered frames) since the last frame before the cover: 0.55 s (17
+    frames) or 15 frames end every track during the cover; 3 s or 90 frames end none."""
+    clip = covered(world_clip("crossing", 60, twins=False, others=1), *COVER)
+    start, stop = COVER
+    assert all(clip.present(t) == [] for t in range(start, stop)) and len(clip.present(start - 1)) == 3
+    rounds, answered = follow(models, clip, **{setting: value})
+    before = set(answered[start - 1])
+    assert len(before) == 3, answered
+    if frames is None:
+        assert all(before <= set(answered[t]) for t in answered), answered
+        return
+    ends = start - 1 + frames  # the frame on which they have gone unseen that long: its answer still lists them
+    back = first_round_from(stop)  # where a round finds them again (and REVIVE_SECONDS gives their ids back)
+    assert all(before <= set(answered[t]) for t in range(ends - 2)), answered  # not sooner (SAM 2 may lose
+    assert all(not before & set(answered[t]) for t in range(ends + 1, back)), answered  # one a frame early)
+
+
+@pytest.fixture(scope="module")
+def gone_for_good(exit_clip) -> quality.Clip:
+    """The exit clip until object 1 is back: it leaves on frame 29 and stays out."""
+    _, back = left_and_back(exit_clip)
+    return part(exit_clip, 0, back)
+
+
+@pytest.mark.parametrize("misses", [1, 5, 0])
+def test_detector_misses_ends_a_track_on_that_many_rounds_without_it(models, exit_clip, gone_for_good, misses):
+    """LOST_SECONDS=60 leaves the ending to the detector: object 1's track ends on the DETECTOR_MISSES-th
+    round that holds boxes (the others are in view) but not its own; with 0 it never ends."""
+    clip = gone_for_good
+    last, _ = left_and_back(exit_clip)
+    rounds, answered = follow(models, clip, DETECTOR_MISSES=str(misses), LOST_SECONDS="60")
+    its_id = rounds[0][1]
+    ends = first_round_from(last + 1) + (misses - 1) * DETECT_EVERY if misses else len(clip.frames)
+    assert ends <= len(clip.frames)
+    assert all(its_id in answered[t] for t in range(ends)), answered
+    assert all(its_id not in answered[t] for t in range(ends, len(clip.frames))), answered
+
+
+@pytest.mark.parametrize("seconds, same_id", [("0.5", False), ("3", True)])
+def test_revive_seconds_gives_an_id_back_only_to_a_track_ended_that_lately(models, exit_clip, seconds, same_id):
+    """Object 1 leaves, its track ends on the third round without it (DETECTOR_MISSES=3), and a round sees
+    it back 1.3 s later: REVIVE_SECONDS=3 gives its id back, 0.5 (and 0, test above) a new one."""
+    last, back = left_and_back(exit_clip)
+    ended, found = first_round_from(last + 1) + 2 * DETECT_EVERY, first_round_from(back)
+    assert 0.5 < (found - ended) / exit_clip.fps < 3
+    clip = part(exit_clip, 0, found + 1)
+    rounds, _ = follow(models, clip, REVIVE_SECONDS=seconds)
+    assert (rounds[found][1] == rounds[0][1]) is same_id, rounds
+
+
+def moved(clip: quality.Clip, every: int) -> dict[int, list[tuple[float, float]]]:
+    """Per object, between each two rounds that see it: the IoU of its two true boxes, and how far their
+    centres lie apart in mean box diagonals."""
+    from dora_sam2.association import box_iou, centres_apart
+
+    boxes = {t: {d.track_id: d.box for d in clip.detections(t)} for t in range(0, len(clip.frames), every)}
+    steps = {}
+    for a, b in zip(sorted(boxes), sorted(boxes)[1:]):
+        for obj in boxes[a].keys() & boxes[b].keys():
+            pair = boxes[a][obj], boxes[b][obj]
+            steps.setdefault(obj, []).append((float(box_iou(*pair)[0, 0]),
+                                              float(centres_apart(pair[0][None, None], pair[1][None])[0, 0])))
+    return steps
+
+
+def assert_new_id_each_round(rounds) -> None:
+    given = [track_id for _, found in sorted(rounds.items()) for track_id in found.values()]
+    assert len(given) == len(set(given)), rounds
+
+
+@pytest.mark.parametrize("match_iou, kept", [("0.3", True), ("1", False)])
+def test_match_iou_decides_whether_an_overlapping_detection_is_its_track(models, exit_clip, match_iou, kept):
+    """Rounds every other frame, MATCH_REACH=0 (overlap alone): each object's box overlaps its box of the
+    round before by 0.5 or more, so at MATCH_IOU=0.3 it keeps its id; at 1 (only the very same box, and
+    every object moves) each round starts a new track on each."""
+    clip = part(exit_clip, 0, 21)
+    steps = moved(clip, 2)
+    assert all(0.3 < iou < 1 for found in steps.values() for iou, _ in found), steps
+    rounds, _ = follow(models, clip, every=2, MATCH_IOU=match_iou, MATCH_REACH="0")
+    if kept:
+        assert_one_id_each(rounds, clip)
+    else:
+        assert_new_id_each_round(rounds)
+
+
+@pytest.mark.parametrize("reach, kept", [("2", True), ("0", False)])
+def test_match_reach_matches_by_distance_what_overlaps_no_track(models, exit_clip, reach, kept):
+    """MATCH_IOU=1 leaves matching to distance: each object's box lies less than 2 diagonals from its box
+    of the round before (and the three differ in shape, so in label): MATCH_REACH=2 keeps every id, 0
+    starts a new track on each object each round."""
+    clip = part(exit_clip, 0, 31)
+    steps = moved(clip, DETECT_EVERY)
+    assert all(apart < 2 for found in steps.values() for _, apart in found), steps
+    assert len(set(clip.frames[0].labels)) == 3
+    rounds, _ = follow(models, clip, MATCH_IOU="1", MATCH_REACH=reach)
+    if kept:
+        assert_one_id_each(rounds, clip)
+    else:
+        assert_new_id_each_round(rounds)
+
+
+@pytest.mark.parametrize("cap", [1, 2, 16])
+def test_max_objects_caps_the_live_tracks(models, exit_clip, cap, caplog):
+    """Three objects in view, every round: MAX_OBJECTS of them are tracked on every frame, and the refusal
+    is one log line however many rounds repeat it."""
+    clip = part(exit_clip, 0, 21)
+    assert all(len(clip.present(t)) == 3 for t in range(len(clip.frames)))
+    with caplog.at_level("WARNING", logger="dora_sam2"):
+        _, answered = follow(models, clip, MAX_OBJECTS=str(cap))
+    assert all(len(answered[t]) == min(cap, 3) for t in answered), answered
+    refused = [r for r in caplog.records if f"MAX_OBJECTS={cap} objects are tracked already" in r.getMessage()]
+    assert len(refused) == (1 if cap < 3 else 0), refused
