@@ -305,3 +305,67 @@ def test_max_objects_caps_the_live_tracks(models, exit_clip, cap, caplog):
     assert all(len(answered[t]) == min(cap, 3) for t in answered), answered
     refused = [r for r in caplog.records if f"MAX_OBJECTS={cap} objects are tracked already" in r.getMessage()]
     assert len(refused) == (1 if cap < 3 else 0), refused
+
+
+class WorldFinder:
+    """SAM 3's part in track mode (a detection round by phrase) played by the world's truth: every object
+    in view on the frame whose shape is a phrase is an instance of it. No trained SAM 3 can be made here, and what is
+    judged is when the scheduler runs rounds, not what SAM 3 finds."""
+
+    reads_exemplars = False
+
+    def __init__(self, clip: quality.Clip):
+        self.clip = clip
+        self.looked_at: list[int] = []  # the frames rounds ran on
+
+    def find(self, frame, phrases, min_score: float, limit: int):
+        from dora_sam2.domain import Masks
+
+        t = round((frame.timestamp - quality.EPOCH).total_seconds() * self.clip.fps)
+        self.looked_at.append(t)
+        found = [d for d in self.clip.detections(t) if d.label in phrases.texts]
+        masks = np.stack([self.clip.frames[t].mask(d.track_id) for d in found]) if found else \
+            np.zeros((0, frame.height, frame.width), bool)
+        return Masks(masks, np.ones(len(found), np.float32), tuple(d.label for d in found), frame.image_id,
+                     frame.timestamp, boxes=np.array([d.box for d in found], np.float32).reshape(-1, 4))
+
+    def fall_back_to_float32(self) -> bool:
+        return False
+
+
+def follow_phrases(models, clip: quality.Clip, **settings) -> tuple[list[int], dict[int, tuple[str, ...]]]:
+    """The node's track scheduler finding the clip's shapes by name, with the world as its finder: the
+    frames its rounds ran on, and per frame the labels answered."""
+    from dora_sam2.domain import Frame, Phrases
+    from dora_sam2.node import scheduler as node_scheduler
+    from dora_sam2.phrases import PhraseSearch
+    from dora_sam2.settings import Settings
+    from dora_sam2.stats import Stages, Stats
+
+    setting = quality.Setting("t", tuple(sorted({**BASE, **settings}.items())))
+    finder = WorldFinder(clip)
+    search = PhraseSearch(finder, "the world", Phrases(tuple(sorted(set(clip.frames[0].labels)))))
+    schedule = node_scheduler(Settings.from_env(setting.node_env(models.model)), models.backend(setting, video=True),
+                              [quality.CAMERA], Stats(Stages(), 0), search)
+    labels = {}
+    for t, truth in enumerate(clip.frames):
+        (_, masks), = schedule.handle([Frame(quality.CAMERA, truth.rgb, clip.timestamp(t), "rgb8")])
+        labels[t] = masks.class_names
+    return finder.looked_at, labels
+
+
+@pytest.mark.parametrize("seconds, every", [("0", 1), ("1", 30)])
+def test_detect_seconds_spaces_the_rounds_that_find_an_entering_object(models, exit_clip, seconds, every):
+    """Phrases are looked for on the first frame and every DETECT_SECONDS of camera time (0: every frame).
+    Object 1, the only one of its shape, enters the view on frame 15: it is tracked under its phrase from
+    the first round that sees it (frame 15 with rounds on every frame, frame 30 with one a second) on."""
+    _, back = left_and_back(exit_clip)
+    clip = part(exit_clip, back - 15, back + 20)
+    enters, shape = 15, clip.frames[0].labels[0]
+    assert all(1 not in clip.present(t) for t in range(enters)) and 1 in clip.present(enters)
+    assert clip.frames[0].labels.count(shape) == 1
+    looked_at, labels = follow_phrases(models, clip, DETECT_SECONDS=seconds)
+    assert looked_at == list(range(0, len(clip.frames), every))
+    found = -(-enters // every) * every
+    assert all(shape not in labels[t] for t in range(found)), labels
+    assert all(shape in labels[t] for t in range(found, len(clip.frames))), labels
