@@ -505,6 +505,7 @@ def test_clicks_in_chromium_reach_sam2_and_its_mask_is_drawn(tmp_path, model_dir
         camera(tick_ms=200),
         node("click", "dora-sam2-click", {"image": "camera/image", "masks": "sam2/masks"}, ["points", "reset"],
              {"PORT": port, "TOKEN": TOKEN}),
+        # LOST_FRAMES: random weights' masks are noise, so SAM 2's random losses would end tracks (this is plumbing)
         sam2(model_dir, {"image": "camera/image", "points": "click/points", "reset": "click/reset"}, ["mask", "masks"],
              {"MODE": mode, "LOST_FRAMES": "100000"}, stats=None),
         collector({"points": "click/points", "reset": "click/reset", "mask": "sam2/mask"}, out=out)))

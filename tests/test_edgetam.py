@@ -115,7 +115,8 @@ def test_both_memory_attention_paths_agree_on_perceiver_latents(edgetam_dir):
 
 
 def edgetam_env(edgetam_dir, mode: str) -> dict:
-    # float32: a CPU without native bf16 emulates it ~10x slower; 512: a quarter of the pixels
+    # float32: a CPU without native bf16 emulates it ~10x slower; 512: a quarter of the pixels; LOST_FRAMES: a
+    # plumbing test, whose random weights' masks are noise, so SAM 2's random losses would end tracks
     return {"MODEL": str(edgetam_dir), "MODE": mode, "IMAGE_SIZE": "512", "DTYPE": "float32",
             "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}
 

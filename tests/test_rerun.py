@@ -95,6 +95,7 @@ def rerun_flow(model_dir, mode: str, sink_env: dict) -> str:
     boxes = [[100, 120, 300, 360, "cup"], [250, 200, 450, 400, "ball"]]  # they overlap
     rerun = node("rerun", "dora-sam2-rerun", {"image": lossless("camera/image"), "masks": lossless("sam2/masks"),
                                               "bbox": "yolo/bbox"}, env=sink_env)
+    # LOST_FRAMES: random weights' masks are noise, so SAM 2's random losses would end tracks (this is plumbing)
     return seed_flow(model_dir, boxes, 4, 2, ["masks"], {"MODE": mode, "EVERY_FRAME": "1", "LOST_FRAMES": "1000"},
                      [rerun])
 
@@ -230,6 +231,7 @@ def test_serve_hosts_rerun_web_viewer_on_loopback_and_chromium_loads_it(tmp_path
     web, grpc = free_port(), free_port()
     (tmp_path / "serve.yml").write_text(flow(
         camera(tick_ms=300), detector([[100, 120, 300, 360, "cup"], [400, 200, 560, 400, "ball"]]),
+        # LOST_FRAMES: random weights' masks are noise, so SAM 2's random losses would end tracks (this is plumbing)
         sam2(model_dir, outputs=["masks"], env={"MODE": "track", "LOST_FRAMES": "100000"}, stats=None),
         node("rerun", "dora-sam2-rerun", {"image": "camera/image", "masks": "sam2/masks", "bbox": "yolo/bbox"},
              env={"OPERATING_MODE": "SERVE", "RERUN_WEB_PORT": web, "RERUN_GRPC_PORT": grpc})))

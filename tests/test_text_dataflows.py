@@ -13,6 +13,7 @@ from support.dataflows import (after_answers, assert_no_traceback, assert_the_pa
 
 pytestmark = pytest.mark.dataflow
 
+# LOST_FRAMES: random weights' masks are noise, so the tracker's random losses would end tracks (plumbing tests)
 TEXT_ENV = {"EVERY_FRAME": "1", "MIN_CONFIDENCE": "0.01", "MAX_OBJECTS": "3", "LOST_FRAMES": "1000"}
 
 
@@ -52,7 +53,8 @@ def test_segment_mode_answers_frames_with_phrases_and_a_new_phrase_replaces_them
 def test_track_mode_tracks_what_phrases_find_and_follows_a_new_phrase(dataflow, sam3_dir, tmp_path):
     """Frames 1 s apart, a detection round every 5 s of camera time: tracks born on frame 0 carried
     through the frames between rounds (and the round of frame 5, which matches them or is refused by
-    MAX_OBJECTS); a new phrase is looked for on the next frame."""
+    MAX_OBJECTS); a new phrase is looked for on the next frame. Rounds by DETECT_SECONDS with masks that mean
+    something: test_track_quality.py's test_detect_seconds_spaces_the_rounds_that_find_an_entering_object."""
     steps = [frame_message(scene(seed=i % 3), i) for i in range(7)]
     steps += [after_answers(7), text_message("bottle")] + [frame_message(scene(seed=i % 3), i) for i in range(7, 10)]
     run = dataflow(text_flow(sam3_dir, tmp_path, steps, {"MODE": "track", "DETECT_SECONDS": "5", "TEXT": "cup"}))
@@ -87,6 +89,7 @@ def test_the_cpu_pair_runs_as_written(dataflow, sam3_dir, model_dir):
 
 def test_the_one_node_example_runs_as_written(dataflow, sam3_dir):
     """examples/text.yml: one SAM 3 node in track mode (meant for a GPU; here the test model on the CPU)."""
+    # LOST_FRAMES: random weights' masks are noise, so SAM 3's random losses would end tracks (plumbing)
     run = dataflow(example_flow("text.yml", 8, {"sam3": {"MODEL": str(sam3_dir), "MIN_CONFIDENCE": "0.01",
                                                           "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}},
                                 {"masks": lossless("sam3/masks")}))

@@ -16,7 +16,8 @@ from support.dataflows import (T0, after_answers, assert_no_traceback, event_tim
 pytestmark = pytest.mark.dataflow
 
 # EVERY_FRAME: every frame is answered, in order, however fast the machine is, so the tests know exactly
-# which frames carry which tracks. Random weights "lose" objects at random: LOST_FRAMES keeps them.
+# which frames carry which tracks. Plumbing tests: random weights' masks are noise, so SAM 2's random losses
+# would end tracks, and LOST_FRAMES keeps them (the lifecycle with real masks: tests/test_track_quality.py).
 TRACK_ENV = {"MODE": "track", "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}
 FRAMES_KEPT = 1000  # dora's queue for each input: deep enough that dora drops no frame either
 
@@ -70,6 +71,7 @@ def test_detections_every_15th_frame_frames_between_answered_from_memory(dataflo
 
 
 def test_points_reset_and_the_object_cap(dataflow, model_dir, tmp_path):
+    # the cap with masks that mean something: test_track_quality.py's test_max_objects_caps_the_live_tracks
     three = [[10, 10, 100, 100], [200, 200, 300, 300], [400, 50, 600, 250]]
     click = pa.array(np.array([320, 240], np.float32))
     steps = [frame_message(scene(), 0), boxes_message(0, three)]  # 3 detections, MAX_OBJECTS=2
@@ -151,7 +153,8 @@ def test_detector_misses_ends_tracks_no_round_confirms(dataflow, model_dir, tmp_
     with DETECTOR_MISSES=3 a track ends on the third round that does not confirm it, so no more than 3
     rounds' worth (6) are ever live; with 0 every track lives on. LOST_FRAMES keeps SAM 2's own losses
     out of it, so only the detector's rounds can end a track, and MATCH_REACH=0 keeps a box 75 px from a
-    track (within reach of 2 diagonals) from being taken for that object moving on."""
+    track (within reach of 2 diagonals) from being taken for that object moving on. With masks that mean
+    something: test_track_quality.py's test_detector_misses_ends_a_track_on_that_many_rounds_without_it."""
     steps, rounds = [], 8
     for i in range(5 * rounds):
         steps.append(frame_message(scene(seed=i % 3), i))

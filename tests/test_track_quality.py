@@ -1,8 +1,9 @@
 """The tracker's lifecycle with masks that mean something: the trained fixture (models/world-sam2) tracks short
 clips of the synthetic world, each built around one event (an occlusion of a second, look-alikes crossing,
-an object that leaves and comes back), through the node's own track scheduler (node.scheduler, as the
-node builds it from its settings, at their defaults: no LOST_FRAMES crutch). The detector is the world's
-truth, every 10th frame, as in benchmarks/quality.py.
+an object that leaves and comes back, one that enters, a covered camera), through the node's own track
+scheduler (node.scheduler, as the node builds it from its settings: at their defaults, no LOST_FRAMES
+crutch, or with one lifecycle setting moved to show it does what the README's track-mode table says).
+The detector is the world's truth, every 10th frame, as in benchmarks/quality.py.
 
 What is judged is identity, read at each detection round: which id the round's box of each true object
 went to (the tracker re-prompts the track it matched with that box). That holds the lifecycle (matching,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
 
 DETECT_EVERY = 10  # 3 rounds a second at 30 fps
 SEED = 2000  # held out: the fixture trains on seed 0
-BASE = {"DTYPE": "float32", "THREADS": "1"}  # node settings of every run: the same answers on any CPU, beside other work
+BASE = {"DTYPE": "float32", "THREADS": "1"}  # in every run: the same answers on any CPU, and beside other work
 
 
 @pytest.fixture(scope="module")

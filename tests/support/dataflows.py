@@ -174,6 +174,7 @@ def text_pair_flow(sam3_dir, follower_dir, frames: int) -> str:
     return example_flow("text-cpu.yml", frames, {
         "camera": {"FPS": "0.033"},
         "finder": {"MODEL": str(sam3_dir), "MIN_CONFIDENCE": "0.01"},
+        # LOST_FRAMES: random weights' masks are noise, so SAM 2's random losses would end tracks (plumbing)
         "follower": {"MODEL": str(follower_dir), "EVERY_FRAME": "1", "LOST_FRAMES": "1000"}},
         {"mask": lossless("follower/mask"), "boxes": lossless("finder/boxes2d")},
         {"camera": {"tick": "finder/boxes2d"}})
