@@ -98,30 +98,6 @@ def left_and_back(clip: quality.Clip) -> tuple[int, int]:
     return gone[0] - 1, gone[-1] + 1
 
 
-def test_a_round_ends_an_object_that_left_and_adds_it_when_it_enters_again(models):
-    """REVIVE_SECONDS=0: once gone for DETECTOR_MISSES rounds its track ends; back, a round starts a new id."""
-    clip = world_clip("exit-and-return", 120, outside_seconds=2.0, others=2)
-    last, back = left_and_back(clip)
-    rounds, answered = follow(models, clip, REVIVE_SECONDS="0")
-    first_id, later_id = ids_of(rounds, 1)[0], ids_of(rounds, 1)[-1]
-    ended_by = (last // DETECT_EVERY + 1 + 3) * DETECT_EVERY  # the third round without it (DETECTOR_MISSES=3)
-    assert ended_by < back  # the clip leaves it out long enough to judge
-    assert all(first_id not in answered[t] for t in range(ended_by, len(clip.frames))), answered
-    seen_again = min(t for t in rounds if t > back and 1 in rounds[t])  # the first round with it back
-    assert later_id != first_id and all(later_id in answered[t] for t in range(seen_again, len(clip.frames)))
-    assert all(len(set(ids_of(rounds, obj))) == 1 for obj in objects_of(clip) if obj != 1), rounds
-
-
-def test_an_object_that_left_comes_back_under_its_id(models):
-    """At the default REVIVE_SECONDS (10 s): the same clip, and the object's old id is given back."""
-    clip = world_clip("exit-and-return", 120, outside_seconds=2.0, others=2)
-    last, back = left_and_back(clip)
-    rounds, answered = follow(models, clip)
-    first_id = ids_of(rounds, 1)[0]
-    assert any(first_id not in answered[t] for t in range(last, back)), answered  # it had ended
-    assert_one_id_each(rounds, clip)
-
-
 @pytest.fixture(scope="module")
 def exit_clip() -> quality.Clip:
     """Object 1 leaves by an edge for 2 s and comes back; objects 2 and 3 stay in view throughout."""
@@ -130,14 +106,38 @@ def exit_clip() -> quality.Clip:
     return clip
 
 
-def part(clip: quality.Clip, start: int, stop: int) -> quality.Clip:
-    """Frames start to stop of a clip: a clip of its own, its camera time from 0."""
-    return dataclasses.replace(clip, frames=clip.frames[start:stop])
-
-
 def first_round_from(t: int) -> int:
     """The first detection round on frame t or after."""
     return -(-t // DETECT_EVERY) * DETECT_EVERY
+
+
+def test_a_round_ends_an_object_that_left_and_adds_it_when_it_enters_again(models, exit_clip):
+    """REVIVE_SECONDS=0: once gone for DETECTOR_MISSES rounds its track ends; back, a round starts a new id."""
+    clip = exit_clip
+    last, back = left_and_back(clip)
+    rounds, answered = follow(models, clip, REVIVE_SECONDS="0")
+    first_id, later_id = ids_of(rounds, 1)[0], ids_of(rounds, 1)[-1]
+    ended_by = first_round_from(last + 1) + 2 * DETECT_EVERY  # the third round without it (DETECTOR_MISSES=3)
+    assert ended_by < back  # the clip leaves it out long enough to judge
+    assert all(first_id not in answered[t] for t in range(ended_by, len(clip.frames))), answered
+    seen_again = min(t for t in rounds if t > back and 1 in rounds[t])  # the first round with it back
+    assert later_id != first_id and all(later_id in answered[t] for t in range(seen_again, len(clip.frames)))
+    assert all(len(set(ids_of(rounds, obj))) == 1 for obj in objects_of(clip) if obj != 1), rounds
+
+
+def test_an_object_that_left_comes_back_under_its_id(models, exit_clip):
+    """At the default REVIVE_SECONDS (10 s): the same clip, and the object's old id is given back."""
+    clip = exit_clip
+    last, back = left_and_back(clip)
+    rounds, answered = follow(models, clip)
+    first_id = ids_of(rounds, 1)[0]
+    assert any(first_id not in answered[t] for t in range(last, back)), answered  # it had ended
+    assert_one_id_each(rounds, clip)
+
+
+def part(clip: quality.Clip, start: int, stop: int) -> quality.Clip:
+    """Frames start to stop of a clip: a clip of its own, its camera time from 0."""
+    return dataclasses.replace(clip, frames=clip.frames[start:stop])
 
 
 def test_a_round_adds_an_object_that_enters_the_view(models, exit_clip):
