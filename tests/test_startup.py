@@ -222,7 +222,7 @@ def manifest() -> dict:
 
 # A value unlike the default, for the variables whose default plus 7 is not one.
 UNLIKE_DEFAULT = {"MIN_CONFIDENCE": "0.5", "MATCH_IOU": "0.5", "DEVICE": "cpu", "DTYPE": "float32", "MODE": "track",
-                  "MASK_LAYOUT": "stack"}
+                  "MASK_LAYOUT": "stack", "NON_OVERLAP": "memory"}
 
 
 def unlike_default(name: str, default) -> str:

@@ -190,11 +190,11 @@ def test_a_frame_that_runs_again_in_float32_counts_once():
     class OverflowsOnce(ColourSegmenter):
         overflow, fell_back = False, 0
 
-        def postprocess(self, step, frame):
+        def postprocess(self, step, frame, apart=False):
             if self.overflow:
                 self.overflow = False
                 raise FloatingPointError("the model produced NaN or infinite outputs")
-            return super().postprocess(step, frame)
+            return super().postprocess(step, frame, apart)
 
         def fall_back_to_float32(self):
             self.fell_back += 1

@@ -188,8 +188,8 @@ class Sam2Backend:
         return to_model_frame(clip_points(prompt.points, width, height), width, height, self.input_size)
 
     def postprocess(self, logits: torch.Tensor, scores: torch.Tensor, width: int, height: int,
-                    *extra: torch.Tensor) -> tuple[np.ndarray, ...]:
-        return processing.to_frame(logits, scores, width, height, *extra)
+                    *extra: torch.Tensor, apart: bool = False) -> tuple[np.ndarray, ...]:
+        return processing.to_frame(logits, scores, width, height, *extra, apart=apart)
 
     def warmup(self, width: int = 640, height: int = 480) -> float:
         """One encode and decode, so the first real frame does not pay for lazy initialisation. Right after

@@ -39,21 +39,39 @@ def _on_device(normalisation: tuple, device: torch.device) -> tuple[torch.Tensor
     return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
-def upsample(low_res_logits: torch.Tensor, width: int, height: int) -> torch.Tensor:
+# What SAM 2's non-overlapping constraint leaves to an object at a pixel another object claims more
+# strongly: at most this logit (sigmoid 4.5e-5), as Meta's `_apply_non_overlapping_constraints`.
+OUTCLAIMED_LOGIT = -10.0
+
+
+def non_overlapping(logits: torch.Tensor) -> torch.Tensor:
+    """(N, ...) mask logits of the objects of one frame, each pixel left to the object with the highest
+    logit there: the others' are clamped to at most OUTCLAIMED_LOGIT (Meta's SAM 2 video predictor, its
+    `non_overlap_masks` and `non_overlap_masks_for_mem_enc`). Ties go to the first object, as argmax does."""
+    if len(logits) < 2:
+        return logits
+    owner = torch.argmax(logits, dim=0, keepdim=True)
+    objects = torch.arange(len(logits), device=logits.device).view(-1, *[1] * (logits.dim() - 1))
+    return torch.where(owner == objects, logits, logits.clamp(max=OUTCLAIMED_LOGIT))
+
+
+def upsample(low_res_logits: torch.Tensor, width: int, height: int, apart: bool = False) -> torch.Tensor:
     """(N, h, w) mask logits -> (N, H, W) bool on their device: one batched bilinear upsample, then
-    logit > 0."""
+    logit > 0. `apart`: at the frame's size, each pixel to one object at most (`non_overlapping`)."""
     upsampled = F.interpolate(low_res_logits[:, None].float(), size=(height, width), mode="bilinear",
                               align_corners=False)
+    if apart:
+        upsampled = non_overlapping(upsampled)
     return upsampled[:, 0] > 0
 
 
 def to_frame(logits: torch.Tensor, scores: torch.Tensor, width: int, height: int,
-             *extra: torch.Tensor) -> tuple[np.ndarray, ...]:
+             *extra: torch.Tensor, apart: bool = False) -> tuple[np.ndarray, ...]:
     """An answer brought to the frame and to the CPU, in the one transfer back per answer: (N, H, W) bool
-    masks, (N,) scores, and any `extra` per-object tensors, as numpy.
+    masks, (N,) scores, and any `extra` per-object tensors, as numpy. `apart`: no pixel in two masks.
 
     Raises FloatingPointError when the model produced NaN or infinity (fp16 overflow, a broken
     checkpoint): checked here, once, so the device is waited for once."""
-    masks = upsample(logits, width, height)
+    masks = upsample(logits, width, height, apart)
     check_finite("the model", logits, scores)
     return masks.cpu().numpy(), scores.float().cpu().numpy(), *(t.cpu().numpy() for t in extra)

@@ -13,6 +13,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MODES = ("segment", "track")
 MASK_LAYOUTS = ("union", "stack")
+NON_OVERLAPS = ("off", "memory", "all")  # NON_OVERLAP: where no pixel belongs to two objects
 # SAM 3's own score threshold for a detection (Sam3VideoModel's score_threshold_detection): what a phrase
 # finds when MIN_CONFIDENCE is 0, its default. Its processor's default of 0.3 keeps more false instances.
 PHRASE_MIN_SCORE = 0.5
@@ -118,6 +119,7 @@ class Settings:
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
     clock_jump_seconds: float = 60.0  # track mode: camera time back, or ahead by more than this, is a jump
+    non_overlap: str = "off"  # track mode: SAM 2's non-overlapping constraint, on what the memory sees or on all
     limits: Limits = Limits()
 
     @classmethod
@@ -135,6 +137,9 @@ class Settings:
         mask_layout = env.get("MASK_LAYOUT", "union").strip().lower() or "union"
         if mask_layout not in MASK_LAYOUTS:
             raise ConfigError(f"MASK_LAYOUT={mask_layout!r} is not one of {', '.join(MASK_LAYOUTS)}.")
+        non_overlap = env.get("NON_OVERLAP", cls.non_overlap).strip().lower() or cls.non_overlap
+        if non_overlap not in NON_OVERLAPS:
+            raise ConfigError(f"NON_OVERLAP={non_overlap!r} is not one of {', '.join(NON_OVERLAPS)}.")
         match_iou = float_setting(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
         lost_seconds, lost_frames = float_setting(env, "LOST_SECONDS", cls.lost_seconds, minimum=0.0), None
         if (env.get("LOST_FRAMES") or "").strip() and not (env.get("LOST_SECONDS") or "").strip():
@@ -180,6 +185,7 @@ class Settings:
             image_size=int_setting(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
             clock_jump_seconds=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump_seconds, minimum=0.001),
+            non_overlap=non_overlap,
             limits=limits,
         )
 

@@ -151,6 +151,9 @@ class TrackPolicy:
     revive_seconds: float = 10.0  # a detection where a track ended this lately takes its id back; 0 = never
     max_ended: int = 64  # ended tracks remembered for revival: the newest are kept
     clock_jump: float = 60.0  # camera time stepping back, or ahead by more than this, is a jump
+    # SAM 2's non-overlapping constraint (NON_OVERLAP): each pixel to the object that claims it most, in what
+    # the memory encoder sees ("memory") or in that and the masks sent ("all"); "off" = each object on its own
+    non_overlap: str = "off"
 
     @classmethod
     def from_settings(cls, settings) -> "TrackPolicy":
@@ -159,7 +162,7 @@ class TrackPolicy:
         lost = LostAfter(s.lost_frames, frames=True) if s.lost_seconds is None else LostAfter(s.lost_seconds)
         return cls(max_objects=s.max_objects, lost=lost, match_iou=s.match_iou, match_reach=s.match_reach,
                    detector_misses=s.detector_misses, revive_seconds=s.revive_seconds,
-                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds)
+                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds, non_overlap=s.non_overlap)
 
 
 class Tracker:
@@ -203,9 +206,9 @@ class Tracker:
         step = self._infer(features, plan)
         prompted = [track in plan.cues for track in plan.tracks]
         with self.stages.time("remember"):
-            memories = self.model.remember(features, step, prompted)
+            memories = self.model.remember(features, step, prompted, apart=self.policy.non_overlap != "off")
         with self.stages.time("postprocess"):  # checks the outputs before anything is remembered
-            found = self.model.postprocess(step, frame)
+            found = self.model.postprocess(step, frame, apart=self.policy.non_overlap == "all")
         self._apply(plan)
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
             track.memory.add(self._frame_index, memory, was_prompted)
@@ -219,7 +222,8 @@ class Tracker:
         jump = self.clock.tick(frame.timestamp)
         if jump is not None:
             self._say.warning("clock", "input '%s': the camera's clock jumped %+.1f s between two frames; track "
-                              "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump, self.clock.jump)
+                              "ages go on from this frame (CLOCK_JUMP_SECONDS=%g)", frame.image_id, jump,
+                              self.clock.jump)
 
     def _follow_resolution(self, frame: Frame) -> None:
         """A camera that changes resolution mid-stream: the tracks' boxes and memories no longer fit it."""
@@ -262,7 +266,8 @@ class Tracker:
         """A detector's round, all it decides: each detection to a live track (association.associate: by
         overlap with the track's mask box, last detection box or where that is heading, a track of its label
         first; else the nearest of its label within `match_reach`), which takes the detection's label; else,
-        the same way, to a track that ended lately, which comes back; else a new track. Tracks the round leaves unconfirmed count a miss, and end at `detector_misses`."""
+        the same way, to a track that ended lately, which comes back; else a new track. Tracks the round
+        leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         names = detections.class_names

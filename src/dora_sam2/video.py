@@ -30,6 +30,7 @@ from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
 from .memory_attention import AttentionPath, attend_memory, paths_for
 from .model import Sam2Backend
+from .processing import non_overlapping
 from .streaming import FrameAnswer, ObjectMemory
 
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
@@ -227,12 +228,18 @@ class Sam2StreamingModel:
         return [memory], features, window + 1
 
     @_answering
-    def remember(self, features: FrameFeatures, step: Step, prompted: list[bool]) -> list[Memory]:
-        """Each object's memory of this frame: its mask fused with the frame's features, all in one batch."""
+    def remember(self, features: FrameFeatures, step: Step, prompted: list[bool],
+                 apart: bool = False) -> list[Memory]:
+        """Each object's memory of this frame: its mask fused with the frame's features, all in one batch.
+        `apart` (NON_OVERLAP): each pixel remembered by the one object that claims it most, as Meta's video
+        predictor does with `non_overlap_masks_for_mem_enc`, so that a mask that spread onto a neighbour is
+        not remembered there (`step` holds all of a camera's objects of the frame)."""
         encoder = self.model.memory_encoder
         with self.backend.autocast():
             high_res = F.interpolate(step.logits[:, None].float(), size=(self.config.image_size,) * 2,
                                      mode="bilinear", align_corners=False)
+            if apart:  # where Meta applies it: at the model's input size, before the sigmoid or binarising
+                high_res = non_overlapping(high_res)
             if self._mask_memory_size != self.config.image_size:
                 # SAM 3: masks at its 1008-pixel input, and a memory encoder that reads them at 16 x the feature
                 # grid (1152), resampled as transformers does (antialiased)
@@ -266,10 +273,13 @@ class Sam2StreamingModel:
             position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
         return [Memory(tokens[i].contiguous(), position, step.pointers[i]) for i in range(len(prompted))]
 
-    def postprocess(self, step: Step, frame: Frame) -> FrameAnswer:
-        """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered."""
+    def postprocess(self, step: Step, frame: Frame, apart: bool = False) -> FrameAnswer:
+        """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered.
+        `apart` (NON_OVERLAP=all): no pixel in two objects' masks, decided at the frame's size (Meta's
+        `non_overlap_masks`)."""
         visible = step.object_score_logits > 0
-        return FrameAnswer(*self.backend.postprocess(step.logits, step.scores, frame.width, frame.height, visible))
+        return FrameAnswer(*self.backend.postprocess(step.logits, step.scores, frame.width, frame.height, visible,
+                                                     apart=apart))
 
     # -- internals
 

@@ -67,10 +67,10 @@ class ColourSegmenter:
         colours = [c for s in steps for c in s.colours]
         return ColourStep(masks, seen, [colours[i] for i in order])
 
-    def remember(self, frame, step, prompted):
+    def remember(self, frame, step, prompted, apart=False):  # colours never overlap: apart changes nothing
         return [tuple(int(c) for c in colour) for colour in step.colours]
 
-    def postprocess(self, step, frame):
+    def postprocess(self, step, frame, apart=False):
         return FrameAnswer(step.masks, np.ones(len(step)), step.seen)
 
     @staticmethod
