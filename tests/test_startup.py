@@ -140,6 +140,7 @@ def test_a_device_the_api_is_handed_that_is_none_is_a_setting_error(name):
     ({"IMAGE_SIZE": "big"}, "is not an integer"),
     ({"MIN_CONFIDENCE": "2"}, "MIN_CONFIDENCE=2.0 is above 1"),
     ({"MASK_LAYOUT": "grid"}, "MASK_LAYOUT='grid' is not one of union, stack"),
+    ({"NON_OVERLAP": "yes"}, "NON_OVERLAP='yes' is not one of off, memory, all"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(ConfigError, match=message):
