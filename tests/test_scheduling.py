@@ -66,11 +66,22 @@ def test_segment_every_frame_holds_prompts_from_the_first_whose_frame_is_on_the_
 # ---------------------------------------------------------------------------- track mode
 
 
-def track(every_frame=False, cameras=("image",)):
+def track(every_frame=False, cameras=("image",), box_inputs=(), clock=None, **policy):
     counts = stats()
     tracks = TrackPolicy(lost=LostAfter(100, frames=True), detector_misses=0, revive_seconds=0)
-    scheduler = TrackScheduler(ColourSegmenter(), counts, cameras, SchedulePolicy(tracks, every_frame))
+    scheduler = TrackScheduler(ColourSegmenter(), counts, cameras, SchedulePolicy(tracks, every_frame, **policy),
+                               box_inputs=box_inputs, **({"clock": clock} if clock else {}))
     return scheduler, counts
+
+
+class Clock:
+    """The node's clock, moved by the test: a wait passes when the test says so, however slow the machine."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_track_live_answers_each_cameras_newest_frame_and_counts_the_rest():
@@ -107,6 +118,95 @@ def test_track_reset_mid_batch_answers_the_frames_before_it_with_their_tracks():
                                      frames[2], detect(frames[3], {GREEN: (60, 40)}), frames[3]]))
     assert [masks.track_ids for _, masks in answers] == [(1,), (1,), (), (2,)]
     assert scheduler.trackers["image"].started == 2
+
+
+def moving(count: int) -> list:
+    """A red square moving 5 pixels a frame: each frame's detection is its own."""
+    return [render(i, {RED: (10 + 5 * i, 10)}) for i in range(count)]
+
+
+def test_track_every_frame_holds_a_cameras_first_frames_for_its_detectors_first_boxes():
+    """EVERY_FRAME with a detector wired: frames that come before the detector's first message wait for it
+    (a labelling run would write them without objects), then are answered in order, the boxes on the
+    frame they were computed on and the track followed through the rest."""
+    clock = Clock()
+    scheduler, counts = track(every_frame=True, box_inputs=("bbox",), clock=clock)
+    frames = moving(4)
+    assert list(scheduler.handle(frames[:3])) == []
+    assert scheduler.wake_in() == 10.0  # FIRST_BOXES_SECONDS' default, from the first held frame
+    clock.now += 4
+    answers = list(scheduler.handle([detect(frames[0], {RED: (10, 10)}), frames[3]]))
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [
+        (frame.timestamp, (1,)) for frame in frames]
+    first = answers[0][1]
+    assert first.timestamp == frames[0].timestamp and first.masks[0][10:10 + 8, 10:10 + 8].all()
+    assert scheduler.wake_in() is None and counts.skipped == 0
+    clock.now += 60  # the camera waits once, at its start: later frames are answered as they come
+    assert [masks.track_ids for _, masks in scheduler.handle(moving(6)[4:])] == [(1,), (1,)]
+
+
+def test_track_first_boxes_that_came_before_any_frame_hold_nothing():
+    scheduler, _ = track(every_frame=True, box_inputs=("bbox",), clock=Clock())
+    frames = moving(2)
+    answers = list(scheduler.handle([detect(frames[0], {RED: (10, 10)}), frames[0], frames[1]]))
+    assert [masks.track_ids for _, masks in answers] == [(1,), (1,)]
+
+
+def test_track_held_frames_are_answered_without_boxes_once_the_wait_passes_in_one_line(caplog):
+    """A detector that never speaks: its camera's frames wait FIRST_BOXES_SECONDS of the node's clock,
+    then are answered in order without boxes, with one line naming the input and the setting; later
+    frames wait no more, and boxes that come at last are followed from the next frame."""
+    clock = Clock()
+    scheduler, _ = track(every_frame=True, box_inputs=("bbox",), clock=clock, first_boxes_seconds=3.0)
+    frames = moving(5)
+    with caplog.at_level("INFO", logger="dora_sam2"):
+        assert list(scheduler.handle(frames[:1])) == []
+        clock.now += 2
+        assert list(scheduler.handle(frames[1:2])) == [] and scheduler.wake_in() == 1.0
+        clock.now += 1  # the adapter's wake: a batch with no event in it
+        answers = list(scheduler.handle([]))
+        assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [
+            (frames[0].timestamp, ()), (frames[1].timestamp, ())]
+        assert scheduler.wake_in() is None
+        assert [masks.track_ids for _, masks in scheduler.handle(frames[2:3])] == [()]
+        late = list(scheduler.handle([detect(frames[2], {RED: (20, 10)}), *frames[3:]]))
+    assert [masks.track_ids for _, masks in late] == [(1,), (1,)]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "input 'image'" in line and "input 'bbox'" in line and "FIRST_BOXES_SECONDS=3 s" in line, line
+    assert "2 frames" in line and "without" in line, line
+
+
+def test_track_frames_held_for_first_boxes_are_bounded_by_frame_buffer(caplog):
+    scheduler, _ = track(every_frame=True, box_inputs=("bbox",), clock=Clock(), frames_held=2)
+    frames = moving(4)
+    with caplog.at_level("INFO", logger="dora_sam2"):
+        early = list(scheduler.handle(frames[:3]))  # the third pushes the first out, answered without boxes
+        rest = list(scheduler.handle([detect(frames[1], {RED: (15, 10)}), frames[3]]))
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in early] == [(frames[0].timestamp, ())]
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in rest] == [
+        (frame.timestamp, (1,)) for frame in frames[1:]]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "FRAME_BUFFER=2" in line and "input 'bbox'" in line, line
+
+
+def test_track_frames_still_held_when_the_stream_ends_are_answered():
+    scheduler, _ = track(every_frame=True, box_inputs=("bbox",), clock=Clock())
+    frames = moving(2)
+    assert list(scheduler.handle(frames)) == []
+    assert [frame.timestamp for frame, _ in scheduler.finish()] == [f.timestamp for f in frames]
+
+
+@pytest.mark.parametrize("every_frame,box_inputs,seconds", [
+    (False, ("bbox",), 10.0),  # live: the newest frame is answered at once, as before
+    (True, (), 10.0),  # no detector wired: nothing to wait for
+    (True, ("boxes2d",), 0.0),  # FIRST_BOXES_SECONDS=0
+])
+def test_track_frames_are_not_held_live_without_a_detector_or_with_no_wait(every_frame, box_inputs, seconds):
+    scheduler, _ = track(every_frame=every_frame, box_inputs=box_inputs, clock=Clock(), first_boxes_seconds=seconds)
+    frames = moving(2)
+    answers = list(scheduler.handle(frames))
+    assert [frame.timestamp for frame, _ in answers] == [f.timestamp for f in frames[-1 if not every_frame else 0:]]
+    assert scheduler.wake_in() is None
 
 
 def test_track_prompts_for_an_unknown_camera_are_one_line(caplog):

@@ -18,7 +18,7 @@ from .memory_attention import AttentionPath
 from .model import Sam2Backend
 from .phrases import PhraseSearch
 from .sam3 import Sam3Finder
-from .scheduling import RESET, DetectionFilter, Remove, SchedulePolicy, SegmentScheduler, TrackScheduler
+from .scheduling import BOX_INPUTS, RESET, DetectionFilter, Remove, SchedulePolicy, SegmentScheduler, TrackScheduler
 from .settings import ConfigError, Limits, Settings
 from .stats import Stages, Stats
 from .throttle import Throttle
@@ -29,6 +29,7 @@ log = logging.getLogger("dora_sam2")
 PROMPT_INPUTS = ("bbox", "boxes2d", "points")
 OUTPUTS = ("mask", "masks", "overlay", "boxes2d")
 BAD_INPUT_LINES = 20  # per input every 10 s: each distinct problem is seen, a flood of them is not
+MIN_WAKE_SECONDS = 0.01  # a wait on dora is never shorter: a deadline just passed does not spin the loop
 
 
 def main() -> None:
@@ -58,8 +59,9 @@ def main() -> None:
     node = join_dataflow()
     config = _node_config(node)
     stats = Stats(stages, settings.stats_every)
-    adapter = Adapter(node, scheduler(settings, model, camera_inputs(config["inputs"]), stats, search), stats,
-                      config["outputs"], settings.mask_layout, settings.limits)
+    answering = scheduler(settings, model, camera_inputs(config["inputs"]), stats, search,
+                          [name for name in config["inputs"] if name in BOX_INPUTS])
+    adapter = Adapter(node, answering, stats, config["outputs"], settings.mask_layout, settings.limits)
     adapter.run(settings.every_frame, keep=settings.frame_buffer)
     if settings.stats_file:
         stats.write(settings.stats_file)
@@ -132,13 +134,14 @@ def phrase_search(settings: Settings, finder: Sam3Finder | None, stages: Stages 
 
 
 def scheduler(settings: Settings, model: Sam2Backend, cameras: list[str], stats: Stats,
-              search: PhraseSearch | None = None):
-    """The engine (segment) or a tracker per camera (track), behind the policy of what to answer."""
+              search: PhraseSearch | None = None, box_inputs: list[str] | None = None):
+    """The engine (segment) or a tracker per camera (track), behind the policy of what to answer;
+    `box_inputs`, the detector inputs wired to the node (a camera's first frames wait for them)."""
     s = settings
     detections = DetectionFilter(s.min_confidence, s.classes, s.limits.max_boxes)
     if s.mode == "track":
         return TrackScheduler(Sam2StreamingModel(model), stats, cameras, SchedulePolicy.from_settings(s), detections,
-                              s.limits, search)
+                              s.limits, search, box_inputs=box_inputs or ())
     segmenter = Segmenter(model, s.frame_buffer, cameras=cameras, stages=stats.stages)
     return SegmentScheduler(segmenter, stats, s.every_frame, detections, search)
 
@@ -164,7 +167,7 @@ class Adapter:
         """Live, events are pumped off dora's queues while the model works (EventPump); with EVERY_FRAME
         they are taken from dora in batches, dora's queues holding the rest."""
         if every_frame:
-            for events in event_batches(self.node):
+            for events in event_batches(self.node, self.scheduler.wake_in):
                 self.handle(events)
         else:
             for events, dropped in EventPump(self.node, keep).batches():
@@ -249,10 +252,13 @@ class Adapter:
                         "ignoring it", input_id)
 
 
-def event_batches(node):
-    """Each wait for an event also takes whatever queued behind it, so stale work can be skipped."""
+def event_batches(node, wake_in=lambda: None):
+    """Each wait for an event also takes whatever queued behind it, so stale work can be skipped. Where
+    `wake_in` gives seconds (frames held for a detector that may never speak), the wait ends by then, and
+    the batch is dora's timeout event alone, which the adapter passes over: the scheduler's clock has moved."""
     while True:
-        event = node.next()
+        seconds = wake_in()
+        event = node.next() if seconds is None else node.next(timeout=max(seconds, MIN_WAKE_SECONDS))
         if event is None:
             return
         yield [event, *_drain(node)]

@@ -9,7 +9,8 @@ Phrases (SAM 3) are kept until replaced: segment mode answers frames with every 
 mode makes them its detector, run every `detect_seconds` of camera time.
 
 `every_frame`: nothing is skipped. Track mode answers every frame in order, segment mode every prompt:
-what a recorded video wants, and what lets a test know exactly which frames are answered.
+what a recorded video wants, and what lets a test know exactly which frames are answered. In track mode
+with a detector wired, a camera's first frames wait for its detector's first message (FirstBoxesWait).
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ class SegmentScheduler:
                 self._held[key] = held
             yield from filter(None, map(self._answer, chosen))
 
+    def wake_in(self) -> None:
+        """Nothing here waits on the clock: prompts wait for frames, which come as events."""
+        return None
+
     def finish(self) -> Iterator[Answer]:
         """The stream has ended before the frames of the prompts still held: answer, do not drop."""
         held, self._held = self._held, {}
@@ -194,10 +199,95 @@ class SchedulePolicy:
     tracks: TrackPolicy = TrackPolicy()
     every_frame: bool = False  # every frame answered, in order, none skipped (EVERY_FRAME)
     detect_seconds: float = 1.0  # camera seconds between phrase detection rounds; 0 = every frame
+    # every_frame with a detector wired: the node's seconds a camera's first frames wait for its first boxes
+    first_boxes_seconds: float = 10.0
+    frames_held: int = 30  # ... at most this many per camera (FRAME_BUFFER)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SchedulePolicy":
-        return cls(TrackPolicy.from_settings(settings), settings.every_frame, settings.detect_seconds)
+        return cls(TrackPolicy.from_settings(settings), settings.every_frame, settings.detect_seconds,
+                   settings.first_boxes_seconds, settings.frame_buffer)
+
+
+class FirstBoxesWait:
+    """EVERY_FRAME in track mode with a detector wired: a camera's frames that come before its detector's
+    first message wait for it, in order, so that the first detections land on the frames they were
+    computed on. dora starts the nodes together, and a detector's first answer can come after the tracker
+    has answered several frames: a labelling run would write those without their objects.
+
+    At most `per_camera` frames wait (FRAME_BUFFER; past it the oldest is answered without boxes), for at
+    most `seconds` of `clock` from the first of them (FIRST_BOXES_SECONDS): a detector that never speaks
+    costs its camera one wait and one line, never a stall. Each camera waits once, at its start."""
+
+    def __init__(self, inputs: Sequence[str], seconds: float, per_camera: int, max_cameras: int, clock,
+                 say: Throttle):
+        self.inputs = tuple(inputs)  # the detector inputs wired to the node (BOX_INPUTS)
+        self.seconds = seconds if self.inputs else 0.0
+        self.per_camera = per_camera
+        self.max_cameras = max_cameras
+        self._clock = clock
+        self._say = say
+        self._held: dict[str, list[Frame]] = {}  # per camera, in order
+        self._since: dict[str, float] = {}  # per camera: when its first frame was held
+        self._done: set[str] = set()  # cameras that wait no more: heard from, or their wait passed
+
+    def frame(self, frame: Frame) -> list[Frame]:
+        """The frames to answer now, in order: `frame` where its camera waits no more, else none, or the
+        oldest held where more than `per_camera` wait; all of them where the wait has passed."""
+        camera = frame.image_id
+        if self.seconds <= 0 or camera in self._done:
+            return [frame]
+        held = self._held.setdefault(camera, [])
+        self._since.setdefault(camera, self._clock())
+        held.append(frame)
+        if self._passed(camera):
+            return self._release(camera, f"within FIRST_BOXES_SECONDS={self.seconds:g} s")
+        if len(held) > self.per_camera:
+            self._say.warning("first boxes full", "input '%s': more than FRAME_BUFFER=%d frames wait for the first "
+                              "detection on %s: the oldest is answered without boxes", camera, self.per_camera,
+                              self._named())
+            return [held.pop(0)]
+        return []
+
+    def heard(self, camera: str) -> list[Frame]:
+        """The detector spoke for `camera`: its held frames, in order, to answer now."""
+        return self._wait_no_more(camera)
+
+    def passed(self) -> list[Frame]:
+        """The held frames of each camera whose wait has passed, in order, with one line per camera."""
+        return [frame for camera in list(self._held) if self._passed(camera)
+                for frame in self._release(camera, f"within FIRST_BOXES_SECONDS={self.seconds:g} s")]
+
+    def end(self, when: str) -> list[Frame]:
+        """Every held frame, in order per camera, with one line per camera saying `when` the wait ended
+        (the stream ended, a reset came): no camera waits after it."""
+        return [frame for camera in list(self._held) for frame in self._release(camera, when)]
+
+    def wake_in(self) -> float | None:
+        """Seconds until the next wait passes; None while no frame waits."""
+        if not self._held:
+            return None
+        return max(min(self._since.values()) + self.seconds - self._clock(), 0.0)
+
+    def _passed(self, camera: str) -> bool:
+        return self._clock() >= self._since[camera] + self.seconds
+
+    def _release(self, camera: str, when: str) -> list[Frame]:
+        """The camera's held frames, said in one line; it waits no more."""
+        held = self._wait_no_more(camera)
+        if held:
+            self._say.warning(f"first boxes {camera}", "input '%s': no detection came on %s %s: its %d frames "
+                              "held for their boxes are answered without them", camera, self._named(), when, len(held))
+        return held
+
+    def _wait_no_more(self, camera: str) -> list[Frame]:
+        if len(self._done) < self.max_cameras:  # past MAX_CAMERAS (a sender's image_id), not remembered
+            self._done.add(camera)
+        self._since.pop(camera, None)
+        return self._held.pop(camera, [])
+
+    def _named(self) -> str:
+        return " or ".join(f"input '{name}'" for name in self.inputs)
 
 
 class TrackScheduler:
@@ -208,11 +298,12 @@ class TrackScheduler:
 
     def __init__(self, model: StreamingModel, stats: Stats, cameras: Sequence[str] = (),
                  policy: SchedulePolicy = SchedulePolicy(), detections: DetectionFilter | None = None,
-                 limits: Limits = Limits(), search: PhraseSearch | None = None, clock=time.monotonic):
+                 limits: Limits = Limits(), search: PhraseSearch | None = None, clock=time.monotonic,
+                 box_inputs: Sequence[str] = ()):
         self.model = model  # one streaming model, a Tracker of it per camera
         self.policy = policy
         self.search = search if search is not None else PhraseSearch(None, "this model")
-        self._clock = clock  # for frames without a timestamp (dora 0.5): rounds by the node's time
+        self._clock = clock  # for frames without a timestamp (dora 0.5): rounds by the node's time; waits
         self._rounds: dict[str, float] = {}  # per camera: when its phrases were last looked for
         self.stats = stats
         self.cameras = tuple(cameras)
@@ -225,36 +316,45 @@ class TrackScheduler:
         self._detections: AwaitingFrames[Prompt] = AwaitingFrames(FixedLimits.DETECTIONS_WAITING,
                                                                  FixedLimits.DETECTIONS_WAITING * limits.max_cameras)
         self._clicks: dict[str, list[Prompt]] = {}  # per camera, all of them, in order
+        # `box_inputs`: the detector inputs wired to the node, whose first message a camera's frames wait for
+        self._first_boxes = FirstBoxesWait(box_inputs, policy.first_boxes_seconds if policy.every_frame else 0.0,
+                                           policy.frames_held, limits.max_cameras, clock, self._say)
 
     def handle(self, items: Iterable) -> Iterator[Answer]:
         frames: dict[str, Frame] = {}  # live: each camera's newest frame of the batch
         for item in items:
             if isinstance(item, Frame):
                 if self.policy.every_frame:
-                    yield from self._step(item)
+                    yield from self._steps(self._first_boxes.frame(item))
                 else:
                     self.stats.skipped += item.image_id in frames
                     frames[item.image_id] = item
             elif isinstance(item, Prompt):
-                self._queue(self.detection_filter(item, self.stats))
+                camera = self._queue(self.detection_filter(item, self.stats))
+                if camera is not None:  # frames that waited for it, answered now that it is due for them
+                    yield from self._steps(self._first_boxes.heard(camera))
             elif isinstance(item, Phrases):
                 use_phrases(self.search, item, self._say)
             elif isinstance(item, Remove):  # frames before it are answered with the tracks they had
-                for frame in frames.values():
-                    yield from self._step(frame)
+                yield from self._steps(frames.values())  # held frames have none yet: they wait on
                 frames = {}
                 self.remove(item.track_ids)
             elif item == RESET:  # frames before it are answered with the tracks they had
-                for frame in frames.values():
-                    yield from self._step(frame)
+                yield from self._steps([*self._first_boxes.end("before a reset"), *frames.values()])
                 frames = {}
                 self.reset()
-        for frame in frames.values():
-            yield from self._step(frame)
+        yield from self._steps([*frames.values(), *self._first_boxes.passed()])
         self._count_tracks()
 
+    def wake_in(self) -> float | None:
+        """Seconds until frames held for a detector's first boxes are due without them: the adapter calls
+        `handle` then, events or not. None while none are held."""
+        return self._first_boxes.wake_in()
+
     def finish(self) -> Iterator[Answer]:
-        return iter(())
+        """The stream has ended: frames still held for a detector's first boxes are answered without them."""
+        yield from self._steps(self._first_boxes.end("before the stream ended"))
+        self._count_tracks()
 
     def reset(self) -> None:
         """Drop every track, and prompts not yet applied: what comes after the reset starts afresh."""
@@ -272,6 +372,10 @@ class TrackScheduler:
             more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
             self._say.warning("remove", "input 'remove': no live track has id %s%s; nothing else was done",
                               unknown[0] if len(unknown) == 1 else unknown[:shown], more)
+
+    def _steps(self, frames: Iterable[Frame]) -> Iterator[Answer]:
+        for frame in frames:
+            yield from self._step(frame)
 
     def _step(self, frame: Frame) -> list[Answer]:
         camera = frame.image_id
@@ -320,27 +424,29 @@ class TrackScheduler:
         self.stats.skipped += max(len(due) - 1, 0)
         return due[-1][1] if due else None
 
-    def _queue(self, prompt: Prompt) -> None:
+    def _queue(self, prompt: Prompt) -> str | None:
+        """Keeps the prompt for its camera's frame; the camera where it is a detection, else None."""
         try:
             camera = camera_of(prompt, self.cameras, self.trackers)
         except InputError as error:
             self._say.warning(prompt.input_id, "%s", error)
-            return
+            return None
         detection = prompt.input_id in BOX_INPUTS
         cameras = self._detections.cameras if detection else self._clicks.keys()
         if camera not in cameras and len(cameras) >= self.limits.max_cameras:
             self._say.warning("max_cameras", "input '%s': image_id %r would be camera number %d, over "
                               "MAX_CAMERAS=%d: dropped", prompt.input_id, camera[:60], len(cameras) + 1,
                               self.limits.max_cameras)
-            return
+            return None
         if detection:  # their camera has stalled: keep the newest
             self.stats.skipped += len(self._detections.add(camera, prompt.timestamp, prompt))
-            return
+            return camera
         waiting = self._clicks.setdefault(camera, [])
         waiting.append(prompt)
         if len(waiting) > self.limits.max_clicks:  # their camera has stalled: keep the newest
             self.stats.skipped += 1
             del waiting[0]
+        return None
 
     def _count_tracks(self) -> None:
         trackers = self.trackers.values()

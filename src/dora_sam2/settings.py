@@ -117,6 +117,8 @@ class Settings:
     detect_seconds: float = 1.0  # track mode with phrases: camera seconds between detection rounds; 0 = every frame
     image_size: int = 0  # the model's square input in pixels; 0 = the checkpoint's own (1024 for SAM 2)
     every_frame: bool = False  # answer every frame (track) or prompt (segment) in order, none skipped
+    # track mode, every_frame, a detector wired: seconds a camera's first frames wait for its first boxes; 0 = none
+    first_boxes_seconds: float = 10.0
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
     clock_jump_seconds: float = 60.0  # track mode: camera time back, or ahead by more than this, is a jump
     non_overlap: str = "off"  # track mode: SAM 2's non-overlapping constraint, on what the memory sees or on all
@@ -182,6 +184,7 @@ class Settings:
             phrase_min_score=phrase_min_score,
             detect_seconds=float_setting(env, "DETECT_SECONDS", cls.detect_seconds, minimum=0.0),
             every_frame=bool_setting(env, "EVERY_FRAME", cls.every_frame),
+            first_boxes_seconds=float_setting(env, "FIRST_BOXES_SECONDS", cls.first_boxes_seconds, minimum=0.0),
             image_size=int_setting(env, "IMAGE_SIZE", cls.image_size, minimum=0),
             mask_layout=mask_layout,
             clock_jump_seconds=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump_seconds, minimum=0.001),
