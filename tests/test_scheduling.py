@@ -196,6 +196,42 @@ def test_track_frames_still_held_when_the_stream_ends_are_answered():
     assert [frame.timestamp for frame, _ in scheduler.finish()] == [f.timestamp for f in frames]
 
 
+class RedFinder:
+    """SAM 3's part in these scenes: every phrase finds the red square."""
+
+    reads_exemplars = True
+
+    def fall_back_to_float32(self) -> bool:
+        return False
+
+    def find(self, frame, phrases, min_score, limit):
+        import numpy as np
+
+        from dora_sam2.domain import Masks
+
+        mask = (frame.rgb == RED).all(axis=-1)
+        ys, xs = np.nonzero(mask)
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        return Masks(mask[None], np.ones(1, np.float32), phrases.texts[:1], frame.image_id, frame.timestamp,
+                     boxes=box)
+
+
+def test_track_frames_are_not_held_while_phrases_are_the_detector():
+    """A `bbox` input wired beside phrases (SAM 3): the phrases are found on each frame itself, so no
+    frame waits for the boxes, which may never come."""
+    from dora_sam2.domain import Phrases
+    from dora_sam2.phrases import PhraseSearch
+
+    counts = stats()
+    tracks = TrackPolicy(lost=LostAfter(100, frames=True), detector_misses=0, revive_seconds=0)
+    scheduler = TrackScheduler(ColourSegmenter(), counts, ("image",), SchedulePolicy(tracks, True),
+                               search=PhraseSearch(RedFinder(), "sam3", Phrases(("cup",))), clock=Clock(),
+                               box_inputs=("bbox",))
+    answers = list(scheduler.handle(moving(2)))
+    assert [(masks.track_ids, masks.class_names) for _, masks in answers] == [((1,), ("cup",))] * 2
+    assert scheduler.wake_in() is None
+
+
 @pytest.mark.parametrize("every_frame,box_inputs,seconds", [
     (False, ("bbox",), 10.0),  # live: the newest frame is answered at once, as before
     (True, (), 10.0),  # no detector wired: nothing to wait for

@@ -324,7 +324,9 @@ class TrackScheduler:
         frames: dict[str, Frame] = {}  # live: each camera's newest frame of the batch
         for item in items:
             if isinstance(item, Frame):
-                if self.policy.every_frame:
+                if self.policy.every_frame and self.search:  # phrases: found on the frame itself, no wait
+                    yield from self._steps([*self._first_boxes.heard(item.image_id), item])
+                elif self.policy.every_frame:
                     yield from self._steps(self._first_boxes.frame(item))
                 else:
                     self.stats.skipped += item.image_id in frames
