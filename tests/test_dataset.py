@@ -78,6 +78,46 @@ def test_a_clip_longer_than_every_buffer_is_written_whole_once_and_in_order(tmp_
                for line in run.node_log("dataset")), run.node_log("dataset")
 
 
+def labels_per_frame(dataset) -> list[set[str]]:
+    """The labels of each written frame's objects, in the order the frames were written."""
+    data = json.loads((dataset / "annotations.json").read_text())
+    names = {category["id"]: category["name"] for category in data["categories"]}
+    return [{names[a["category_id"]] for a in data["annotations"] if a["image_id"] == image["id"]}
+            for image in sorted(data["images"], key=lambda image: image["id"])]
+
+
+def test_a_detector_slower_to_start_than_the_model_loses_no_frame_its_objects(tmp_path, model_dir):
+    """examples/label.yml with a detector whose first answer comes 3 s after its first frame (a model
+    still loading): the node's first frames wait for it (FIRST_BOXES_SECONDS), so each is written with
+    both objects, the first ones too, not answered before the boxes came and written empty. Random
+    weights' masks are noise: LOST_SECONDS keeps the tracks (their lifecycle: test_track_quality.py)."""
+    video, dataset = tmp_path / "clip.mp4", tmp_path / "dataset"
+    frames = write_clip(video, FRAMES, W, H)
+    run = run_dataflow(tmp_path, label_flow(
+        model_dir, video, dataset, BOXES, {"LOST_SECONDS": "1000", "FIRST_BOXES_SECONDS": "600"},  # a hang guard
+        detector_env={"FIRST_DELAY": "3"}))
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    assert labels_per_frame(dataset) == [{"cup", "ball"}] * frames, run.log[-4000:]
+    assert not [line for line in run.node_log("sam2") if "FIRST_BOXES_SECONDS" in line]
+
+
+def test_a_detector_that_never_speaks_costs_one_wait_and_one_line_not_the_run(tmp_path, model_dir):
+    """examples/label.yml whose detector sends nothing: the camera, paced by the writer's `done`, would
+    wait for ever on the frames the node holds for their boxes. After FIRST_BOXES_SECONDS (1 s here) of
+    the node's clock, with no event to wake it, they are answered without boxes, in one line naming the
+    input and the setting, and every frame is written, without objects."""
+    video, dataset = tmp_path / "clip.mp4", tmp_path / "dataset"
+    frames = write_clip(video, FRAMES, W, H)
+    run = run_dataflow(tmp_path, label_flow(model_dir, video, dataset, BOXES, {"FIRST_BOXES_SECONDS": "1"},
+                                            detector_env={"EVERY": "0"}), timeout=600)
+    assert run.returncode == 0, run.log[-4000:]
+    assert "Traceback" not in run.log
+    assert labels_per_frame(dataset) == [set()] * frames, run.log[-4000:]
+    said = [line for line in run.node_log("sam2") if "FIRST_BOXES_SECONDS" in line]
+    assert len(said) == 1 and "input 'bbox'" in said[0] and "input 'image'" in said[0], said
+
+
 def test_frames_that_get_no_answer_are_counted_and_fail_the_run(tmp_path, model_dir):
     """A labelling run in which dora-sam2 answers only every other frame (its boxes come for those only):
     the writer writes what came, says in one line how many frames it lost, and exits 1, so `dora run`

@@ -3,12 +3,15 @@
 A length-1 struct (bbox: list<float32> flattened, conf: list<float32>, labels: list<string>), the image's
 metadata passed through (encoding, width, height and, in dora 1.x, its timestamp) plus `format` and
 `primitive: boxes2d`. Env BOXES: JSON list of [x1, y1, x2, y2, label]; FORMAT xyxy | xywh;
-EMPTY_EVERY: every Nth image gets an empty detection (0 = never); EVERY: answer every Nth image only;
-COUNTS: comma-separated numbers of boxes to send in turn (the first N of BOXES), e.g. "0,1,3".
+EMPTY_EVERY: every Nth image gets an empty detection (0 = never); EVERY: answer every Nth image only (0 =
+none: a detector that never speaks); COUNTS: comma-separated numbers of boxes to send in turn (the first N
+of BOXES), e.g. "0,1,3"; FIRST_DELAY: seconds to wait before the first answer (a detector slower to start
+than the tracker), its images queueing meanwhile.
 """
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -40,14 +43,17 @@ def main():
     fmt = os.environ.get("FORMAT", "xyxy")
     empty_every, every = int(os.environ.get("EMPTY_EVERY", "0")), int(os.environ.get("EVERY", "1"))
     counts = [int(n) for n in os.environ.get("COUNTS", "").split(",") if n.strip()]
+    first_delay = float(os.environ.get("FIRST_DELAY", "0"))
     node = join_dataflow()
     seen = 0
     for event in node:
         if event["type"] != "INPUT":
             continue
         seen += 1
-        if (seen - 1) % every:
+        if not every or (seen - 1) % every:
             continue
+        if seen == 1:
+            time.sleep(first_delay)
         chosen = [] if empty_every and seen % empty_every == 0 else boxes
         if counts:
             chosen = boxes[: counts[(seen - 1) // every % len(counts)]]

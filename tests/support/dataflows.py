@@ -108,10 +108,11 @@ def seed_flow(model_dir, boxes, frames: int, fps: float, outputs=("mask",), env:
                 collector(collect))
 
 
-def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None) -> str:
+def label_flow(model_dir, video, dataset, boxes, sam2_env: dict | None = None,
+               detector_env: dict | None = None) -> str:
     """examples/label.yml as a user runs it (VIDEO, MODEL, BOXES, OUT_DIR filled in), with a collector
-    `out` of the node's masks beside it."""
-    return _label_spec(model_dir, video, dataset, {"BOXES": json.dumps(boxes)}, sam2_env)
+    `out` of the node's masks beside it; the fixed detector's other knobs in `detector_env`."""
+    return _label_spec(model_dir, video, dataset, {"BOXES": json.dumps(boxes), **(detector_env or {})}, sam2_env)
 
 
 def world_label_flow(model_dir, world: Path, clip: str, dataset, sam2_env: dict | None = None,
