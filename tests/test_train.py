@@ -324,9 +324,10 @@ def test_the_users_loop_connects_label_fine_tune_deploy(tmp_path):
     world, dataset, out = tmp_path / "world", tmp_path / "dataset", tmp_path / "model"
     subprocess.run(WORLD + [str(world), "--clips", "1", "--frames", "8", "--size", "160x120", "--seed", "3",
                             "--footage", "none", "--image-format", "jpg"], check=True, capture_output=True, timeout=120)
-    # One frame in flight (AHEAD=1): in track mode a frame answered before the detector's first boxes
-    # arrive is written without objects, and with label.yml's 4 in flight a busy machine once wrote all 8
-    # so (CI of stop 41). One at a time, the detector has 8 round trips to be heard in.
+    # The first frames wait for the detector's first boxes (FIRST_BOXES_SECONDS), so every frame is written
+    # with its objects. One frame in flight (AHEAD=1) all the same: label.yml's camera sends its first 4
+    # within 500 us, inside timeline.TIMESTAMP_TOLERANCE, and on a busy machine the writer once took one
+    # frame's answer for another's and lost a frame.
     labelled = run_dataflow(tmp_path, world_label_flow(FIXTURE, world, "random-3-0000", dataset,
                                                        {"THREADS": "1", "DTYPE": "float32"},
                                                        camera_env={"AHEAD": "1"}), timeout=600)
@@ -334,6 +335,8 @@ def test_the_users_loop_connects_label_fine_tune_deploy(tmp_path):
     written = json.loads((dataset / "annotations.json").read_text())
     assert len(written["images"]) == 8, labelled.log[-4000:]
     assert written["annotations"] and all("track_id" in a for a in written["annotations"]), labelled.log[-4000:]
+    with_objects = {a["image_id"] for a in written["annotations"]}
+    assert all(image["id"] in with_objects for image in written["images"]), labelled.log[-4000:]  # the first too
 
     run = train(out, "--data", dataset, "--from", FIXTURE, "--steps", "3", "--threads", "1")
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
