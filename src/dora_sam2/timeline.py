@@ -11,9 +11,10 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 F, A = TypeVar("F"), TypeVar("A")
 
-# Two timestamps name the same frame within this: dora carries them to about 1 us, and frames of any
-# real camera are milliseconds apart.
-TIMESTAMP_TOLERANCE = timedelta(microseconds=500)
+# Two timestamps name the same frame within this: dora carries a forwarded timestamp to about 1 us. One
+# node's back-to-back sends are tens of microseconds apart (the examples' camera sent a clip's first frames
+# 90 to 335 us apart), so a wider tolerance would pair an answer with the frame before its own.
+TIMESTAMP_TOLERANCE = timedelta(microseconds=5)
 
 
 class RecentByTime(Generic[T]):
