@@ -324,13 +324,10 @@ def test_the_users_loop_connects_label_fine_tune_deploy(tmp_path):
     world, dataset, out = tmp_path / "world", tmp_path / "dataset", tmp_path / "model"
     subprocess.run(WORLD + [str(world), "--clips", "1", "--frames", "8", "--size", "160x120", "--seed", "3",
                             "--footage", "none", "--image-format", "jpg"], check=True, capture_output=True, timeout=120)
-    # The first frames wait for the detector's first boxes (FIRST_BOXES_SECONDS), so every frame is written
-    # with its objects. One frame in flight (AHEAD=1) all the same: label.yml's camera sends its first 4
-    # within 500 us, inside timeline.TIMESTAMP_TOLERANCE, and on a busy machine the writer once took one
-    # frame's answer for another's and lost a frame.
+    # As label.yml runs (AHEAD=4 frames in flight): the first frames wait for the detector's first boxes
+    # (FIRST_BOXES_SECONDS), so every frame is written with its objects.
     labelled = run_dataflow(tmp_path, world_label_flow(FIXTURE, world, "random-3-0000", dataset,
-                                                       {"THREADS": "1", "DTYPE": "float32"},
-                                                       camera_env={"AHEAD": "1"}), timeout=600)
+                                                       {"THREADS": "1", "DTYPE": "float32"}), timeout=600)
     assert labelled.returncode == 0, labelled.log[-4000:]
     written = json.loads((dataset / "annotations.json").read_text())
     assert len(written["images"]) == 8, labelled.log[-4000:]
