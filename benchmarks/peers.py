@@ -87,7 +87,8 @@ def main() -> None:
         frames = Path(scratch) / "frames"
         write_frames(frames, max(args.frames, args.soak_frames))
         result = {"machine": machine(), "clip": CLIP.name if CLIP.exists() else "synthetic", "passes": args.passes,
-                  "threads": args.threads, "rates": run_child({"job": "rates", "threads": args.threads}),
+                  "threads": args.threads,
+                  "rates": run_child({"job": "rates", "threads": args.threads, "dtypes": args.dtypes}),
                   "runs": [], "soak": []}
         models = {c: visible_copy(c, Path(scratch)) for c in {*args.configs, args.soak_config}}
         for config in args.configs:
@@ -199,7 +200,7 @@ def child(job: dict) -> None:
         torch.set_num_threads(job["threads"])
 
     if job["job"] == "rates":
-        print(json.dumps(matmul_rates(torch)))
+        print(json.dumps(matmul_rates(torch, job.get("dtypes", ("float32", "bfloat16")))))
         return
     frames = sorted(Path(job["frames_dir"]).glob("*.jpg"))[: job["frames"]]
     peer = {"ours": Ours, "transformers": Transformers, "meta": Meta}[job["peer"]](job, frames)
@@ -219,10 +220,11 @@ def child(job: dict) -> None:
     print(json.dumps(out))
 
 
-def matmul_rates(torch) -> dict:
-    """GFLOP/s of one large matrix product in each dtype, best of 3: what the stages are measured against."""
+def matmul_rates(torch, dtypes) -> dict:
+    """GFLOP/s of one large matrix product in each dtype the run measures, best of 3: what the stages are
+    measured against (only those: where bf16 is emulated, its product alone takes many minutes)."""
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, name) for name in dtypes):
         a, b = torch.randn(4096, 4096, dtype=dtype), torch.randn(4096, 4096, dtype=dtype)
         a @ b
         best = min(_seconds(lambda: a @ b) for _ in range(3))
