@@ -20,7 +20,9 @@ The same run measures the CPU's matrix-product rate and our encoder's and memory
 rate against it.
 
 Writes benchmarks/results/peers.json and peers.md, and the charts docs/peers-cost.png,
-docs/peers-stages.png and docs/peers-soak.png.
+docs/peers-stages.png and docs/peers-soak.png; with `--name`, NAME.json and NAME.md and no charts.
+ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS and ATEN_CPU_CAPABILITY, where set, are recorded and named in
+the table: with AVX2 in all three, this machine stands for one without AVX512-BF16.
 """
 
 from __future__ import annotations
@@ -73,14 +75,17 @@ def main() -> None:
                         help="threads every peer computes on (0: torch's default for the others, the cores this "
                              "process may use for ours); 1 gives figures that swing less on a shared machine")
     parser.add_argument("--redraw", action="store_true",
-                        help="the table and charts again from benchmarks/results/peers.json, measuring nothing")
+                        help="the table and charts again from benchmarks/results/NAME.json, measuring nothing")
+    parser.add_argument("--name", default="peers",
+                        help="the results' name: benchmarks/results/NAME.json and NAME.md; a run under another "
+                             "name draws no charts, so the published ones stay")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
     if args.redraw:
-        result = json.loads((RESULTS / "peers.json").read_text())
-        save("peers", result, markdown(result))
+        result = json.loads((RESULTS / f"{args.name}.json").read_text())
+        save(args.name, result, markdown(result))
         return draw(result)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -110,8 +115,19 @@ def main() -> None:
                     "job": "soak", "peer": peer, "config": args.soak_config, "model": models[args.soak_config],
                     "dtype": args.soak_dtype, "objects": [1], "frames": args.soak_frames, "frames_dir": str(frames),
                     "threads": args.threads}))
-    save("peers", result, markdown(result))
-    draw(result)
+    save(args.name, result, markdown(result))
+    if args.name == "peers":
+        draw(result)
+
+
+# What caps the CPU's instruction sets for the libraries torch computes with: oneDNN (bf16 matrix products,
+# convolutions), MKL (fp32 matrix products) and ATen's own vectorised kernels. Set, they let this machine
+# stand for one without its newer instructions (AVX512-BF16).
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def isa_caps() -> dict:
+    return {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
 
 
 def best_pass(passes: list[dict]) -> dict:
@@ -442,7 +458,7 @@ def markdown(result: dict) -> str:
     runs = [r for r in result["runs"] if "error" not in r]
     lines = [f"Tracking, steady state (median of the frames after the memory window filled, the better of "
              f"{result['passes']} passes), {WIDTH}x{HEIGHT} frames of {result['clip']}; {result['machine']}"
-             f"{_threads(result)}.", "",
+             f"{_threads(result)}{_caps(result)}.", "",
              "| model @ input | dtype | objects | ours | transformers | meta sam2 | transformers / ours | meta / ours "
              "| IoU with ours (min) |", "|---|---|---|---|---|---|---|---|---|"]
     for config, dtype in dict.fromkeys((r["config"], r["dtype"]) for r in result["runs"]):
@@ -465,6 +481,11 @@ def _threads(result: dict) -> str:
     return f"; every peer on {threads} thread{'s' if threads > 1 else ''}" if threads else ""
 
 
+def _caps(result: dict) -> str:
+    caps = result.get("caps")
+    return "; capped: " + ", ".join(f"{k}={v}" for k, v in caps.items()) if caps else ""
+
+
 def _ms(run: dict | None, n: str) -> str:
     if run is None:
         return "not run"
@@ -482,8 +503,9 @@ def _ratio(run: dict | None, ours: dict | None, n: str) -> str:
 
 def _headroom(result: dict, runs: list[dict]) -> list[str]:
     rates = result["rates"]
-    lines = [f"Matrix-product rate of this CPU (4096x4096, best of 3): {rates.get('float32', 0):.0f} GFLOP/s fp32, "
-             f"{rates.get('bfloat16', 0):.0f} GFLOP/s bf16. Our stages against it:", "",
+    bf16 = f", {rates['bfloat16']:.0f} GFLOP/s bf16" if "bfloat16" in rates else ""
+    lines = [f"Matrix-product rate of this CPU (4096x4096, best of 3): {rates.get('float32', 0):.0f} GFLOP/s fp32"
+             f"{bf16}. Our stages against it:", "",
              "| model @ input | dtype | objects | encoder GFLOP | encoder GFLOP/s | of the rate | memory attention + "
              "decode GFLOP | GFLOP/s | of the rate |", "|---|---|---|---|---|---|---|---|---|"]
     for run in (r for r in runs if r["peer"] == "ours"):
