@@ -65,7 +65,8 @@ def centres_apart(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
     centres, in their mean box diagonals; inf where a box is NaN or both boxes are points."""
     t, d = tracks[:, :, None], detections[None, None]
     centres = np.linalg.norm((t[..., :2] + t[..., 2:]) / 2 - (d[..., :2] + d[..., 2:]) / 2, axis=-1)
-    diagonals = (np.linalg.norm(t[..., 2:] - t[..., :2], axis=-1) + np.linalg.norm(d[..., 2:] - d[..., :2], axis=-1)) / 2
+    diagonals = (np.linalg.norm(t[..., 2:] - t[..., :2], axis=-1)
+                 + np.linalg.norm(d[..., 2:] - d[..., :2], axis=-1)) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         apart = centres / diagonals
     return np.where(np.isfinite(apart), apart, np.inf).min(axis=1, initial=np.inf)

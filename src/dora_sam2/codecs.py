@@ -138,8 +138,8 @@ def _positive_int(input_id: str, metadata: dict, key: str) -> int:
 
 
 def timestamp_of(metadata: dict) -> datetime | None:
-    """A message's `timestamp`. dora's timestamps are UTC; one without a timezone (a node that built its own) is read as UTC, so it
-    compares with the others."""
+    """A message's `timestamp`. dora's timestamps are UTC; one without a timezone (a node that built its own)
+    is read as UTC, so it compares with the others."""
     ts = metadata.get("timestamp")
     if not isinstance(ts, datetime):
         return None

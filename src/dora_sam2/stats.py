@@ -86,8 +86,9 @@ class Stats:
 
     def _latency(self) -> str:
         mean = f"{sum(self.latencies_ms) / len(self.latencies_ms):.0f} ms" if self.latencies_ms else "none measured"
+        long_ago = f"stamped over {LATENCY_HORIZON_S / 3600:g} h before"
         apart = [f"{n} {words}" for n, words in ((self.stamped_ahead, "stamped ahead of this machine's clock"),
-                                                 (self.stamped_long_ago, f"stamped over {LATENCY_HORIZON_S / 3600:g} h before"))
+                                                 (self.stamped_long_ago, long_ago))
                  if n]
         return f"mean latency {mean}" + (f" (not counted: {', '.join(apart)})" if apart else "")
 
