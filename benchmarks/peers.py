@@ -92,7 +92,7 @@ def main() -> None:
         frames = Path(scratch) / "frames"
         write_frames(frames, max(args.frames, args.soak_frames))
         result = {"machine": machine(), "clip": CLIP.name if CLIP.exists() else "synthetic", "passes": args.passes,
-                  "threads": args.threads,
+                  "threads": args.threads, "caps": isa_caps(),
                   "rates": run_child({"job": "rates", "threads": args.threads, "dtypes": args.dtypes}),
                   "runs": [], "soak": []}
         models = {c: visible_copy(c, Path(scratch)) for c in {*args.configs, args.soak_config}}
