@@ -253,3 +253,24 @@ def test_segment_mode_measures_no_attention_and_dtype_auto_keeps_both_choices_ap
     [dtype, attention] = entries(cache)
     assert (dtype["key"]["choice"], attention["key"]["choice"]) == ("dtype", "attention")
     assert attention["key"]["dtype"] == dtype["choice"]["dtype"]
+
+
+ISA_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}  # what a CPU without AVX-512 runs
+
+
+@native_bf16
+def test_a_start_under_isa_caps_offers_no_emulated_bf16_and_reads_no_choice_made_without_them(tmp_path,
+                                                                                              micro_model_dir):
+    """Capped to AVX2, oneDNN emulates bf16 hundreds of times slower while /proc/cpuinfo still lists
+    AVX512-BF16: DTYPE=auto takes fp32 without timing bf16, and an attention path measured without the caps
+    is not what the capped kernels would choose, so it is measured again and kept apart."""
+    cache = tmp_path / "cache"
+    start(tmp_path / "free", micro_model_dir, cache, **TRACK)
+    capped = start(tmp_path / "capped", micro_model_dir, cache, MODE="track", **ISA_CAPS)
+    assert not lines(capped, MEASURED)
+    assert lines(capped, "warm-up: first encode + decode")
+    [said] = lines(capped, "memory attention:")
+    assert "one layer in float32 takes" in said and "measured now (none kept" in said
+    free, kept_capped = attention_entries(cache)
+    assert "isa_caps" not in free["key"] and kept_capped["key"]["isa_caps"] == ISA_CAPS
+    assert kept_capped["key"]["cpu_capability"] == "AVX2" != free["key"]["cpu_capability"]

@@ -62,11 +62,12 @@ def _key(choice: str, backend, compile: bool) -> dict:
     import transformers
 
     from . import __version__
-    from .devices import cpu_identity
+    from .devices import cpu_identity, cpu_kernels
 
     return {
         "choice": choice,
         **cpu_identity(),
+        **cpu_kernels(),
         "cores": _cores(),
         "threads": torch.get_num_threads(),
         "device": backend.device.type,

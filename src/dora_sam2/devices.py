@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -57,10 +58,27 @@ SPEED_FLAGS = frozenset({
 })
 
 
+# What caps the instruction sets torch computes with (oneDNN: bf16 products and convolutions; MKL: fp32
+# products; ATen's own kernels). Set, they make a CPU run the kernels of an older one, while /proc/cpuinfo
+# still lists every flag: what was measured under them holds only under them.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
 def cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16: bf16 matmuls run natively (2.5x faster than fp32 on our 2-core machine)."""
+    """AMX or AVX512-BF16, and torch's oneDNN computes bf16 with them: bf16 matmuls run natively (2.5x
+    faster than fp32 on our 2-core machine). oneDNN's own answer honours ONEDNN_MAX_CPU_ISA, under which
+    bf16 is emulated hundreds of times slower; the flags alone would still say yes."""
     flags = _cpuinfo()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
+        return False
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return native is None or bool(native())
+
+
+def cpu_kernels() -> dict:
+    """The instruction sets torch's kernels run with here, as far as the caps set by hand change them."""
+    caps = {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), **({"isa_caps": caps} if caps else {})}
 
 
 def cpu_identity() -> dict:
