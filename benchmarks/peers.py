@@ -19,8 +19,8 @@ each peer over `--soak-frames` frames with one object and records cost and resid
 The same run measures the CPU's matrix-product rate and our encoder's and memory attention's achieved
 rate against it.
 
-Writes benchmarks/results/peers.json and peers.md, and the charts docs/peers-cost.png,
-docs/peers-stages.png and docs/peers-soak.png; with `--name`, NAME.json and NAME.md and no charts.
+Writes benchmarks/results/NAME.json and NAME.md, and the charts docs/NAME-cost.png, docs/NAME-stages.png
+and, where a soak ran, docs/NAME-soak.png (NAME: `--name`, `peers` by default: the published run).
 ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS and ATEN_CPU_CAPABILITY, where set, are recorded and named in
 the table: with AVX2 in all three, this machine stands for one without AVX512-BF16.
 """
@@ -77,8 +77,8 @@ def main() -> None:
     parser.add_argument("--redraw", action="store_true",
                         help="the table and charts again from benchmarks/results/NAME.json, measuring nothing")
     parser.add_argument("--name", default="peers",
-                        help="the results' name: benchmarks/results/NAME.json and NAME.md; a run under another "
-                             "name draws no charts, so the published ones stay")
+                        help="the results' name: benchmarks/results/NAME.json and NAME.md, and the charts "
+                             "docs/NAME-*.png; a run under another name leaves the published ones as they are")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,7 +86,7 @@ def main() -> None:
     if args.redraw:
         result = json.loads((RESULTS / f"{args.name}.json").read_text())
         save(args.name, result, markdown(result))
-        return draw(result)
+        return draw(result, args.name)
 
     with tempfile.TemporaryDirectory() as scratch:
         frames = Path(scratch) / "frames"
@@ -116,17 +116,14 @@ def main() -> None:
                     "dtype": args.soak_dtype, "objects": [1], "frames": args.soak_frames, "frames_dir": str(frames),
                     "threads": args.threads}))
     save(args.name, result, markdown(result))
-    if args.name == "peers":
-        draw(result)
-
-
-# What caps the CPU's instruction sets for the libraries torch computes with: oneDNN (bf16 matrix products,
-# convolutions), MKL (fp32 matrix products) and ATen's own vectorised kernels. Set, they let this machine
-# stand for one without its newer instructions (AVX512-BF16).
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+    draw(result, args.name)
 
 
 def isa_caps() -> dict:
+    """The caps on the instruction sets torch computes with, where set: they let this machine stand for
+    one without its newer instructions (AVX512-BF16)."""
+    from dora_sam2.devices import ISA_CAPS
+
     return {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
 
 
@@ -303,6 +300,9 @@ class Ours(Peer):
         self.streaming = Sam2StreamingModel(Sam2Backend.load(self.model_dir, video=True, device="cpu",
                                                              dtype=job["dtype"], image_size=self.size,
                                                              threads=job.get("threads", 0)))
+        # As the node starts in track mode on a CPU: the memory encoder's batch measured here (the memory
+        # attention path stays the default, which is the one this machine's measuring keeps).
+        self.streaming.choose_memory_group_by_measuring()
         self._flops: dict[int, dict] = {}  # per object count: the counted FLOPs and their stages' times
         self._last = 0
 
@@ -543,8 +543,8 @@ COLOURS = {"ours": "#1f77b4", "transformers": "#ff7f0e", "meta": "#2ca02c"}
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c7c7c7")
 
 
-def draw(result: dict) -> None:
-    """The three charts, from this run's figures only."""
+def draw(result: dict, name: str) -> None:
+    """The charts docs/NAME-*.png, from this run's figures only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -563,7 +563,7 @@ def draw(result: dict) -> None:
             ax.set(title=f"{config}, {dtype}", xlabel="objects", ylabel="ms per frame", ylim=(0, None))
             ax.grid(alpha=0.3)
         axes[0][0].legend()
-        _save(fig, "peers-cost.png", result)
+        _save(fig, f"{name}-cost.png", result)
 
         fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
         for ax, (config, dtype) in zip(axes[0], panels):
@@ -577,7 +577,7 @@ def draw(result: dict) -> None:
             ax.invert_yaxis()
             ax.set(title=f"{config}, {dtype}", xlabel="ms per frame")
         fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=len(STAGES), fontsize=8)
-        _save(fig, "peers-stages.png", result, top=0.9)
+        _save(fig, f"{name}-stages.png", result, top=0.9)
 
     soaks = [s for s in result["soak"] if "error" not in s]
     if soaks:
@@ -594,11 +594,12 @@ def draw(result: dict) -> None:
         cost.legend()
         for ax in (cost, memory):
             ax.grid(alpha=0.3)
-        _save(fig, "peers-soak.png", result)
+        _save(fig, f"{name}-soak.png", result)
 
 
 def _save(fig, name: str, result: dict, top: float = 1.0) -> None:
-    fig.suptitle(result["machine"], fontsize=7, y=0.01, va="bottom")
+    caps = ", ".join(f"{k}={v}" for k, v in result.get("caps", {}).items())
+    fig.suptitle(result["machine"] + (f"; capped: {caps}" if caps else ""), fontsize=7, y=0.01, va="bottom")
     fig.tight_layout(rect=(0, 0.04, 1, top))
     fig.savefig(DOCS / name, dpi=110)
     print(f"wrote docs/{name}")

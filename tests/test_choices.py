@@ -195,8 +195,8 @@ def test_after_measuring_the_warm_up_encodes_nothing_more(micro_model_dir):
 TRACK = {"MODE": "track", "DTYPE": "float32"}  # float32: measured on any CPU, and no dtype to measure first
 
 
-def attention_entries(cache: Path) -> list[dict]:
-    return [entry for entry in entries(cache) if entry["key"]["choice"] == "attention"]
+def entries_of(cache: Path, choice: str) -> list[dict]:
+    return [entry for entry in entries(cache) if entry["key"]["choice"] == choice]
 
 
 def test_a_track_start_measures_memory_attention_keeps_the_fastest_and_the_next_reads_it(tmp_path, micro_model_dir):
@@ -207,7 +207,7 @@ def test_a_track_start_measures_memory_attention_keeps_the_fastest_and_the_next_
     [measured] = lines(start(tmp_path / "first", micro_model_dir, cache, **TRACK), "memory attention:")
     assert "one layer in float32 takes fused " in measured
     assert "measured now (none kept for this machine, model, input size and versions)" in measured
-    [entry] = entries(cache)
+    [entry] = entries_of(cache, "attention")
     assert entry["key"]["choice"] == "attention" and entry["key"]["dtype"] == "float32"
     assert {"cpu", "cores", "threads", "model", "image_size", "versions"} <= set(entry["key"])
     seconds = entry["choice"]["seconds"]
@@ -217,7 +217,7 @@ def test_a_track_start_measures_memory_attention_keeps_the_fastest_and_the_next_
 
     [read] = lines(start(tmp_path / "second", micro_model_dir, cache, **TRACK), "memory attention:")
     assert f"memory attention: {kept}, {KEPT_FROM} at {entry['measured']} (one layer in float32: " in read
-    assert entries(cache) == [entry]
+    assert entries_of(cache, "attention") == [entry]
 
 
 @pytest.mark.parametrize("change", ["the kept path", "the transformers version"])
@@ -228,7 +228,7 @@ def test_the_node_runs_the_kept_attention_path_unless_it_was_kept_for_other_vers
     cache = tmp_path / "cache"
     start(tmp_path / "first", micro_model_dir, cache, **TRACK)
     content = json.loads((cache / "dora-sam2" / "choices.json").read_text())
-    [entry] = content["entries"]
+    [entry] = [e for e in content["entries"] if e["key"]["choice"] == "attention"]
     other = "blocks of 128" if entry["choice"]["attention"] == "fused" else "fused"
     entry["choice"]["attention"] = other
     if change == "the transformers version":
@@ -239,8 +239,8 @@ def test_the_node_runs_the_kept_attention_path_unless_it_was_kept_for_other_vers
         assert said.startswith(f"INFO dora-sam2: memory attention: {other}, {KEPT_FROM}"), said
     else:
         assert "measured now (none kept" in said
-        assert [e["key"]["versions"]["transformers"] for e in attention_entries(cache)][0] == "4.0.0"
-        assert len(attention_entries(cache)) == 2
+        assert [e["key"]["versions"]["transformers"] for e in entries_of(cache, "attention")][0] == "4.0.0"
+        assert len(entries_of(cache, "attention")) == 2
 
 
 @native_bf16
@@ -250,8 +250,8 @@ def test_segment_mode_measures_no_attention_and_dtype_auto_keeps_both_choices_ap
     assert not lines(start(tmp_path / "segment", micro_model_dir, cache), "memory attention:")
     assert [e["key"]["choice"] for e in entries(cache)] == ["dtype"]
     start(tmp_path / "track", micro_model_dir, cache, MODE="track")
-    [dtype, attention] = entries(cache)
-    assert (dtype["key"]["choice"], attention["key"]["choice"]) == ("dtype", "attention")
+    [dtype, attention, group] = entries(cache)
+    assert [e["key"]["choice"] for e in (dtype, attention, group)] == ["dtype", "attention", "memory group"]
     assert attention["key"]["dtype"] == dtype["choice"]["dtype"]
 
 
@@ -271,6 +271,26 @@ def test_a_start_under_isa_caps_offers_no_emulated_bf16_and_reads_no_choice_made
     assert lines(capped, "warm-up: first encode + decode")
     [said] = lines(capped, "memory attention:")
     assert "one layer in float32 takes" in said and "measured now (none kept" in said
-    free, kept_capped = attention_entries(cache)
+    free, kept_capped = entries_of(cache, "attention")
     assert "isa_caps" not in free["key"] and kept_capped["key"]["isa_caps"] == ISA_CAPS
     assert kept_capped["key"]["cpu_capability"] == "AVX2" != free["key"]["cpu_capability"]
+
+
+def test_a_track_start_measures_the_memory_encoder_s_batch_keeps_the_cheapest_and_the_next_reads_it(
+        tmp_path, micro_model_dir):
+    """How many objects' memories to encode at once: timed per object for 1, 2, 4 and 8, the cheapest kept
+    under a key that names the dtype, and read by the next start."""
+    cache = tmp_path / "cache"
+    [measured] = lines(start(tmp_path / "first", micro_model_dir, cache, **TRACK), "memory encoder batch:")
+    assert "one object's memory in float32 takes 1 at once " in measured and "8 at once " in measured
+    assert "measured now (none kept" in measured
+    [entry] = entries_of(cache, "memory group")
+    assert entry["key"]["dtype"] == "float32"
+    seconds = entry["choice"]["seconds"]
+    assert list(seconds) == ["1 at once", "2 at once", "4 at once", "8 at once"]
+    kept = entry["choice"]["memory_group"]
+    assert f"{kept} at once" == min(seconds, key=seconds.get) and f"here: {kept} kept; measured now" in measured
+
+    [read] = lines(start(tmp_path / "second", micro_model_dir, cache, **TRACK), "memory encoder batch:")
+    assert f"memory encoder batch: {kept}, {KEPT_FROM} at {entry['measured']}" in read
+    assert entries_of(cache, "memory group") == [entry]

@@ -91,6 +91,51 @@ def test_measuring_keeps_the_fastest_attention_path(streaming):
         streaming.backend.attention_path = None
 
 
+@pytest.mark.parametrize("streaming", ["test@512"], indirect=True)
+def test_memories_encoded_one_object_at_a_time_match_transformers(streaming, visible):
+    """The smallest batch start-up measuring may keep (video.MEMORY_GROUPS): two objects, each its own."""
+    count = streaming.num_maskmem + 2
+    prompts = {0: {0: BOX_A, 1: BOX_B}}
+    streaming.backend.memory_group = 1
+    try:
+        with torch.inference_mode():
+            ours, _ = run_ours(streaming, count, prompts)
+            reference = run_transformers(streaming, count, prompts)
+    finally:
+        streaming.backend.memory_group = 0
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3, msg=f"frame {index}")
+        assert torch.equal(mine > 0, theirs > 0), f"frame {index}: the masks differ"
+
+
+@pytest.mark.parametrize("streaming", ["micro"], indirect=True)
+def test_measuring_keeps_the_memory_batch_cheapest_per_object(streaming, monkeypatch):
+    """A clock on which a batch of 2 costs 1 s an object and every other 3 s: each batch is timed on its
+    own number of objects, and 2 kept."""
+    from dora_sam2.video import MEMORY_GROUPS
+
+    now, batches, cost = [0.0], [], [0.0]
+    remember = streaming.remember
+
+    def counted(features, step, prompted, apart=False):
+        batches.append(len(prompted))
+        cost[0] = (1.0 if len(prompted) == 2 else 3.0) * len(prompted)
+        return remember(features, step, prompted, apart)
+
+    def clock():  # read before and after each batch: the batch's time passes in between
+        now[0], cost[0] = now[0] + cost[0], 0.0
+        return now[0]
+
+    monkeypatch.setattr(streaming, "remember", counted)
+    try:
+        seconds = streaming.choose_memory_group_by_measuring(repeats=2, clock=clock)
+        assert seconds == {group: 1.0 if group == 2 else 3.0 for group in MEMORY_GROUPS}
+        assert streaming.backend.memory_group == 2
+        assert batches == [group for group in MEMORY_GROUPS for _ in range(3)]
+    finally:
+        streaming.backend.memory_group = 0
+
+
 @pytest.fixture
 def short_pointer_window(streaming):
     """SAM2 reads the pointers of its last 16 frames: 4 here, so a short run fills and slides the window."""

@@ -3,9 +3,10 @@
 `DTYPE=auto` on a CPU with native bf16 times fp32 against bf16 on the model: a minute on a small CPU at
 1024, for an answer that depends only on the machine, the model, its input size and the libraries. In
 track mode on a CPU the node also times the ways of running memory attention (memory_attention.py's
-`AttentionPath`: the fused kernel, or blocks of 128, 256 or 512 rows), in the dtype it runs. So each
-answer is kept, under a key that names all it depends on (`dtype_key`, `attention_key`), in one JSON file
-in the user's cache (`choices_path`), and a later start whose key is the same reads it instead of measuring.
+`AttentionPath`: the fused kernel, or blocks of 128, 256 or 512 rows) and how many objects' memories to
+encode in one batch, in the dtype it runs. So each answer is kept, under a key that names all it depends
+on (`dtype_key`, `attention_key`, `memory_group_key`), in one JSON file in the user's cache
+(`choices_path`), and a later start whose key is the same reads it instead of measuring.
 
 The file is a cache: one that cannot be read or written, or holds what we did not write, is one log line
 and the node measures as it would without it. It keeps the newest `FixedLimits.CHOICES_KEPT` entries, and
@@ -55,6 +56,11 @@ def attention_key(backend, compile: bool = False) -> dict:
     """What makes the memory attention measurement come out another way: all `dtype_key` names, and the
     dtype it ran in."""
     return {**_key("attention", backend, compile), "dtype": str(backend.dtype).removeprefix("torch.")}
+
+
+def memory_group_key(backend, compile: bool = False) -> dict:
+    """What makes the memory encoder's best batch come out another way: as `attention_key`."""
+    return {**_key("memory group", backend, compile), "dtype": str(backend.dtype).removeprefix("torch.")}
 
 
 def _key(choice: str, backend, compile: bool) -> dict:
@@ -164,11 +170,20 @@ class ChoicesFile:
 
         return self._find(key, "attention", tuple(map(str, ATTENTION_PATHS)))
 
+    def find_memory_group(self, key: dict) -> KeptChoice | None:
+        """The objects per memory-encoder batch kept under `key` (a `memory_group_key`)."""
+        from .video import MEMORY_GROUPS
+
+        return self._find(key, "memory_group", tuple(map(str, MEMORY_GROUPS)))
+
     def keep_dtype(self, key: dict, dtype: str, seconds: dict[str, float]) -> bool:
         return self._keep(key, {"dtype": dtype, "seconds": seconds})
 
     def keep_attention(self, key: dict, path: str, seconds: dict[str, float]) -> bool:
         return self._keep(key, {"attention": path, "seconds": seconds})
+
+    def keep_memory_group(self, key: dict, group: str, seconds: dict[str, float]) -> bool:
+        return self._keep(key, {"memory_group": group, "seconds": seconds})
 
     def _find(self, key: dict, field: str, candidates: tuple[str, ...]) -> KeptChoice | None:
         try:

@@ -50,6 +50,9 @@ class Sam2Backend:
         # How tracking runs memory attention, measured at start-up (video.choose_attention_by_measuring) or
         # kept from an earlier start (choices.py); None: memory_attention.AttentionPath.default
         self.attention_path: AttentionPath | None = None
+        # How many objects' memories are encoded in one batch, measured likewise
+        # (video.choose_memory_group_by_measuring) or kept; 0: all of a frame's at once
+        self.memory_group = 0
 
     @property
     def device(self) -> torch.device:

@@ -8,7 +8,7 @@ import threading
 from collections import Counter, deque
 
 from . import codecs, overlay
-from .choices import ChoicesFile, KeptChoice, attention_key, choices_path, dtype_key
+from .choices import ChoicesFile, KeptChoice, attention_key, choices_path, dtype_key, memory_group_key
 from .devices import cpu_has_fast_bf16, resolve_dtype
 from .domain import Frame, InputError, Masks, Phrases
 from .engine import Segmenter
@@ -53,6 +53,7 @@ def main() -> None:
         log.info("warm-up: %s took %.2f s", what, checkpoint.warmup())
         if settings.mode == "track" and model.device.type == "cpu":
             _choose_attention(model, settings)
+            _choose_memory_group(model, settings)
 
     # Registering with the daemon only now, model loaded and warm, makes dora start the dataflow once we
     # can answer: no frames pile up while weights load.
@@ -98,6 +99,22 @@ def _choose_attention(model: Sam2Backend, settings: Settings) -> None:
         settings, "memory attention", f"one layer in {dtype}", attention_key(model, settings.compile),
         ChoicesFile.find_attention, ChoicesFile.keep_attention,
         lambda kept: setattr(model, "attention_path", AttentionPath.named(kept)), measure)
+
+
+def _choose_memory_group(model: Sam2Backend, settings: Settings) -> None:
+    """Track mode on a CPU: how many objects' memories to encode in one batch, the number that costs least
+    per object here, measured or read as `_choose_attention`'s path is."""
+    streaming = Sam2StreamingModel(model)
+
+    def measure() -> tuple[str, dict[str, float]]:
+        seconds = streaming.choose_memory_group_by_measuring()
+        return str(model.memory_group), {f"{group} at once": s for group, s in seconds.items()}
+
+    dtype = str(model.dtype).removeprefix("torch.")
+    _kept_or_measured(
+        settings, "memory encoder batch", f"one object's memory in {dtype}",
+        memory_group_key(model, settings.compile), ChoicesFile.find_memory_group, ChoicesFile.keep_memory_group,
+        lambda kept: setattr(model, "memory_group", int(kept)), measure)
 
 
 def _kept_or_measured(settings: Settings, what: str, unit: str, key: dict, find, keep, use, measure,

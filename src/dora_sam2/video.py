@@ -33,6 +33,8 @@ from .model import Sam2Backend
 from .processing import non_overlapping
 from .streaming import FrameAnswer, ObjectMemory
 
+# The numbers of objects per memory-encoder batch that choose_memory_group_by_measuring times.
+MEMORY_GROUPS = (1, 2, 4, 8)
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0
 
@@ -209,6 +211,32 @@ class Sam2StreamingModel:
         self.backend.attention_path = min(seconds, key=seconds.get)
         return seconds
 
+    @_answering
+    def choose_memory_group_by_measuring(self, candidates: tuple[int, ...] = MEMORY_GROUPS, repeats: int = 2,
+                                         clock=time.perf_counter) -> dict[int, float]:
+        """Keep the number of objects whose memories are encoded in one batch that costs the least per
+        object here: which one depends on the CPU's caches, the input size and the dtype, not on a rule.
+        Each candidate times one batch of that many blank objects (the values do not change its cost),
+        best of `repeats` after one untimed run. Returns the seconds per object of each."""
+        channels, (height, width) = self.config.memory_attention_hidden_size, self.size
+        blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
+        features = FrameFeatures(blank, blank, [], 4 * width, 4 * height)
+        pointer_size = self.model.no_object_pointer.shape[-1]
+        self.backend.memory_group = 0
+        seconds = {}
+        for group in candidates:
+            zeros = torch.zeros(group, device=self.device)
+            step = Step(torch.zeros(group, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
+                        torch.zeros(group, pointer_size, device=self.device))
+            runs = []
+            for attempt in range(repeats + 1):
+                started = clock()
+                self.remember(features, step, [False] * group)
+                runs.append(clock() - started)
+            seconds[group] = min(runs[1:]) / group
+        self.backend.memory_group = min(seconds, key=seconds.get)
+        return seconds
+
     def _full_window(self) -> tuple[list[ObjectMemory], FrameFeatures, int]:
         """One object that remembers blank features on its prompted frame and on every frame of its
         window: what memory attention reads once tracking has run a few seconds (the values do not change
@@ -251,8 +279,11 @@ class Sam2StreamingModel:
             mask = mask * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
             # The frame's projection is the same for every object: computed once, then broadcast.
             image = encoder.feature_projection(features.image.to(encoder.feature_projection.weight.dtype))
-            fused = encoder.memory_fuser(image + encoder.mask_downsampler(mask))
-            memory = encoder.projection(fused)
+            # In groups of `memory_group` objects where measured faster (choose_memory_group_by_measuring):
+            # on a CPU, a batch of 8 masks at 512 outgrows the caches and costs more per object than 2.
+            group = self.backend.memory_group or max(len(mask), 1)
+            memory = torch.cat([encoder.projection(encoder.memory_fuser(image + encoder.mask_downsampler(part)))
+                                for part in mask.split(group)])
             if self.model.occlusion_spatial_embedding_parameter is not None:
                 hidden = (step.object_score_logits <= 0).to(memory.dtype).view(-1, 1, 1, 1)
                 memory = memory + hidden * self.model.occlusion_spatial_embedding_parameter.view(1, -1, 1, 1)
