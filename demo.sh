@@ -28,7 +28,7 @@ world_demo() {
   export MODEL="${FIXTURE:-$root/models/world-sam2}"
   if [ ! -f "$MODEL/config.json" ]; then
     echo "demo: no trained model in $MODEL: scripts/make-fixture.sh trains one on the synthetic world" \
-      "(about 40 minutes on one CPU core), or ./demo.sh --random-weights checks the plumbing" >&2
+      "(about 2 hours on one CPU core), or ./demo.sh --random-weights checks the plumbing" >&2
     exit 1
   fi
   rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
