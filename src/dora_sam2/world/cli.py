@@ -120,14 +120,14 @@ def _size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
 
 
 def _check(parser: argparse.ArgumentParser, args, fmt: Format) -> None:
-    pixels = Limits().max_pixels
+    pixels = Limits().max_pixels  # the default, not the env: clips any node reads with its settings unset
     if not 1 <= args.clips <= MAX_CLIPS:
         parser.error(f"--clips {args.clips}: give 1 to {MAX_CLIPS}")
     if not 1 <= fmt.frames <= MAX_FRAMES:
         parser.error(f"--frames {fmt.frames}: give 1 to {MAX_FRAMES}")
     if min(fmt.width, fmt.height) < MIN_SIDE or fmt.width * fmt.height > pixels:
         parser.error(f"--size {args.size}: give sides of at least {MIN_SIDE} pixels and at most {pixels} pixels "
-                     f"in all (MAX_PIXELS)")
+                     f"in all (the default MAX_PIXELS, which the setting does not change here)")
     if not 0 < fmt.fps <= MAX_FPS:
         parser.error(f"--fps {args.fps:g}: give more than 0 and at most {MAX_FPS:g}")
 
