@@ -281,6 +281,19 @@ def test_a_disk_that_fills_is_said_the_dataset_still_loads_and_the_run_fails_wit
     assert any("No space left on device" in line for line in errors), errors
 
 
+def test_a_jpeg_quality_past_100_stops_the_writer_with_one_sentence(tmp_path):
+    """JPEG_QUALITY=150, which OpenCV would quietly write as 100: one line naming the setting and its range,
+    exit 1, no traceback, no dataset."""
+    run = run_dataflow(tmp_path, flow(
+        camera(2, fps=10, WIDTH=W, HEIGHT=H),
+        node("dataset", "dora-sam2-dataset", {"image": "camera/image"},
+             env={"OUT_DIR": tmp_path / "dataset", "JPEG_QUALITY": "150"})))
+    assert run.returncode != 0 and "Traceback" not in run.log
+    said = [line for line in run.node_log("dataset") if line.startswith("ERROR")]
+    assert len(said) == 1 and "JPEG_QUALITY=150" in said[0] and "1 to 100" in said[0], said
+    assert not (tmp_path / "dataset").exists()
+
+
 def test_a_read_only_dataset_directory_stops_the_writer_with_one_sentence(tmp_path):
     """OUT_DIR where nothing can be written: one line that names the directory, exit 1, no traceback."""
     with small_disk(tmp_path / "disk", 64) as disk:

@@ -148,7 +148,7 @@ def main() -> None:
 def _labelling_run(node) -> "LabellingRun":
     """The run the settings ask for, its dataset directory made."""
     limits = Limits.from_env()
-    writer = CocoWriter(_out_dir(node), int_setting(os.environ, "JPEG_QUALITY", 95, minimum=1),
+    writer = CocoWriter(_out_dir(node), _jpeg_quality(os.environ),
                         int_setting(os.environ, "FLUSH_EVERY", 1, minimum=1))
     return LabellingRun(writer, EachFrameOnce(int_setting(os.environ, "FRAME_BUFFER", 30, minimum=1),
                                               limits.max_waiting, limits.max_cameras),
@@ -295,6 +295,13 @@ def _sender(node) -> Callable[[Frame | None, bool], None]:
             log.debug("could not send done (%s)", error)
 
     return send
+
+
+def _jpeg_quality(env) -> int:
+    quality = int_setting(env, "JPEG_QUALITY", 95, minimum=1)
+    if quality > 100:  # OpenCV would write 100 instead, with a warning of its own on every frame
+        raise ConfigError(f"JPEG_QUALITY={quality} is above 100: it is JPEG's quality, 1 to 100.")
+    return quality
 
 
 def _out_dir(node) -> Path:
