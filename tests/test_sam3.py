@@ -229,6 +229,18 @@ def test_text_setting_with_a_sam2_model_is_one_sentence_at_start(model_dir):
         PhraseSearch(None, "sam2").use(Phrases(("cup",)))
 
 
+def test_the_text_setting_is_held_to_the_bounds_of_a_text_message():
+    """MAX_PHRASES (16 by default) and PHRASE_CHARS (200), the README's bounds on a `text` message, hold for
+    TEXT too, one sentence each; a phrase of exactly 200 characters and 16 phrases are taken."""
+    longest = "a" * 200
+    assert Settings.from_env({"TEXT": f"cup, {longest}"}).text == ("cup", longest)
+    with pytest.raises(ConfigError, match=r"TEXT holds a phrase of 201 characters, over PHRASE_CHARS=200: give"):
+        Settings.from_env({"TEXT": f"cup, {longest}a"})
+    assert len(Settings.from_env({"TEXT": ",".join(f"thing {i}" for i in range(16))}).text) == 16
+    with pytest.raises(ConfigError, match="TEXT holds 17 phrases, over MAX_PHRASES=16: raise MAX_PHRASES"):
+        Settings.from_env({"TEXT": ",".join(f"thing {i}" for i in range(17))})
+
+
 def test_a_gated_checkpoint_says_how_to_get_access(monkeypatch):
     """The hub cannot be reached from here: its answer for a gated repository is what this stands in for."""
     from transformers import AutoConfig

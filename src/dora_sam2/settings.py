@@ -157,6 +157,9 @@ class Settings:
         if len(text) > limits.max_phrases:
             raise ConfigError(f"TEXT holds {len(text)} phrases, over MAX_PHRASES={limits.max_phrases}: "
                               "raise MAX_PHRASES or ask for fewer.")
+        if (longest := max(map(len, text), default=0)) > FixedLimits.PHRASE_CHARS:
+            raise ConfigError(f"TEXT holds a phrase of {longest} characters, over PHRASE_CHARS="
+                              f"{FixedLimits.PHRASE_CHARS}: give a few words (SAM 3 reads its first 32 tokens).")
         if match_iou > 1:
             raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
         return cls(
