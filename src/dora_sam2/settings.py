@@ -96,7 +96,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     frame_buffer: int = 30  # frames kept per camera to match a prompt to the frame it was computed on
-    stats_every: float = 10.0  # seconds between "answered / skipped / latency" log lines; 0 = none
+    stats_every: float = 10.0  # seconds between "answered / skipped / latency" log lines; 0 = only at the end
     warmup: bool = True
     threads: int = 0  # torch CPU threads; 0 = the cores this process may run on
     compile: bool = False  # torch.compile the image encoder (slow start, faster frames on some machines)
