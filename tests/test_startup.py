@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import logging
 import os
@@ -280,6 +282,105 @@ def test_the_manifest_lists_what_the_node_reads_and_sends(caplog):
     ignored = [r.getMessage() for r in caplog.records if "is not one this node reads" in r.getMessage()]
     assert ignored == ["input 'colour' is not one this node reads (image*, bbox, boxes2d, points, text, reset, remove); "
                        "ignoring it"]
+
+
+# The sister nodes' code, each node's modules; what they read is found in the source, as the settings call it.
+SISTER_NODES = {
+    "dora-sam2-click": ["click", "click_server", "click_connections", "click_requests", "click_view", "access"],
+    "dora-sam2-rerun": ["rerun_viewer"],
+    "dora-sam2-dataset": ["dataset"],
+}
+SETTING_READERS = {"int_setting", "float_setting", "bool_setting", "_port"}  # (env, NAME, default, ...)
+
+
+def _source_tree(module: str) -> ast.Module:
+    return ast.parse(Path(importlib.import_module(f"dora_sam2.{module}").__file__).read_text())
+
+
+def _literal(node):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _is_environment(node) -> bool:
+    return (isinstance(node, ast.Name) and node.id == "env") or (isinstance(node, ast.Attribute)
+                                                                   and node.attr == "environ")
+
+
+def _env_reads(tree) -> dict[str, object]:
+    """Each variable read by name in `tree` (`env.get`, `os.environ[...]`, the setting readers) -> its
+    literal default (None where there is none)."""
+    reads = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and _is_environment(node.func.value) and node.args and isinstance(_literal(node.args[0]), str):
+            reads[node.args[0].value] = _literal(node.args[1]) if len(node.args) > 1 else None
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in SETTING_READERS \
+                and len(node.args) > 2 and isinstance(_literal(node.args[1]), str):
+            reads[node.args[1].value] = _literal(node.args[2])
+        elif isinstance(node, ast.Subscript) and _is_environment(node.value) and isinstance(_literal(node.slice), str):
+            reads.setdefault(node.slice.value, None)
+    return reads
+
+
+def _limits_used(trees) -> set[str]:
+    """The Limits fields the node's code reads, its own or through the codecs functions it calls (and those
+    call in turn)."""
+    from dataclasses import fields
+
+    from dora_sam2.settings import Limits
+
+    names = {f.name for f in fields(Limits)}
+
+    def read(node) -> set[str]:
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and n.attr in names}
+
+    codecs = {f.name: (read(f), {n.id for n in ast.walk(f) if isinstance(n, ast.Name)})  # inside codecs: by name
+              for f in ast.walk(_source_tree("codecs")) if isinstance(f, ast.FunctionDef)}
+    limits, calls = set(), set()
+    for tree in trees:  # the nodes call codecs.<function>
+        limits |= read(tree)
+        calls |= {n.attr for n in ast.walk(tree)
+                  if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "codecs" and n.attr in codecs}
+    seen = set()
+    while calls - seen:
+        name = (calls - seen).pop()
+        seen.add(name)
+        limits |= codecs[name][0]
+        calls |= codecs[name][1] & set(codecs)
+    return limits
+
+
+def _shown(value) -> str:
+    """A default as the environment would carry it, so that 10 and 10.0, True and true compare equal."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value in (None, ""):
+        return ""
+    try:
+        return repr(float(value))
+    except ValueError:
+        return str(value)
+
+
+@pytest.mark.parametrize("name", SISTER_NODES)
+def test_a_sister_nodes_manifest_lists_every_setting_its_code_reads_and_its_default(name):
+    """Each hub manifest's env names what that node reads and nothing else: its own variables, and the
+    limits its code uses (Limits.from_env reads them all; the rest mean nothing to this node), each
+    default the code's own."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from dora_sam2.settings import Limits
+    from support.dataflows import ROOT
+
+    listed = yaml.safe_load((ROOT / "hub" / name / "dora-node.yml").read_text()).get("env", {})
+    trees = [_source_tree(module) for module in SISTER_NODES[name]]
+    own = {key: default for tree in trees for key, default in _env_reads(tree).items()}
+    limits = {field.upper(): default for field, default in asdict(Limits()).items() if field in _limits_used(trees)}
+    assert set(listed) == set(own) | set(limits)
+    for key, default in {**own, **limits}.items():
+        assert _shown(listed[key].get("default")) == _shown(default), key
 
 
 # ---------------------------------------------------------------------------- the transformers we build on
