@@ -229,7 +229,7 @@ class Sam2StreamingModel:
             step = Step(torch.zeros(group, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
                         torch.zeros(group, pointer_size, device=self.device))
             runs = []
-            for attempt in range(repeats + 1):
+            for _ in range(repeats + 1):
                 started = clock()
                 self.remember(features, step, [False] * group)
                 runs.append(clock() - started)
