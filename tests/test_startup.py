@@ -460,3 +460,82 @@ def test_the_readme_limits_table_names_every_fixed_limit_with_its_value():
     assert sorted(rows) == sorted(fixed), "FixedLimits and the README's fixed rows differ"
     for name, literal in rows.items():
         assert type(fixed[name])(literal) == fixed[name], name
+
+
+# ---------------------------------------------------------------------------- the README's command lines
+
+# Where the README describes each console script that takes flags. A script that takes flags later and has
+# no section here fails the test below, as does a flag its section does not name.
+COMMAND_SECTIONS = {
+    "dora-sam2-random-model": "### Without weights (offline machines, CI)",
+    "dora-sam2-world": "## A synthetic world with ground truth (`dora-sam2-world`)",
+    "dora-sam2-train": "## Train or fine-tune (`dora-sam2-train`)",
+}
+
+
+class ParserBuilt(Exception):
+    """Raised where main would parse its arguments: main stops there, having run nothing but the parser."""
+
+
+def command_parser(module, monkeypatch):
+    """The parser `module.main` parses with: its `_parser()` where main builds it so, else the one main
+    builds itself, caught at its first parse (nothing after it runs: no model built, no file written)."""
+    import argparse
+
+    if hasattr(module, "_parser"):
+        return module._parser()
+
+    def stop(parser, *args, **kwargs):
+        raise ParserBuilt(parser)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", stop)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    with pytest.raises(ParserBuilt) as built:
+        module.main([])
+    return built.value.args[0]
+
+
+def readme_command_section(heading: str) -> str:
+    """The README's text under `heading`, to the next heading: a `#` line inside a code block is a comment."""
+    from support.dataflows import ROOT
+
+    kept, fenced = [], False
+    for line in (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            break
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def imports_argparse(module: str) -> bool:
+    """Whether `module`'s source imports argparse, read without importing it (a node's module is not run)."""
+    import importlib.util
+
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    return any(isinstance(node, ast.Import) and any(alias.name == "argparse" for alias in node.names)
+               or isinstance(node, ast.ImportFrom) and node.module == "argparse" for node in ast.walk(tree))
+
+
+def test_the_readme_names_every_flag_of_every_console_script_where_it_describes_that_command(monkeypatch):
+    """Each flag of each console script's parser is named in the README's section on that command, so a
+    flag added without its words fails. The scripts that take no flags (the dataflow nodes) import no
+    argparse, and are never called here: calling one would start a node."""
+    import re
+    import tomllib
+
+    from support.dataflows import ROOT
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    modules = {name: target.split(":")[0] for name, target in scripts.items()}
+    with_flags = {name for name, module in modules.items() if imports_argparse(module)}
+    assert with_flags == set(COMMAND_SECTIONS), "a console script's flags have no README section named here"
+    missing = []
+    for name in sorted(with_flags):
+        section = readme_command_section(COMMAND_SECTIONS[name])
+        for action in command_parser(importlib.import_module(modules[name]), monkeypatch)._actions:
+            for flag in action.option_strings if action.dest != "help" else ():
+                if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", section):
+                    missing.append(f"{name} {flag}")
+    assert not missing, f"flags the README does not name where it describes their command: {missing}"
