@@ -213,6 +213,9 @@ def test_the_command_trains_a_checkpoint_the_node_loads_and_goes_on_with_it(worl
     again = train(out, "--data", world, "--new", "micro", "--steps", "6")
     assert again.returncode == 1 and "holds a training run: add --resume" in again.stderr
     assert "Traceback" not in again.stderr
+    resized = train(out, "--data", world, "--resume", "--steps", "6", "--image-size", "128")
+    assert resized.returncode == 1 and "--resume cannot change that to --image-size 128" in resized.stderr
+    assert "Traceback" not in resized.stderr
     resumed = train(out, "--data", world, "--resume", "--steps", "6", "--threads", "1")
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(out / "training-state.pt", weights_only=False)["progress"]["step"] == 6

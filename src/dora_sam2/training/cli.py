@@ -73,6 +73,7 @@ def _run(args, argv) -> int:
     try:
         if args.resume:
             model = load_sam2(str(plan.out), video=True)
+            _same_input_size(args.image_size, model.config.image_size, plan.out)
         elif args.new:
             model = build(args.new, args.seed, args.image_size)
         else:
@@ -152,6 +153,14 @@ def _loop(trainer: Trainer, validation: Dataset | None) -> None:
         signal.signal(signal.SIGINT, previous)
     if stop["asked"]:
         log.info("stopped at step %d: saving what was learned (go on with --resume)", trainer.progress.step)
+
+
+def _same_input_size(asked: int, own: int, out: Path) -> None:
+    """A resumed run goes on at its own input size: its optimiser's state and schedule belong to it, so a
+    different --image-size is refused rather than dropped without a word."""
+    if asked and asked != own:
+        raise ValueError(f"{out} trains at {own}; --resume cannot change that to --image-size {asked}: leave "
+                         f"--image-size out, or fine-tune into another OUT with --from {out} --image-size {asked}.")
 
 
 def _parser() -> argparse.ArgumentParser:
