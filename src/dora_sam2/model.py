@@ -21,6 +21,7 @@ from .decoder import is_ambiguous, predict_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
 from .loading import is_sam3
+from .measuring import best_seconds
 from .memory_attention import AttentionPath
 from .precision import Precision
 
@@ -89,22 +90,19 @@ class Sam2Backend:
                                   clock=time.perf_counter) -> dict[torch.dtype, float]:
         """Keep whichever dtype encodes a frame fastest here, timed on this model at its own input size
         (the encoder is most of a frame's cost): a CPU's flags say bf16 is native, not that it is faster
-        (AVX512-BF16 without AMX can be slower than fp32). Each is timed best of `repeats`, after one
-        untimed run for its lazy set-up. Returns the seconds per encode of each.
+        (AVX512-BF16 without AMX can be slower than fp32). Timed in measuring.best_seconds's rounds.
+        Returns the seconds per encode of each.
 
         The kept dtype has then encoded, its lazy set-up done: its last embedding is kept for `warmup`,
         which decodes it instead of encoding again."""
         frame = Frame("dtype", np.full((self.input_size, self.input_size, 3), 127, np.uint8), None, "rgb8")
-        seconds, embeddings = {}, {}
-        for dtype in candidates:
+        embeddings = {}
+
+        def encode(dtype: torch.dtype) -> None:
             self.precision.use(dtype)
             embeddings[dtype] = self.encode(frame)
-            runs = []
-            for _ in range(repeats):
-                started = clock()
-                self.encode(frame)
-                runs.append(clock() - started)
-            seconds[dtype] = min(runs)
+
+        seconds = best_seconds(candidates, encode, repeats, clock)
         kept = min(seconds, key=seconds.get)
         self.precision.use(kept)
         self._measured_embedding = (kept, embeddings[kept])

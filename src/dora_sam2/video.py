@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
+from .measuring import best_seconds
 from .memory_attention import AttentionPath, attend_memory, paths_for
 from .model import Sam2Backend
 from .processing import non_overlapping
@@ -196,18 +197,14 @@ class Sam2StreamingModel:
         """Keep whichever way of running memory attention (memory_attention.AttentionPath) is fastest here
         in the backend's dtype: which one is depends on the CPU, the dtype and the window's length, not on a
         rule. Timed on one object whose memory window is full, through the first layer only (every layer
-        costs the same), each best of `repeats` after one untimed run. Returns the seconds of each."""
+        costs the same), in measuring.best_seconds's rounds. Returns the seconds of each."""
         memories, features, frame_index = self._full_window()
-        seconds = {}
-        for path in candidates or self.attention_paths:
+
+        def attend(path: AttentionPath) -> None:
             self.backend.attention_path = path
             self._attend(features, memories, frame_index, layers=1)
-            runs = []
-            for _ in range(repeats):
-                started = clock()
-                self._attend(features, memories, frame_index, layers=1)
-                runs.append(clock() - started)
-            seconds[path] = min(runs)
+
+        seconds = best_seconds(candidates or self.attention_paths, attend, repeats, clock)
         self.backend.attention_path = min(seconds, key=seconds.get)
         return seconds
 
@@ -216,24 +213,23 @@ class Sam2StreamingModel:
                                          clock=time.perf_counter) -> dict[int, float]:
         """Keep the number of objects whose memories are encoded in one batch that costs the least per
         object here: which one depends on the CPU's caches, the input size and the dtype, not on a rule.
-        Each candidate times one batch of that many blank objects (the values do not change its cost),
-        best of `repeats` after one untimed run. Returns the seconds per object of each."""
+        Each candidate times one batch of that many blank objects (the values do not change its cost), in
+        measuring.best_seconds's rounds. Returns the seconds per object of each."""
         channels, (height, width) = self.config.memory_attention_hidden_size, self.size
         blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
         features = FrameFeatures(blank, blank, [], 4 * width, 4 * height)
         pointer_size = self.model.no_object_pointer.shape[-1]
         self.backend.memory_group = 0
-        seconds = {}
-        for group in candidates:
+
+        def step(group: int) -> Step:
             zeros = torch.zeros(group, device=self.device)
-            step = Step(torch.zeros(group, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
+            return Step(torch.zeros(group, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
                         torch.zeros(group, pointer_size, device=self.device))
-            runs = []
-            for _ in range(repeats + 1):
-                started = clock()
-                self.remember(features, step, [False] * group)
-                runs.append(clock() - started)
-            seconds[group] = min(runs[1:]) / group
+
+        steps = {group: step(group) for group in candidates}
+        batch = best_seconds(candidates, lambda group: self.remember(features, steps[group], [False] * group),
+                             repeats, clock)
+        seconds = {group: s / group for group, s in batch.items()}
         self.backend.memory_group = min(seconds, key=seconds.get)
         return seconds
 
