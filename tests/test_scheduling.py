@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from support.colour_scenes import GREEN, RED, ColourSegmenter, detect, render
+from dora_sam2.domain import Prompt
 from dora_sam2.engine import Segmenter
 from dora_sam2.scheduling import RESET, SchedulePolicy, SegmentScheduler, TrackScheduler
 from dora_sam2.stats import Stages, Stats
@@ -109,6 +110,20 @@ def test_track_detections_wait_for_their_own_frame():
     early = detect(frames[2], {RED: (10, 10)})  # delivered before frames 1 and 2
     answers = list(scheduler.handle([frames[0], early, frames[1], frames[2]]))
     assert [masks.track_ids for _, masks in answers] == [(), (), (1,)]
+
+
+def test_track_a_click_waits_for_the_frame_it_was_made_on():
+    """EVERY_FRAME behind a backlog: a click made on frame 2 (the click page shows the camera's newest
+    frame) comes before the node has answered frames 1 and 2. It starts its track on frame 2, where the
+    square it names was; on frame 1 the square is 15 pixels to the left and the click on nothing."""
+    scheduler, counts = track(every_frame=True)
+    frames = [render(i, {RED: (10 + 15 * i, 10)}) for i in range(4)]
+    click = Prompt.from_points("points", [[44, 14]], [1], timestamp=frames[2].timestamp)
+    answers = list(scheduler.handle([frames[0], click, *frames[1:]]))
+    assert [(frame.timestamp, masks.track_ids) for frame, masks in answers] == [
+        (frames[0].timestamp, ()), (frames[1].timestamp, ()), (frames[2].timestamp, (1,)),
+        (frames[3].timestamp, (1,))]
+    assert answers[2][1].masks[0][10:18, 40:48].all() and counts.skipped == 0
 
 
 def test_track_reset_mid_batch_answers_the_frames_before_it_with_their_tracks():

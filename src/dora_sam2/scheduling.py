@@ -315,7 +315,9 @@ class TrackScheduler:
         # per camera, in order, until their frames are here
         self._detections: AwaitingFrames[Prompt] = AwaitingFrames(FixedLimits.DETECTIONS_WAITING,
                                                                  FixedLimits.DETECTIONS_WAITING * limits.max_cameras)
-        self._clicks: dict[str, list[Prompt]] = {}  # per camera, all of them, in order
+        # per camera, in order, until their frame or a later one is answered: a click made on a frame that a
+        # backlog (EVERY_FRAME, the first boxes' wait) has not reached yet lands where the object was
+        self._clicks: AwaitingFrames[Prompt] = AwaitingFrames(limits.max_clicks, limits.max_clicks * limits.max_cameras)
         # `box_inputs`: the detector inputs wired to the node, whose first message a camera's frames wait for
         self._first_boxes = FirstBoxesWait(box_inputs, policy.first_boxes_seconds if policy.every_frame else 0.0,
                                            policy.frames_held, limits.max_cameras, clock, self._say)
@@ -363,7 +365,7 @@ class TrackScheduler:
         for tracker in self.trackers.values():
             tracker.reset()
         self._detections.drain()
-        self._clicks.clear()
+        self._clicks.drain()
 
     def remove(self, track_ids: tuple[int, ...]) -> None:
         """End the named tracks, whichever camera has them; one line for ids no camera has."""
@@ -391,7 +393,8 @@ class TrackScheduler:
         if self.search and self._round_due(frame):
             detections = self._find(frame) or detections
         try:
-            return [(frame, self.trackers[camera].step(frame, detections, self._clicks.pop(camera, [])))]
+            clicks = [click for _, click in self._clicks.due(camera, frame.timestamp)]
+            return [(frame, self.trackers[camera].step(frame, detections, clicks))]
         except Exception as error:  # the model failed on this frame (out of memory, ...): the next one may not
             self._say.error(f"{camera} failed", "input '%s': tracking failed on this frame (%s: %s); skipping it",
                             camera, type(error).__name__, error)
@@ -434,21 +437,15 @@ class TrackScheduler:
             self._say.warning(prompt.input_id, "%s", error)
             return None
         detection = prompt.input_id in BOX_INPUTS
-        cameras = self._detections.cameras if detection else self._clicks.keys()
+        cameras = (self._detections if detection else self._clicks).cameras
         if camera not in cameras and len(cameras) >= self.limits.max_cameras:
             self._say.warning("max_cameras", "input '%s': image_id %r would be camera number %d, over "
                               "MAX_CAMERAS=%d: dropped", prompt.input_id, camera[:60], len(cameras) + 1,
                               self.limits.max_cameras)
             return None
-        if detection:  # their camera has stalled: keep the newest
-            self.stats.skipped += len(self._detections.add(camera, prompt.timestamp, prompt))
-            return camera
-        waiting = self._clicks.setdefault(camera, [])
-        waiting.append(prompt)
-        if len(waiting) > self.limits.max_clicks:  # their camera has stalled: keep the newest
-            self.stats.skipped += 1
-            del waiting[0]
-        return None
+        waiting = self._detections if detection else self._clicks
+        self.stats.skipped += len(waiting.add(camera, prompt.timestamp, prompt))  # a stalled camera's oldest
+        return camera if detection else None
 
     def _count_tracks(self) -> None:
         trackers = self.trackers.values()
