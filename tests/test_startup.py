@@ -136,11 +136,11 @@ def test_a_device_the_api_is_handed_that_is_none_is_a_setting_error(name):
     ({"FRAME_BUFFER": "many"}, "is not an integer"),
     ({"WARMUP": "maybe"}, "is not a boolean"),
     ({"MODE": "follow"}, "MODE='follow' is not one of segment, track"),
-    ({"MATCH_IOU": "1.5"}, "MATCH_IOU=1.5 is above 1"),
+    ({"MATCH_IOU": "1.5"}, "MATCH_IOU=1.5 is above its maximum of 1"),
     ({"MAX_OBJECTS": "0"}, "MAX_OBJECTS=0 is below its minimum"),
     ({"LOST_FRAMES": "soon"}, "is not an integer"),
     ({"IMAGE_SIZE": "big"}, "is not an integer"),
-    ({"MIN_CONFIDENCE": "2"}, "MIN_CONFIDENCE=2.0 is above 1"),
+    ({"MIN_CONFIDENCE": "50"}, "MIN_CONFIDENCE=50.0 is above its maximum of 1"),
     ({"MASK_LAYOUT": "grid"}, "MASK_LAYOUT='grid' is not one of union, stack"),
     ({"NON_OVERLAP": "yes"}, "NON_OVERLAP='yes' is not one of off, memory, all"),
     ({"FIRST_BOXES_SECONDS": "-1"}, "FIRST_BOXES_SECONDS=-1.0 is not a finite number of at least 0"),
@@ -149,6 +149,48 @@ def test_bad_settings(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
     assert message.split("=")[0] in one_sentence(start(env))
+
+
+@pytest.mark.parametrize("env,sentence", [
+    ({"MIN_CONFIDENCE": "50"}, "MIN_CONFIDENCE=50.0 is above its maximum of 1: a confidence is from 0 to 1."),
+    ({"MIN_CONFIDENCE": "1.01"}, "MIN_CONFIDENCE=1.01 is above its maximum of 1: a confidence is from 0 to 1."),
+    ({"MIN_CONFIDENCE": "-0.5"},
+     "MIN_CONFIDENCE=-0.5 is not a finite number of at least 0: a confidence is from 0 to 1."),
+    ({"MATCH_IOU": "30"}, "MATCH_IOU=30.0 is above its maximum of 1: an IoU is from 0 to 1."),
+    ({"MATCH_IOU": "inf"}, "MATCH_IOU=inf is not a finite number of at least 0: an IoU is from 0 to 1."),
+])
+def test_a_confidence_or_an_iou_past_its_range_is_one_sentence_naming_the_range(env, sentence):
+    """A confidence or an IoU above 1 means nothing (MIN_CONFIDENCE=50, meant as a percent, would drop
+    every box): the sentence names the setting, the value and the range."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == sentence
+
+
+def test_a_confidence_and_an_iou_take_both_ends_of_their_range():
+    for value in ("0", "1"):
+        settings = Settings.from_env({"MIN_CONFIDENCE": value, "MATCH_IOU": value})
+        assert (settings.min_confidence, settings.match_iou) == (float(value), float(value))
+    assert Settings.from_env({"MIN_CONFIDENCE": "1"}).phrase_min_score == 1.0
+
+
+def test_a_sister_nodes_jpeg_quality_or_port_past_its_range_is_one_sentence_naming_the_range():
+    from dora_sam2.dataset import _jpeg_quality
+    from dora_sam2.rerun_viewer import _port
+
+    assert _jpeg_quality({"JPEG_QUALITY": "100"}) == 100 and _jpeg_quality({"JPEG_QUALITY": "1"}) == 1
+    assert _port({"RERUN_WEB_PORT": "65535"}, "RERUN_WEB_PORT", 9090) == 65535
+    for refuse, sentence in [
+        (lambda: _jpeg_quality({"JPEG_QUALITY": "101"}),
+         "JPEG_QUALITY=101 is above its maximum of 100: a JPEG quality is from 1 to 100."),
+        (lambda: _jpeg_quality({"JPEG_QUALITY": "0"}),
+         "JPEG_QUALITY=0 is below its minimum of 1: a JPEG quality is from 1 to 100."),
+        (lambda: _port({"RERUN_WEB_PORT": "65536"}, "RERUN_WEB_PORT", 9090),
+         "RERUN_WEB_PORT=65536 is above its maximum of 65535: a TCP port is from 1 to 65535."),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            refuse()
+        assert str(refused.value) == sentence
 
 
 def test_settings_defaults_and_overrides():

@@ -298,10 +298,8 @@ def _sender(node) -> Callable[[Frame | None, bool], None]:
 
 
 def _jpeg_quality(env) -> int:
-    quality = int_setting(env, "JPEG_QUALITY", 95, minimum=1)
-    if quality > 100:  # OpenCV would write 100 instead, with a warning of its own on every frame
-        raise ConfigError(f"JPEG_QUALITY={quality} is above 100: it is JPEG's quality, 1 to 100.")
-    return quality
+    # past 100 OpenCV would write 100 instead, with a warning of its own on every frame
+    return int_setting(env, "JPEG_QUALITY", 95, minimum=1, maximum=100, what="a JPEG quality")
 
 
 def _out_dir(node) -> Path:

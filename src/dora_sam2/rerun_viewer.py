@@ -280,10 +280,7 @@ def _spawn_viewer(port: int) -> None:
 
 
 def _port(env, key: str, default: int) -> int:
-    port = int_setting(env, key, default, minimum=1)
-    if port > 65535:
-        raise ConfigError(f"{key}={port} is not a TCP port (1-65535).")
-    return port
+    return int_setting(env, key, default, minimum=1, maximum=65535, what="a TCP port")
 
 
 def rerun_binary() -> str | None:

@@ -142,15 +142,15 @@ class Settings:
         non_overlap = env.get("NON_OVERLAP", cls.non_overlap).strip().lower() or cls.non_overlap
         if non_overlap not in NON_OVERLAPS:
             raise ConfigError(f"NON_OVERLAP={non_overlap!r} is not one of {', '.join(NON_OVERLAPS)}.")
-        match_iou = float_setting(env, "MATCH_IOU", cls.match_iou, minimum=0.0)
+        match_iou = float_setting(env, "MATCH_IOU", cls.match_iou, minimum=0, maximum=1, what="an IoU")
         lost_seconds, lost_frames = float_setting(env, "LOST_SECONDS", cls.lost_seconds, minimum=0.0), None
         if (env.get("LOST_FRAMES") or "").strip() and not (env.get("LOST_SECONDS") or "").strip():
             lost_seconds, lost_frames = None, int_setting(env, "LOST_FRAMES", 30, minimum=1)
             log.warning("LOST_FRAMES counts answered frames, which come slower on a slower machine: it still "
                         "works, but set LOST_SECONDS (camera time) instead.")
-        min_confidence = float_setting(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0.0)
-        if min_confidence > 1:
-            raise ConfigError(f"MIN_CONFIDENCE={min_confidence} is above 1: it is a detector's confidence, 0 to 1.")
+        # a box's conf and SAM 3's score are from 0 to 1: MIN_CONFIDENCE=50 (meant as a percent) would drop every box
+        min_confidence = float_setting(env, "MIN_CONFIDENCE", cls.min_confidence, minimum=0, maximum=1,
+                                       what="a confidence")
         phrase_min_score = min_confidence or PHRASE_MIN_SCORE  # 0 keeps every box, not SAM 3's 200 queries
         limits = Limits.from_env(env)
         text = tuple(dict.fromkeys(t.strip() for t in env.get("TEXT", "").split(",") if t.strip()))
@@ -160,8 +160,6 @@ class Settings:
         if (longest := max(map(len, text), default=0)) > FixedLimits.PHRASE_CHARS:
             raise ConfigError(f"TEXT holds a phrase of {longest} characters, over PHRASE_CHARS="
                               f"{FixedLimits.PHRASE_CHARS}: give a few words (SAM 3 reads its first 32 tokens).")
-        if match_iou > 1:
-            raise ConfigError(f"MATCH_IOU={match_iou} is above 1: it is an overlap ratio between 0 and 1.")
         return cls(
             model=env.get("MODEL", DEFAULT_MODEL).strip() or DEFAULT_MODEL,
             device=device,
@@ -208,7 +206,10 @@ def variables() -> dict[str, str]:
     return {**own, **{f.name.upper(): f"limits.{f.name}" for f in fields(Limits)}}
 
 
-def int_setting(env, key: str, default: int, minimum: int) -> int:
+def int_setting(env, key: str, default: int, minimum: int, maximum: int | None = None, what: str = "it") -> int:
+    """`key` as an integer from `minimum` up (to `maximum` where one is given: only where a value past it
+    means nothing, as a JPEG quality past 100; a count the user may want larger has none). `what` names
+    the quantity in the sentence that refuses a value out of a bounded range."""
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -217,11 +218,16 @@ def int_setting(env, key: str, default: int, minimum: int) -> int:
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not an integer.") from None
     if value < minimum:
-        raise ConfigError(f"{key}={value} is below its minimum of {minimum}.")
+        raise ConfigError(f"{key}={value} is below its minimum of {minimum}{_range(minimum, maximum, what)}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key}={value} is above its maximum of {maximum}{_range(minimum, maximum, what)}.")
     return value
 
 
-def float_setting(env, key: str, default: float, minimum: float) -> float:
+def float_setting(env, key: str, default: float, minimum: float, maximum: float | None = None,
+                  what: str = "it") -> float:
+    """`key` as a finite number from `minimum` up (to `maximum` where one is given: a fraction, a
+    probability, an IoU, whose values past 1 mean nothing). `what` as for `int_setting`."""
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -229,9 +235,18 @@ def float_setting(env, key: str, default: float, minimum: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not a number.") from None
-    if not value >= minimum or value == float("inf"):
-        raise ConfigError(f"{key}={value} is not a finite number of at least {minimum}.")
+    if not minimum <= value < float("inf"):  # NaN fails it too
+        raise ConfigError(f"{key}={value} is not a finite number of at least {minimum}"
+                          f"{_range(minimum, maximum, what)}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key}={value} is above its maximum of {maximum}{_range(minimum, maximum, what)}.")
     return value
+
+
+def _range(minimum, maximum, what: str) -> str:
+    """The end of the sentence refusing a bounded setting: the range, said once, from the bounds the check
+    uses, so that the sentence cannot disagree with the check."""
+    return "" if maximum is None else f": {what} is from {minimum} to {maximum}"
 
 
 def bool_setting(env, key: str, default: bool) -> bool:
