@@ -490,6 +490,37 @@ def test_the_readme_names_every_setting_and_limit_the_node_reads_with_its_true_d
             assert Settings.from_env({key: literal.strip("`")}) == Settings.from_env({}), key
 
 
+def test_the_readme_settings_table_states_the_range_of_each_setting_the_code_bounds_on_both_sides():
+    """A setting with a maximum (a confidence, an IoU: values past 1 mean nothing) says its range in its
+    Settings row as `low` to `high`, and the code takes both ends and refuses a step past either: a bound
+    moved in the code or in the README alone fails, as does a maximum added without its range in the row."""
+    import re
+
+    def refusal(name: str, value: str) -> str | None:
+        try:
+            Settings.from_env({name: value})
+        except ConfigError as error:
+            return str(error)
+        return None
+
+    stated = {}
+    for line in readme_section("### Settings (env)").splitlines():
+        row, bounds = re.match(r"\| `([A-Z_]+)` \|", line), re.search(r"`(-?[0-9.]+)` to `(-?[0-9.]+)`", line)
+        if row and bounds:
+            stated[row[1]] = bounds.groups()
+    own = {name: path for name, path in variables().items() if not path.startswith("limits.")}
+    bounded = {name for name in own if "above its maximum" in (refusal(name, "1000000000") or "")}
+    assert {"MIN_CONFIDENCE", "MATCH_IOU"} <= bounded
+    assert set(stated) == bounded
+    for name, (low, high) in stated.items():
+        kind = type(getattr(Settings(), own[name]))
+        step = 1 if kind is int else 0.001
+        for end in (low, high):
+            assert getattr(Settings.from_env({name: end}), own[name]) == kind(end), (name, end)
+        assert "above its maximum" in (refusal(name, str(kind(high) + step)) or ""), name
+        assert refusal(name, str(kind(low) - step)) is not None, name
+
+
 def test_the_readme_limits_table_names_every_fixed_limit_with_its_value():
     """Each bound of `FixedLimits` is a row of the README's Limits table marked fixed, with the code's value,
     and each such row is one of them: a bound added without its row, or a row left for one gone, fails."""
