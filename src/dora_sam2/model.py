@@ -20,6 +20,7 @@ from . import processing
 from .decoder import is_ambiguous, predict_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
+from .image_encoder import HieraEncoder, runs_here
 from .loading import is_sam3
 from .measuring import best_seconds
 from .memory_attention import AttentionPath
@@ -134,9 +135,24 @@ class Sam2Backend:
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:
         with self.autocast():
-            features = self.model.get_image_embeddings(self.preprocess(frame.rgb))
+            pixels = self.preprocess(frame.rgb)
+            if self.hiera is None:
+                maps = self.model.get_image_embeddings(pixels)
+            else:  # get_image_embeddings' maps, the cheaper way (image_encoder.py)
+                maps, _ = self.hiera.features(pixels)
+                maps[-1] = maps[-1] + self.model.no_memory_embedding.view(1, -1, 1, 1)  # no memory: an image alone
         # In the decoder's dtype once per frame, not once per prompt.
-        return ImageEmbedding([f.to(self.dtype) for f in features], frame.width, frame.height)
+        return ImageEmbedding([f.to(self.dtype) for f in maps], frame.width, frame.height)
+
+    @property
+    def hiera(self) -> HieraEncoder | None:
+        """This model's image encoder run by image_encoder.py, or None where transformers' forward runs it
+        (not a Hiera, or compiled)."""
+        if self._hiera is None or self._hiera[0] is not self.model.vision_encoder:
+            self._hiera = (self.model.vision_encoder, HieraEncoder(self.model) if runs_here(self.model) else None)
+        return self._hiera[1]
+
+    _hiera: tuple | None = None  # (the encoder it was made for, its HieraEncoder or None)
 
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:

@@ -127,12 +127,15 @@ class Sam2StreamingModel:
     @_answering
     def encode(self, frame: Frame) -> FrameFeatures:
         with self.backend.autocast():
-            out = self.model.get_image_features(self.backend.preprocess(frame.rgb), return_dict=True)
-        maps = [
-            f.permute(1, 2, 0).reshape(1, -1, *size).to(self.backend.dtype)
-            for f, size in zip(out.fpn_hidden_states, self.model.backbone_feature_sizes)
-        ]
-        position = out.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *self.size)
+            pixels = self.backend.preprocess(frame.rgb)
+            if self.backend.hiera is not None:  # the same maps, the cheaper way (image_encoder.py)
+                maps, position = self.backend.hiera.features(pixels, position=True)
+            else:
+                out = self.model.get_image_features(pixels, return_dict=True)
+                maps = [f.permute(1, 2, 0).reshape(1, -1, *size)
+                        for f, size in zip(out.fpn_hidden_states, self.model.backbone_feature_sizes)]
+                position = out.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *self.size)
+        maps = [f.to(self.backend.dtype) for f in maps]
         return FrameFeatures(maps[-1], position, maps[:-1], frame.width, frame.height)
 
     @_answering
