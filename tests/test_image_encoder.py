@@ -86,3 +86,15 @@ def test_a_transformers_that_moved_what_it_reads_runs_its_own_forward(backend, m
 
     monkeypatch.delattr(modeling_sam2, "window_partition")
     assert not runs_here(backend.model) and backend.hiera is None
+
+
+def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
+    """Another attention implementation than the fused kernel, or a hook on a block that calling its
+    parts directly would pass by: transformers' forward, which honours both."""
+    backbone = backend.model.vision_encoder.backbone
+    assert runs_here(backend.model)
+    handle = backbone.blocks[1].register_forward_hook(lambda *_: None)
+    assert not runs_here(backend.model)
+    handle.remove()
+    backbone.config._attn_implementation = "eager"
+    assert not runs_here(backend.model)

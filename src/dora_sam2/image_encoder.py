@@ -2,12 +2,13 @@
 transformers does on every frame and throws away.
 
 transformers' `Sam2VisionModel` is most of a segment-mode frame's cost and, with it, each Hiera attention
-block computes a token-by-token matrix of head scores that nothing reads (a remnant beside the fused
-kernel that does the attention), interpolates the background positional embedding to the input size
+block computes a heads-by-heads matrix of scores for every token that nothing reads (a remnant beside the
+fused kernel that does the attention), Hiera interpolates the background positional embedding to the input size
 again, and builds sine position encodings for all four neck levels, one at a time through a one-entry
 cache, of which segment mode reads none and tracking one. Here the blocks run the same operations in the
-same order without the unread scores, and what depends only on the input size is kept: about 10% of an
-encode (hiera-tiny at 512, fp32, one thread: 673 to 607 ms), the features bit for bit the same.
+same order without the unread scores, and what depends only on the input size is kept: hiera-tiny at 512
+on one thread encodes a frame in 325 ms against 377 in fp32, 150 against 198 in bf16 (BENCHMARKS.md), the
+features bit for bit the same.
 
 Other image encoders (EdgeTAM's RepViT, SAM 3's ViT) and a `COMPILE=1` encoder run transformers' own
 forward. tests/test_image_encoder.py holds this to transformers' output.
@@ -43,8 +44,15 @@ def runs_here(model) -> bool:
         return False
     parts = {"backbone": backbone, "block": backbone.blocks[0], "attention": backbone.blocks[0].attn,
              "neck": encoder.neck}
-    return all(hasattr(modeling_sam2, name) for name in FUNCTIONS) and all(
-        hasattr(parts[part], name) for part, names in INTERNALS.items() for name in names)
+    if not (all(hasattr(modeling_sam2, name) for name in FUNCTIONS) and all(
+            hasattr(parts[part], name) for part, names in INTERNALS.items() for name in names)):
+        return False
+    # Its attention is the fused kernel, as transformers' `sdpa` path runs it; and it calls the blocks'
+    # parts directly, past any hook or gradient checkpointing set on a block.
+    modules = [module for block in backbone.blocks for module in (block, block.attn)]
+    return backbone.config._attn_implementation == "sdpa" and not any(
+        module._forward_hooks or module._forward_pre_hooks or getattr(module, "gradient_checkpointing", False)
+        for module in modules)
 
 
 class HieraEncoder:
@@ -82,7 +90,8 @@ class HieraEncoder:
         each step where gradients flow (training changes the weights, and each step needs its own graph)."""
         if torch.is_grad_enabled():
             return backbone._get_pos_embed(size)
-        key = (size, backbone.pos_embed._version, backbone.pos_embed_window._version, backbone.pos_embed.device)
+        weights = (backbone.pos_embed, backbone.pos_embed_window)  # the objects too: load_state_dict may replace them
+        key = (size, *map(id, weights), *(w._version for w in weights), weights[0].device, weights[0].dtype)
         if self._background is None or self._background[0] != key:
             self._background = (key, backbone._get_pos_embed(size))
         return self._background[1]
