@@ -292,7 +292,7 @@ class FirstBoxesWait:
 
 class TrackScheduler:
     """MODE=track: every frame answered with all live tracks of its camera; prompts start and refresh
-    them on the next frame of their camera."""
+    them on the next frame of their camera, or their own where it has not been answered yet."""
 
     answers_frames = True
 
