@@ -7,7 +7,7 @@ fused kernel that does the attention), Hiera interpolates the background positio
 again, and builds sine position encodings for all four neck levels, one at a time through a one-entry
 cache, of which segment mode reads none and tracking one. Here the blocks run the same operations in the
 same order without the unread scores, and what depends only on the input size is kept: hiera-tiny at 512
-on one thread encodes a frame in 325 ms against 377 in fp32, 150 against 198 in bf16 (BENCHMARKS.md), the
+on one thread encodes a frame in 626 ms against 711 in fp32, 277 against 355 in bf16 (BENCHMARKS.md), the
 features bit for bit the same.
 
 Other image encoders (EdgeTAM's RepViT, SAM 3's ViT) and a `COMPILE=1` encoder run transformers' own
