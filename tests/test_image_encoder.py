@@ -93,8 +93,10 @@ def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
     parts directly would pass by: transformers' forward, which honours both."""
     backbone = backend.model.vision_encoder.backbone
     assert runs_here(backend.model)
-    handle = backbone.blocks[1].register_forward_hook(lambda *_: None)
-    assert not runs_here(backend.model)
-    handle.remove()
+    for module in (backbone.blocks[1], backend.model.vision_encoder):
+        handle = module.register_forward_hook(lambda *_: None)
+        assert not runs_here(backend.model) and backend.hiera is None
+        handle.remove()
+        assert backend.hiera is not None
     backbone.config._attn_implementation = "eager"
     assert not runs_here(backend.model)

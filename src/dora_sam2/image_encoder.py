@@ -47,9 +47,10 @@ def runs_here(model) -> bool:
     if not (all(hasattr(modeling_sam2, name) for name in FUNCTIONS) and all(
             hasattr(parts[part], name) for part, names in INTERNALS.items() for name in names)):
         return False
-    # Its attention is the fused kernel, as transformers' `sdpa` path runs it; and it calls the blocks'
-    # parts directly, past any hook or gradient checkpointing set on a block.
-    modules = [module for block in backbone.blocks for module in (block, block.attn)]
+    # Its attention is the fused kernel, as transformers' `sdpa` path runs it; and it calls the parts of the
+    # encoder, the backbone, the neck and the blocks directly, past any hook or gradient checkpointing set
+    # on one of those (a hook that counts encodes, say).
+    modules = [encoder, backbone, encoder.neck, *(module for block in backbone.blocks for module in (block, block.attn))]
     return backbone.config._attn_implementation == "sdpa" and not any(
         module._forward_hooks or module._forward_pre_hooks or getattr(module, "gradient_checkpointing", False)
         for module in modules)

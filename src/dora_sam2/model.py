@@ -135,11 +135,11 @@ class Sam2Backend:
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:
         with self.autocast():
-            pixels = self.preprocess(frame.rgb)
-            if self.hiera is None:
+            pixels, hiera = self.preprocess(frame.rgb), self.hiera
+            if hiera is None:
                 maps = self.model.get_image_embeddings(pixels)
             else:  # get_image_embeddings' maps, the cheaper way (image_encoder.py)
-                maps, _ = self.hiera.features(pixels)
+                maps, _ = hiera.features(pixels)
                 maps[-1] = maps[-1] + self.model.no_memory_embedding.view(1, -1, 1, 1)  # no memory: an image alone
         # In the decoder's dtype once per frame, not once per prompt.
         return ImageEmbedding([f.to(self.dtype) for f in maps], frame.width, frame.height)
@@ -147,12 +147,14 @@ class Sam2Backend:
     @property
     def hiera(self) -> HieraEncoder | None:
         """This model's image encoder run by image_encoder.py, or None where transformers' forward runs it
-        (not a Hiera, or compiled)."""
+        (not a Hiera, compiled, or hooked: asked at every frame, a hook may come at any time)."""
+        if not runs_here(self.model):
+            return None
         if self._hiera is None or self._hiera[0] is not self.model.vision_encoder:
-            self._hiera = (self.model.vision_encoder, HieraEncoder(self.model) if runs_here(self.model) else None)
+            self._hiera = (self.model.vision_encoder, HieraEncoder(self.model))
         return self._hiera[1]
 
-    _hiera: tuple | None = None  # (the encoder it was made for, its HieraEncoder or None)
+    _hiera: tuple | None = None  # (the encoder it was made for, its HieraEncoder and what it keeps)
 
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
