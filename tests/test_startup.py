@@ -462,10 +462,17 @@ def test_pyproject_bounds_transformers_to_the_range_the_start_up_check_names():
 
 
 def readme_section(heading: str) -> str:
-    """The README's text under `heading`, to the next heading."""
+    """The README's text under `heading`, to the next heading: a `#` line inside a code block is a comment."""
     from support.dataflows import ROOT
 
-    return (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    kept, fenced = [], False
+    for line in (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def readme_table(heading: str) -> dict[str, str]:
@@ -568,20 +575,6 @@ def command_parser(module, monkeypatch):
     return built.value.args[0]
 
 
-def readme_command_section(heading: str) -> str:
-    """The README's text under `heading`, to the next heading: a `#` line inside a code block is a comment."""
-    from support.dataflows import ROOT
-
-    kept, fenced = [], False
-    for line in (ROOT / "README.md").read_text().split(f"\n{heading}\n", 1)[1].splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif line.startswith("#") and not fenced:
-            break
-        kept.append(line)
-    return "\n".join(kept)
-
-
 def imports_argparse(module: str) -> bool:
     """Whether `module`'s source imports argparse, read without importing it (a node's module is not run)."""
     import importlib.util
@@ -606,7 +599,7 @@ def test_the_readme_names_every_flag_of_every_console_script_where_it_describes_
     assert with_flags == set(COMMAND_SECTIONS), "a console script's flags have no README section named here"
     missing = []
     for name in sorted(with_flags):
-        section = readme_command_section(COMMAND_SECTIONS[name])
+        section = readme_section(COMMAND_SECTIONS[name])
         for action in command_parser(importlib.import_module(modules[name]), monkeypatch)._actions:
             for flag in action.option_strings if action.dest != "help" else ():
                 if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", section):

@@ -62,7 +62,7 @@ class HieraEncoder:
     def __init__(self, model):
         self.model = model
         self._background: tuple[tuple, torch.Tensor] | None = None  # Hiera's positional embedding, sized
-        self._positions: dict[tuple, torch.Tensor] = {}  # the neck's sine encodings, per shape and dtype
+        self._kept_position: tuple[tuple, torch.Tensor] | None = None  # the neck's sine encoding, for one shape
 
     def features(self, pixels: torch.Tensor, position: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The maps transformers' `get_image_features` gives, high resolution first, each (1, C, h, w),
@@ -98,12 +98,13 @@ class HieraEncoder:
         return self._background[1]
 
     def _position(self, neck, features: torch.Tensor) -> torch.Tensor:
-        """The neck's sine encoding for `features`' shape: it has no weights, so one per shape and dtype."""
+        """The neck's sine encoding for `features`' shape: it has no weights, so it is kept while the shape,
+        device and dtype stay (one at a time: they change only when the model's input or dtype does)."""
         key = (tuple(features.shape), features.device, features.dtype)
-        if key not in self._positions:
-            self._positions[key] = neck.position_encoding(features.shape, features.device, features.dtype).to(
-                features.dtype)
-        return self._positions[key]
+        if self._kept_position is None or self._kept_position[0] != key:
+            encoding = neck.position_encoding(features.shape, features.device, features.dtype)
+            self._kept_position = (key, encoding.to(features.dtype))
+        return self._kept_position[1]
 
 
 def _block(block, hidden: torch.Tensor) -> torch.Tensor:

@@ -218,18 +218,8 @@ class Sam2StreamingModel:
         object here: which one depends on the CPU's caches, the input size and the dtype, not on a rule.
         Each candidate times one batch of that many blank objects (the values do not change its cost), in
         measuring.best_seconds's rounds. Returns the seconds per object of each."""
-        channels, (height, width) = self.config.memory_attention_hidden_size, self.size
-        blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
-        features = FrameFeatures(blank, blank, [], 4 * width, 4 * height)
-        pointer_size = self.model.no_object_pointer.shape[-1]
+        features, steps = self._blank_frame(), {group: self._blank_step(group) for group in candidates}
         self.backend.memory_group = 0
-
-        def step(group: int) -> Step:
-            zeros = torch.zeros(group, device=self.device)
-            return Step(torch.zeros(group, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
-                        torch.zeros(group, pointer_size, device=self.device))
-
-        steps = {group: step(group) for group in candidates}
         batch = best_seconds(candidates, lambda group: self.remember(features, steps[group], [False] * group),
                              repeats, clock)
         seconds = {group: s / group for group, s in batch.items()}
@@ -240,19 +230,27 @@ class Sam2StreamingModel:
         """One object that remembers blank features on its prompted frame and on every frame of its
         window: what memory attention reads once tracking has run a few seconds (the values do not change
         its cost)."""
-        channels, (height, width) = self.config.memory_attention_hidden_size, self.size
-        blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
-        features = FrameFeatures(blank, blank, [], 4 * width, 4 * height)
-        pointer = torch.zeros(1, self.model.no_object_pointer.shape[-1], device=self.device)
-        step = Step(torch.zeros(1, 4 * height, 4 * width, device=self.device), torch.zeros(1, device=self.device),
-                    torch.ones(1, device=self.device), pointer)
+        features = self._blank_frame()
         memory = self.new_memory()
-        [remembered] = self.remember(features, step, [True])
+        [remembered] = self.remember(features, self._blank_step(1), [True])
         memory.add(0, remembered, prompted=True)
         window = max(memory.recent.maxlen, memory.recent_pointers.maxlen)
         for frame_index in range(1, window + 1):
             memory.add(frame_index, remembered, prompted=False)
         return [memory], features, window + 1
+
+    def _blank_frame(self) -> FrameFeatures:
+        """A frame's features, all zeros: what measuring runs on (the values do not change the cost)."""
+        channels, (height, width) = self.config.memory_attention_hidden_size, self.size
+        blank = torch.zeros(1, channels, height, width, device=self.device, dtype=self.backend.dtype)
+        return FrameFeatures(blank, blank, [], 4 * width, 4 * height)
+
+    def _blank_step(self, objects: int) -> Step:
+        """`objects` objects' answers on a blank frame, each seen, for their memory to be encoded."""
+        height, width = self.size
+        zeros = torch.zeros(objects, device=self.device)
+        return Step(torch.zeros(objects, 4 * height, 4 * width, device=self.device), zeros, zeros + 1,
+                    torch.zeros(objects, self.model.no_object_pointer.shape[-1], device=self.device))
 
     @_answering
     def remember(self, features: FrameFeatures, step: Step, prompted: list[bool],
