@@ -72,6 +72,7 @@ def load_checkpoint(source: str, *, video: bool = False, device: str = "auto", d
     unless `finder` is False. ModelLoadError, ConfigError: one sentence."""
     import torch
 
+    from .allocator import keep_freed_memory
     from .devices import resolve_device, resolve_dtype
     from .model import Sam2Backend  # imports this module: the models are imported when loaded
 
@@ -80,6 +81,7 @@ def load_checkpoint(source: str, *, video: bool = False, device: str = "auto", d
     if device.type == "cpu":
         # torch's default is every core of the machine, which oversubscribes a pinned container
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+        keep_freed_memory()
     started = time.perf_counter()
     tracker = load_sam2(source, video, image_size).to(device).eval()
     model = Sam2Backend(tracker, device, dtype, source)
