@@ -43,7 +43,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    rate = peers.matmul_rates(torch)["float32" if args.dtype == "float32" else "bfloat16"]
+    rate_dtype = "float32" if args.dtype == "float32" else "bfloat16"
+    rate = peers.matmul_rates(torch, (rate_dtype,))[rate_dtype]
     with tempfile.TemporaryDirectory() as scratch:
         frames_dir = Path(scratch) / "frames"
         peers.write_frames(frames_dir, peers.FILLING + args.steady + 1)
