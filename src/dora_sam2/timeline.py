@@ -70,8 +70,10 @@ class AwaitingFrames(Generic[A]):
     def due(self, camera: str, timestamp: datetime | None) -> list[tuple[datetime | None, A]]:
         """The camera's items stamped at `timestamp` or before (to dora's precision), taken out, oldest
         first, with their timestamps: a frame of that camera came, and later ones wait on."""
-        due = [entry for entry in self._items if entry[0] == camera and not is_newer(entry[1], timestamp)]
-        self._items = [entry for entry in self._items if all(entry is not d for d in due)]
+        due, waiting = [], []
+        for entry in self._items:
+            (due if entry[0] == camera and not is_newer(entry[1], timestamp) else waiting).append(entry)
+        self._items = waiting
         return [(stamp, item) for _, stamp, item in due]
 
     def drain(self) -> list[A]:
