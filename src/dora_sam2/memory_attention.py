@@ -105,11 +105,15 @@ def attend_memory(attention, image, image_position, memory, memory_position, num
 
 def _feed_forward(layer, x):
     """In fp32, one object at a time: its hidden activations (2048 wide, 8 MB at 512) reuse one
-    allocation and stay in cache, where all objects' at once (64 MB for 8) were fresh pages each layer."""
+    allocation and stay in cache, where all objects' at once (64 MB for 8) were fresh pages each layer.
+    SAM 2's ReLU runs in place: one pass over the hidden activations, not a second 8 MB written (9% of
+    the feed-forward here; linear1's backward reads its input, not its output, so training may too)."""
     def forward(x):
         if hasattr(layer, "mlp"):  # EdgeTAM
             return layer.mlp(x)
-        return layer.linear2(layer.activation(layer.linear1(x)))
+        hidden = layer.linear1(x)
+        hidden = hidden.relu_() if type(layer.activation) is torch.nn.ReLU else layer.activation(hidden)
+        return layer.linear2(hidden)
 
     if not _in_float32(x):
         return forward(x)
