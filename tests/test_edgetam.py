@@ -48,6 +48,35 @@ def test_loads_edgetam_in_both_modes(edgetam_dir):
     assert image.input_size == 1024 and video.input_size == 512
 
 
+def test_the_folded_repvit_gives_the_features_of_transformers_unfolded_one(edgetam_dir, tmp_path):
+    """The node folds RepViT's parallel convolutions and batch norms into one convolution each
+    (loading.fold_repvit_branches), on weights whose batch norms have statistics of their own (random
+    models have none: mean 0, variance 1), held to transformers' EdgeTamModel as saved."""
+    from safetensors.torch import load_file, save_file
+    from transformers import EdgeTamModel
+
+    weights = load_file(edgetam_dir / "model.safetensors")
+    generator = torch.Generator().manual_seed(0)
+    for name, value in weights.items():
+        if ".bn." in name and value.is_floating_point():
+            spread = torch.rand(value.shape, generator=generator)
+            weights[name] = 0.5 + spread if name.endswith(("running_var", "bn.weight")) else spread - 0.5
+    (tmp_path / "model").mkdir()
+    save_file(weights, tmp_path / "model" / "model.safetensors")
+    (tmp_path / "model" / "config.json").write_text((edgetam_dir / "config.json").read_text())
+
+    ours = Sam2Backend.load(str(tmp_path / "model"), dtype="float32")
+    unfolded = EdgeTamModel.from_pretrained(tmp_path / "model").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ours.model.vision_encoder.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.vision_encoder.modules())
+    pixels = ours.preprocess(random_frame(0, 640, 480).rgb)
+    with torch.inference_mode():
+        mine, theirs = (model.vision_encoder(pixels).fpn_hidden_states for model in (ours.model, unfolded))
+    for level, (a, b) in enumerate(zip(mine, theirs)):
+        assert b.std() > 0.01, level  # features with a spread, so a wrong fold shows
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=f"level {level}")
+
+
 @pytest.mark.parametrize("image_size", [0, 512], ids=["1024", "512"])
 def test_segment_mode_matches_edgetam_model(edgetam_dir, image_size):
     """Three boxes in one batched call against transformers' EdgeTamModel forward on the same pixels."""
