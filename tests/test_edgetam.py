@@ -77,6 +77,28 @@ def test_the_folded_repvit_gives_the_features_of_transformers_unfolded_one(edget
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=f"level {level}")
 
 
+def test_the_encoder_is_transformers_bit_for_bit_without_its_position_encodings(edgetam_dir):
+    """image_encoder.py runs EdgeTAM's backbone and its neck without the four sine encodings transformers'
+    neck builds at every frame: the maps and the last level's encoding are transformers', bit for bit."""
+    from dora_sam2.image_encoder import runs_here
+
+    backend = Sam2Backend.load(str(edgetam_dir), dtype="float32", image_size=512, video=True)
+    assert runs_here(backend.model) and backend.image_encoder is not None
+    pixels = backend.preprocess(random_frame(0, 640, 480).rgb)
+    with torch.inference_mode():
+        maps, position = backend.image_encoder.features(pixels, position=True)
+        theirs = backend.model.get_image_features(pixels, return_dict=True)
+    sizes = backend.model.backbone_feature_sizes
+    expected = [f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(theirs.fpn_hidden_states, sizes)]
+    assert len(maps) == len(expected) and all(torch.equal(a, b) for a, b in zip(maps, expected))
+    assert torch.equal(position, theirs.fpn_position_encoding[-1].permute(1, 2, 0).reshape(1, -1, *sizes[-1]))
+    hook = backend.model.vision_encoder.neck.register_forward_hook(lambda *_: None)
+    try:
+        assert backend.image_encoder is None  # a hook on the neck: transformers' forward, which calls it
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("image_size", [0, 512], ids=["1024", "512"])
 def test_segment_mode_matches_edgetam_model(edgetam_dir, image_size):
     """Three boxes in one batched call against transformers' EdgeTamModel forward on the same pixels."""

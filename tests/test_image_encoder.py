@@ -9,7 +9,7 @@ import torch
 
 from support.dataflows import random_frame
 
-from dora_sam2.image_encoder import HieraEncoder, runs_here
+from dora_sam2.image_encoder import ImageEncoder, runs_here
 from dora_sam2.model import Sam2Backend
 from dora_sam2.video import Sam2StreamingModel
 
@@ -36,9 +36,9 @@ def assert_same(ours, theirs):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_maps_and_position_are_transformers_bit_for_bit(backend, dtype):
-    assert runs_here(backend.model) and backend.hiera is not None
+    assert runs_here(backend.model) and backend.image_encoder is not None
     pixels = backend.preprocess(random_frame(1, 96, 72).rgb)
-    encoder = HieraEncoder(backend.model)
+    encoder = ImageEncoder(backend.model)
     with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         reference, reference_position = transformers_features(backend.model, pixels)
         for _ in range(2):  # the second from what the first kept
@@ -64,28 +64,28 @@ def test_the_kept_positional_embedding_follows_the_weights_and_training_gets_gra
     pixels = backend.preprocess(random_frame(3, 96, 72).rgb)
     backbone = backend.model.vision_encoder.backbone
     with torch.inference_mode():
-        backend.hiera.features(pixels)
+        backend.image_encoder.features(pixels)
     with torch.no_grad():
         backbone.pos_embed.add_(0.5)
     with torch.inference_mode():
-        maps, _ = backend.hiera.features(pixels)
+        maps, _ = backend.image_encoder.features(pixels)
         assert_same(maps, transformers_features(backend.model, pixels)[0])
     backend.model.zero_grad()
-    maps, _ = backend.hiera.features(pixels)
+    maps, _ = backend.image_encoder.features(pixels)
     maps[-1].sum().backward()
     assert backbone.pos_embed.grad is not None and backbone.pos_embed.grad.abs().sum() > 0
 
 
 def test_a_compiled_encoder_runs_its_own_forward(backend):
     backend.model.vision_encoder = torch.compile(backend.model.vision_encoder)  # compiles lazily: nothing runs
-    assert not runs_here(backend.model) and backend.hiera is None
+    assert not runs_here(backend.model) and backend.image_encoder is None
 
 
 def test_a_transformers_that_moved_what_it_reads_runs_its_own_forward(backend, monkeypatch):
     from transformers.models.sam2 import modeling_sam2
 
     monkeypatch.delattr(modeling_sam2, "window_partition")
-    assert not runs_here(backend.model) and backend.hiera is None
+    assert not runs_here(backend.model) and backend.image_encoder is None
 
 
 def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
@@ -95,8 +95,8 @@ def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
     assert runs_here(backend.model)
     for module in (backbone.blocks[1], backend.model.vision_encoder):
         handle = module.register_forward_hook(lambda *_: None)
-        assert not runs_here(backend.model) and backend.hiera is None
+        assert not runs_here(backend.model) and backend.image_encoder is None
         handle.remove()
-        assert backend.hiera is not None
+        assert backend.image_encoder is not None
     backbone.config._attn_implementation = "eager"
     assert not runs_here(backend.model)

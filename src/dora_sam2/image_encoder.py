@@ -1,5 +1,5 @@
 """SAM 2's image encoder (Hiera, then the FPN neck) with transformers' modules and weights, less the work
-transformers does on every frame and throws away.
+transformers does on every frame and throws away; and EdgeTAM's (timm's RepViT, then the same neck).
 
 transformers' `Sam2VisionModel` is most of a segment-mode frame's cost and, with it, each Hiera attention
 block computes a heads-by-heads matrix of scores for every token that nothing reads (a remnant beside the
@@ -8,12 +8,12 @@ again, and builds sine position encodings for all four neck levels, one at a tim
 cache, of which segment mode reads none and tracking one. Here the blocks run the same operations in the
 same order without the unread scores, and what depends only on the input size is kept: hiera-tiny at 512
 on one thread encodes a frame in 626 ms against 711 in fp32, 277 against 355 in bf16 (BENCHMARKS.md), the
-features bit for bit the same.
+features bit for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
+128x128 at 512; here its backbone runs its own forward and the neck runs as SAM 2's does.
 
-Other image encoders (EdgeTAM's RepViT, SAM 3's ViT) and a `COMPILE=1` encoder run transformers' own
-forward. tests/test_image_encoder.py holds this to transformers' output.
+SAM 3's ViT and a `COMPILE=1` encoder run transformers' own forward. tests/test_image_encoder.py holds this
+to transformers' output, tests/test_edgetam.py EdgeTAM's.
 """
-
 from __future__ import annotations
 
 import torch
@@ -32,11 +32,14 @@ INTERNALS = {
 
 
 def runs_here(model) -> bool:
-    """Whether `model`'s image encoder is the Hiera this module runs, with everything it reads (and not
-    compiled: a compiled encoder runs its own forward)."""
+    """Whether `model`'s image encoder is one this module runs (SAM 2's Hiera, EdgeTAM's RepViT), with
+    everything it reads (and not compiled: a compiled encoder runs its own forward)."""
+    encoder = model.vision_encoder
+    if _is_repvit(encoder):
+        return all(hasattr(encoder.neck, name) for name in INTERNALS["neck"]) and not _hooked(
+            [encoder, encoder.neck])  # the backbone runs its own forward, hooks and all
     from transformers.models.sam2 import modeling_sam2
 
-    encoder = model.vision_encoder
     if type(encoder) is not modeling_sam2.Sam2VisionModel or not hasattr(encoder, "num_feature_levels"):
         return False
     backbone = encoder.backbone
@@ -51,12 +54,22 @@ def runs_here(model) -> bool:
     # encoder, the backbone, the neck and the blocks directly, past any hook or gradient checkpointing set
     # on one of those (a hook that counts encodes, say).
     modules = [encoder, backbone, encoder.neck, *(module for block in backbone.blocks for module in (block, block.attn))]
-    return backbone.config._attn_implementation == "sdpa" and not any(
-        module._forward_hooks or module._forward_pre_hooks or getattr(module, "gradient_checkpointing", False)
-        for module in modules)
+    return backbone.config._attn_implementation == "sdpa" and not _hooked(modules)
 
 
-class HieraEncoder:
+def _is_repvit(encoder) -> bool:
+    """EdgeTAM's encoder: timm's RepViT, then the same neck as SAM 2's. By name: its module imports timm,
+    which a SAM 2-only install may lack."""
+    kind = type(encoder)
+    return (kind.__module__, kind.__name__) == ("transformers.models.edgetam.modeling_edgetam", "EdgeTamVisionModel")
+
+
+def _hooked(modules) -> bool:
+    return any(module._forward_hooks or module._forward_pre_hooks or getattr(module, "gradient_checkpointing", False)
+               for module in modules)
+
+
+class ImageEncoder:
     """One model's image encoder, with what depends only on the input size kept between frames."""
 
     def __init__(self, model):
@@ -69,7 +82,10 @@ class HieraEncoder:
         the first two through the mask decoder's conv_s0 and conv_s1; and, with `position`, the sine
         position encoding of the last (what memory attention reads), else None."""
         encoder = self.model.vision_encoder
-        stages = self._backbone(encoder.backbone, pixels)
+        if _is_repvit(encoder):
+            stages = [stage.permute(0, 2, 3, 1) for stage in encoder.backbone(pixels).last_hidden_state]
+        else:
+            stages = self._backbone(encoder.backbone, pixels)
         maps = _neck(encoder.neck, stages)[-encoder.num_feature_levels:][::-1]
         decoder = self.model.mask_decoder
         maps[0], maps[1] = decoder.conv_s0(maps[0]), decoder.conv_s1(maps[1])

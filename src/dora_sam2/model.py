@@ -20,7 +20,7 @@ from . import processing
 from .decoder import is_ambiguous, predict_masks
 from .domain import Frame, Prompt
 from .geometry import clip_points, to_model_frame
-from .image_encoder import HieraEncoder, runs_here
+from .image_encoder import ImageEncoder, runs_here
 from .loading import is_sam3
 from .measuring import best_seconds
 from .memory_attention import AttentionPath
@@ -135,26 +135,26 @@ class Sam2Backend:
     @torch.inference_mode()
     def encode(self, frame: Frame) -> ImageEmbedding:
         with self.autocast():
-            pixels, hiera = self.preprocess(frame.rgb), self.hiera
-            if hiera is None:
+            pixels, encoder = self.preprocess(frame.rgb), self.image_encoder
+            if encoder is None:
                 maps = self.model.get_image_embeddings(pixels)
             else:  # get_image_embeddings' maps, the cheaper way (image_encoder.py)
-                maps, _ = hiera.features(pixels)
+                maps, _ = encoder.features(pixels)
                 maps[-1] = maps[-1] + self.model.no_memory_embedding.view(1, -1, 1, 1)  # no memory: an image alone
         # In the decoder's dtype once per frame, not once per prompt.
         return ImageEmbedding([f.to(self.dtype) for f in maps], frame.width, frame.height)
 
     @property
-    def hiera(self) -> HieraEncoder | None:
+    def image_encoder(self) -> ImageEncoder | None:
         """This model's image encoder run by image_encoder.py, or None where transformers' forward runs it
-        (not a Hiera, compiled, or hooked: asked at every frame, a hook may come at any time)."""
+        (neither Hiera nor RepViT, compiled, or hooked: asked at every frame, a hook may come at any time)."""
         if not runs_here(self.model):
             return None
-        if self._hiera is None or self._hiera[0] is not self.model.vision_encoder:
-            self._hiera = (self.model.vision_encoder, HieraEncoder(self.model))
-        return self._hiera[1]
+        if self._image_encoder is None or self._image_encoder[0] is not self.model.vision_encoder:
+            self._image_encoder = (self.model.vision_encoder, ImageEncoder(self.model))
+        return self._image_encoder[1]
 
-    _hiera: tuple | None = None  # (the encoder it was made for, its HieraEncoder and what it keeps)
+    _image_encoder: tuple | None = None  # (the encoder it was made for, its ImageEncoder and what it keeps)
 
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:

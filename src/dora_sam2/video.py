@@ -127,9 +127,9 @@ class Sam2StreamingModel:
     @_answering
     def encode(self, frame: Frame) -> FrameFeatures:
         with self.backend.autocast():
-            pixels, hiera = self.backend.preprocess(frame.rgb), self.backend.hiera
-            if hiera is not None:  # the same maps, the cheaper way (image_encoder.py)
-                maps, position = hiera.features(pixels, position=True)
+            pixels, encoder = self.backend.preprocess(frame.rgb), self.backend.image_encoder
+            if encoder is not None:  # the same maps, the cheaper way (image_encoder.py)
+                maps, position = encoder.features(pixels, position=True)
             else:
                 out = self.model.get_image_features(pixels, return_dict=True)
                 maps = [f.permute(1, 2, 0).reshape(1, -1, *size)
