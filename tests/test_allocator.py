@@ -44,8 +44,9 @@ def test_a_steady_node_faults_no_page_in_afresh(model_dir):
     if min(without[-3:]) < 10 * PAGES_PER_MB:
         pytest.skip(f"this machine faults in little even without keeping freed memory ({without})")
     kept = page_faults_per_encode(model_dir, keep=True)
-    # An encode at 1024 frees tens of MB in blocks over glibc's mmap threshold; kept, they are reused.
-    assert max(kept[-3:]) < PAGES_PER_MB, (kept, without)
+    # An encode at 1024 frees tens of MB in blocks over glibc's mmap threshold; kept, they are reused. A
+    # steady frame may still grow the heap by a block now and then (2,048 pages seen), never every frame.
+    assert sum(kept[-5:]) < sum(without[-5:]) / 10, (kept, without)
 
 
 def test_keeping_freed_memory_is_asked_of_glibc_alone():
