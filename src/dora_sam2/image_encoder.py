@@ -14,6 +14,7 @@ features bit for bit the same. EdgeTAM's neck builds the same four encodings at 
 SAM 3's ViT and a `COMPILE=1` encoder run transformers' own forward. tests/test_image_encoder.py holds this
 to transformers' output, tests/test_edgetam.py EdgeTAM's.
 """
+
 from __future__ import annotations
 
 import torch
