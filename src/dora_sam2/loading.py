@@ -17,7 +17,6 @@ import copy
 import functools
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +71,13 @@ def load_checkpoint(source: str, *, video: bool = False, device: str = "auto", d
     unless `finder` is False. ModelLoadError, ConfigError: one sentence."""
     import torch
 
-    from .allocator import keep_freed_memory
-    from .devices import resolve_device, resolve_dtype
+    from .devices import prepare_cpu, resolve_device, resolve_dtype
     from .model import Sam2Backend  # imports this module: the models are imported when loaded
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     if device.type == "cpu":
-        # torch's default is every core of the machine, which oversubscribes a pinned container
-        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-        keep_freed_memory()
+        prepare_cpu(threads)
     started = time.perf_counter()
     tracker = load_sam2(source, video, image_size).to(device).eval()
     if is_edgetam(tracker.config):

@@ -51,10 +51,7 @@ def main(argv=None) -> None:
 
 
 def _run(args, argv) -> int:
-    import torch
-
-    from ..allocator import keep_freed_memory
-    from ..devices import resolve_device
+    from ..devices import prepare_cpu, resolve_device
     from ..loading import ModelLoadError, load_sam2
     from ..random_model import build
 
@@ -70,8 +67,7 @@ def _run(args, argv) -> int:
     validation = Dataset.read(args.val) if args.val else None
     device = resolve_device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(args.threads or len(__import__("os").sched_getaffinity(0)))
-        keep_freed_memory()  # as the node does (allocator.py): each step frees what the next allocates
+        prepare_cpu(args.threads)  # as the node does: each step frees what the next allocates
     try:
         if args.resume:
             model = load_sam2(str(plan.out), video=True)

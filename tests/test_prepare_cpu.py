@@ -1,4 +1,6 @@
-"""A frame's freed memory serves the next frame: no page faulted in afresh once the node runs steadily."""
+"""What a CPU run sets for its whole process (devices.prepare_cpu): a frame's freed memory serves the next
+frame, so no page is faulted in afresh once the node runs steadily; and subnormal floats are zero on
+every thread that computes."""
 
 from __future__ import annotations
 
@@ -53,3 +55,31 @@ def test_keeping_freed_memory_is_asked_of_glibc_alone():
     from dora_sam2.allocator import keep_freed_memory
 
     assert keep_freed_memory() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
+# In a fresh process: a subnormal times one, computed on two threads, and how many products are not zero;
+# after loading a model as the node loads it where sys.argv[2] says so.
+SUBNORMALS = textwrap.dedent("""
+    import sys, torch
+    from dora_sam2.model import Sam2Backend
+
+    if sys.argv[2] == "load":
+        Sam2Backend.load(sys.argv[1], device="cpu", dtype="float32", threads=2)
+    else:
+        torch.set_num_threads(2)
+    products = torch.full((1 << 22,), 1e-39) * 1.0  # split between the two threads
+    print(int((products != 0).sum()))
+""")
+
+
+def nonzero_subnormal_products(model_dir, load: bool) -> int:
+    done = subprocess.run([sys.executable, "-c", SUBNORMALS, str(model_dir), "load" if load else "no"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="torch flushes subnormals on x86 alone")
+def test_subnormals_are_zero_on_every_thread_once_a_model_is_loaded(model_dir):
+    assert nonzero_subnormal_products(model_dir, load=False) == 1 << 22  # 1e-39 is a subnormal, kept
+    assert nonzero_subnormal_products(model_dir, load=True) == 0  # on the pool's thread as on the caller's
