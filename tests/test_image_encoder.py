@@ -100,3 +100,17 @@ def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
         assert backend.image_encoder is not None
     backbone.config._attn_implementation = "eager"
     assert not runs_here(backend.model)
+
+
+def test_hiera_tiny_whose_windows_take_padding_is_transformers_bit_for_bit():
+    """hiera-tiny's own layout at 512: its third stage's windowed blocks pad 32 tokens a side to 42, the
+    fourth's 16 to 21, without pooled queries (the suite's small model pads only where queries are pooled)."""
+    from dora_sam2.random_model import build
+
+    model = build("tiny", seed=0, image_size=512).eval()
+    pixels = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert runs_here(model)
+        reference, _ = transformers_features(model, pixels)
+        maps, _ = ImageEncoder(model).features(pixels)
+    assert_same(maps, reference)

@@ -5,10 +5,12 @@ transformers' `Sam2VisionModel` is most of a segment-mode frame's cost and, with
 block computes a heads-by-heads matrix of scores for every token that nothing reads (a remnant beside the
 fused kernel that does the attention), Hiera interpolates the background positional embedding to the input size
 again, and builds sine position encodings for all four neck levels, one at a time through a one-entry
-cache, of which segment mode reads none and tracking one. Here the blocks run the same operations in the
-same order without the unread scores, and what depends only on the input size is kept: hiera-tiny at 512
-on one thread encodes a frame in 626 ms against 711 in fp32, 277 against 355 in bf16 (BENCHMARKS.md), the
-features bit for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
+cache, of which segment mode reads none and tracking one; and where a map does not divide into its
+windows it projects the padding too. Here the blocks run the same operations on each token in the same
+order, without the unread scores and the padding's projections, and what depends only on the input size
+is kept: hiera-tiny at 512 on one thread encoded a frame in 626 ms against 711 in fp32, 277 against 355
+in bf16 (BENCHMARKS.md), before the padding and the first stage's layout were seen to, the features bit
+for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
 128x128 at 512; here its backbone runs its own forward and the neck runs as SAM 2's does.
 
 SAM 3's ViT and a `COMPILE=1` encoder run transformers' own forward. tests/test_image_encoder.py holds this
@@ -134,43 +136,100 @@ def _channels_first_in_memory(hidden: torch.Tensor) -> torch.Tensor:
 
 
 def _block(block, hidden: torch.Tensor) -> torch.Tensor:
-    """transformers' `Sam2MultiScaleBlock.forward`, its attention through `_attention`."""
-    from transformers.models.sam2.modeling_sam2 import do_pool, window_partition, window_unpartition
+    """transformers' `Sam2MultiScaleBlock.forward`, its attention through `_windowed_attention`."""
+    from transformers.models.sam2.modeling_sam2 import do_pool
 
     residual = hidden
     hidden = block.layer_norm1(hidden)
     if block.dim != block.dim_out:
         residual = do_pool(block.proj(hidden), block.query_stride)
-    window = block.window_size
-    if window > 0:
-        height, width = hidden.shape[1:3]
-        hidden, padded = window_partition(hidden, window)
-    hidden = _attention(block.attn, hidden)
-    if block.query_stride:  # pooled queries: the windows shrank with them
-        window = block.window_size // block.query_stride[0]
-        height, width = residual.shape[1:3]
-        padded = (height + (-height) % window, width + (-width) % window)
-    if block.window_size > 0:
-        hidden = window_unpartition(hidden, window, padded, (height, width))
-    hidden = residual + hidden
+    hidden = residual + _windowed_attention(block, hidden, tuple(residual.shape[1:3]))
     return hidden + block.mlp(block.layer_norm2(hidden))
 
 
-def _attention(attention, hidden: torch.Tensor) -> torch.Tensor:
-    """transformers' `Sam2MultiScaleAttention.forward` through the fused kernel (its `sdpa` path), without
-    the head scores it computes first and never reads."""
+def _windowed_attention(block, hidden: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The block's attention within its windows (over the whole map where it has none), at the output
+    `size` (smaller than hidden's where the queries are pooled)."""
+    from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
+
+    attention, window = block.attn, block.window_size
+    if window == 0:
+        return attention.proj(_attend(attention, attention.qkv(hidden)))
+    height, width = hidden.shape[1:3]
+    if height % window or width % window:
+        # transformers pads the normalised tokens with zeros to whole windows and projects the padding
+        # too, into the projection's bias: the padding's keys and values take part, its outputs are
+        # cropped. The same windows from the tokens' projection alone, the bias laid where the padding
+        # was, and the output projected after the crop: at 512, hiera-tiny's later stages pad 32 to 42
+        # and 16 to 21, and projected 72% more tokens than they have.
+        qkv = attention.qkv(hidden)
+        bias = attention.qkv.bias
+        padding = qkv.new_zeros(qkv.shape[-1]) if bias is None else bias.to(qkv.dtype)
+        windows = _attend(attention, _windows(qkv, window, padding))
+        return attention.proj(_unwindowed(windows, size))
+    windows, padded = window_partition(hidden, window)
+    windows = attention.proj(_attend(attention, attention.qkv(windows)))
+    if block.query_stride:  # pooled queries: the windows shrank with them
+        window //= block.query_stride[0]
+        padded = size
+    return window_unpartition(windows, window, padded, size)
+
+
+def _attend(attention, qkv: torch.Tensor) -> torch.Tensor:
+    """transformers' `Sam2MultiScaleAttention.forward` through the fused kernel (its `sdpa` path), from
+    the qkv projection of (B, h, w, C) windows to before the output projection; without the head scores
+    it computes first and never reads."""
     from transformers.models.sam2.modeling_sam2 import do_pool
 
-    batch, height, width, _ = hidden.shape
+    batch, height, width, _ = qkv.shape
     heads = attention.num_attention_heads
-    query, key, value = torch.unbind(attention.qkv(hidden).reshape(batch, height * width, 3, heads, -1), 2)
+    query, key, value = torch.unbind(qkv.reshape(batch, height * width, 3, heads, -1), 2)
     if attention.query_stride:
         query = do_pool(query.reshape(batch, height, width, -1), attention.query_stride)
         height, width = query.shape[1:3]
         query = query.reshape(batch, height * width, heads, -1)
     out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
                                          scale=attention.scale)
-    return attention.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+    return out.transpose(1, 2).reshape(batch, height, width, -1)
+
+
+def _windows(x: torch.Tensor, window: int, padding: torch.Tensor) -> torch.Tensor:
+    """transformers' `window_partition` of x, (B, H, W, C), with `padding` (C,) where it pads zeros:
+    (B * windows, window, window, C), in one pass over x."""
+    batch, height, width, channels = x.shape
+    rows, cols = -(-height // window), -(-width // window)
+    windows = padding.expand(batch * rows * cols, window, window, channels).contiguous()
+    _as_image(windows, batch, rows, cols, x, lambda image_part, x_part: image_part.copy_(x_part))
+    return windows
+
+
+def _unwindowed(windows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """transformers' `window_unpartition` of windows that cover `size` with padding: (B, *size, C)."""
+    window, channels = windows.shape[1], windows.shape[-1]
+    rows, cols = -(-size[0] // window), -(-size[1] // window)
+    out = windows.new_empty(windows.shape[0] // (rows * cols), *size, channels)
+    _as_image(windows, out.shape[0], rows, cols, out, lambda image_part, out_part: out_part.copy_(image_part))
+    return out
+
+
+def _as_image(windows, batch, rows, cols, image, copy):
+    """Calls `copy` with each part of the windows' picture that `image` (B, H, W, C) covers (whole
+    windows, and the cut ones along the bottom and the right), and that part of `image`, alike in shape."""
+    window = windows.shape[1]
+    tiled = windows.view(batch, rows, cols, window, window, -1).permute(0, 1, 3, 2, 4, 5)  # B, rows, y, cols, x, C
+    for (row_part, y_part), ys, (r, h) in _spans(image.shape[1], window):
+        for (col_part, x_part), xs, (c, w) in _spans(image.shape[2], window):
+            copy(tiled[:, row_part, y_part, col_part, x_part], image[:, ys, xs].unflatten(1, (r, h)).unflatten(3, (c, w)))
+
+
+def _spans(length: int, window: int):
+    """Along one axis of `length` tokens: (windows, within a window), the tokens, and their shape as
+    (windows, tokens a window); for the whole windows, then the cut one."""
+    whole, cut = divmod(length, window)
+    if whole:
+        yield (slice(0, whole), slice(None)), slice(0, whole * window), (whole, window)
+    if cut:
+        yield (slice(whole, whole + 1), slice(0, cut)), slice(whole * window, length), (1, cut)
 
 
 def _neck(neck, stages: list[torch.Tensor]) -> list[torch.Tensor]:
