@@ -236,7 +236,8 @@ def _as_image(windows, batch, rows, cols, image, copy):
     tiled = windows.view(batch, rows, cols, window, window, -1).permute(0, 1, 3, 2, 4, 5)  # B, rows, y, cols, x, C
     for (row_part, y_part), ys, (r, h) in _spans(image.shape[1], window):
         for (col_part, x_part), xs, (c, w) in _spans(image.shape[2], window):
-            copy(tiled[:, row_part, y_part, col_part, x_part], image[:, ys, xs].unflatten(1, (r, h)).unflatten(3, (c, w)))
+            part = image[:, ys, xs].unflatten(1, (r, h)).unflatten(3, (c, w))
+            copy(tiled[:, row_part, y_part, col_part, x_part], part)
 
 
 def _spans(length: int, window: int):
