@@ -504,9 +504,9 @@ def _ratio(run: dict | None, ours: dict | None, n: str) -> str:
 
 def _headroom(result: dict, runs: list[dict]) -> list[str]:
     rates = result["rates"]
-    bf16 = f", {rates['bfloat16']:.0f} GFLOP/s bf16" if "bfloat16" in rates else ""
-    lines = [f"Matrix-product rate of this CPU (4096x4096, best of 3): {rates.get('float32', 0):.0f} GFLOP/s fp32"
-             f"{bf16}. Our stages against it:", "",
+    measured = ", ".join(f"{rates[d]:.0f} GFLOP/s {name}" for d, name in (("float32", "fp32"), ("bfloat16", "bf16"))
+                         if d in rates)  # the dtypes this run timed
+    lines = [f"Matrix-product rate of this CPU (4096x4096, best of 3): {measured}. Our stages against it:", "",
              "| model @ input | dtype | objects | encoder GFLOP | encoder GFLOP/s | of the rate | memory attention + "
              "decode GFLOP | GFLOP/s | of the rate |", "|---|---|---|---|---|---|---|---|---|"]
     for run in (r for r in runs if r["peer"] == "ours"):
