@@ -4,6 +4,7 @@ What tests share besides fixtures lives in `support/`."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ from dora_sam2.random_model import make_random_model
 from support.dataflows import DataflowRun, run_dataflow
 
 collect_ignore = ["nodes"]  # dora node scripts, run by dataflows: importing one would start a node
+
+
+@pytest.fixture(autouse=True)
+def subnormals_as_a_fresh_process_has_them():
+    """A model loaded in the suite's process takes subnormal floats as zero on this thread from then on
+    (devices.prepare_cpu), as a node does; each test starts as a fresh process would. hypothesis refuses
+    to draw floats where subnormals are zero."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")
