@@ -50,15 +50,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def prepare_cpu(threads: int = 0) -> None:
-    """What a CPU run sets for the whole process before it computes anything: `threads` (0: the cores
-    this process may run on; torch's default is every core of the machine, which oversubscribes a pinned
-    container), freed memory kept for the next frame (allocator.py), and subnormal floats taken as zero.
+    """What a CPU run sets before it computes anything: `threads` (0: the cores this process may run
+    on; torch's default is every core of the machine, which oversubscribes a pinned container), freed
+    memory kept for the next frame (allocator.py), and subnormal floats taken as zero.
 
     A subnormal (under 1.2e-38 in fp32) costs x86 cores a microcode assist per operation, and
     attention makes them: the softmax of scores spread wider than about 87 underflows there. With 7% of
     one block's weights subnormal, its softmax ran 9x and the product after it 13x slower on this
-    project's 2-core VM (1 thread, fp32). A value that small changes no mask. torch sets this on the calling thread, and its pool's
-    threads inherit it when they start: so here, before the first parallel operation starts them."""
+    project's 2-core VM (1 thread, fp32). A value that small changes no mask. torch sets this on the
+    calling thread (numpy there computes under it too), and its pool's threads inherit it when they
+    start: so here, before the first parallel operation starts them."""
     from .allocator import keep_freed_memory
 
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
