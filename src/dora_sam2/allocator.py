@@ -5,8 +5,9 @@ A frame of hiera-tiny@512 allocates and frees a few hundred MB in tensors of 1 t
 size have been freed) with a fresh mapping and unmaps it on free, and trims freed memory off the top of
 its heap. So every frame the kernel zeroes those pages again and each first touch faults: on this
 project's 2-core VM, 20,000-26,000 pages a frame, about 5% of an fp32 frame at 1 object and 4% at 4
-(BENCHMARKS.md; the copies and GELUs of the encoder's first stage ran at a third of their speed). Asking glibc to serve
-every block from its heap and to keep what is freed there makes later frames reuse the same pages.
+(BENCHMARKS.md; the copies and GELUs of the encoder's first stage ran at a third of their speed). Asking
+glibc to serve every block from its heap and to keep what is freed there makes later frames reuse the
+same pages.
 
 The cost: the process stays at its largest working set (the heap keeps the pages of the busiest frame)
 instead of shrinking between frames, which a node that runs frame after frame reaches anyway.
