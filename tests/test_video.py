@@ -11,6 +11,7 @@ import torch
 
 from dora_sam2.domain import Frame, Prompt
 from dora_sam2.memory_attention import ATTENTION_PATHS
+from dora_sam2.streaming import ObjectMemory
 from dora_sam2.video import NO_OBJECT_LOGIT, Sam2StreamingModel
 
 from support.streaming_reference import (BOX_A, BOX_B, BOXES, HEIGHT, WIDTH, Presence, frames,
@@ -215,6 +216,52 @@ def test_both_memory_attention_paths_agree(streaming):
         fused = attend_memory(attention, image, image_position, memory, position, 4, FUSED)
     assert ours.shape == (3, tokens, channels)
     torch.testing.assert_close(ours, fused, rtol=1e-4, atol=1e-4)
+
+
+def _strip_keys(memory, frames):
+    """`memory` with the keys of the frames in `frames` dropped, as frames remembered past the bound are."""
+    import dataclasses
+
+    def strip(index, m):
+        return dataclasses.replace(m, keys=None) if index in frames else m
+
+    stripped = ObjectMemory(memory.recent.maxlen, memory.recent_pointers.maxlen)
+    stripped.prompted = {index: strip(index, m) for index, m in memory.prompted.items()}
+    stripped.recent.extend((index, strip(index, m)) for index, m in memory.recent)
+    stripped.recent_pointers.extend(memory.recent_pointers)
+    return stripped
+
+
+def test_kept_keys_give_what_projecting_at_each_step_gives(streaming, visible):
+    """In fp32 on a CPU each memory frame keeps its keys; attention from them, with each frame's age added,
+    is the attention from keys projected afresh, whether every frame kept its keys or only some did."""
+    prompts = {0: {0: BOX_A, 1: BOX_B}, 5: {0: BOX_A, 1: BOX_B}}  # 2 prompted frames and 6 tracked
+    _, memories = run_ours(streaming, 9, prompts)
+    features = streaming.encode(list(frames(10))[-1])
+    tracked = [memories[0], memories[1]]
+    assert all(m.keys is not None for memory in tracked for _, m in memory.spatial(9))
+    with torch.inference_mode():  # as `track` runs it
+        projected = streaming._attend(features, [_strip_keys(m, range(10)) for m in tracked], 9)
+        kept = streaming._attend(features, tracked, 9)
+        some = streaming._attend(features, [_strip_keys(m, {0, 7}) for m in tracked], 9)
+    torch.testing.assert_close(kept, projected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(some, projected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("streaming", ["micro"], indirect=True)
+def test_no_keys_are_kept_past_their_bound(streaming, monkeypatch):
+    from dora_sam2 import video
+
+    _, memories = run_ours(streaming, 3, {0: {0: BOX_A, 1: BOX_B}})
+    assert all(m.keys is not None for _, m in memories[0].spatial(3))
+    layers = streaming.model.memory_attention.layers
+    frame_bytes = len(layers) * streaming.size[0] * streaming.size[1] * layers[0].cross_attn_image.k_proj.out_features * 4
+    one_object = frame_bytes * (streaming.num_maskmem + 1)
+    monkeypatch.setattr(video, "MEMORY_KEYS_MB", 1.5 * one_object / 2**20)  # room for one object's window, not two
+    _, memories = run_ours(streaming, 3, {0: {0: BOX_A, 1: BOX_B}})
+    assert all(m.keys is None for memory in memories.values() for _, m in memory.spatial(3))
+    _, memories = run_ours(streaming, 3, {0: {0: BOX_A}})
+    assert all(m.keys is not None for _, m in memories[0].spatial(3))
 
 
 @pytest.mark.parametrize("streaming", ["micro"], indirect=True)  # bookkeeping: any size will do

@@ -77,12 +77,18 @@ def _byte_symbols() -> list[str]:
 def _spread_weights(model) -> None:
     """PyTorch's default initialisation for every linear and convolution layer. transformers' own (normal,
     std 0.02, zero biases) leaves a random SAM2's outputs near zero, where a wrong step barely shows:
-    padding points, for one, have no effect with zero biases and do with trained weights."""
+    padding points, for one, have no effect with zero biases and do with trained weights. The memory's
+    temporal encodings as Meta's sam2 draws them (transformers zeroes them): at zero, a memory frame's age
+    would change nothing."""
     import torch
 
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             module.reset_parameters()
+    temporal = getattr(model, "memory_temporal_positional_encoding", None)
+    if temporal is not None:
+        with torch.no_grad():
+            torch.nn.init.trunc_normal_(temporal, std=0.02)
 
 
 def _share_positional_embedding(model) -> None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .decoder import DecoderOutput, choose_masks, is_ambiguous, run_decoder
 from .domain import Frame, Prompt
 from .measuring import best_seconds
-from .memory_attention import AttentionPath, attend_memory, paths_for
+from .memory_attention import AttentionPath, MemoryKeys, attend_memory, paths_for, remembered_keys, temporal_keys
 from .model import Sam2Backend
 from .processing import non_overlapping
 from .streaming import FrameAnswer, ObjectMemory
@@ -38,6 +38,10 @@ from .streaming import FrameAnswer, ObjectMemory
 MEMORY_GROUPS = (1, 2, 4, 8)
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0
+# The most that the memory frames' kept keys (memory_attention.MemoryKeys) may take for the objects of one
+# frame, their whole windows counted: 32 MB an object for hiera-tiny at 512, 128 MB at 1024. Past it, a frame's
+# keys are projected again at each step, as without them.
+MEMORY_KEYS_MB = 512
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Memory:
     features: torch.Tensor  # (tokens, mem_dim): SAM 2's HW feature tokens (bf16), EdgeTAM's latents
     position: torch.Tensor  # (tokens, mem_dim)
     pointer: torch.Tensor  # (C,): the object's summary token
+    keys: tuple | None = None  # per memory attention layer, (tokens, C): memory_attention.remembered_keys
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Sam2StreamingModel:
         self.size = tuple(self.model.backbone_feature_sizes[-1])
         self._pointer_dtype = next(self.model.object_pointer_proj.parameters()).dtype
         self._memory_positions: dict[tuple, torch.Tensor] = {}  # see `remember`
+        self._temporal_keys: dict[int, tuple] = {}  # per memory frame's tokens: memory_attention.temporal_keys
         self._no_point = {}  # per dtype: a tracked frame's prompt is "no point", the same embedding every time
         # The mask size the memory encoder reads: 16 x the feature grid (SAM 2: its input size; SAM 3: larger)
         self._mask_memory_size = 4 * self.model.prompt_encoder.mask_input_size[0]
@@ -299,7 +305,28 @@ class Sam2StreamingModel:
         # The position depends on the memory's shape alone: one tensor shared by every memory, not one per frame.
         if not self.learning:
             position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
-        return [Memory(tokens[i].contiguous(), position, step.pointers[i]) for i in range(len(prompted))]
+        keys = self._remembered_keys(tokens, position)
+        return [Memory(tokens[i].contiguous(), position, step.pointers[i], keys and tuple(k[i] for k in keys))
+                for i in range(len(prompted))]
+
+    def _keeps_keys(self) -> bool:
+        """Memory frames keep their keys on CPUs in fp32, where projecting and rotating them again at each step
+        is memory traffic that costs (memory_attention.MemoryKeys), with single-head attention (their layout).
+        Never while learning: they depend on the weights."""
+        return (not self.learning and self.device.type == "cpu" and self.backend.dtype == torch.float32
+                and self.attention_paths != (AttentionPath(0),))
+
+    def _remembered_keys(self, tokens, position) -> tuple | None:
+        """These memories' keys in every layer (N, T, C), where kept: within MEMORY_KEYS_MB for the N objects'
+        whole windows."""
+        if not self._keeps_keys():
+            return None
+        layers = self.model.memory_attention.layers
+        frame_bytes = len(layers) * tokens.shape[1] * layers[0].cross_attn_image.k_proj.out_features * 4
+        window = self.num_maskmem + 1  # the prompted frames kept beside the tracked ones
+        if len(tokens) * window * frame_bytes > MEMORY_KEYS_MB * 2**20:
+            return None
+        return remembered_keys(self.model.memory_attention, tokens.to(self.backend.dtype), position)
 
     def postprocess(self, step: Step, frame: Frame, apart: bool = False) -> FrameAnswer:
         """Raises FloatingPointError on NaN or infinite outputs: then nothing of the frame is remembered.
@@ -349,10 +376,23 @@ class Sam2StreamingModel:
         image = features.image.flatten(2).transpose(1, 2)  # (1, HW, C): shared by every object
         image_position = features.position.flatten(2).transpose(1, 2)
         frame_tokens = next((m.features.shape[0] for _, m in memories[0].spatial(frame_index)), None)
+        keys = self._memory_keys(memories, frame_index, frame_tokens)
         with self.backend.autocast():
             out = attend_memory(self.model.memory_attention, image, image_position, memory, position,
-                                num_pointer_tokens[0], self.backend.attention_path, frame_tokens, layers)
+                                num_pointer_tokens[0], self.backend.attention_path, frame_tokens, layers, keys)
         return out.transpose(1, 2).reshape(len(memories), -1, *self.size)
+
+    def _memory_keys(self, memories: list[ObjectMemory], frame_index: int, frame_tokens: int | None):
+        """The objects' memory frames with their kept keys, and the temporal encodings' part (computed once per
+        frame size); None where no frame kept any."""
+        frames = [[(m.keys, offset - 1) for offset, m in memory.spatial(frame_index)] for memory in memories]
+        if not self._keeps_keys() or all(keys is None for window in frames for keys, _ in window):
+            return None
+        if frame_tokens not in self._temporal_keys:
+            temporal = self.model.memory_temporal_positional_encoding
+            self._temporal_keys[frame_tokens] = temporal_keys(self.model.memory_attention,
+                                                              temporal.reshape(len(temporal), -1).float(), frame_tokens)
+        return MemoryKeys(frames, self._temporal_keys[frame_tokens])
 
     def _memory_tokens(self, memory: ObjectMemory, frame_index: int):
         """One object's memory as SAM2's memory attention reads it: spatial memories with their
