@@ -306,8 +306,14 @@ class Sam2StreamingModel:
         if not self.learning:
             position = self._memory_positions.setdefault(tuple(tokens.shape[1:]), position)
         keys = self._remembered_keys(tokens, position)
-        return [Memory(tokens[i].contiguous(), position, step.pointers[i], keys and tuple(k[i] for k in keys))
+        return [Memory(tokens[i].contiguous(), position, step.pointers[i], keys and self._own_keys(keys, i))
                 for i in range(len(prompted))]
+
+    @staticmethod
+    def _own_keys(keys: tuple, i: int) -> tuple:
+        """Object i's keys, apart from the batch's: a prompted frame that one object keeps for the whole run
+        must not keep the other objects' keys of that frame alive (4 MB each at 512)."""
+        return tuple(k[i].clone() if len(k) > 1 else k[i] for k in keys)
 
     def _keeps_keys(self) -> bool:
         """Memory frames keep their keys on CPUs in fp32, where projecting and rotating them again at each step
