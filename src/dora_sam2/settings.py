@@ -88,6 +88,9 @@ class FixedLimits:
     # measured start-up choices kept in the user's cache (choices.py): one per machine, model, size and versions
     CHOICES_KEPT = 64
     CHOICES_FILE_BYTES = 1024 * 1024  # ... read of that file: 64 entries are about 60 kB
+    # memory the attention keys kept with one frame's memories may take (video.py), their objects' whole
+    # windows counted: 32 MB an object for hiera-tiny at 512, 128 MB at 1024; past it they are projected again
+    MEMORY_KEYS_MB = 512
 
 
 @dataclass(frozen=True)

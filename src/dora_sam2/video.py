@@ -32,16 +32,13 @@ from .measuring import best_seconds
 from .memory_attention import AttentionPath, MemoryKeys, attend_memory, paths_for, remembered_keys, temporal_keys
 from .model import Sam2Backend
 from .processing import non_overlapping
+from .settings import FixedLimits
 from .streaming import FrameAnswer, ObjectMemory
 
 # The numbers of objects per memory-encoder batch that choose_memory_group_by_measuring times.
 MEMORY_GROUPS = (1, 2, 4, 8)
 # The logit SAM2 writes over the whole mask of an object it does not see (transformers' NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0
-# The most that the memory frames' kept keys (memory_attention.MemoryKeys) may take for the objects of one
-# frame, their whole windows counted: 32 MB an object for hiera-tiny at 512, 128 MB at 1024. Past it, a frame's
-# keys are projected again at each step, as without them.
-MEMORY_KEYS_MB = 512
 
 
 @dataclass(frozen=True)
@@ -323,14 +320,14 @@ class Sam2StreamingModel:
                 and self.attention_paths != (AttentionPath(0),))
 
     def _remembered_keys(self, tokens, position) -> tuple | None:
-        """These memories' keys in every layer (N, T, C), where kept: within MEMORY_KEYS_MB for the N objects'
-        whole windows."""
+        """These memories' keys in every layer (N, T, C), where kept: within FixedLimits.MEMORY_KEYS_MB for the
+        N objects' whole windows (past it, a frame's keys are projected again at each step)."""
         if not self._keeps_keys():
             return None
         layers = self.model.memory_attention.layers
         frame_bytes = len(layers) * tokens.shape[1] * layers[0].cross_attn_image.k_proj.out_features * 4
         window = self.num_maskmem + 1  # the prompted frames kept beside the tracked ones
-        if len(tokens) * window * frame_bytes > MEMORY_KEYS_MB * 2**20:
+        if len(tokens) * window * frame_bytes > FixedLimits.MEMORY_KEYS_MB * 2**20:
             return None
         return remembered_keys(self.model.memory_attention, tokens.to(self.backend.dtype), position)
 
