@@ -254,10 +254,9 @@ def test_no_keys_are_kept_past_their_bound(streaming, monkeypatch):
 
     _, memories = run_ours(streaming, 3, {0: {0: BOX_A, 1: BOX_B}})
     assert all(m.keys is not None for _, m in memories[0].spatial(3))
-    layers = streaming.model.memory_attention.layers
-    frame_bytes = len(layers) * streaming.size[0] * streaming.size[1] * layers[0].cross_attn_image.k_proj.out_features * 4
-    one_object = frame_bytes * (streaming.num_maskmem + 1)
-    monkeypatch.setattr(FixedLimits, "MEMORY_KEYS_MB", 1.5 * one_object / 2**20)  # room for one object's window, not two
+    _, first = memories[0].spatial(3)[0]
+    window = sum(k.nbytes for k in first.keys) * (streaming.num_maskmem + 1)  # 2 prompted frames, 6 tracked
+    monkeypatch.setattr(FixedLimits, "MEMORY_KEYS_MB", 1.5 * window / 2**20)  # room for one object's window
     _, memories = run_ours(streaming, 3, {0: {0: BOX_A, 1: BOX_B}})
     assert all(m.keys is None for memory in memories.values() for _, m in memory.spatial(3))
     _, memories = run_ours(streaming, 3, {0: {0: BOX_A}})

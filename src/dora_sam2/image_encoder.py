@@ -8,9 +8,9 @@ again, and builds sine position encodings for all four neck levels, one at a tim
 cache, of which segment mode reads none and tracking one; and where a map does not divide into its
 windows it projects the padding too. Here the blocks run the same operations on each token in the same
 order, without the unread scores and the padding's projections, each MLP in rows of tokens whose hidden
-activations stay in cache, and what depends only on the input size is kept: hiera-tiny at 512 on one thread encoded a frame in 626 ms against 711 in fp32, 277 against 355
-in bf16 (BENCHMARKS.md), before the padding and the first stage's layout were seen to, the features bit
-for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
+activations stay in cache, and what depends only on the input size is kept: hiera-tiny at 512 on one
+thread encoded a frame in 626 ms against 711 in fp32, 277 against 355 in bf16 (BENCHMARKS.md), before
+the padding, the first stage's layout and the MLP's rows were seen to, the features bit for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
 128x128 at 512; here its backbone runs its own forward and the neck runs as SAM 2's does.
 
 SAM 3's ViT and a `COMPILE=1` encoder run transformers' own forward. tests/test_image_encoder.py holds this
