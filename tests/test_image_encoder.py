@@ -84,7 +84,7 @@ def test_a_compiled_encoder_runs_its_own_forward(backend):
 def test_a_transformers_that_moved_what_it_reads_runs_its_own_forward(backend, monkeypatch):
     from transformers.models.sam2 import modeling_sam2
 
-    monkeypatch.delattr(modeling_sam2, "window_partition")
+    monkeypatch.delattr(modeling_sam2, "window_unpartition")
     assert not runs_here(backend.model) and backend.image_encoder is None
 
 
@@ -100,6 +100,22 @@ def test_an_encoder_set_to_compute_otherwise_runs_its_own_forward(backend):
         assert backend.image_encoder is not None
     backbone.config._attn_implementation = "eager"
     assert not runs_here(backend.model)
+
+
+def test_hooks_on_a_blocks_own_layers_are_called(backend):
+    """The products that take their bias after them read the layers' weights; a layer with a hook, or an
+    MLP with one, is called as a module."""
+    block = backend.model.vision_encoder.backbone.blocks[0]
+    calls = []
+    handles = [module.register_forward_hook(lambda module, *_: calls.append(module))
+               for module in (block.attn.qkv, block.mlp)]
+    pixels = backend.preprocess(random_frame(1, 96, 72).rgb)
+    with torch.inference_mode():
+        maps, _ = ImageEncoder(backend.model).features(pixels)
+        for handle in handles:
+            handle.remove()
+        assert_same(maps, transformers_features(backend.model, pixels)[0])
+    assert set(calls) == {block.attn.qkv, block.mlp}  # the MLP once for each row of tokens
 
 
 def test_hiera_tiny_whose_windows_take_padding_is_transformers_bit_for_bit():

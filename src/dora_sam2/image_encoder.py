@@ -3,15 +3,17 @@ transformers does on every frame and throws away; and EdgeTAM's (timm's RepViT, 
 
 transformers' `Sam2VisionModel` is most of a segment-mode frame's cost and, with it, each Hiera attention
 block computes a heads-by-heads matrix of scores for every token that nothing reads (a remnant beside the
-fused kernel that does the attention), Hiera interpolates the background positional embedding to the input size
-again, and builds sine position encodings for all four neck levels, one at a time through a one-entry
-cache, of which segment mode reads none and tracking one; and where a map does not divide into its
-windows it projects the padding too. Here the blocks run the same operations on each token in the same
-order, without the unread scores and the padding's projections, each MLP in rows of tokens whose hidden
-activations stay in cache, and what depends only on the input size is kept: hiera-tiny at 512 on one
-thread encoded a frame in 626 ms against 711 in fp32, 277 against 355 in bf16 (BENCHMARKS.md), before
-the padding, the first stage's layout and the MLP's rows were seen to, the features bit for bit the same. EdgeTAM's neck builds the same four encodings at every frame, the largest
-128x128 at 512; here its backbone runs its own forward and the neck runs as SAM 2's does.
+fused kernel that does the attention), Hiera interpolates the background positional embedding to the
+input size again, and builds sine position encodings for all four neck levels, one at a time through a
+one-entry cache, of which segment mode reads none and tracking one; and where a map does not divide into
+its windows it projects the padding too. Here the blocks run the same operations on each token in the
+same order, without the unread scores and the padding's projections, each MLP in rows of tokens whose
+hidden activations stay in cache, the narrow products' bias added after them, and what depends only on
+the input size is kept: hiera-tiny at 512 on one thread encoded a frame in 626 ms against 711 in fp32,
+277 against 355 in bf16 (BENCHMARKS.md), before the padding, the first stage's layout, the MLP's rows
+and the bias were seen to, the features bit for bit the same. EdgeTAM's neck builds the same four
+encodings at every frame, the largest 128x128 at 512; here its backbone runs its own forward and the
+neck runs as SAM 2's does.
 
 SAM 3's ViT and a `COMPILE=1` encoder run transformers' own forward. tests/test_image_encoder.py holds this
 to transformers' output, tests/test_edgetam.py EdgeTAM's.
@@ -25,11 +27,12 @@ import torch.nn.functional as F
 
 # What this module reads of transformers' SAM 2 modelling: where a release moves any of it, the encoder
 # runs transformers' own forward, slower and the same.
-FUNCTIONS = ("do_pool", "window_partition", "window_unpartition")
+FUNCTIONS = ("do_pool", "window_unpartition")
 INTERNALS = {
     "backbone": ("patch_embed", "pos_embed", "pos_embed_window", "_get_pos_embed", "blocks", "stage_ends"),
     "block": ("layer_norm1", "layer_norm2", "mlp", "attn", "dim", "dim_out", "window_size", "query_stride"),
     "attention": ("qkv", "proj", "num_attention_heads", "scale", "query_stride"),
+    "mlp": ("proj_in", "proj_out", "activation", "layers", "sigmoid_output"),
     "neck": ("convs", "fpn_top_down_levels", "position_encoding"),
 }
 
@@ -49,14 +52,15 @@ def runs_here(model) -> bool:
     if not isinstance(backbone, modeling_sam2.Sam2HieraDetModel) or not backbone.blocks:
         return False
     parts = {"backbone": backbone, "block": backbone.blocks[0], "attention": backbone.blocks[0].attn,
-             "neck": encoder.neck}
+             "mlp": backbone.blocks[0].mlp, "neck": encoder.neck}
     if not (all(hasattr(modeling_sam2, name) for name in FUNCTIONS) and all(
             hasattr(parts[part], name) for part, names in INTERNALS.items() for name in names)):
         return False
     # Its attention is the fused kernel, as transformers' `sdpa` path runs it; and it calls the parts of the
     # encoder, the backbone, the neck and the blocks directly, past any hook or gradient checkpointing set
     # on one of those (a hook that counts encodes, say).
-    modules = [encoder, backbone, encoder.neck, *(module for block in backbone.blocks for module in (block, block.attn))]
+    blocks = backbone.blocks
+    modules = [encoder, backbone, encoder.neck, *(module for block in blocks for module in (block, block.attn))]
     return backbone.config._attn_implementation == "sdpa" and not _hooked(modules)
 
 
@@ -131,8 +135,13 @@ class ImageEncoder:
 
 
 def _channels_first_in_memory(hidden: torch.Tensor) -> torch.Tensor:
-    """(1, h, w, C) the same, laid out in memory as (1, C, h, w)."""
-    return hidden.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    """(1, h, w, C) the same, laid out in memory as (1, C, h, w): as one (h * w, C) matrix transposed,
+    which PyTorch copies in cache-sized tiles (hiera-tiny's first stage at 512: 1.4 against 5.8 ms as a
+    4-d permute on one Xeon core)."""
+    batch, height, width, channels = hidden.shape
+    if batch != 1 or not hidden.is_contiguous():
+        return hidden.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    return hidden.view(-1, channels).T.contiguous().view(1, channels, height, width).permute(0, 2, 3, 1)
 
 
 def _block(block, hidden: torch.Tensor) -> torch.Tensor:
@@ -142,7 +151,7 @@ def _block(block, hidden: torch.Tensor) -> torch.Tensor:
     residual = hidden
     hidden = block.layer_norm1(hidden)
     if block.dim != block.dim_out:
-        residual = do_pool(block.proj(hidden), block.query_stride)
+        residual = do_pool(_linear(block.proj, hidden), block.query_stride)
     hidden = residual + _windowed_attention(block, hidden, tuple(residual.shape[1:3]))
     return _with_mlp(block, hidden)
 
@@ -162,18 +171,48 @@ def _with_mlp(block, hidden: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(tokens)
     for start in range(0, len(tokens), MLP_TOKENS):
         rows = tokens[start : start + MLP_TOKENS]
-        torch.add(rows, block.mlp(block.layer_norm2(rows)), out=out[start : start + MLP_TOKENS])
+        torch.add(rows, _mlp(block.mlp, block.layer_norm2(rows)), out=out[start : start + MLP_TOKENS])
     return out.view(hidden.shape)
+
+
+def _mlp(mlp, x: torch.Tensor) -> torch.Tensor:
+    """transformers' `Sam2FeedForward` of two layers (Hiera's), its products through `_linear`."""
+    if mlp.layers or mlp.sigmoid_output or _hooked([mlp]):
+        return mlp(x)
+    return _linear(mlp.proj_out, mlp.activation(_linear(mlp.proj_in, x)))
+
+
+# Input channels up to which a product over them sums in one pass (Intel MKL, fp32), so that adding the
+# bias after it gives what nn.Linear gives bit for bit; at 768 the sums already differ in the last bit.
+ONE_PASS_CHANNELS = 384
+
+
+def _bias_after(layer, x: torch.Tensor) -> bool:
+    """Whether `layer`'s product can take its bias after it: a plain fp32 layer on a CPU, no gradient kept,
+    at most ONE_PASS_CHANNELS input channels. nn.Linear copies the bias into the output first, and for
+    outputs far wider than their input (Hiera's first stage: 96 channels in, 576 out) that copy costs
+    more than an add after the product: 10 ms of a hiera-tiny@512 frame on one Xeon core."""
+    weight = layer.weight
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and layer.bias is not None
+            and weight.shape[1] <= ONE_PASS_CHANNELS and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not _hooked([layer]))
+
+
+def _linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x), the same bits, the bias added after the product where `_bias_after`."""
+    if type(layer) is not torch.nn.Linear or not _bias_after(layer, x):
+        return layer(x)
+    return torch.matmul(x, layer.weight.T).add_(layer.bias)
 
 
 def _windowed_attention(block, hidden: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The block's attention within its windows (over the whole map where it has none), at the output
     `size` (smaller than hidden's where the queries are pooled)."""
-    from transformers.models.sam2.modeling_sam2 import window_partition, window_unpartition
+    from transformers.models.sam2.modeling_sam2 import window_unpartition
 
     attention, window = block.attn, block.window_size
     if window == 0:
-        return attention.proj(_attend(attention, attention.qkv(hidden)))
+        return _linear(attention.proj, _attend(attention, _linear(attention.qkv, hidden)))
     height, width = hidden.shape[1:3]
     if height % window or width % window:
         # transformers pads the normalised tokens with zeros to whole windows and projects the padding
@@ -181,13 +220,13 @@ def _windowed_attention(block, hidden: torch.Tensor, size: tuple[int, int]) -> t
         # cropped. The same windows from the tokens' projection alone, the bias laid where the padding
         # was, and the output projected after the crop: at 512, hiera-tiny's later stages pad 32 to 42
         # and 16 to 21, and projected 72% more tokens than they have.
-        qkv = attention.qkv(hidden)
+        qkv = _linear(attention.qkv, hidden)
         bias = attention.qkv.bias
         padding = qkv.new_zeros(qkv.shape[-1]) if bias is None else bias.to(qkv.dtype)
         windows = _attend(attention, _windows(qkv, window, padding))
-        return attention.proj(_unwindowed(windows, size))
-    windows, padded = window_partition(hidden, window)
-    windows = attention.proj(_attend(attention, attention.qkv(windows)))
+        return _linear(attention.proj, _unwindowed(windows, size))
+    windows, padded = _windows(hidden, window), (height, width)
+    windows = _linear(attention.proj, _attend(attention, _linear(attention.qkv, windows)))
     if block.query_stride:  # pooled queries: the windows shrank with them
         window //= block.query_stride[0]
         padded = size
@@ -229,12 +268,18 @@ def _max_pool(x: torch.Tensor, stride) -> torch.Tensor:
     return pooled
 
 
-def _windows(x: torch.Tensor, window: int, padding: torch.Tensor) -> torch.Tensor:
+def _windows(x: torch.Tensor, window: int, padding: torch.Tensor | None = None) -> torch.Tensor:
     """transformers' `window_partition` of x, (B, H, W, C), with `padding` (C,) where it pads zeros:
-    (B * windows, window, window, C), in one pass over x."""
+    (B * windows, window, window, C), in one pass over x (transformers' pads a copy, then copies that)."""
     batch, height, width, channels = x.shape
     rows, cols = -(-height // window), -(-width // window)
-    windows = padding.expand(batch * rows * cols, window, window, channels).contiguous()
+    windows = x.new_empty(batch * rows * cols, window, window, channels)
+    tiled = _tiled(windows, batch, rows, cols)
+    cut_height, cut_width = height - (rows - 1) * window, width - (cols - 1) * window
+    if cut_height < window:
+        tiled[:, -1, cut_height:] = padding
+    if cut_width < window:
+        tiled[:, :, :, -1, cut_width:] = padding
     _as_image(windows, batch, rows, cols, x, lambda image_part, x_part: image_part.copy_(x_part))
     return windows
 
@@ -251,12 +296,18 @@ def _unwindowed(windows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _as_image(windows, batch, rows, cols, image, copy):
     """Calls `copy` with each part of the windows' picture that `image` (B, H, W, C) covers (whole
     windows, and the cut ones along the bottom and the right), and that part of `image`, alike in shape."""
+    tiled = _tiled(windows, batch, rows, cols)
     window = windows.shape[1]
-    tiled = windows.view(batch, rows, cols, window, window, -1).permute(0, 1, 3, 2, 4, 5)  # B, rows, y, cols, x, C
     for (row_part, y_part), ys, (r, h) in _spans(image.shape[1], window):
         for (col_part, x_part), xs, (c, w) in _spans(image.shape[2], window):
             part = image[:, ys, xs].unflatten(1, (r, h)).unflatten(3, (c, w))
             copy(tiled[:, row_part, y_part, col_part, x_part], part)
+
+
+def _tiled(windows: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
+    """(B * rows * cols, window, window, C) windows viewed as their picture: (B, rows, y, cols, x, C)."""
+    window = windows.shape[1]
+    return windows.view(batch, rows, cols, window, window, -1).permute(0, 1, 3, 2, 4, 5)
 
 
 def _spans(length: int, window: int):
