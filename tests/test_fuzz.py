@@ -102,6 +102,13 @@ def on_event(reader):
     return lambda input_id, value, meta: reader({"id": input_id, "value": value, "metadata": meta})
 
 
+def decoder_and_helpers(decoder, helpers, input_id, value, meta):
+    """What the node's `decoder` and each of masks.py's helpers for consumers (readers of whole events)
+    make of one message: each a value, or None where it refused with the node's InputError."""
+    return (decoded_or_input_error(decoder, input_id, value, meta),
+            [decoded_or_input_error(on_event(helper), input_id, value, meta) for helper in helpers])
+
+
 @st.composite
 def image_messages(draw):
     """Mostly near-valid raw or encoded images, headers that declare any size, plus anything at all."""
@@ -133,12 +140,10 @@ def image_messages(draw):
 @given(image_messages())
 def test_frame_decoders(message):
     """The node's, the click page's and the rerun viewer's frame reader, and masks.frame_pixels."""
-    value, meta = message
-    frame = decoded_or_input_error(codecs.decode_frame, "image", value, meta)
+    frame, [pixels] = decoder_and_helpers(codecs.decode_frame, [masks.frame_pixels], "image", *message)
     if frame is not None:
         assert frame.rgb.dtype == np.uint8 and frame.rgb.ndim == 3 and frame.rgb.shape[2] == 3
         assert frame.width > 0 and frame.height > 0
-    pixels = decoded_or_input_error(on_event(masks.frame_pixels), "image", value, meta)
     assert (pixels is None) == (frame is None)
 
 
@@ -250,14 +255,11 @@ def answer_messages(draw):
 @given(answer_messages())
 def test_answer_decoders(message):
     """The rerun viewer's and the click page's reader, and the consumer helpers of masks.py."""
-    value, meta = message
-    answer = decoded_or_input_error(codecs.decode_answer, "masks", value, meta)
+    answer, stack_and_union = decoder_and_helpers(codecs.decode_answer, [masks.decode_masks, masks.decode_union],
+                                                  "masks", *message)
     if answer is not None:
         assert answer.masks.dtype == np.bool_ and len(answer.scores) == len(answer.class_names) == len(answer)
-    for helper in (masks.decode_masks, masks.decode_union):
-        decoded = decoded_or_input_error(on_event(helper), "mask", value, meta)
-        if decoded is not None:
-            assert decoded.dtype == np.bool_
+    assert all(decoded.dtype == np.bool_ for decoded in stack_and_union if decoded is not None)
 
 
 json_values = st.recursive(
