@@ -269,17 +269,24 @@ def _max_pool(x: torch.Tensor, stride) -> torch.Tensor:
 
 
 def _windows(x: torch.Tensor, window: int, padding: torch.Tensor | None = None) -> torch.Tensor:
-    """transformers' `window_partition` of x, (B, H, W, C), with `padding` (C,) where it pads zeros:
-    (B * windows, window, window, C), in one pass over x (transformers' pads a copy, then copies that)."""
+    """transformers' `window_partition` of x, (B, H, W, C), with `padding` (C,) where it pads zeros (None
+    where x divides into windows): (B * windows, window, window, C), in one pass over x (transformers'
+    pads a copy, then copies that)."""
     batch, height, width, channels = x.shape
     rows, cols = -(-height // window), -(-width // window)
-    windows = x.new_empty(batch * rows * cols, window, window, channels)
-    tiled = _tiled(windows, batch, rows, cols)
-    cut_height, cut_width = height - (rows - 1) * window, width - (cols - 1) * window
-    if cut_height < window:
-        tiled[:, -1, cut_height:] = padding
-    if cut_width < window:
-        tiled[:, :, :, -1, cut_width:] = padding
+    if padding is not None and torch.is_grad_enabled():
+        # Training lays the padding over every window first, as it did before the edges alone were
+        # written: the padding's gradient is then summed in the same order. Another order rounds it
+        # otherwise (1e-9), and a model trained from scratch follows that elsewhere.
+        windows = padding.expand(batch * rows * cols, window, window, channels).contiguous()
+    else:
+        windows = x.new_empty(batch * rows * cols, window, window, channels)
+        tiled = _tiled(windows, batch, rows, cols)
+        cut_height, cut_width = height - (rows - 1) * window, width - (cols - 1) * window
+        if cut_height < window:
+            tiled[:, -1, cut_height:] = padding
+        if cut_width < window:
+            tiled[:, :, :, -1, cut_width:] = padding
     _as_image(windows, batch, rows, cols, x, lambda image_part, x_part: image_part.copy_(x_part))
     return windows
 
