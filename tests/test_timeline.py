@@ -83,6 +83,18 @@ def test_the_same_answer_twice_is_repeated_not_written_again():
     assert again.repeated == ["a0 again"] and again.pairs == []
 
 
+def test_two_answers_that_came_before_their_frame_pair_once():
+    """The same answer twice, both before the frame (dora hands inputs over by fairness): the frame is
+    written once, the second answer is repeated. Found by the dataset writer's fuzz test, with answers and
+    a frame that carried no timestamp."""
+    for stamp in (at(0), None):
+        ledger = EachFrameOnce()
+        assert ledger.answer("image", stamp, "a0").pairs == []
+        assert ledger.answer("image", stamp, "a0 again").pairs == []
+        settled = ledger.frame("image", stamp, "f0")
+        assert settled.pairs == [("a0", "f0")] and settled.repeated == ["a0 again"], stamp
+
+
 def test_two_frames_stamped_within_the_tolerance_each_get_their_own_answer():
     """Two frames stamped closer than the tolerance that two stamps of one frame are held to (no camera
     sends that fast, but nothing here rests on it): the closest stamp wins."""

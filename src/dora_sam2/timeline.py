@@ -176,6 +176,9 @@ class EachFrameOnce(Generic[F, A]):
             self._frames[camera], self._answered[camera] = deque(), RecentByTime(self.size)
         for stamp, answer in self._waiting.due(camera, timestamp):
             if stamp is None or not is_newer(timestamp, stamp):  # its own frame, to dora's precision
+                if settled.pairs:  # a second answer waited for this frame: the frame is written once
+                    settled.repeated.append(answer)
+                    continue
                 settled.pairs.append((answer, frame))
                 self._answered[camera].add(timestamp, True)
             else:
