@@ -176,7 +176,10 @@ class EachFrameOnce(Generic[F, A]):
             self._frames[camera], self._answered[camera] = deque(), RecentByTime(self.size)
         for stamp, answer in self._waiting.due(camera, timestamp):
             if stamp is None or not is_newer(timestamp, stamp):  # its own frame, to dora's precision
-                if settled.pairs:  # a second answer waited for this frame: the frame is written once
+                if settled.pairs and stamp is None:  # no timestamps: answers come in the frames' order,
+                    settled.frameless.extend(self._waiting.add(camera, None, answer))  # so it is the next's
+                    continue
+                if settled.pairs:  # a second answer for this frame: the frame is written once
                     settled.repeated.append(answer)
                     continue
                 settled.pairs.append((answer, frame))
