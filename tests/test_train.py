@@ -246,7 +246,9 @@ def test_training_raises_the_box_miou_it_reports(tmp_path):
     """600 image steps from random weights on a small world: the masks its boxes give fit far better than
     before, by the trainer's own validation (held, in turn, to the world's masks by box_miou's test).
     Before the prompt encoder shared the image's positional embedding, this model learnt one mask for
-    every prompt and stayed near 0.1."""
+    every prompt and stayed near 0.1. At `--new`'s 3e-4 seeds 0-3 reach 0.64-0.69; at 1e-3, the old
+    default, they spread from 0.15 to 0.63 (the step where it starts to read prompts came early or late),
+    and a change of the gradient's last bits flipped this test."""
     world = tmp_path / "world"
     subprocess.run(WORLD + [str(world), "--clips", "2", "--frames", "12", "--size", "160x120", "--seed", "3",
                             "--footage", "none", "--no-video"], check=True, capture_output=True, timeout=120)
@@ -256,7 +258,7 @@ def test_training_raises_the_box_miou_it_reports(tmp_path):
     card = (out / "README.md").read_text()
     before = float(card.split('"box mIoU before": ')[1].split(",")[0])
     after = float(card.split('"box mIoU after": ')[1].split("\n")[0])
-    assert after > before + 0.2, (before, after)
+    assert after > before + 0.4, (before, after)
 
 
 def test_box_miou_is_one_for_a_model_that_answers_with_the_truth(world):

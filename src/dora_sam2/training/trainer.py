@@ -38,7 +38,7 @@ class Plan:
     out: Path
     steps: int = 0  # 0: as many as `minutes` allows
     minutes: float = 0.0  # 0: no time budget (then `steps` ends the run)
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4  # dora-sam2-train's NEW_LEARNING_RATE
     video_share: float = 0.5  # of steps: a clip through memory rather than one frame
     video_after: float = 0.0  # of the run: image steps only before it (a model from scratch learns prompts first)
     focus_steps: int = 0  # the first steps sample only the first `focus_clips` clips of the first dataset
