@@ -18,6 +18,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -118,9 +119,13 @@ class Dataset:
         """Whether any clip names its objects across frames (the video stage needs that)."""
         return any(i.track_id is not None for clip in self.clips for f in clip for i in f.instances)
 
+    @cached_property
+    def prompted_frames(self) -> tuple[FrameRecord, ...]:
+        """The frames with an object large enough to prompt: what the image stage samples from."""
+        return tuple(f for clip in self.clips for f in clip if any(i.area >= MIN_AREA for i in f.instances))
+
     def image_sample(self, rng: np.random.Generator, max_objects: int) -> ImageSample:
-        with_objects = [f for clip in self.clips for f in clip if any(i.area >= MIN_AREA for i in f.instances)]
-        record = with_objects[rng.integers(len(with_objects))]
+        record = self.prompted_frames[rng.integers(len(self.prompted_frames))]
         instances = [i for i in record.instances if i.area >= MIN_AREA]
         chosen = rng.permutation(len(instances))[:max_objects]
         return ImageSample(record.rgb(), np.stack([record.mask(instances[i]) for i in chosen]))

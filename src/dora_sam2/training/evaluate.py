@@ -14,7 +14,7 @@ from .prompts import box
 def box_miou(backend: Sam2Backend, dataset: Dataset, frames: int = 50) -> float:
     """Mean IoU of the mask each object's tight box gives, with its true mask, over up to `frames`
     frames spread evenly through the dataset (the same frames every time)."""
-    records = [f for clip in dataset.clips for f in clip if any(i.area >= MIN_AREA for i in f.instances)]
+    records = dataset.prompted_frames
     chosen = [records[i] for i in np.linspace(0, len(records) - 1, min(frames, len(records))).astype(int)]
     ious = []
     for record in chosen:
