@@ -233,6 +233,7 @@ def test_focus_steps_come_first_and_the_run_goes_on_from_where_they_ended(world,
     (["--new", "micro"], "say how long: --steps N or --minutes M"),
     (["--steps", "3"], "say what to train"),
     (["--new", "micro", "--steps", "3", "--clip-frames", "0"], "--clip-frames must be from 1"),
+    (["--new", "micro", "--steps", "3", "--processes", "0"], "--processes must be from 1"),
     (["--from", "/no/such/model", "--steps", "3"], "/no/such/model"),
     (["--new", "micro", "--steps", "3", "--resume"], "no training run to resume"),
 ])
@@ -242,23 +243,93 @@ def test_the_command_says_what_is_wrong_in_one_line(world, tmp_path, args, says)
     assert "Traceback" not in run.stderr
 
 
-def test_training_raises_the_box_miou_it_reports(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_training_raises_the_box_miou_it_reports(tmp_path, processes):
     """600 image steps from random weights on a small world: the masks its boxes give fit far better than
     before, by the trainer's own validation (held, in turn, to the world's masks by box_miou's test).
     Before the prompt encoder shared the image's positional embedding, this model learnt one mask for
     every prompt and stayed near 0.1. At `--new`'s 3e-4 seeds 0-3 reach 0.64-0.69; at 1e-3, the old
     default, they spread from 0.15 to 0.63 (the step where it starts to read prompts came early or late),
-    and a change of the gradient's last bits flipped this test."""
+    and a change of the gradient's last bits flipped this test. Two processes (data-parallel, two samples
+    a step) reached 0.80: a gradient averaged wrongly, or models that part, would not learn."""
     world = tmp_path / "world"
     subprocess.run(WORLD + [str(world), "--clips", "2", "--frames", "12", "--size", "160x120", "--seed", "3",
                             "--footage", "none", "--no-video"], check=True, capture_output=True, timeout=120)
     out = tmp_path / "model"
-    run = train(out, "--data", world, "--val", world, "--new", "micro", "--steps", "600", "--video-share", "0")
+    run = train(out, "--data", world, "--val", world, "--new", "micro", "--steps", "600", "--video-share", "0",
+                "--processes", processes, "--threads", "1")
     assert run.returncode == 0, run.stderr
     card = (out / "README.md").read_text()
     before = float(card.split('"box mIoU before": ')[1].split(",")[0])
     after = float(card.split('"box mIoU after": ')[1].split("\n")[0])
     assert after > before + 0.4, (before, after)
+
+
+def _share_known_gradients(replicas, out: Path) -> None:
+    """Each process sets gradients the test chose, shares them twice, and writes what it got."""
+    from dora_sam2.training.parallel import Replicas
+
+    assert isinstance(replicas, Replicas)
+    a, b, c = (torch.nn.Parameter(torch.zeros(n)) for n in (3, 2, 1))
+    results = []
+    # 1: both count; b has a gradient on the second process only, c on neither
+    a.grad = torch.tensor([1.0, 1.0, 1.0]) if replicas.rank == 0 else torch.tensor([3.0, 5.0, 7.0])
+    b.grad = None if replicas.rank == 0 else torch.tensor([4.0, 4.0])
+    shared = replicas.share([a, b, c], True, 1.0 + 2 * replicas.rank, replicas.rank == 1)
+    results.append({"a": a.grad.tolist(), "b": b.grad.tolist(), "c": c.grad, "counted": shared.counted,
+                    "seconds": shared.seconds, "stop": shared.stop})
+    # 2: the second process's sample could not be read: it gives no gradient and is not counted
+    a.grad, b.grad = (torch.tensor([2.0, 4.0, 6.0]), None) if replicas.rank == 0 else (None, None)
+    shared = replicas.share([a, b, c], replicas.rank == 0, 1.0, False)
+    results.append({"a": a.grad.tolist(), "b": b.grad, "counted": shared.counted, "stop": shared.stop})
+    (out / f"{replicas.rank}.json").write_text(json.dumps(results))
+
+
+def test_processes_share_the_mean_gradient_of_the_samples_that_counted(tmp_path):
+    """What each of two processes holds after a step: the mean of their gradients over the processes whose
+    sample counted (a parameter one sample left untouched counts as zero there; one no sample touched
+    keeps no gradient, so AdamW leaves it be), the mean step time, and a stop asked of either."""
+    from dora_sam2.training import parallel
+
+    parallel.run(2, _share_known_gradients, (tmp_path,), "%(message)s")
+    first = [{"a": [2.0, 3.0, 4.0], "b": [2.0, 2.0], "c": None, "counted": 2, "seconds": 2.0, "stop": True},
+             {"a": [2.0, 4.0, 6.0], "b": None, "counted": 1, "stop": False}]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"{rank}.json").read_text()) == first
+
+
+def test_processes_stop_together_on_ctrl_c_and_go_on_with_each_ones_samples(world, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group, each at its own moment: they stop after one
+    step, save, and a resumed run of two processes goes on from that step."""
+    import os
+    import signal
+    import time
+
+    out, log = tmp_path / "model", tmp_path / "train.log"
+    with open(log, "w") as stderr:
+        run = subprocess.Popen(TRAIN + [str(out), "--data", str(world), "--new", "micro", "--minutes", "3",
+                                        "--processes", "2", "--threads", "1"],
+                               stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "training micro" not in log.read_text() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        while run.poll() is None and time.monotonic() < deadline:  # until both have installed their handler
+            os.killpg(run.pid, signal.SIGINT)
+            time.sleep(1)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    said = log.read_text()
+    assert run.wait() == 0 and "Traceback" not in said, said[-3000:]
+    assert "stopped at step" in said, said[-3000:]
+    state = torch.load(out / "training-state.pt", weights_only=False)
+    stopped = state["progress"]["step"]
+    assert len(state["replicas"]) == 1  # the second process's random generators, to go on with
+    assert state["rng"] != state["replicas"][0]["rng"]  # each drew its own samples
+    resumed = train(out, "--data", world, "--resume", "--steps", stopped + 3, "--processes", "2", "--threads", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(out / "training-state.pt", weights_only=False)["progress"]["step"] == stopped + 3
 
 
 def test_box_miou_is_one_for_a_model_that_answers_with_the_truth(world):

@@ -14,13 +14,15 @@ the end; `--resume` goes on from it. Ctrl-C stops after the current step and kee
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 
+from . import parallel
 from .data import Dataset, DatasetError
 from .trainer import STATE, Plan, Trainer, write_card
 
@@ -29,7 +31,6 @@ log = logging.getLogger("dora_sam2.train")
 MAX_STEPS = 10_000_000
 MAX_MINUTES = 7 * 24 * 60.0
 MAX_CLIP_FRAMES = 64  # memory for gradients grows with every frame of a clip
-MAX_OBJECTS = 64
 # The peak learning rate when --learning-rate is not given. From random weights, 3e-4: at 1e-3 a model
 # learns to read its prompts early or late by luck (600 steps on a small world: box mIoU 0.15 to 0.63 over
 # four seeds, 0.64 to 0.69 at 3e-4), and on the fixture's data 3e-4 alone does as well as the fixture's
@@ -41,8 +42,11 @@ NEW_LEARNING_RATE = 3e-4
 FINE_TUNE_LEARNING_RATE = 1e-4
 
 
+LOG_FORMAT = "%(levelname)s dora-sam2-train: %(message)s"
+
+
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s dora-sam2-train: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     parser = _parser()
     args = parser.parse_args(argv)
     _check(parser, args)
@@ -54,6 +58,7 @@ def main(argv=None) -> None:
 
 
 def _run(args, argv) -> int:
+    """Everything that can be wrong with the arguments is found here, before any training process starts."""
     from ..devices import prepare_cpu, resolve_device
     from ..loading import ModelLoadError, load_sam2
     from ..random_model import build
@@ -69,8 +74,12 @@ def _run(args, argv) -> int:
     datasets = [Dataset.read(d) for d in args.data]
     validation = Dataset.read(args.val) if args.val else None
     device = resolve_device(args.device)
+    if args.processes > 1 and device.type != "cpu":
+        raise ValueError(f"--processes splits training over CPU cores; on {device} train with one process "
+                         "(leave --processes out).")
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.processes)
     if device.type == "cpu":
-        prepare_cpu(args.threads)  # as the node does: each step frees what the next allocates
+        prepare_cpu(threads)  # as the node does: each step frees what the next allocates
     try:
         if args.resume:
             model = load_sam2(str(plan.out), video=True)
@@ -81,30 +90,63 @@ def _run(args, argv) -> int:
             model = load_sam2(args.source, video=True, image_size=args.image_size)
     except ModelLoadError as error:
         raise ValueError(str(error)) from None
-    trainer = Trainer(model, plan, datasets, device, str(plan.out))
+    command = "dora-sam2-train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.processes == 1:
+        _train(None, model, plan, datasets, validation, device, threads, args, command)
+    else:
+        # as bytes, not tensors: spawn hands tensors over in shared memory, which a container's /dev/shm
+        # (64 MB in Docker unless told) cannot hold for a large model; each process loads its own copy
+        parallel.run(args.processes, _train, (_as_bytes(model), plan, datasets, validation, device, threads,
+                                              args, command), LOG_FORMAT)
+    return 0
+
+
+def _train(replicas: parallel.Replicas | None, model, plan: Plan, datasets: list[Dataset],
+           validation: Dataset | None, device, threads: int, args, command: str) -> None:
+    """One process's run (of one, or of --processes, where `model` comes as bytes): the first reports,
+    validates and writes the card."""
+    if replicas is not None:
+        import torch
+
+        from ..devices import prepare_cpu
+
+        prepare_cpu(threads)
+        model = torch.load(io.BytesIO(model), weights_only=False)
+    trainer = Trainer(model, plan, datasets, device, str(plan.out), replicas)
+    first = trainer.rank == 0
     if args.resume:
         trainer.resume()
     figures = {}
-    if validation is not None:
+    if validation is not None and first:
         figures["box mIoU before"] = _validate(trainer, validation)
-    log.info("training %s (%.1f M parameters) on %d frames from %d dataset(s), on %s",
+    log.info("training %s (%.1f M parameters) on %d frames from %d dataset(s), on %s%s",
              args.new or args.source or plan.out, sum(p.numel() for p in model.parameters()) / 1e6,
-             sum(d.frames for d in datasets), len(datasets), device)
+             sum(d.frames for d in datasets), len(datasets), device,
+             f", {args.processes} processes of {threads} thread(s)" if replicas else "")
     _loop(trainer, validation)
     trainer.save()
+    if not first:
+        return
     if validation is not None:
         figures["box mIoU after"] = _validate(trainer, validation)
-    command = "dora-sam2-train " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_card(plan.out, command, {"steps": trainer.progress.step, "minutes": round(trainer.progress.seconds / 60, 1),
-                                   "device": str(device), "data": [str(d) for d in args.data],
+                                   "device": str(device), "processes": args.processes,
+                                   "data": [str(d) for d in args.data],
                                    "from": args.new and f"random {args.new}" or args.source or "resumed",
                                    "last losses": trainer.progress.recent} | figures)
-    if trainer.unreadable:
-        log.warning("%d of %d samples could not be read and were passed over", trainer.unreadable,
-                    trainer.progress.step)
+    if trainer.unreadable_in_run:
+        log.warning("%d of %d samples could not be read and were passed over", trainer.unreadable_in_run,
+                    trainer.progress.step * args.processes)
     log.info("%s: %d steps in %.1f min; load it with MODEL=%s", plan.out, trainer.progress.step,
              trainer.progress.seconds / 60, plan.out)
-    return 0
+
+
+def _as_bytes(model) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
 
 
 def _learning_rate(args) -> float:
@@ -129,14 +171,14 @@ def _validate(trainer: Trainer, validation: Dataset) -> float:
 def _loop(trainer: Trainer, validation: Dataset | None) -> None:
     from tqdm import tqdm
 
-    stop = {"asked": False}
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.update(asked=True))
-    saved = time.monotonic()
+    first = trainer.rank == 0
+    previous = signal.signal(signal.SIGINT, lambda *_: setattr(trainer, "stop_asked", True))
+    saved = trainer.progress.seconds  # training time, which every process of a run counts alike
     sums: dict[str, list[float]] = {}
     try:
         with tqdm(total=trainer.plan.steps or None, initial=trainer.progress.step, unit="step",
-                  dynamic_ncols=True) as bar:
-            while not trainer.done() and not stop["asked"]:
+                  dynamic_ncols=True, disable=not first) as bar:
+            while not trainer.done() and not trainer.stopping:
                 for name, value in trainer.step().items():
                     if name != "stage":
                         sums.setdefault(name, []).append(value)
@@ -145,14 +187,14 @@ def _loop(trainer: Trainer, validation: Dataset | None) -> None:
                     trainer.progress.recent = {k: round(sum(v) / len(v), 4) for k, v in sums.items()}
                     sums.clear()
                     bar.set_postfix(trainer.progress.recent | {"min": round(trainer.progress.seconds / 60, 1)})
-                if time.monotonic() - saved > trainer.plan.checkpoint_minutes * 60:
+                if trainer.progress.seconds - saved > trainer.plan.checkpoint_minutes * 60:
                     trainer.save()
-                    if validation is not None:
+                    if validation is not None and first:
                         _validate(trainer, validation)
-                    saved = time.monotonic()
+                    saved = trainer.progress.seconds
     finally:
         signal.signal(signal.SIGINT, previous)
-    if stop["asked"]:
+    if trainer.stopping:
         log.info("stopped at step %d: saving what was learned (go on with --resume)", trainer.progress.step)
 
 
@@ -194,7 +236,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder and memory only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores this process may use)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="CPU processes training side by side, each on its own samples (data-parallel; one "
+                             "per core uses them best)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per process (0: the cores this process may use, shared among --processes)")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
     return parser
 
@@ -207,6 +253,7 @@ def _check(parser: argparse.ArgumentParser, args) -> None:
     bounds = {"--steps": (args.steps, 0, MAX_STEPS), "--minutes": (args.minutes, 0, MAX_MINUTES),
               "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1), "--video-after": (args.video_after, 0, 1), "--focus-steps": (args.focus_steps, 0, MAX_STEPS),
               "--learning-rate": (args.learning_rate or 0, 0, 1), "--focus-learning-rate": (args.focus_learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
+              "--processes": (args.processes, 1, parallel.MAX_PROCESSES),
               "--checkpoint-minutes": (args.checkpoint_minutes, 0.1, MAX_MINUTES)}
     for name, (value, low, high) in bounds.items():
         if not (low <= value <= high):
