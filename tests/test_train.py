@@ -314,9 +314,12 @@ def test_processes_stop_together_on_ctrl_c_and_go_on_with_each_ones_samples(worl
         deadline = time.monotonic() + 300
         while "training micro" not in log.read_text() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        while run.poll() is None and time.monotonic() < deadline:  # until both have installed their handler
+        # again until they agree to stop (a process may not have its handler yet), then no more: the parent
+        # takes Ctrl-C back once they are done
+        while run.poll() is None and "stopped at step" not in log.read_text() and time.monotonic() < deadline:
             os.killpg(run.pid, signal.SIGINT)
             time.sleep(1)
+        run.wait(timeout=max(1, deadline - time.monotonic()))
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
