@@ -411,3 +411,45 @@ def test_reset_is_final_even_while_revival_is_on():
     t.reset()
     frame = render(1, objects)
     assert ids_by_colour(frame, t.step(frame, detect(frame, objects))) == {RED: 3, GREEN: 4} and t.revived == 0
+
+
+class Remembered(tuple):
+    """A colour as ObjectMemory keeps it: with a pointer, as SAM 2's memories have."""
+
+    @property
+    def pointer(self):
+        return self
+
+
+class WindowedColours(ColourSegmenter):
+    """The colour segmenter with SAM 2's memory bank (2 tracked frames, 3 pointers), following the newest colour."""
+
+    def new_memory(self):
+        from dora_sam2.streaming import ObjectMemory
+
+        return ObjectMemory(recent=2, pointers=3)
+
+    def track(self, frame, memories, frame_index):
+        return self._segment(frame, [max(m.prompted.items())[1] for m in memories])
+
+    def remember(self, frame, step, prompted, apart=False):
+        return [Remembered(int(c) for c in colour) for colour in step.colours]
+
+
+@pytest.mark.parametrize("forget, tracked_after_round, pointers_after_round", [(True, [], []), (False, [2, 3], [1, 2, 3])])
+def test_forget_on_prompt_leaves_a_re_prompted_track_its_prompted_frames_only(forget, tracked_after_round,
+                                                                              pointers_after_round):
+    """Detections on frames 0 and 4, frames 1-3 and 5 tracked: FORGET_ON_PROMPT drops frames 1-3 from the
+    track's memory at the round, as if the track began there with its first prompt kept; off, SAM 2 keeps its
+    last 2 tracked frames (and 3 pointers) beside both prompted ones."""
+    t = Tracker(WindowedColours(), plain(forget_on_prompt=forget))
+    for i in range(6):
+        objects = {RED: (5 + i, 10)}
+        frame = render(i, objects)
+        t.step(frame, detect(frame, objects) if i % 4 == 0 else None)
+        if i == 4:
+            memory = t.tracks[0].memory
+            assert sorted(memory.prompted) == [0, 4]
+            assert [f for f, _ in memory.recent] == tracked_after_round
+            assert [f for f, _ in memory.recent_pointers] == pointers_after_round
+    assert [f for f, _ in t.tracks[0].memory.recent] == tracked_after_round[-1:] + [5]

@@ -125,6 +125,7 @@ class Settings:
     mask_layout: str = "union"  # `mask`: the objects' union, one H*W mask (the seed's format), or `stack`
     clock_jump_seconds: float = 60.0  # track mode: camera time back, or ahead by more than this, is a jump
     non_overlap: str = "off"  # track mode: SAM 2's non-overlapping constraint, on what the memory sees or on all
+    forget_on_prompt: bool = False  # track mode: a track prompted again forgets the frames it tracked before
     limits: Limits = Limits()
 
     @classmethod
@@ -193,6 +194,7 @@ class Settings:
             mask_layout=mask_layout,
             clock_jump_seconds=float_setting(env, "CLOCK_JUMP_SECONDS", cls.clock_jump_seconds, minimum=0.001),
             non_overlap=non_overlap,
+            forget_on_prompt=bool_setting(env, "FORGET_ON_PROMPT", cls.forget_on_prompt),
             limits=limits,
         )
 

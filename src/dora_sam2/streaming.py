@@ -49,6 +49,12 @@ class ObjectMemory:
             self.recent.append((frame_index, memory))
             self.recent_pointers.append((frame_index, memory.pointer))
 
+    def forget_tracked(self) -> None:
+        """Drops the tracked frames (and their pointers), keeping the prompted ones: what FORGET_ON_PROMPT does
+        when a new prompt comes, so that the frames after it read the prompt and not the guesses before it."""
+        self.recent.clear()
+        self.recent_pointers.clear()
+
     def spatial(self, frame_index: int) -> list[tuple[int, object]]:
         """(temporal offset, memory) in SAM2's order: prompted frames (offset 0), then tracked, oldest first."""
         window = self.recent.maxlen

@@ -154,6 +154,11 @@ class TrackPolicy:
     # SAM 2's non-overlapping constraint (NON_OVERLAP): each pixel to the object that claims it most, in what
     # the memory encoder sees ("memory") or in that and the masks sent ("all"); "off" = each object on its own
     non_overlap: str = "off"
+    # FORGET_ON_PROMPT: a track prompted again (a detection round, a click) drops its tracked frames from
+    # before, keeping its prompted ones. Off is SAM 2's way, for models trained with prompts on later frames of
+    # a clip, as Meta's are; dora-sam2-train prompts a clip's first frame only, and such a model lost half its
+    # objects on the frame after a round when it read tracked frames older than its newest prompt (BENCHMARKS.md).
+    forget_on_prompt: bool = False
 
     @classmethod
     def from_settings(cls, settings) -> "TrackPolicy":
@@ -162,7 +167,8 @@ class TrackPolicy:
         lost = LostAfter(s.lost_frames, frames=True) if s.lost_seconds is None else LostAfter(s.lost_seconds)
         return cls(max_objects=s.max_objects, lost=lost, match_iou=s.match_iou, match_reach=s.match_reach,
                    detector_misses=s.detector_misses, revive_seconds=s.revive_seconds,
-                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds, non_overlap=s.non_overlap)
+                   max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds, non_overlap=s.non_overlap,
+                   forget_on_prompt=s.forget_on_prompt)
 
 
 class Tracker:
@@ -211,6 +217,8 @@ class Tracker:
             found = self.model.postprocess(step, frame, apart=self.policy.non_overlap == "all")
         self._apply(plan)
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
+            if was_prompted and self.policy.forget_on_prompt:
+                track.memory.forget_tracked()
             track.memory.add(self._frame_index, memory, was_prompted)
         answer = self._masks(frame, found.masks, found.scores, found.visible)
         self._follow(found.masks, found.visible)
