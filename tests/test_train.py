@@ -132,6 +132,36 @@ def test_a_world_dataset_reads_as_clips_whose_masks_are_the_worlds(world):
             np.testing.assert_array_equal(sample.masks[0, n], seen.mask)
 
 
+@pytest.mark.parametrize("again, memories", [
+    # frame 1 reads the first prompt; frame 3 both prompts and frame 1, tracked before the second (at offset 2)
+    (1.0, {1: ([0], []), 3: ([0, 2], [1])}),
+    (0.0, {1: ([0], []), 2: ([0], [1]), 3: ([0], [1, 2])}),  # prompted on the first frame only
+])
+def test_a_clip_prompted_again_is_tracked_from_the_memory_a_detection_round_leaves(micro_model_dir, again, memories):
+    """--prompt-again: a clip's objects prompted again on a later frame, so that the frame after it reads what
+    the tracker's memory holds after a round: both prompts and the tracked frame before the second."""
+    from dora_sam2.model import Sam2Backend
+    from dora_sam2.training import steps
+    from dora_sam2.training.data import ClipSample
+    from dora_sam2.video import Sam2StreamingModel
+
+    model = Sam2StreamingModel(Sam2Backend.load(str(micro_model_dir), dtype="float32", video=True))
+    rng = np.random.default_rng(0)
+    masks = np.zeros((4, 2, 72, 96), bool)
+    masks[:, 0, 10:30, 10:30] = masks[:, 1, 40:60, 50:80] = True  # both in view on every frame
+    sample = ClipSample([rng.integers(0, 255, (72, 96, 3), dtype=np.uint8) for _ in range(4)], masks, (1, 2))
+    seen, track = {}, model.track
+
+    def spy(features, objects, frame_index):
+        seen[frame_index] = (sorted(objects[0].prompted), [i for i, _ in objects[0].recent])
+        return track(features, objects, frame_index)
+
+    model.track = spy
+    scored = steps.clip_step(model, sample, np.random.default_rng(1), box_share=1.0, prompt_again=again)
+    assert seen == memories
+    assert math.isfinite(float(scored.total))
+
+
 @pytest.mark.parametrize("write, says", [
     (None, "holds no annotations.json"),
     ("not json", "is not COCO instances"),
@@ -234,6 +264,7 @@ def test_focus_steps_come_first_and_the_run_goes_on_from_where_they_ended(world,
     (["--steps", "3"], "say what to train"),
     (["--new", "micro", "--steps", "3", "--clip-frames", "0"], "--clip-frames must be from 1"),
     (["--new", "micro", "--steps", "3", "--processes", "0"], "--processes must be from 1"),
+    (["--new", "micro", "--steps", "3", "--prompt-again", "1.5"], "--prompt-again must be from 0"),
     (["--from", "/no/such/model", "--steps", "3"], "/no/such/model"),
     (["--new", "micro", "--steps", "3", "--resume"], "no training run to resume"),
 ])

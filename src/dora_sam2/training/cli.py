@@ -64,7 +64,9 @@ def _run(args, argv) -> int:
     from ..random_model import build
 
     plan = Plan(out=Path(args.out), steps=args.steps, minutes=args.minutes, learning_rate=_learning_rate(args),
-                video_share=args.video_share, video_after=args.video_after, focus_steps=args.focus_steps, focus_learning_rate=args.focus_learning_rate, clip_frames=args.clip_frames, seed=args.seed,
+                video_share=args.video_share, video_after=args.video_after, focus_steps=args.focus_steps,
+                focus_learning_rate=args.focus_learning_rate, clip_frames=args.clip_frames,
+                prompt_again=args.prompt_again, seed=args.seed,
                 checkpoint_minutes=args.checkpoint_minutes, freeze_encoder=args.freeze_encoder)
     state = plan.out / STATE
     if state.exists() and not args.resume:
@@ -224,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"the peak learning rate (default {NEW_LEARNING_RATE:g} with --new, {FINE_TUNE_LEARNING_RATE:g} "
                              "with --from: a trained model forgets at more; --resume: the run's own)")
     parser.add_argument("--video-share", type=float, default=0.5, help="share of steps that train on clips (0-1)")
+    parser.add_argument("--prompt-again", type=float, default=0.0,
+                        help="share of clips whose objects are prompted again on a later frame, as a detection "
+                             "round does (0-1; clips of 4 frames or more)")
     parser.add_argument("--video-after", type=float, default=0.0,
                         help="share of the run (0-1) that trains on single frames only, before any clip: a model "
                              "from scratch must learn to read prompts first (tracked frames have none)")
@@ -251,7 +256,9 @@ def _check(parser: argparse.ArgumentParser, args) -> None:
     if not (args.steps or args.minutes):
         parser.error("say how long: --steps N or --minutes M")
     bounds = {"--steps": (args.steps, 0, MAX_STEPS), "--minutes": (args.minutes, 0, MAX_MINUTES),
-              "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1), "--video-after": (args.video_after, 0, 1), "--focus-steps": (args.focus_steps, 0, MAX_STEPS),
+              "--clip-frames": (args.clip_frames, 1, MAX_CLIP_FRAMES), "--video-share": (args.video_share, 0, 1),
+              "--prompt-again": (args.prompt_again, 0, 1), "--video-after": (args.video_after, 0, 1),
+              "--focus-steps": (args.focus_steps, 0, MAX_STEPS),
               "--learning-rate": (args.learning_rate or 0, 0, 1), "--focus-learning-rate": (args.focus_learning_rate, 0, 1), "--threads": (args.threads, 0, 1024),
               "--processes": (args.processes, 1, parallel.MAX_PROCESSES),
               "--checkpoint-minutes": (args.checkpoint_minutes, 0.1, MAX_MINUTES)}

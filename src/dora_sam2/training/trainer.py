@@ -55,6 +55,8 @@ class Plan:
     max_objects: int = 8  # per image step
     clip_objects: int = 3  # per clip step
     box_share: float = 0.5  # of prompts: a box rather than clicks
+    # of clip steps: every object prompted again on a later frame, as a detection round does (steps.clip_step)
+    prompt_again: float = 0.0
     seed: int = 0
     checkpoint_minutes: float = 10.0
     freeze_encoder: bool = False  # fine-tuning on a little data: train the decoder and memory only
@@ -188,7 +190,7 @@ class Trainer:
             self.unreadable += 1
             return None, ""
         if clip is not None:
-            return steps.clip_step(self.streaming, clip, self.rng, self.plan.box_share), "video"
+            return steps.clip_step(self.streaming, clip, self.rng, self.plan.box_share, self.plan.prompt_again), "video"
         return steps.image_step(self.streaming, image, self.rng, self.plan.box_share), "image"
 
     # -- checkpoints
