@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "models" / "world-sam2"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import after_rounds  # noqa: E402
 import quality  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
@@ -380,10 +381,7 @@ def fit_after_rounds(models, clip: quality.Clip, **settings) -> float:
     for t, answer, _ in quality.ours(clip, models, setting, DETECT_EVERY):
         if t % DETECT_EVERY not in (1, 2, 3):
             continue
-        for obj in clip.present(t):
-            truth = clip.frames[t].mask(obj)
-            union = np.maximum((answer.masks | truth).sum(axis=(1, 2)), 1)
-            ious.append(((answer.masks & truth).sum(axis=(1, 2)) / union).max(initial=0.0))
+        ious.extend(after_rounds.best_fits(answer.masks, clip, t))
     return float(np.mean(ious))
 
 
