@@ -196,7 +196,10 @@ def test_cuda_training_steps_keep_every_tensor_and_gradient_on_the_gpu(model_dir
         streaming.learning = True
         scored = [steps.image_step(streaming, ImageSample(frame(0).rgb, masks), rng, box_share=0.5),
                   steps.clip_step(streaming, ClipSample([frame(i).rgb for i in range(3)], np.stack([masks] * 3),
-                                                        (1, 2)), rng, box_share=0.5)]
+                                                        (1, 2)), rng, box_share=0.5),
+                  # --prompt-again: prompted on frame 2 as well, so frame 3 reads both prompts and frame 1
+                  steps.clip_step(streaming, ClipSample([frame(i).rgb for i in range(4)], np.stack([masks] * 4),
+                                                        (1, 2)), rng, box_share=0.5, prompt_again=1.0)]
         for losses in scored:
             parts = [losses.focal, losses.dice, losses.iou, losses.object, losses.total]
             assert on_cuda(*parts) and all(part.grad_fn is not None for part in parts)
