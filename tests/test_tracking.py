@@ -436,7 +436,8 @@ class WindowedColours(ColourSegmenter):
         return [Remembered(int(c) for c in colour) for colour in step.colours]
 
 
-@pytest.mark.parametrize("forget, tracked_after_round, pointers_after_round", [(True, [], []), (False, [2, 3], [1, 2, 3])])
+@pytest.mark.parametrize("forget, tracked_after_round, pointers_after_round",
+                         [(True, [], []), (False, [2, 3], [1, 2, 3])])
 def test_forget_on_prompt_leaves_a_re_prompted_track_its_prompted_frames_only(forget, tracked_after_round,
                                                                               pointers_after_round):
     """Detections on frames 0 and 4, frames 1-3 and 5 tracked: FORGET_ON_PROMPT drops frames 1-3 from the
