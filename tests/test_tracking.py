@@ -454,21 +454,3 @@ def test_forget_on_prompt_leaves_a_re_prompted_track_its_prompted_frames_only(fo
             assert [f for f, _ in memory.recent] == tracked_after_round
             assert [f for f, _ in memory.recent_pointers] == pointers_after_round
     assert [f for f, _ in t.tracks[0].memory.recent] == tracked_after_round[-1:] + [5]
-
-
-@pytest.mark.parametrize("visible_width, tracked_after_round", [(4, [2, 3]), (8, [])])
-def test_forget_on_prompt_keeps_the_tracked_frames_when_a_box_shows_its_object_partly(visible_width,
-                                                                                     tracked_after_round):
-    """On frame 4 the red square (14 px wide) slides behind a blue one and its box is the part in view: 4 px
-    of 14 is under half its last box (PARTIAL_VIEW), a poor view to track from, so the track keeps frames 2
-    and 3 as SAM 2 would; 8 px of 14 is over half, and the track forgets them as on any other round."""
-    t = Tracker(WindowedColours(), plain(forget_on_prompt=True))
-    for i in range(5):
-        red = (5 + i, 10)
-        objects = {RED: red, BLUE: (red[0] + visible_width, 10)} if i == 4 else {RED: red}
-        frame = render(i, objects)
-        boxes = np.array([[red[0], 10, red[0] + (visible_width if i == 4 else SIZE), 10 + SIZE]], np.float32)
-        t.step(frame, Prompt.from_boxes("bbox", boxes, ["thing"], timestamp=frame.timestamp) if i % 4 == 0 else None)
-    memory = t.tracks[0].memory
-    assert sorted(memory.prompted) == [0, 4]
-    assert [f for f, _ in memory.recent] == tracked_after_round

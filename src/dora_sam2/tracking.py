@@ -33,9 +33,6 @@ from .streaming import ObjectMemory, StreamingModel
 log = logging.getLogger("dora_sam2")
 
 BOX_LABELS = np.array([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], np.int64)
-# FORGET_ON_PROMPT: a detection box under this share of its track's last box's area shows the object partly
-# hidden; 0.5 kept 29 ids of 38 after occlusions where forgetting on every box kept 26 (BENCHMARKS.md)
-PARTIAL_VIEW = 0.5
 
 
 class CameraClock:
@@ -110,7 +107,6 @@ class _Cue:
 
     points: np.ndarray  # (K, 2)
     point_labels: np.ndarray  # (K,)
-    partial: bool = False  # a detection box much smaller than the track's last: its object is partly hidden
 
 
 @dataclass
@@ -162,8 +158,6 @@ class TrackPolicy:
     # before, keeping its prompted ones. Off is SAM 2's way, for models trained with prompts on later frames of
     # a clip, as Meta's are; dora-sam2-train prompts a clip's first frame only, and such a model lost half its
     # objects on the frame after a round when it read tracked frames older than its newest prompt (BENCHMARKS.md).
-    # A detection box under PARTIAL_VIEW of the track's last one is a partial view (the object sliding behind
-    # something, or out of the frame): that prompt is a poor memory, so the track keeps its tracked frames.
     forget_on_prompt: bool = False
 
     @classmethod
@@ -223,7 +217,7 @@ class Tracker:
             found = self.model.postprocess(step, frame, apart=self.policy.non_overlap == "all")
         self._apply(plan)
         for track, memory, was_prompted in zip(self.tracks, memories, prompted):
-            if was_prompted and self.policy.forget_on_prompt and not plan.cues[track].partial:
+            if was_prompted and self.policy.forget_on_prompt:
                 track.memory.forget_tracked()
             track.memory.add(self._frame_index, memory, was_prompted)
         answer = self._masks(frame, found.masks, found.scores, found.visible)
@@ -291,9 +285,8 @@ class Tracker:
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
-            partial = _area(boxes[d]) < PARTIAL_VIEW * _area(track.prompt_box)
             track.detected(boxes[d], self.clock.now)
-            plan.cues[track] = _Cue(detections.points[d], BOX_LABELS, partial)
+            plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
         if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
             self._count_misses(plan, [track for i, track in enumerate(live) if i not in {t for t, _ in found.matches}])
         for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections],
@@ -424,10 +417,6 @@ class Tracker:
     def _masks(self, frame: Frame, masks: np.ndarray, scores: np.ndarray, visible=None) -> Masks:
         return Masks(masks, scores, tuple(t.class_name for t in self.tracks), frame.image_id, frame.timestamp,
                      track_ids=tuple(t.track_id for t in self.tracks), visible=visible)
-
-
-def _area(box: np.ndarray) -> float:
-    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))
 
 
 def _same_kind(track_label: str, detection_label: str) -> bool:
