@@ -34,7 +34,7 @@ def models():
 
 
 BASE = quality.Setting("base", (("DTYPE", "float32"), ("THREADS", "1")))  # one thread: the figures do not depend on it, and two wait on each other beside other work
-# The fixture measures box mIoU 0.61 and J&F 0.55 on these clips (0.69 and 0.61 on the benchmark's four), run as its
+# The fixture measures box mIoU 0.61 and J&F 0.57 on these clips (0.69 and 0.62 on the benchmark's four), run as its
 # card says (FORGET_ON_PROMPT=1; J&F 0.41 without); random weights measure 0.01-0.02 on both.
 BOX_FLOOR, JF_FLOOR = 0.45, 0.25
 
