@@ -30,6 +30,14 @@ def test_each_pixel_is_left_to_the_object_with_the_higher_logit_the_other_clampe
     assert torch.equal(non_overlapping(alone), alone)  # one object claims nothing from anyone
 
 
+def test_a_tie_goes_to_the_first_object_as_metas_argmax_gives_it():
+    tied = torch.tensor([[[3.0, 0.5], [7.0, -2.0]]])
+    apart = non_overlapping(torch.cat([tied, tied, tied - 9]))
+    assert apart[0].tolist() == tied[0].tolist()  # the first of the tied keeps every pixel
+    assert apart[1].tolist() == [[-10.0, -10.0], [-10.0, -10.0]]
+    assert apart[2].tolist() == [[-10.0, -10.0], [-10.0, -11.0]]  # -11 is under the clamp already
+
+
 @pytest.fixture(scope="module")
 def fixture_model():
     if not (FIXTURE / "model.safetensors").is_file():
