@@ -533,7 +533,9 @@ def bytetrack(clip: Clip, models: Models, setting: Setting, detect_every: int) -
         _, masks = segmenter.segment(Prompt.from_boxes("bbox", found.xyxy[keep], image_id=CAMERA,
                                                        timestamp=frame.timestamp))
         seconds = time.perf_counter() - started
-        new = {i: int(obj) for i, obj in zip(ids, found.data["truth"][keep]) if i not in known}
+        # with no box on the frame, the tracker answers an empty Detections that carries none of their data
+        truth = found.data.get("truth", np.zeros(0, int))[keep]
+        new = {i: int(obj) for i, obj in zip(ids, truth) if i not in known}
         known.update(new)
         yield t, Answer(ids, masks.masks, new), seconds
 
