@@ -39,6 +39,21 @@ def test_overlap_below_the_bar_is_no_match():
     assert found.matches == [] and found.new_detections == [0] and found.unmatched_tracks == [0]
 
 
+def test_each_track_may_have_its_own_reach_and_the_nearest_pair_wins_whatever_the_reach():
+    """Two tracks with 10-px boxes (diagonal 14.1): the detection's centre lies 3 diagonals from the first and
+    5.4 from the second. Reach 4 for both matches the first; 2 and 5.9 only the second; 5.9 for both, the
+    nearer; 2 for both, neither."""
+    tracks = np.array([[0, 0, 10, 10], [0, 100, 10, 110]], float)
+    d = 3 * np.hypot(10, 10) / np.sqrt(2)  # 3 diagonals away along both axes from the first
+    detection = np.array([[d, d, d + 10, d + 10]], float)
+    apart = [3.0, float(np.hypot(d, d - 100) / np.hypot(10, 10))]
+    assert apart[1] > 4  # the second lies further than the first by more than the reaches below tell apart
+    assert associate(tracks, detection, min_iou=0.3, reach=4.0).matches == [(0, 0)]
+    assert associate(tracks, detection, min_iou=0.3, reach=[2.0, apart[1] + 0.5]).matches == [(1, 0)]
+    assert associate(tracks, detection, min_iou=0.3, reach=[apart[1] + 0.5] * 2).matches == [(0, 0)]
+    assert associate(tracks, detection, min_iou=0.3, reach=[2.0, 2.0]).matches == []
+
+
 def test_track_never_seen_matches_nothing():
     found = associate(np.full((1, 4), np.nan), np.array([[0, 0, 10, 10]], float), min_iou=0.0)
     assert found.matches == [] and found.new_detections == [0]

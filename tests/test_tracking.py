@@ -296,6 +296,22 @@ def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
     assert (t.started, t.revived) == (2, 1)
 
 
+@pytest.mark.parametrize("growth, revived", [(6.0, True), (0.0, False)], ids=["REVIVE_REACH_GROWTH=6", "0"])
+def test_an_object_back_further_away_the_longer_it_was_gone_keeps_its_id(growth, revived):
+    """Green hides at the left and comes out 80 px (4 box diagonals) to the right, 2 s after its track ended:
+    beyond MATCH_REACH (2) of where it was, within 2 + 6 x 2 = 14 diagonals."""
+    t = tracker(lost=LostAfter(2.0), revive_seconds=10.0, revive_reach_growth=growth)
+    seen = {RED: (90, 10), GREEN: (10, 50)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen))
+    for i in range(1, 4):  # hidden: unseen for 2 s, its track ends
+        t.step(render(i, {RED: (90, 10), GREEN: None}))
+    back = {RED: (90, 10), GREEN: (90, 50)}
+    frame = render(4, back)
+    ids = ids_by_colour(frame, t.step(frame, detect(frame, back)))
+    assert ids == ({RED: 1, GREEN: 2} if revived else {RED: 1, GREEN: 3}) and t.revived == int(revived)
+
+
 @pytest.mark.parametrize("revive_seconds, back_at", [(10.0, 20), (0.0, 5)], ids=["18 s after", "REVIVE_SECONDS=0"])
 def test_an_object_that_returns_after_revive_seconds_gets_a_new_id(revive_seconds, back_at):
     t = tracker(lost=LostAfter(2.0), revive_seconds=revive_seconds)

@@ -24,12 +24,13 @@ class Association:
     unmatched_tracks: list[int]  # tracks no detection landed on: they go on from memory
 
 
-def associate(track_boxes, detection_boxes, min_iou: float, reach: float = 0.0, allowed=None) -> Association:
+def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=None) -> Association:
     """Match tracks to (D, 4) detection boxes, xyxy. `track_boxes`: (T, 4), or (T, B, 4) for B boxes per
     track, of which the one nearer the detection counts; a box of NaNs matches nothing. A pair overlapping
     less than `min_iou` is not matched by overlap; of what is left, a pair whose centres lie within `reach`
-    times their mean box diagonal is matched by distance (0: never). `allowed`: (T, D) bool, the pairs
-    that may be matched by distance (the same label, say), and that overlap matches before the others."""
+    times their mean box diagonal is matched by distance (0: never), the nearest first. `reach`: one for
+    all tracks, or (T,) one per track (further for a track out of sight longer). `allowed`: (T, D) bool, the
+    pairs that may be matched by distance (the same label, say), and that overlap matches before the others."""
     detections = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     tracks = np.asarray(track_boxes, np.float64)
     tracks = tracks.reshape(len(tracks), -1, 4) if tracks.size else np.zeros((0, 1, 4))
@@ -38,12 +39,14 @@ def associate(track_boxes, detection_boxes, min_iou: float, reach: float = 0.0, 
     iou = box_iou(tracks.reshape(-1, 4), detections).reshape(*tracks.shape[:2], len(detections)).max(axis=1)
     # a pair below the bar is worth nothing; of those above it, a pair that `allowed` holds comes first
     matches = _assign(np.where((iou >= min_iou) & (iou > 0), iou + allowed, 0.0))
-    if reach > 0:
+    reach = np.broadcast_to(np.asarray(reach, np.float64), (len(tracks),))
+    if (reach > 0).any():
         tracks_left = [t for t in range(len(tracks)) if t not in {t for t, _ in matches}]
         left = [d for d in range(len(detections)) if d not in {d for _, d in matches}]
         apart = centres_apart(tracks[tracks_left], detections[left])
-        near = (apart <= reach) & allowed[np.ix_(tracks_left, left)]
-        nearness = np.where(near, reach - apart + 1e-9, 0.0)  # the nearer, the more it is worth
+        near = (apart <= reach[tracks_left, None]) & allowed[np.ix_(tracks_left, left)]
+        nearness = np.where(near, reach.max() - apart + 1e-9, 0.0)  # the nearer, the more it is worth, whatever
+        # each track's own reach: a pair is not favoured for the track's having been out of sight longer
         matches += [(tracks_left[t], left[d]) for t, d in _assign(nearness)]
     matched_tracks = {t for t, _ in matches}
     matched_detections = {d for _, d in matches}

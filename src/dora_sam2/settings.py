@@ -113,6 +113,7 @@ class Settings:
     match_reach: float = 2.0  # track mode: ... else how near (box diagonals), with its label, it may be; 0 = off
     detector_misses: int = 3  # track mode: a track no detection round confirms this many times ends; 0 = off
     revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
+    revive_reach_growth: float = 6.0  # track mode: ... and MATCH_REACH grows this many box diagonals a second since
     min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
     classes: frozenset[str] = frozenset()  # detections: only these labels (empty = all)
     text: tuple[str, ...] = ()  # SAM 3: the concept phrases to find from the start (the `text` input replaces them)
@@ -183,6 +184,7 @@ class Settings:
             match_reach=float_setting(env, "MATCH_REACH", cls.match_reach, minimum=0.0),
             detector_misses=int_setting(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
             revive_seconds=float_setting(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
+            revive_reach_growth=float_setting(env, "REVIVE_REACH_GROWTH", cls.revive_reach_growth, minimum=0.0),
             min_confidence=min_confidence,
             classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
             text=text,

@@ -149,6 +149,9 @@ class TrackPolicy:
     match_reach: float = 2.0  # ... else how far (in box diagonals), with its label, it may lie from one; 0 = off
     detector_misses: int = 3  # detection rounds that do not confirm a track before it ends; 0 = never
     revive_seconds: float = 10.0  # a detection where a track ended this lately takes its id back; 0 = never
+    # ... matched as a live track is, but by distance `match_reach` plus this many box diagonals a second since it
+    # ended: an object gone longer comes back further from where it was last seen (behind an occluder, it moved on)
+    revive_reach_growth: float = 6.0
     max_ended: int = 64  # ended tracks remembered for revival: the newest are kept
     clock_jump: float = 60.0  # camera time stepping back, or ahead by more than this, is a jump
     # SAM 2's non-overlapping constraint (NON_OVERLAP): each pixel to the object that claims it most, in what
@@ -166,6 +169,7 @@ class TrackPolicy:
         s = settings
         lost = LostAfter(s.lost_frames, frames=True) if s.lost_seconds is None else LostAfter(s.lost_seconds)
         return cls(max_objects=s.max_objects, lost=lost, match_iou=s.match_iou, match_reach=s.match_reach,
+                   revive_reach_growth=s.revive_reach_growth,
                    detector_misses=s.detector_misses, revive_seconds=s.revive_seconds,
                    max_ended=s.limits.max_ended_tracks, clock_jump=s.clock_jump_seconds, non_overlap=s.non_overlap,
                    forget_on_prompt=s.forget_on_prompt)
@@ -314,7 +318,8 @@ class Tracker:
         if not boxes or not plan.remembered:
             return revived
         rules = self.policy
-        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou, rules.match_reach,
+        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou,
+                          [self._revive_reach(e) for e in plan.remembered],
                           [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered])
         for e, d in found.matches:
             ended = plan.remembered[e]
@@ -325,6 +330,14 @@ class Tracker:
         taken = {id(e) for e in plan.revived.values()}  # by identity: their boxes are arrays
         plan.remembered = [e for e in plan.remembered if id(e) not in taken]
         return revived
+
+    def _revive_reach(self, ended: _Ended) -> float:
+        """How far (box diagonals) a detection may lie from an ended track to take it back by distance:
+        `match_reach`, grown by `revive_reach_growth` a second since it ended (0 stays 0: off)."""
+        rules = self.policy
+        if rules.match_reach == 0:
+            return 0.0
+        return rules.match_reach + rules.revive_reach_growth * max(0.0, self.clock.now - ended.at)
 
     def _match_clicks(self, plan: _Plan, prompt: Prompt) -> None:
         """A person's points: the object they name (or click inside) is refined, else a new one starts."""
