@@ -422,7 +422,7 @@ def track_jf(models, clips: list[quality.Clip], **settings) -> float:
 def test_non_overlap_all_keeps_each_track_on_its_own_object(models):
     """Between rounds the fixture's weak masks spread onto a neighbour, and a track whose memory holds the
     neighbour follows it. NON_OVERLAP=all gives each pixel to one object only, in what the memory keeps and in
-    what is sent, so the fit rises (README: the fixture's card runs it so). Measured: 0.770 against 0.745 over
+    what is sent, so the fit rises (the fixture's card runs it so). Measured: 0.770 against 0.745 over
     the three clips (0.807 against 0.772 and 0.731 against 0.705 on the occlusions, 0.773 against 0.758 on the
     crossing)."""
     clips = [world_clip("occlusion", 90, 0, hidden_seconds=1.0, others=2),
