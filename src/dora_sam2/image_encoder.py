@@ -21,6 +21,8 @@ to transformers' output, tests/test_edgetam.py EdgeTAM's.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -182,20 +184,35 @@ def _mlp(mlp, x: torch.Tensor) -> torch.Tensor:
     return _linear(mlp.proj_out, mlp.activation(_linear(mlp.proj_in, x)))
 
 
-# Input channels up to which a product over them sums in one pass (Intel MKL, fp32), so that adding the
-# bias after it gives what nn.Linear gives bit for bit; at 768 the sums already differ in the last bit.
+# Input channels beyond which a product's bias is never taken after it: no CPU measured sums wider products
+# in one pass (an Intel Xeon's MKL up to 384, an AMD EPYC's up to 192), and the copy it saves matters less.
 ONE_PASS_CHANNELS = 384
+
+
+@functools.cache
+def _sums_in_one_pass(channels: int) -> bool:
+    """Whether this CPU's fp32 product over `channels` inputs sums in one pass, so that adding the bias after
+    it gives what nn.Linear gives, bit for bit. The BLAS decides (on an Intel Xeon up to 384 channels, on an
+    AMD EPYC up to 192, whatever the rows, outputs and threads), so it is tried, once per width."""
+    generator = torch.Generator().manual_seed(0)
+    for rows, outputs in ((64, channels), (1024, 3 * channels)):
+        x = torch.randn(rows, channels, generator=generator)
+        weight = torch.randn(outputs, channels, generator=generator)
+        bias = torch.randn(outputs, generator=generator)
+        if not torch.equal(F.linear(x, weight, bias), torch.matmul(x, weight.T).add_(bias)):
+            return False
+    return True
 
 
 def _bias_after(layer, x: torch.Tensor) -> bool:
     """Whether `layer`'s product can take its bias after it: a plain fp32 layer on a CPU, no gradient kept,
-    at most ONE_PASS_CHANNELS input channels. nn.Linear copies the bias into the output first, and for
+    over input channels this CPU sums in one pass (`_sums_in_one_pass`). nn.Linear copies the bias into the output first, and for
     outputs far wider than their input (Hiera's first stage: 96 channels in, 576 out) that copy costs
     more than an add after the product: 10 ms of a hiera-tiny@512 frame on one Xeon core."""
     weight = layer.weight
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and layer.bias is not None
             and weight.shape[1] <= ONE_PASS_CHANNELS and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not _hooked([layer]))
+            and not torch.is_autocast_enabled("cpu") and not _hooked([layer]) and _sums_in_one_pass(weight.shape[1]))
 
 
 def _linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
