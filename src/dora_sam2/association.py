@@ -45,8 +45,9 @@ def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=N
         left = [d for d in range(len(detections)) if d not in {d for _, d in matches}]
         apart = centres_apart(tracks[tracks_left], detections[left])
         near = (apart <= reach[tracks_left, None]) & allowed[np.ix_(tracks_left, left)]
-        nearness = np.where(near, reach.max() - apart + 1e-9, 0.0)  # the nearer, the more it is worth, whatever
-        # each track's own reach: a pair is not favoured for the track's having been out of sight longer
+        # the nearer, the more it is worth, whatever the track's own reach: a track out of sight longer may
+        # reach further, but is not preferred for it
+        nearness = np.where(near, reach.max() - apart + 1e-9, 0.0)
         matches += [(tracks_left[t], left[d]) for t, d in _assign(nearness)]
     matched_tracks = {t for t, _ in matches}
     matched_detections = {d for _, d in matches}

@@ -206,13 +206,14 @@ def _sums_in_one_pass(channels: int) -> bool:
 
 def _bias_after(layer, x: torch.Tensor) -> bool:
     """Whether `layer`'s product can take its bias after it: a plain fp32 layer on a CPU, no gradient kept,
-    over input channels this CPU sums in one pass (`_sums_in_one_pass`). nn.Linear copies the bias into the output first, and for
-    outputs far wider than their input (Hiera's first stage: 96 channels in, 576 out) that copy costs
-    more than an add after the product: 10 ms of a hiera-tiny@512 frame on one Xeon core."""
+    over input channels this CPU sums in one pass (`_sums_in_one_pass`). nn.Linear copies the bias into the
+    output first, and for outputs far wider than their input (Hiera's first stage: 96 channels in, 576 out)
+    that copy costs more than an add after the product: 10 ms of a hiera-tiny@512 frame on one Xeon core."""
     weight = layer.weight
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and layer.bias is not None
             and weight.shape[1] <= ONE_PASS_CHANNELS and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not _hooked([layer]) and _sums_in_one_pass(weight.shape[1]))
+            and not torch.is_autocast_enabled("cpu") and not _hooked([layer])
+            and _sums_in_one_pass(weight.shape[1]))
 
 
 def _linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
