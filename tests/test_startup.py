@@ -144,6 +144,7 @@ def test_a_device_the_api_is_handed_that_is_none_is_a_setting_error(name):
     ({"MASK_LAYOUT": "grid"}, "MASK_LAYOUT='grid' is not one of union, stack"),
     ({"NON_OVERLAP": "yes"}, "NON_OVERLAP='yes' is not one of off, memory, all"),
     ({"FIRST_BOXES_SECONDS": "-1"}, "FIRST_BOXES_SECONDS=-1.0 is not a finite number of at least 0"),
+    ({"REVIVE_REACH_GROWTH": "1e300"}, "REVIVE_REACH_GROWTH=1e\\+300 is above its maximum of 1000"),
 ])
 def test_bad_settings(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -23,6 +23,10 @@ class ConfigError(Exception):
     """A setting the node cannot start with. Its text is the one sentence the user sees."""
 
 
+# REVIVE_REACH_GROWTH's largest: past 1000 box diagonals a second an ended track already reaches across any frame
+# within a few ms, and a reach that grows without bound would overflow to infinity, which the matching cannot weigh.
+MAX_REVIVE_REACH_GROWTH = 1000.0
+
 @dataclass(frozen=True)
 class Limits:
     """A bound on every count that comes from outside, so that no neighbour, however wrong its messages,
@@ -184,7 +188,8 @@ class Settings:
             match_reach=float_setting(env, "MATCH_REACH", cls.match_reach, minimum=0.0),
             detector_misses=int_setting(env, "DETECTOR_MISSES", cls.detector_misses, minimum=0),
             revive_seconds=float_setting(env, "REVIVE_SECONDS", cls.revive_seconds, minimum=0.0),
-            revive_reach_growth=float_setting(env, "REVIVE_REACH_GROWTH", cls.revive_reach_growth, minimum=0.0),
+            revive_reach_growth=float_setting(env, "REVIVE_REACH_GROWTH", cls.revive_reach_growth, minimum=0.0,
+                                              maximum=MAX_REVIVE_REACH_GROWTH, what="a reach's growth"),
             min_confidence=min_confidence,
             classes=frozenset(c.strip() for c in env.get("CLASSES", "").split(",") if c.strip()),
             text=text,
