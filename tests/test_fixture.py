@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from support.fixture import FIXTURE, SEED, needs_fixture, quality
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "models" / "world-sam2"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import quality  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
-                                reason="models/world-sam2 is not in this checkout (scripts/make-fixture.sh makes it)")
+pytestmark = needs_fixture
 
 
 def clips(scenario: str, count: int = 2, frames: int = 60):
     args = argparse.Namespace(size=(320, 240), fps=30.0, frames=frames, clips=count, scenarios=[scenario],
-                              seed=2000, min_area=16)
+                              seed=SEED, min_area=16)
     return quality.make_clips(args)
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_track_quality import BASE, FIXTURE, ROOT, quality, world_clip
+from support.fixture import FIXTURE, ROOT, needs_fixture, quality, world_clip
 
-pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
-                                reason="models/world-sam2 is not in this checkout (scripts/make-fixture.sh makes it)")
+pytestmark = needs_fixture
+
+BASE = {"DTYPE": "float32", "THREADS": "1"}  # the same answers on any CPU
 
 
 def grow(out: Path, *options: str) -> subprocess.CompletedProcess:

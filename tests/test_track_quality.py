@@ -13,37 +13,22 @@ fixture's masks fit (test_fixture.py floors those)."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support.fixture import FIXTURE, needs_fixture, quality, world_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "models" / "world-sam2"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import after_rounds  # noqa: E402
-import quality  # noqa: E402
+import after_rounds  # benchmarks/, on the path support.fixture puts it on
 
-pytestmark = pytest.mark.skipif(not (FIXTURE / "model.safetensors").is_file(),
-                                reason="models/world-sam2 is not in this checkout (scripts/make-fixture.sh makes it)")
+pytestmark = needs_fixture
 
 DETECT_EVERY = 10  # 3 rounds a second at 30 fps
-SEED = 2000  # held out: the fixture trains on seed 0
 BASE = {"DTYPE": "float32", "THREADS": "1"}  # in every run: the same answers on any CPU, and beside other work
 
 
 @pytest.fixture(scope="module")
 def models():
     return quality.Models(str(FIXTURE))
-
-
-def world_clip(scenario: str, frames: int, index: int = 0, **event) -> quality.Clip:
-    from dora_sam2.world import Footage, Format, SCENARIOS
-
-    fmt = Format(320, 240, fps=30.0, frames=frames)
-    footage = Footage(quality.FOOTAGE) if quality.FOOTAGE.is_file() else None
-    return quality.clip_of(SCENARIOS[scenario]((SEED, index), fmt, **event), fmt, footage, min_area=16)
 
 
 def follow(models, clip: quality.Clip, every: int = DETECT_EVERY,
