@@ -298,8 +298,8 @@ def test_an_object_that_leaves_and_returns_keeps_its_id_within_revive_seconds():
 
 @pytest.mark.parametrize("growth, revived", [(6.0, True), (0.0, False)], ids=["REVIVE_REACH_GROWTH=6", "0"])
 def test_an_object_back_further_away_the_longer_it_was_gone_keeps_its_id(growth, revived):
-    """Green hides at the left and comes out 80 px (4 box diagonals) to the right, 2 s after its track ended:
-    beyond MATCH_REACH (2) of where it was, within 2 + 6 x 2 = 14 diagonals."""
+    """Green hides at the left and comes out 80 px (4 box diagonals) to the right, 2 s after its track ended
+    and 4 s after its last detection: beyond MATCH_REACH (2) of where it was, within 2 + 6 x 4 = 26 diagonals."""
     t = tracker(lost=LostAfter(2.0), revive_seconds=10.0, revive_reach_growth=growth)
     seen = {RED: (90, 10), GREEN: (10, 50)}
     frame = render(0, seen)
@@ -310,6 +310,43 @@ def test_an_object_back_further_away_the_longer_it_was_gone_keeps_its_id(growth,
     frame = render(4, back)
     ids = ids_by_colour(frame, t.step(frame, detect(frame, back)))
     assert ids == ({RED: 1, GREEN: 2} if revived else {RED: 1, GREEN: 3}) and t.revived == int(revived)
+
+
+@pytest.mark.parametrize("growth, kept", [(6.0, True), (0.0, False)], ids=["REVIVE_REACH_GROWTH=6", "0"])
+def test_a_hidden_object_back_further_away_keeps_its_live_track(growth, kept):
+    """Green hides at the left and its track lives on (LOST_SECONDS=10), unconfirmed by two rounds; it comes
+    out 80 px (4 box diagonals) to the right 3 s after its last detection: beyond MATCH_REACH (2) of where it
+    was, within 2 + 6 x 3 = 20 diagonals of it. Red, confirmed by every round, reaches no further."""
+    t = tracker(lost=LostAfter(10.0), detector_misses=3, revive_reach_growth=growth)
+    seen = {RED: (90, 10), GREEN: (10, 50)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen))
+    for i in (1, 2):  # rounds that find red only
+        frame = render(i, {RED: (90, 10), GREEN: None})
+        t.step(frame, detect(frame, {RED: (90, 10)}))
+    assert [(tr.track_id, tr.misses) for tr in t.tracks] == [(1, 0), (2, 2)]
+    back = {RED: (90, 10), GREEN: (90, 50)}
+    frame = render(3, back)
+    ids = ids_by_colour(frame, t.step(frame, detect(frame, back)))
+    assert ids == ({RED: 1, GREEN: 2} if kept else {RED: 1, GREEN: 3}) and t.revived == 0
+
+
+def test_a_track_reaches_further_from_its_last_detection_and_not_less_once_it_ended():
+    """REVIVE_REACH_GROWTH=1: green, last detected at 0 s, misses the rounds at 1, 2 and 3 s and ends at the
+    third (DETECTOR_MISSES=3); it comes out 108 px (5.5 box diagonals) away at 4 s, within 2 + 1 x 4 = 6
+    diagonals of where it was last detected. Grown from its end instead (2 + 1 x 1 = 3), the reach it had
+    while live would have shrunk when it ended, and the id been lost."""
+    t = tracker(lost=LostAfter(10.0), detector_misses=3, revive_seconds=10.0, revive_reach_growth=1.0)
+    seen = {RED: (60, 40), GREEN: (10, 10)}
+    frame = render(0, seen)
+    t.step(frame, detect(frame, seen))
+    for i in (1, 2, 3):
+        frame = render(i, {RED: (60, 40), GREEN: None})
+        t.step(frame, detect(frame, {RED: (60, 40)}))
+    assert [tr.track_id for tr in t.tracks] == [1]
+    back = {RED: (60, 40), GREEN: (100, 70)}
+    frame = render(4, back)
+    assert ids_by_colour(frame, t.step(frame, detect(frame, back))) == {RED: 1, GREEN: 2} and t.revived == 1
 
 
 @pytest.mark.parametrize("revive_seconds, back_at", [(10.0, 20), (0.0, 5)], ids=["18 s after", "REVIVE_SECONDS=0"])

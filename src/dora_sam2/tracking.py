@@ -99,6 +99,7 @@ class _Ended:
     class_name: str
     boxes: list[np.ndarray]  # its mask's, its last detection's, where that was heading: matched as a live track's
     at: float  # the camera's steady time
+    detected_at: float  # ... of its last detection (of its end, if it had none): its reach grows from there
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ class TrackPolicy:
     match_reach: float = 2.0  # ... else how far (in box diagonals), with its label, it may lie from one; 0 = off
     detector_misses: int = 3  # detection rounds that do not confirm a track before it ends; 0 = never
     revive_seconds: float = 10.0  # a detection where a track ended this lately takes its id back; 0 = never
-    # ... matched as a live track is, but by distance `match_reach` plus this many box diagonals a second since it
-    # ended: an object gone longer comes back further from where it was last seen (behind an occluder, it moved on)
+    # a track the detector has lost (its last round missed it, or it ended) is matched by distance within
+    # `match_reach` plus this many box diagonals a second since its last detection: an object hidden longer comes
+    # out further from where it was last seen (behind an occluder, it moved on)
     revive_reach_growth: float = 6.0
     max_ended: int = 64  # ended tracks remembered for revival: the newest are kept
     clock_jump: float = 60.0  # camera time stepping back, or ahead by more than this, is a jump
@@ -277,15 +279,16 @@ class Tracker:
     def _plan_detection_round(self, plan: _Plan, detections: Prompt) -> None:
         """A detector's round, all it decides: each detection to a live track (association.associate: by
         overlap with the track's mask box, last detection box or where that is heading, a track of its label
-        first; else the nearest of its label within `match_reach`), which takes the detection's label; else,
-        the same way, to a track that ended lately, which comes back; else a new track. Tracks the round
-        leaves unconfirmed count a miss, and end at `detector_misses`."""
+        first; else the nearest of its label within its reach, `_reach`), which takes the detection's label;
+        else, the same way, to a track that ended lately, which comes back; else a new track. Tracks the
+        round leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         names = detections.class_names
         rules = self.policy
         found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, rules.match_iou,
-                          rules.match_reach, [[_same_kind(t.class_name, name) for name in names] for t in live])
+                          [self._reach(t.detected_at if t.misses else None) for t in live],
+                          [[_same_kind(t.class_name, name) for name in names] for t in live])
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
@@ -319,7 +322,7 @@ class Tracker:
             return revived
         rules = self.policy
         found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou,
-                          [self._revive_reach(e) for e in plan.remembered],
+                          [self._reach(e.detected_at) for e in plan.remembered],
                           [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered])
         for e, d in found.matches:
             ended = plan.remembered[e]
@@ -331,13 +334,15 @@ class Tracker:
         plan.remembered = [e for e in plan.remembered if id(e) not in taken]
         return revived
 
-    def _revive_reach(self, ended: _Ended) -> float:
-        """How far (box diagonals) a detection may lie from an ended track to take it back by distance:
-        `match_reach`, grown by `revive_reach_growth` a second since it ended (0 stays 0: off)."""
+    def _reach(self, lost_since: float | None) -> float:
+        """How far (box diagonals) a detection may lie from a track to be it by distance: `match_reach`; for a
+        track the detector has lost (its last round missed it, or it ended), grown by `revive_reach_growth`
+        a second since its last detection, as its object, hidden behind something, moved on meanwhile and
+        what SAM 2 shows of it may be on something else. 0 stays 0: off."""
         rules = self.policy
-        if rules.match_reach == 0:
-            return 0.0
-        return rules.match_reach + rules.revive_reach_growth * max(0.0, self.clock.now - ended.at)
+        if rules.match_reach == 0 or lost_since is None:
+            return rules.match_reach
+        return rules.match_reach + rules.revive_reach_growth * max(0.0, self.clock.now - lost_since)
 
     def _match_clicks(self, plan: _Plan, prompt: Prompt) -> None:
         """A person's points: the object they name (or click inside) is refined, else a new one starts."""
@@ -420,7 +425,8 @@ class Tracker:
         self.tracks = [t for t in self.tracks if t not in tracks]
         if self.policy.revive_seconds > 0:
             self._ended += [_Ended(t.track_id, t.class_name, [t.box, t.prompt_box, t.heading(self.clock.now)],
-                                   self.clock.now) for t in tracks]
+                                   self.clock.now, self.clock.now if t.detected_at is None else t.detected_at)
+                            for t in tracks]
             del self._ended[:max(len(self._ended) - self.policy.max_ended, 0)]  # the newest are kept
 
     def _forget_ended(self) -> None:
