@@ -91,3 +91,14 @@ def test_mask_boxes_enclose_the_mask_in_pixel_edges_and_mark_empty_ones():
     boxes = mask_boxes(masks)
     np.testing.assert_array_equal(boxes[0], [10, 5, 20, 8])
     assert np.isnan(boxes[1]).all()
+
+
+def test_a_detection_of_another_kind_overlaps_only_the_boxes_given_after_others_from():
+    """A track's mask box (first) lies on a detection, its last detection's box (second) far from it: of the
+    detection's own kind, the track takes it by overlap; of another kind, only where the detector last saw
+    the track counts, so the detection stays unmatched (with `others_from=0`, every box counts for both)."""
+    track = np.array([[[40, 40, 60, 60], [0, 0, 20, 20]]], float)
+    detection = np.array([[42, 41, 61, 60]], float)
+    for allowed, others_from, matched in [(True, 1, True), (False, 1, False), (False, 0, True)]:
+        found = associate(track, detection, 0.3, allowed=[[allowed]], others_from=others_from)
+        assert (found.matches == [(0, 0)]) == matched and (found.new_detections == [0]) != matched

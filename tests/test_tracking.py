@@ -331,6 +331,22 @@ def test_a_hidden_object_back_further_away_keeps_its_live_track(growth, kept):
     assert ids == ({RED: 1, GREEN: 2} if kept else {RED: 1, GREEN: 3}) and t.revived == 0
 
 
+@pytest.mark.parametrize("label, track_ids", [("cup", (1,)), ("bowl", (1, 2))])
+def test_a_box_of_another_kind_takes_a_track_only_where_the_detector_last_saw_it(label, track_ids):
+    """Red, a "cup", moves 80 px between two rounds and its mask follows it. A box on its mask there, of its
+    own kind, is its track; of another kind it is not (a weak mask strays onto neighbours of other kinds
+    while its object is hidden), as the box lies far from the track's last detection: a new track starts
+    and red's counts a miss."""
+    t = tracker(detector_misses=3)
+    frame = render(0, {RED: (10, 10)})
+    t.step(frame, detect(frame, {RED: (10, 10)}, {RED: "cup"}))
+    t.step(render(1, {RED: (90, 60)}))
+    frame = render(2, {RED: (90, 60)})
+    masks = t.step(frame, detect(frame, {RED: (90, 60)}, {RED: label}))
+    assert masks.track_ids == track_ids and t.started == len(track_ids)
+    assert t.tracks[0].misses == len(track_ids) - 1 and t.tracks[0].class_name == "cup"
+
+
 def test_a_track_reaches_further_from_its_last_detection_and_not_less_once_it_ended():
     """REVIVE_REACH_GROWTH=1: green, last detected at 0 s, misses the rounds at 1, 2 and 3 s and ends at the
     third (DETECTOR_MISSES=3); it comes out 108 px (5.5 box diagonals) away at 4 s, within 2 + 1 x 4 = 6

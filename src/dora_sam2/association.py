@@ -6,7 +6,9 @@ best of the track's boxes (its mask's, its last detection's, where that detectio
 assignment maximising the total IoU over all pairs at once (SciPy's Hungarian solver), so two objects
 crossing paths are not swapped the way greedy nearest-first matching swaps them. Then what overlap left
 over, by distance: an object that moved further than its size between two rounds overlaps none of its
-track's boxes, yet is still the nearest detection of its kind to that track.
+track's boxes, yet is still the nearest detection of its kind to that track. A detection of another
+kind than the track's overlaps only the boxes the detector gave it: a weak mask strays onto a
+neighbour while its object is hidden, and would take the neighbour's box and label.
 """
 
 from __future__ import annotations
@@ -24,19 +26,23 @@ class Association:
     unmatched_tracks: list[int]  # tracks no detection landed on: they go on from memory
 
 
-def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=None) -> Association:
+def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=None,
+              others_from: int = 0) -> Association:
     """Match tracks to (D, 4) detection boxes, xyxy. `track_boxes`: (T, 4), or (T, B, 4) for B boxes per
     track, of which the one nearer the detection counts; a box of NaNs matches nothing. A pair overlapping
     less than `min_iou` is not matched by overlap; of what is left, a pair whose centres lie within `reach`
     times their mean box diagonal is matched by distance (0: never), the nearest first. `reach`: one for
     all tracks, or (T,) one per track (further for a track out of sight longer). `allowed`: (T, D) bool, the
-    pairs that may be matched by distance (the same label, say), and that overlap matches before the others."""
+    pairs that may be matched by distance (the same label, say), and that overlap matches before the others;
+    the others overlap on a track's boxes from `others_from` on (a box that may stray, such as a mask's,
+    first: an object of another kind must overlap where the detector last saw the track)."""
     detections = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     tracks = np.asarray(track_boxes, np.float64)
     tracks = tracks.reshape(len(tracks), -1, 4) if tracks.size else np.zeros((0, 1, 4))
     shape = (len(tracks), len(detections))
     allowed = np.ones(shape, bool) if allowed is None else np.asarray(allowed, bool).reshape(shape)
-    iou = box_iou(tracks.reshape(-1, 4), detections).reshape(*tracks.shape[:2], len(detections)).max(axis=1)
+    each = box_iou(tracks.reshape(-1, 4), detections).reshape(*tracks.shape[:2], len(detections))
+    iou = np.where(allowed, each.max(axis=1), each[:, others_from:].max(axis=1, initial=0.0))
     # a pair below the bar is worth nothing; of those above it, a pair that `allowed` holds comes first
     matches = _assign(np.where((iou >= min_iou) & (iou > 0), iou + allowed, 0.0))
     reach = np.broadcast_to(np.asarray(reach, np.float64), (len(tracks),))

@@ -279,16 +279,17 @@ class Tracker:
     def _plan_detection_round(self, plan: _Plan, detections: Prompt) -> None:
         """A detector's round, all it decides: each detection to a live track (association.associate: by
         overlap with the track's mask box, last detection box or where that is heading, a track of its label
-        first; else the nearest of its label within its reach, `_reach`), which takes the detection's label;
-        else, the same way, to a track that ended lately, which comes back; else a new track. Tracks the
-        round leaves unconfirmed count a miss, and end at `detector_misses`."""
+        first, a track of another label on the last two only, as its mask may have strayed onto the object;
+        else the nearest of its label within its reach, `_reach`), which takes the detection's label; else,
+        the same way, to a track that ended lately, which comes back; else a new track. Tracks the round
+        leaves unconfirmed count a miss, and end at `detector_misses`."""
         boxes = detections.points.reshape(-1, 4)
         live = list(plan.tracks)
         names = detections.class_names
         rules = self.policy
         found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, rules.match_iou,
                           [self._reach(t.detected_at if t.misses else None) for t in live],
-                          [[_same_kind(t.class_name, name) for name in names] for t in live])
+                          [[_same_kind(t.class_name, name) for name in names] for t in live], others_from=1)
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
@@ -323,7 +324,8 @@ class Tracker:
         rules = self.policy
         found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou,
                           [self._reach(e.detected_at) for e in plan.remembered],
-                          [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered])
+                          [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered],
+                          others_from=1)
         for e, d in found.matches:
             ended = plan.remembered[e]
             track = self._start(plan, ended.class_name, boxes[d], track_id=ended.track_id)
