@@ -27,6 +27,7 @@ class ConfigError(Exception):
 # within a few ms, and a reach that grows without bound would overflow to infinity, which the matching cannot weigh.
 MAX_REVIVE_REACH_GROWTH = 1000.0
 
+
 @dataclass(frozen=True)
 class Limits:
     """A bound on every count that comes from outside, so that no neighbour, however wrong its messages,
@@ -117,7 +118,7 @@ class Settings:
     match_reach: float = 2.0  # track mode: ... else how near (box diagonals), with its label, it may be; 0 = off
     detector_misses: int = 3  # track mode: a track no detection round confirms this many times ends; 0 = off
     revive_seconds: float = 10.0  # track mode: a detection where a track ended this lately takes its id back
-    revive_reach_growth: float = 6.0  # track mode: ... within MATCH_REACH + this many diagonals a second since it ended
+    revive_reach_growth: float = 6.0  # track mode: a lost track reaches this many diagonals further a second
     min_confidence: float = 0.0  # detections: boxes the detector is less sure of are dropped
     classes: frozenset[str] = frozenset()  # detections: only these labels (empty = all)
     text: tuple[str, ...] = ()  # SAM 3: the concept phrases to find from the start (the `text` input replaces them)
