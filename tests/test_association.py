@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from dora_sam2.association import associate, box_iou
+from dora_sam2.association import associate, box_iou, centres_apart
 from dora_sam2.geometry import mask_boxes
 
 
@@ -102,3 +103,17 @@ def test_a_detection_of_another_kind_overlaps_only_the_boxes_given_after_others_
     for allowed, others_from, matched in [(True, 1, True), (False, 1, False), (False, 0, True)]:
         found = associate(track, detection, 0.3, allowed=[[allowed]], others_from=others_from)
         assert (found.matches == [(0, 0)]) == matched and (found.new_detections == [0]) != matched
+
+
+def test_a_sliver_is_measured_in_its_object_s_size():
+    """An object 30 px wide went behind something as a 6-px sliver (its track's box) and comes out as
+    another, 40 px on: 4.7 sliver diagonals, beyond a reach of 2, but 1.6 of the mean of the object's own
+    diagonal (42.4) and the sliver's, within it. A size under the box's own changes nothing."""
+    track = np.array([[0, 0, 6, 6]], float)
+    detection = np.array([[40, 0, 46, 6]], float)
+    whole = float(np.hypot(30, 30))
+    assert associate(track, detection, 0.3, reach=2.0).matches == []
+    assert associate(track, detection, 0.3, reach=2.0, sizes=[whole]).matches == [(0, 0)]
+    assert associate(track, detection, 0.3, reach=2.0, sizes=[1.0]).matches == []
+    apart = centres_apart(track[:, None], detection, sizes=[whole])[0, 0]
+    assert apart == pytest.approx(40 / ((whole + np.hypot(6, 6)) / 2))

@@ -10,8 +10,10 @@ run end to end in test_track_dataflows.py.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import subprocess
 import sys
+import weakref
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -363,6 +365,72 @@ def test_a_track_reaches_further_from_its_last_detection_and_not_less_once_it_en
     back = {RED: (60, 40), GREEN: (100, 70)}
     frame = render(4, back)
     assert ids_by_colour(frame, t.step(frame, detect(frame, back))) == {RED: 1, GREEN: 2} and t.revived == 1
+
+
+def paint(seconds: float, rects: dict) -> Frame:
+    """colour -> the xyxy of its pixels in view (any size: a whole object or the sliver of it in view)."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    for colour, (x0, y0, x1, y1) in rects.items():
+        rgb[y0:y1, x0:x1] = colour
+    return Frame("image", rgb, T0 + timedelta(seconds=seconds), "rgb8")
+
+
+def boxes_of(frame: Frame, rects: dict) -> Prompt:
+    return Prompt.from_boxes("bbox", np.array(list(rects.values()), np.float32).reshape(-1, 4), ["thing"] * len(rects),
+                             timestamp=frame.timestamp)
+
+
+def test_an_object_seen_as_a_sliver_is_measured_in_the_size_it_was_detected_whole():
+    """Green, 30 px square, is detected whole twice, then (between rounds) slides behind something until a
+    6-px corner is all SAM 2 sees of it, then nothing; the next round finds a 6-px corner of it 46 px to the
+    right. That is 5.4 sliver diagonals from the track's mask box but 1.8 of the mean of green's size when
+    whole and the sliver's: within MATCH_REACH (2), so its track takes it (no growth: its rounds never
+    missed it)."""
+    t = tracker(lost=LostAfter(10.0), detector_misses=3, revive_reach_growth=0.0)
+    whole = {GREEN: (20, 20, 50, 50)}
+    for seconds in (0.0, 0.1):
+        frame = paint(seconds, whole)
+        t.step(frame, boxes_of(frame, whole))
+    t.step(paint(0.2, {GREEN: (44, 44, 50, 50)}))
+    t.step(paint(0.3, {}))
+    assert t.tracks[0].box.tolist() == [44, 44, 50, 50]
+    back = {GREEN: (90, 44, 96, 50)}
+    frame = paint(0.4, back)
+    assert ids_by_colour(frame, t.step(frame, boxes_of(frame, back))) == {GREEN: 1} and t.started == 1
+
+
+def test_an_ended_track_is_looked_for_where_its_last_detection_is_heading_by_now():
+    """Green moves 10 px a second to the right; the rounds at 2, 3 and 4 s miss it (hidden) and its track
+    ends (DETECTOR_MISSES=3). At 9 s it comes out where it would be had it gone on: there, not where it was
+    heading when its track ended (at 4 s: 50 px, 2.5 diagonals, behind), its id comes back. No reach growth:
+    only the heading finds it."""
+    t = tracker(lost=LostAfter(10.0), detector_misses=3, revive_seconds=10.0, revive_reach_growth=0.0)
+    for i in (0, 1):
+        seen = {GREEN: (5 + 10 * i, 40)}
+        frame = render(i, seen)
+        t.step(frame, detect(frame, seen))
+    for i in (2, 3, 4):
+        frame = render(i, {GREEN: None, RED: (100, 5)})
+        t.step(frame, detect(frame, {RED: (100, 5)}))
+    assert [tr.track_id for tr in t.tracks] == [2]
+    back = {GREEN: (95, 40), RED: (100, 5)}
+    frame = render(9, back)
+    assert ids_by_colour(frame, t.step(frame, detect(frame, back))) == {GREEN: 1, RED: 2} and t.revived == 1
+
+
+def test_an_ended_track_that_may_come_back_lets_go_of_its_memory():
+    """Up to MAX_ENDED_TRACKS ended tracks are kept for their ids to come back, by their boxes: none keeps
+    its memory (SAM 2's memory is megabytes an object at 1024), a revived one starts it anew."""
+    t = tracker(lost=LostAfter(1.0), revive_seconds=10.0)
+    frame = render(0, {GREEN: (10, 10)})
+    t.step(frame, detect(frame, {GREEN: (10, 10)}))
+    memory = weakref.ref(t.tracks[0].memory)
+    for i in (1, 2):
+        t.step(render(i, {GREEN: None}))
+    gc.collect()
+    assert t.tracks == [] and t.ended == 1 and memory() is None
+    frame = render(3, {GREEN: (10, 10)})
+    assert ids_by_colour(frame, t.step(frame, detect(frame, {GREEN: (10, 10)}))) == {GREEN: 1} and t.revived == 1
 
 
 @pytest.mark.parametrize("revive_seconds, back_at", [(10.0, 20), (0.0, 5)], ids=["18 s after", "REVIVE_SECONDS=0"])

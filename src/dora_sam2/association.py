@@ -27,7 +27,7 @@ class Association:
 
 
 def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=None,
-              others_from: int = 0) -> Association:
+              others_from: int = 0, sizes=None) -> Association:
     """Match tracks to (D, 4) detection boxes, xyxy. `track_boxes`: (T, 4), or (T, B, 4) for B boxes per
     track, of which the one nearer the detection counts; a box of NaNs matches nothing. A pair overlapping
     less than `min_iou` is not matched by overlap; of what is left, a pair whose centres lie within `reach`
@@ -35,7 +35,8 @@ def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=N
     all tracks, or (T,) one per track (further for a track out of sight longer). `allowed`: (T, D) bool, the
     pairs that may be matched by distance (the same label, say), and that overlap matches before the others;
     the others overlap on a track's boxes from `others_from` on (a box that may stray, such as a mask's,
-    first: an object of another kind must overlap where the detector last saw the track)."""
+    first: an object of another kind must overlap where the detector last saw the track). `sizes`: (T,)
+    each track's object's diagonal, where its boxes may show less of it (see `centres_apart`)."""
     detections = np.asarray(detection_boxes, np.float64).reshape(-1, 4)
     tracks = np.asarray(track_boxes, np.float64)
     tracks = tracks.reshape(len(tracks), -1, 4) if tracks.size else np.zeros((0, 1, 4))
@@ -49,7 +50,8 @@ def associate(track_boxes, detection_boxes, min_iou: float, reach=0.0, allowed=N
     if (reach > 0).any():
         tracks_left = [t for t in range(len(tracks)) if t not in {t for t, _ in matches}]
         left = [d for d in range(len(detections)) if d not in {d for _, d in matches}]
-        apart = centres_apart(tracks[tracks_left], detections[left])
+        sized = None if sizes is None else np.asarray(sizes, np.float64)[tracks_left]
+        apart = centres_apart(tracks[tracks_left], detections[left], sized)
         near = (apart <= reach[tracks_left, None]) & allowed[np.ix_(tracks_left, left)]
         # the nearer, the more it is worth, whatever the track's own reach: a track out of sight longer may
         # reach further, but is not preferred for it
@@ -70,13 +72,17 @@ def _assign(gain: np.ndarray) -> list[tuple[int, int]]:
     return [(int(t), int(d)) for t, d in zip(rows, cols) if gain[t, d] > 0]
 
 
-def centres_apart(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+def centres_apart(tracks: np.ndarray, detections: np.ndarray, sizes=None) -> np.ndarray:
     """(T, D): the distance of each detection's centre from the nearest of each track's (B) boxes'
-    centres, in their mean box diagonals; inf where a box is NaN or both boxes are points."""
+    centres, in their mean box diagonals; inf where a box is NaN or both boxes are points. `sizes`: (T,)
+    the diagonal each track's boxes count as at least: an object going behind something, or coming out,
+    is boxed by the sliver in view, and its move, measured in that sliver, would look many times longer."""
     t, d = tracks[:, :, None], detections[None, None]
     centres = np.linalg.norm((t[..., :2] + t[..., 2:]) / 2 - (d[..., :2] + d[..., 2:]) / 2, axis=-1)
-    diagonals = (np.linalg.norm(t[..., 2:] - t[..., :2], axis=-1)
-                 + np.linalg.norm(d[..., 2:] - d[..., :2], axis=-1)) / 2
+    track_diagonals = np.linalg.norm(t[..., 2:] - t[..., :2], axis=-1)
+    if sizes is not None:
+        track_diagonals = np.fmax(track_diagonals, np.asarray(sizes, np.float64).reshape(-1, 1, 1))
+    diagonals = (track_diagonals + np.linalg.norm(d[..., 2:] - d[..., :2], axis=-1)) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         apart = centres / diagonals
     return np.where(np.isfinite(apart), apart, np.inf).min(axis=1, initial=np.inf)

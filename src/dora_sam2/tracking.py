@@ -77,6 +77,9 @@ class Track:
     click_object: int | None = None  # the click page's object index, when a person prompted it
     detected_at: float | None = None  # the camera's steady time of its last detection
     velocity: np.ndarray | None = None  # xyxy per second, between its last two detections
+    # its object's diagonal as last detected whole: the largest of its detections, fading by half a second
+    # since; a box of the part in view, as the object goes behind something, understates it
+    size: float = 0.0
 
     def heading(self, now: float) -> np.ndarray:
         """Where its last detection would be now, had it gone on as between the two before: an object
@@ -85,21 +88,31 @@ class Track:
             return self.prompt_box
         return self.prompt_box + self.velocity * (now - self.detected_at)
 
+    def boxes(self, now: float) -> list[np.ndarray]:
+        """Where a detection may find it: its mask's box, its last detection's, where that is heading."""
+        return [self.box, self.prompt_box, self.heading(now)]
+
     def detected(self, box: np.ndarray, now: float) -> None:
-        if self.detected_at is not None and now > self.detected_at:
-            self.velocity = (box - self.prompt_box) / (now - self.detected_at)
-        self.prompt_box, self.detected_at, self.misses = np.asarray(box, np.float64), now, 0
+        box = np.asarray(box, np.float64)
+        since = now - self.detected_at if self.detected_at is not None else 0.0
+        if since > 0:
+            self.velocity = (box - self.prompt_box) / since
+        self.size = max(float(np.hypot(*(box[2:] - box[:2]))), self.size * 0.5 ** max(since, 0.0))
+        self.prompt_box, self.detected_at, self.misses = box, now, 0
 
 
 @dataclass(frozen=True)
 class _Ended:
-    """A track that ended on its own (lost, unconfirmed): its id may come back for a while."""
+    """A track that ended on its own (lost, unconfirmed): its id may come back for a while, to a detection
+    found as a live track's are (`Track.boxes`: its last detection still heading on, its size)."""
 
-    track_id: int
-    class_name: str
-    boxes: list[np.ndarray]  # its mask's, its last detection's, where that was heading: matched as a live track's
+    track: Track  # as it ended, less its memory (a revived track starts one anew): up to MAX_ENDED_TRACKS are kept
     at: float  # the camera's steady time
-    detected_at: float  # ... of its last detection (of its end, if it had none): its reach grows from there
+
+    @property
+    def detected_at(self) -> float:
+        """Its last detection's time (its end's, if it had none): its reach grows from there."""
+        return self.at if self.track.detected_at is None else self.track.detected_at
 
 
 @dataclass(frozen=True)
@@ -287,9 +300,10 @@ class Tracker:
         live = list(plan.tracks)
         names = detections.class_names
         rules = self.policy
-        found = associate([[t.box, t.prompt_box, t.heading(self.clock.now)] for t in live], boxes, rules.match_iou,
+        found = associate([t.boxes(self.clock.now) for t in live], boxes, rules.match_iou,
                           [self._reach(t.detected_at if t.misses else None) for t in live],
-                          [[_same_kind(t.class_name, name) for name in names] for t in live], others_from=1)
+                          [[_same_kind(t.class_name, name) for name in names] for t in live], others_from=1,
+                          sizes=[t.size for t in live])
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
@@ -322,13 +336,14 @@ class Tracker:
         if not boxes or not plan.remembered:
             return revived
         rules = self.policy
-        found = associate([e.boxes for e in plan.remembered], np.asarray(boxes), rules.match_iou,
+        gone = [e.track for e in plan.remembered]
+        found = associate([t.boxes(self.clock.now) for t in gone], np.asarray(boxes), rules.match_iou,
                           [self._reach(e.detected_at) for e in plan.remembered],
-                          [[_same_kind(e.class_name, name) for name in names] for e in plan.remembered],
-                          others_from=1)
+                          [[_same_kind(t.class_name, name) for name in names] for t in gone],
+                          others_from=1, sizes=[t.size for t in gone])
         for e, d in found.matches:
             ended = plan.remembered[e]
-            track = self._start(plan, ended.class_name, boxes[d], track_id=ended.track_id)
+            track = self._start(plan, ended.track.class_name, boxes[d], track_id=ended.track.track_id)
             if track is not None:
                 plan.revived[track] = ended
                 revived[d] = track
@@ -426,9 +441,7 @@ class Tracker:
         self.ended += len(tracks)
         self.tracks = [t for t in self.tracks if t not in tracks]
         if self.policy.revive_seconds > 0:
-            self._ended += [_Ended(t.track_id, t.class_name, [t.box, t.prompt_box, t.heading(self.clock.now)],
-                                   self.clock.now, self.clock.now if t.detected_at is None else t.detected_at)
-                            for t in tracks]
+            self._ended += [_Ended(dataclasses.replace(t, memory=None), self.clock.now) for t in tracks]
             del self._ended[:max(len(self._ended) - self.policy.max_ended, 0)]  # the newest are kept
 
     def _forget_ended(self) -> None:
