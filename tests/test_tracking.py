@@ -22,7 +22,7 @@ import pytest
 
 from support.colour_scenes import BLUE, GREEN, H, RED, SIZE, T0, W, ColourSegmenter, detect, render
 from dora_sam2.domain import FOREGROUND, Frame, Prompt
-from dora_sam2.tracking import LostAfter, Tracker, TrackPolicy
+from dora_sam2.tracking import LostAfter, Track, Tracker, TrackPolicy
 
 
 def test_the_tracker_and_its_schedulers_are_read_without_torch():
@@ -397,6 +397,21 @@ def test_an_object_seen_as_a_sliver_is_measured_in_the_size_it_was_detected_whol
     back = {GREEN: (90, 44, 96, 50)}
     frame = paint(0.4, back)
     assert ids_by_colour(frame, t.step(frame, boxes_of(frame, back))) == {GREEN: 1} and t.started == 1
+
+
+@pytest.mark.parametrize("before, after, heading", [
+    ((0, 10, 30, 40), (20, 10, 30, 40), (60, 10, 70, 40)),  # sliding behind something on its right: x2 held
+    ((60, 10, 64, 40), (60, 10, 84, 40), (100, 10, 124, 40)),  # sliding out from behind something on its left
+    ((0, 0, 20, 20), (10, 5, 30, 25), (30, 15, 50, 35)),  # in the open: both edges move together
+    ((40, 40, 60, 60), (30, 30, 70, 70), (30, 30, 70, 70)),  # growing about its centre: it stays where it is
+])
+def test_a_last_detection_heads_on_as_a_whole_box_at_its_object_s_speed(before, after, heading):
+    """Two detections 1 s apart; 2 s after the second, the box is where the object would be: moved whole at
+    the speed of the edge not held by what hides it, never crossed over into a box that grows on its own."""
+    track = Track(1, "thing", None, np.array(before, float), np.array(before, float), 0.0)
+    track.detected(np.array(before, float), 0.0)
+    track.detected(np.array(after, float), 1.0)
+    np.testing.assert_allclose(track.heading(3.0), heading)
 
 
 def test_an_ended_track_is_looked_for_where_its_last_detection_is_heading_by_now():

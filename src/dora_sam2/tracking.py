@@ -83,10 +83,17 @@ class Track:
 
     def heading(self, now: float) -> np.ndarray:
         """Where its last detection would be now, had it gone on as between the two before: an object
-        that moved further than its size between two rounds overlaps this, not its old box."""
+        that moved further than its size between two rounds overlaps this, not its old box. The box moves
+        whole, along each axis at the speed of its faster edge where both edges go one way (an object
+        sliding behind something or out of it has one edge held by the edge of what hides it), at its
+        centre's where they part (it grows or shrinks): moved edge by edge, a sliver's box crosses over
+        into one whose size grows without bound, and so would be near anything."""
         if self.velocity is None or self.detected_at is None:
             return self.prompt_box
-        return self.prompt_box + self.velocity * (now - self.detected_at)
+        near, far = self.velocity[:2], self.velocity[2:]  # (x1, y1) and (x2, y2) per second
+        faster = np.where(np.abs(near) > np.abs(far), near, far)
+        move = np.where(near * far >= 0, faster, (near + far) / 2)
+        return self.prompt_box + np.tile(move, 2) * (now - self.detected_at)
 
     def boxes(self, now: float) -> list[np.ndarray]:
         """Where a detection may find it: its mask's box, its last detection's, where that is heading."""
