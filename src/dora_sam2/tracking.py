@@ -77,8 +77,9 @@ class Track:
     click_object: int | None = None  # the click page's object index, when a person prompted it
     detected_at: float | None = None  # the camera's steady time of its last detection
     velocity: np.ndarray | None = None  # xyxy per second, between its last two detections
-    # its object's diagonal as last detected whole: the largest of its detections, fading by half a second
-    # since; a box of the part in view, as the object goes behind something, understates it
+    # its object's diagonal as last detected whole: its largest detection's, halved for each second between
+    # detections (an object moving away shrinks); the box of the part in view, as it goes behind something,
+    # understates it
     size: float = 0.0
 
     def heading(self, now: float) -> np.ndarray:
