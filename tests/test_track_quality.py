@@ -234,9 +234,10 @@ def test_revive_seconds_gives_an_id_back_only_to_a_track_ended_that_lately(model
 def test_revive_reach_growth_gives_an_id_back_to_an_object_that_came_out_further_on(models, growth, same_id):
     """The detector on every frame: object 1 hides for a second behind an occluder, so its track ends after
     DETECTOR_MISSES (3) frames, and it comes out on the far side. Its id comes back only by distance from where
-    it went in or was heading, which REVIVE_REACH_GROWTH widens the longer it was gone; with 0 it starts a new id (on this
-    clip, where the object waits behind the occluder, so where it was heading is not where it comes out; on
-    24 such clips of each of three seeds, ids kept after 95% of occlusions against 92%: BENCHMARKS.md)."""
+    it went in or was heading, which REVIVE_REACH_GROWTH widens the longer it was gone; with 0 it starts a new
+    id (on this clip, where the object waits behind the occluder, so where it was heading is not where it
+    comes out; on 24 such clips of each of three seeds, ids kept after 95% of occlusions against 92%:
+    BENCHMARKS.md)."""
     clip = world_clip("occlusion", 90, 1, hidden_seconds=1.0, others=2)
     hidden = [t for t in range(len(clip.frames)) if 1 not in clip.present(t)]
     rounds, _ = follow(models, clip, every=1, REVIVE_REACH_GROWTH=growth)
