@@ -13,7 +13,9 @@ watches seed 1000): held out. They cycle through `--scenarios` (a random scene, 
 around an occlusion, a crossing of look-alikes and an exit and return, each with OTHERS objects
 wandering about and its object hidden or out of the frame for EVENT_SECONDS, drawn per clip). The
 detector is the ground truth: every `DETECT_EVERY` frames, the box of each object with at least
-`--min-area` pixels in view (fewer count as out of view in every figure), labelled by its shape.
+`--min-area` pixels in view (fewer count as out of view in every figure), labelled by its shape. Each
+round reaches the methods `DETECT_LATE` frames after the frame it was computed on (default 0: on time),
+stamped with that frame, as a detector slower than the camera, or a loaded machine, delivers it.
 
 Segment mode (the engine the node runs in MODE=segment, every `--segment-every`th frame): the mIoU of
 the mask from each object's box, and from one click on its centre-most visible pixel, against its
@@ -34,7 +36,7 @@ false and never-confirmed tracks; and the cost, ms per frame on this machine.
 `--set KEY=VALUE` changes the base settings, `--sweep KEY=V1,V2` runs ours again at each value (one key
 at a time, the rest at the base): any node setting (IMAGE_SIZE, DTYPE, LOST_SECONDS, DETECTOR_MISSES,
 REVIVE_SECONDS, MATCH_IOU, ...), MEMORY (tracked frames each object remembers, SAM 2's window at most)
-and DETECT_EVERY. Writes `--out` (JSON, default benchmarks/results/quality.json), a table beside it
+DETECT_EVERY and DETECT_LATE. Writes `--out` (JSON, default benchmarks/results/quality.json), a table beside it
 (.md) and the chart of quality against cost (.png).
 """
 
@@ -68,7 +70,7 @@ EVENT_SECONDS = (0.3, 1.0)
 CAMERA = "image"
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 PEERS = ("transformers", "bytetrack")
-BENCH_KEYS = ("MEMORY", "DETECT_EVERY")  # settings of this benchmark, not of the node
+BENCH_KEYS = {"MEMORY": 1, "DETECT_EVERY": 1, "DETECT_LATE": 0}  # this benchmark's settings, and their least
 MODEL_KEYS = ("IMAGE_SIZE", "DTYPE", "DEVICE", "THREADS")  # settings that load the model anew
 MAX_SWEEP_VALUES = 16  # values of one --sweep: each is a run over every clip
 
@@ -138,6 +140,13 @@ class Clip:
         boxes = mask_boxes(np.stack([frame.mask(i) for i in ids]))
         labels = dict(zip(frame.track_ids, frame.labels))
         return [Detection(i, box, labels[i]) for i, box in zip(ids, boxes)]
+
+    def round_landing(self, t: int, every: int, late: int) -> tuple[int, list[Detection]]:
+        """The detection round that reaches a method on frame t, and the frame it was computed on: a round
+        every `every` frames (DETECT_EVERY), landing `late` frames after its own (DETECT_LATE: a detector
+        slower than the camera, or a loaded machine); no boxes where none lands."""
+        computed = t - late
+        return computed, self.detections(computed) if computed >= 0 and computed % every == 0 else []
 
 
 def make_clips(args) -> list[Clip]:
@@ -226,10 +235,10 @@ def check_setting(setting: Setting, model: str, parser: argparse.ArgumentParser)
         Settings.from_env(setting.node_env(model))
     except ConfigError as error:
         parser.error(f"{setting.label}: {error}")
-    for key in BENCH_KEYS:
+    for key, least in BENCH_KEYS.items():
         value = setting.get(key)
-        if value is not None and (not value.isdigit() or int(value) < 1):
-            parser.error(f"{setting.label}: {key}={value!r} is not a whole number of at least 1.")
+        if value is not None and (not value.isdigit() or int(value) < least):
+            parser.error(f"{setting.label}: {key}={value!r} is not a whole number of at least {least}.")
 
 
 # ---------------------------------------------------------------------------- models
@@ -434,13 +443,14 @@ def ours(clip: Clip, models: Models, setting: Setting, detect_every: int) -> Ite
     memory = setting.get("MEMORY")
     if memory is not None:  # one camera: the model its tracker will follow with
         schedule.model = Windowed(schedule.model, int(memory))
+    late = int(setting.get("DETECT_LATE", "0"))
     for t, truth in enumerate(clip.frames):
         frame = Frame(CAMERA, truth.rgb, clip.timestamp(t), "rgb8")
-        detections = clip.detections(t) if t % detect_every == 0 else []
+        computed, detections = clip.round_landing(t, detect_every, late)
         items = []
-        if detections:
+        if detections:  # stamped with the frame it was computed on, as a detector node forwards it
             items.append(Prompt.from_boxes("bbox", np.array([d.box for d in detections]), [d.label for d in detections],
-                                           image_id=CAMERA, timestamp=frame.timestamp))
+                                           image_id=CAMERA, timestamp=clip.timestamp(computed)))
         started = time.perf_counter()
         answers = list(schedule.handle([*items, frame]))
         seconds = time.perf_counter() - started
@@ -481,9 +491,10 @@ def transformers_session(clip: Clip, models: Models, setting: Setting,
     session = getattr(module, type(model).__name__.replace("Model", "InferenceSession"))(
         video_height=clip.height, video_width=clip.width, dtype=torch.float32)
     objects: dict[int, int] = {}  # true object -> session object id
+    late = int(setting.get("DETECT_LATE", "0"))
     for t, truth in enumerate(clip.frames):
         started = time.perf_counter()
-        new = [d for d in (clip.detections(t) if t % detect_every == 0 else []) if d.track_id not in objects]
+        new = [d for d in clip.round_landing(t, detect_every, late)[1] if d.track_id not in objects]
         with torch.inference_mode(), backend.autocast():
             pixels = backend.preprocess(truth.rgb)[0]
             if new:
@@ -519,9 +530,10 @@ def bytetrack(clip: Clip, models: Models, setting: Setting, detect_every: int) -
     segmenter = Segmenter(models.backend(setting, video=False), frame_buffer=2, cameras=(CAMERA,))
     tracker = ByteTrackTracker(frame_rate=clip.fps)
     known: set[int] = set()
+    late = int(setting.get("DETECT_LATE", "0"))
     for t, truth in enumerate(clip.frames):
         started = time.perf_counter()
-        detections = clip.detections(t)
+        _, detections = clip.round_landing(t, 1, late)
         boxes = np.array([d.box for d in detections], np.float32).reshape(-1, 4)
         found = tracker.update(sv.Detections(xyxy=boxes, confidence=np.ones(len(boxes), np.float32),
                                              class_id=np.zeros(len(boxes), int),

@@ -217,6 +217,20 @@ def score(clip, rename=lambda t, track_id: track_id):
     return quality.summarise([scorer.result()], clip.fps)
 
 
+def test_a_late_round_reaches_the_methods_later_with_its_own_frame_s_boxes(clip):
+    """DETECT_LATE=2 with a round every 5th frame: the round computed on frame 5 lands on frame 7, with the
+    boxes of frame 5 (where the objects were), not of frame 7; frames where no round lands get none."""
+    def boxes(detections):
+        return np.array([d.box for d in detections]).tolist()
+
+    landed = {t: clip.round_landing(t, 5, 2) for t in range(len(clip.frames))}
+    assert [t for t, (_, found) in landed.items() if found] == [2, 7, 12, 17, 22, 27]
+    assert all(computed == t - 2 and boxes(found) == boxes(clip.detections(t - 2))
+               for t, (computed, found) in landed.items() if found)
+    assert boxes(landed[7][1]) != boxes(clip.detections(7))  # the objects moved meanwhile
+    assert boxes(clip.round_landing(5, 5, 0)[1]) == boxes(clip.detections(5))  # on time, by default
+
+
 def test_the_truth_scores_perfectly(clip):
     result = score(clip)
     assert result["J&F"] == pytest.approx(1.0)

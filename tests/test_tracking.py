@@ -414,6 +414,46 @@ def test_a_last_detection_heads_on_as_a_whole_box_at_its_object_s_speed(before, 
     np.testing.assert_allclose(track.heading(3.0), heading)
 
 
+def test_a_late_round_prompts_where_its_object_has_moved_to_by_now():
+    """Green moves 100 px a second. Its first round lands on time; the next two, from a detector slower
+    than the camera, land 0.1 s and 0.2 s after the frames they were computed on, stamped with those frames.
+    Where green was then holds none of it now (a 14-px square 10-20 px on), and a box there would show SAM 2
+    the background. Timed as of its own frame, each round moves its box to where the track is heading now,
+    onto green: it stays tracked, under its id."""
+    t = tracker()
+
+    def green(seconds: float) -> dict:
+        x = 10 + round(100 * seconds)
+        return {GREEN: (x, 30, x + 14, 44)}
+
+    first = paint(0.0, green(0.0))
+    t.step(first, boxes_of(first, green(0.0)))
+    lands = {0.2: 0.1, 0.6: 0.4}  # the frame a round lands on: the frame it was computed on
+    for seconds in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
+        frame = paint(seconds, green(seconds))
+        computed = lands.get(seconds)
+        prompt = boxes_of(paint(computed, green(computed)), green(computed)) if computed is not None else None
+        assert ids_by_colour(frame, t.step(frame, prompt)) == {GREEN: 1}, seconds
+    assert t.started == 1
+
+
+@pytest.mark.parametrize("stamp, seen", [
+    (9.5, 9.5),  # half a second before the newest frame
+    (10.0, 10.0),  # the newest frame's own
+    (10.5, 10.0),  # ahead of the newest frame: not yet come, nothing to go back to
+    (10.0 - 61, 10.0),  # further back than a jump (CLOCK_JUMP_SECONDS, 60): not this stretch of steady time
+    (None, 10.0),  # unstamped
+])
+def test_a_stamp_before_the_newest_frame_is_placed_as_long_before_in_steady_time(stamp, seen):
+    from dora_sam2.tracking import CameraClock
+
+    clock = CameraClock(jump=60)
+    for seconds in (0, 5, 3600 * 24 * 365, 3600 * 24 * 365 + 5):  # steady time 10 s, after a jump of a year
+        clock.tick(T0 + timedelta(seconds=seconds))
+    stamped = None if stamp is None else T0 + timedelta(days=365, seconds=stamp - 5)
+    assert clock.at(stamped) == pytest.approx(seen)
+
+
 def test_an_ended_track_is_looked_for_where_its_last_detection_is_heading_by_now():
     """Green moves 10 px a second to the right; the rounds at 2, 3 and 4 s miss it (hidden) and its track
     ends (DETECTOR_MISSES=3). At 9 s it comes out where it would be had it gone on: there, not where it was

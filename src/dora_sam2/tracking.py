@@ -63,6 +63,15 @@ class CameraClock:
             return None
         return delta
 
+    def at(self, timestamp: datetime | None) -> float:
+        """The steady time of an earlier stamp of this camera (a detection computed on a frame that has gone
+        by since): as long before now as it was before the newest frame. Now where either stamp is unknown,
+        or this one lies ahead of the newest frame or further back than a jump."""
+        if not isinstance(timestamp, datetime) or not isinstance(self._last, datetime):
+            return self.now
+        ago = (self._last - timestamp).total_seconds()
+        return self.now - ago if 0.0 < ago <= self.jump else self.now
+
 
 @dataclass(eq=False)  # a track is itself: compared (and hashed) by identity, not by its (array) fields
 class Track:
@@ -303,27 +312,29 @@ class Tracker:
         first, a track of another label on the last two only, as its mask may have strayed onto the object;
         else the nearest of its label within its reach, `_reach`), which takes the detection's label; else,
         the same way, to a track that ended lately, which comes back; else a new track. Tracks the round
-        leaves unconfirmed count a miss, and end at `detector_misses`."""
+        leaves unconfirmed count a miss, and end at `detector_misses`. A round computed on a frame that has
+        gone by since is matched and timed as of that frame, and prompts where its track is heading now."""
         boxes = detections.points.reshape(-1, 4)
+        seen = self.clock.at(detections.timestamp)
         live = list(plan.tracks)
         names = detections.class_names
         rules = self.policy
-        found = associate([t.boxes(self.clock.now) for t in live], boxes, rules.match_iou,
+        found = associate([t.boxes(seen) for t in live], boxes, rules.match_iou,
                           [self._reach(t.detected_at if t.misses else None) for t in live],
                           [[_same_kind(t.class_name, name) for name in names] for t in live], others_from=1,
                           sizes=[t.size for t in live])
         for t, d in found.matches:
             track = live[t]
             track.class_name = detections.class_names[d] or track.class_name  # the detector's newest word on what it is
-            track.detected(boxes[d], self.clock.now)
-            plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
+            track.detected(boxes[d], seen)
+            plan.cues[track] = self._box_cue(track, detections.points[d], seen)
         if len(boxes):  # a round that saw nothing confirms nothing and denies nothing
             self._count_misses(plan, [track for i, track in enumerate(live) if i not in {t for t, _ in found.matches}])
         for d, track in zip(found.new_detections, self._revive(plan, [boxes[d] for d in found.new_detections],
-                                                           [names[d] for d in found.new_detections])):
+                                                           [names[d] for d in found.new_detections], seen)):
             track = track or self._start(plan, detections.class_names[d], boxes[d])
             if track is not None:
-                track.detected(boxes[d], self.clock.now)
+                track.detected(boxes[d], seen)
                 plan.cues[track] = _Cue(detections.points[d], BOX_LABELS)
 
     def _count_misses(self, plan: _Plan, unmatched: list[Track]) -> None:
@@ -337,7 +348,7 @@ class Tracker:
             plan.unconfirmed = [t for t in plan.tracks if t.misses >= self.policy.detector_misses]
             plan.tracks = [t for t in plan.tracks if t not in plan.unconfirmed]
 
-    def _revive(self, plan: _Plan, boxes: list[np.ndarray], names: list[str]) -> list[Track | None]:
+    def _revive(self, plan: _Plan, boxes: list[np.ndarray], names: list[str], seen: float) -> list[Track | None]:
         """Per new detection, the lately ended track it lands on (its id and label back, its memory anew
         from the detection), or None. Each ended track comes back once, to the detection it overlaps most."""
         revived: list[Track | None] = [None] * len(boxes)
@@ -345,7 +356,7 @@ class Tracker:
             return revived
         rules = self.policy
         gone = [e.track for e in plan.remembered]
-        found = associate([t.boxes(self.clock.now) for t in gone], np.asarray(boxes), rules.match_iou,
+        found = associate([t.boxes(seen) for t in gone], np.asarray(boxes), rules.match_iou,
                           [self._reach(e.detected_at) for e in plan.remembered],
                           [[_same_kind(t.class_name, name) for name in names] for t in gone],
                           others_from=1, sizes=[t.size for t in gone])
@@ -358,6 +369,17 @@ class Tracker:
         taken = {id(e) for e in plan.revived.values()}  # by identity: their boxes are arrays
         plan.remembered = [e for e in plan.remembered if id(e) not in taken]
         return revived
+
+    def _box_cue(self, track: Track, points: np.ndarray, seen: float) -> _Cue:
+        """A detection's box as a prompt on this frame. From a frame that has gone by since (a detector
+        slower than the camera, a loaded machine), the object has moved on: the box is moved to where its
+        track is heading by now, within the frame; one heading out of view is shown as it was seen."""
+        if seen >= self.clock.now or self._size is None:
+            return _Cue(points, BOX_LABELS)
+        box = np.clip(track.heading(self.clock.now), 0, np.tile(self._size, 2))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return _Cue(points, BOX_LABELS)
+        return _Cue(box.reshape(2, 2).astype(np.float32), BOX_LABELS)
 
     def _reach(self, lost_since: float | None) -> float:
         """How far (box diagonals) a detection may lie from a track to be it by distance: `match_reach`; for a
