@@ -45,6 +45,12 @@ def test_edgetam_tests_pass_in_the_side_environment():
     assert_passes_in_the_side_environment("test_edgetam.py")
 
 
+def test_edgetam_gpu_paths_in_the_side_environment():
+    """tests/test_edgetam_cuda.py: EdgeTAM's segment and track paths on fake `cuda` tensors, as test_cuda.py
+    checks SAM 2's (timm needs the side environment, whose CUDA-build torch needs no C++ guard)."""
+    assert_passes_in_the_side_environment("test_edgetam_cuda.py")
+
+
 def test_sam3_detector_matches_its_processor_in_the_side_environment():
     """tests/test_sam3_processor.py: SAM 3's finder held to Sam3Model with Sam3Processor (torchvision)."""
     assert_passes_in_the_side_environment("test_sam3_processor.py")
