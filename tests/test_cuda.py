@@ -42,7 +42,8 @@ def fake_cuda_guard(tmp_path_factory):
         pytest.skip("no C++ compiler to build the fake CUDA device guard")
     torch_dir = Path(torch.__file__).parent
     library = tmp_path_factory.mktemp("fake_cuda") / "fake_cuda_guard.so"
-    subprocess.run([compiler, "-std=c++17", "-shared", "-fPIC", f"-I{torch_dir / 'include'}",
+    # C++20: torch 2.14's headers need it (std::strong_ordering); 2.13's build with it as well
+    subprocess.run([compiler, "-std=c++20", "-shared", "-fPIC", f"-I{torch_dir / 'include'}",
                     str(Path(__file__).parent / "support" / "fake_cuda_guard.cpp"),
                     f"-L{torch_dir / 'lib'}", "-lc10", "-o", str(library)], check=True)
     ctypes.CDLL(str(library))
