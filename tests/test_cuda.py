@@ -20,16 +20,15 @@ import torch
 from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from support.dataflows import random_frame
+from support.fake_cuda import HEIGHT, WIDTH, frame, on_cuda, prompt_track_and_prompt_again
 
-from dora_sam2.domain import Frame, Prompt
+from dora_sam2.domain import Prompt
 from dora_sam2.loading import Checkpoint
 from dora_sam2.model import Sam2Backend
 from dora_sam2.processing import upsample
 from dora_sam2.video import Sam2StreamingModel
 
 CUDA = torch.device("cuda")
-WIDTH, HEIGHT = 160, 120
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +70,6 @@ def cuda_model(request, model_dir, fake_mode, monkeypatch):
         yield Sam2Backend(model, CUDA, request.param, "fake-cuda")
 
 
-def frame(seed: int = 0) -> Frame:
-    return random_frame(seed, WIDTH, HEIGHT)
-
-
-def on_cuda(*tensors):
-    return all(t.device.type == "cuda" for t in tensors)
 
 
 def test_model_lives_on_cuda(cuda_model):
@@ -103,30 +96,8 @@ def test_cuda_empty_detection(cuda_model):
 def test_cuda_track_prompt_remember_and_memory_attention(cuda_model):
     """Boxes and a click on frame 0, a re-prompt on frame 3, tracking in between and after: objects with
     different memory layouts go through memory attention (the fused kernel GPUs use) in separate groups."""
-    streaming = Sam2StreamingModel(cuda_model)
-    memories = [streaming.new_memory() for _ in range(3)]
-    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110]]))
-    click = Prompt.from_points("points", np.array([[80, 60]]), [1])
-    for index in range(streaming.num_maskmem + 3):
-        features = streaming.encode(frame(index))
-        assert on_cuda(features.image, features.position, *features.high_res)
-        if index == 0:
-            steps = [streaming.prompt(features, boxes), streaming.prompt(features, click)]
-            step = type(steps[0]).concat(steps, [0, 1, 2])
-            prompted = [True, True, True]
-        elif index == 3:
-            steps = [streaming.prompt(features, click), streaming.track(features, memories[:2], index)]
-            step = type(steps[0]).concat(steps, [1, 2, 0])  # objects 0, 1 tracked, 2 prompted
-            prompted = [False, False, True]
-        else:
-            step = streaming.track(features, memories, index)
-            prompted = [False, False, False]
-        assert on_cuda(step.logits, step.scores, step.object_score_logits, step.pointers)
+    for _, step, _ in prompt_track_and_prompt_again(Sam2StreamingModel(cuda_model)):
         assert step.logits.shape[0] == step.scores.shape[0] == 3
-        remembered = streaming.remember(features, step, prompted)
-        assert on_cuda(*(t for m in remembered for t in (m.features, m.position, m.pointer)))
-        for memory, m, was_prompted in zip(memories, remembered, prompted):
-            memory.add(index, m, was_prompted)
         assert on_cuda(upsample(step.logits, WIDTH, HEIGHT), step.object_score_logits > 0)
 
 

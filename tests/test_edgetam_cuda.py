@@ -27,17 +27,16 @@ except Exception as error:  # ImportError, or a torchvision built for another to
 from torch._subclasses import fake_tensor  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode  # noqa: E402
 
-from support.dataflows import random_frame  # noqa: E402
+from support.fake_cuda import HEIGHT, WIDTH, frame, on_cuda, prompt_track_and_prompt_again  # noqa: E402
 
 from dora_sam2 import devices, loading, processing  # noqa: E402
-from dora_sam2.domain import Frame, Prompt  # noqa: E402
+from dora_sam2.domain import Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402
 from dora_sam2.processing import upsample  # noqa: E402
 from dora_sam2.random_model import make_random_model  # noqa: E402
 from dora_sam2.video import Sam2StreamingModel  # noqa: E402
 
 CUDA = torch.device("cuda")
-WIDTH, HEIGHT = 160, 120
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +87,6 @@ def cuda_edgetam_video(request, edgetam_dir, fake_mode, monkeypatch):
         yield load_on_fake_cuda(edgetam_dir, fake_mode, monkeypatch, request.param, video=True, image_size=512)
 
 
-def frame(seed: int = 0) -> Frame:
-    return random_frame(seed, WIDTH, HEIGHT)
-
-
-def on_cuda(*tensors):
-    return all(t.device.type == "cuda" for t in tensors)
 
 
 def test_edgetam_loads_onto_cuda_and_folds_its_repvit_there(cuda_edgetam_video):
@@ -126,30 +119,9 @@ def test_cuda_edgetam_tracks_through_its_perceiver_memory(cuda_edgetam_video):
     streaming = Sam2StreamingModel(cuda_edgetam_video)
     config = streaming.config
     latents = config.perceiver_resampler_num_latents + config.perceiver_resampler_num_latents_2d
-    memories = [streaming.new_memory() for _ in range(3)]
-    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110]]))
-    click = Prompt.from_points("points", np.array([[80, 60]]), [1])
-    for index in range(streaming.num_maskmem + 3):
-        features = streaming.encode(frame(index))
-        assert on_cuda(features.image, features.position, *features.high_res)
-        if index == 0:
-            steps = [streaming.prompt(features, boxes), streaming.prompt(features, click)]
-            step = type(steps[0]).concat(steps, [0, 1, 2])
-            prompted = [True, True, True]
-        elif index == 3:
-            steps = [streaming.prompt(features, click), streaming.track(features, memories[:2], index)]
-            step = type(steps[0]).concat(steps, [1, 2, 0])  # objects 0, 1 tracked, 2 prompted
-            prompted = [False, False, True]
-        else:
-            step = streaming.track(features, memories, index)
-            prompted = [False, False, False]
-        assert on_cuda(step.logits, step.scores, step.object_score_logits, step.pointers)
+    for _, step, remembered in prompt_track_and_prompt_again(streaming, apart=True):
         assert step.logits.shape == (3, 128, 128)
-        remembered = streaming.remember(features, step, prompted, apart=True)
-        assert on_cuda(*(t for m in remembered for t in (m.features, m.position, m.pointer)))
         assert {m.features.shape for m in remembered} == {(latents, streaming.model.mem_dim)}
-        for memory, m, was_prompted in zip(memories, remembered, prompted):
-            memory.add(index, m, was_prompted)
         assert on_cuda(upsample(step.logits, WIDTH, HEIGHT, apart=True), step.object_score_logits > 0)
 
 
