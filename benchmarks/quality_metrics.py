@@ -148,21 +148,24 @@ class Gap:
     start: int
     end: int
     outside: bool  # out of the frame on some of it (an exit), not only hidden behind something
+    staged: bool = False  # hidden where its scene was built to hide it (an occlusion, crossing or exit)
 
     @property
     def frames(self) -> int:
         return self.end - self.start
 
 
-def gaps(track_id: int, seen: Sequence[bool], outside: Sequence[bool] = ()) -> list[Gap]:
-    """Runs of frames where the object is not seen, with frames where it is seen before and after."""
+def gaps(track_id: int, seen: Sequence[bool], outside: Sequence[bool] = (), staged: Sequence[bool] = ()) -> list[Gap]:
+    """Runs of frames where the object is not seen, with frames where it is seen before and after.
+    `outside`, `staged`: per frame, the object is out of the frame; its scene hides it on purpose."""
     outside = list(outside) or [False] * len(seen)
+    staged = list(staged) or [False] * len(seen)
     found, start = [], None
     for t, visible in enumerate(seen):
         if not visible and start is None and t > 0 and seen[t - 1]:
             start = t
         elif visible and start is not None:
-            found.append(Gap(track_id, start, t, any(outside[start:t])))
+            found.append(Gap(track_id, start, t, any(outside[start:t]), any(staged[start:t])))
             start = None
     return found
 
@@ -202,9 +205,10 @@ def recoveries(frames: Sequence[FrameMatch], clip_gaps: Sequence[Gap]) -> list[R
 
 
 def recovery_summary(found: Sequence[Recovery], fps: float, up_to_seconds: float = 1.0) -> dict:
-    """Per kind of gap (hidden in the frame: occlusions; out of it: exits), all of them and those up to
-    `up_to_seconds`: gaps recovered, median frames to recover, and the share of ids kept (over the gaps
-    whose object was tracked before)."""
+    """Per kind of gap (hidden in the frame: occlusions; out of it: exits), all of them, those up to
+    `up_to_seconds`, and of those the staged ones (what the scene was built around, apart from objects
+    that happen to pass behind one another): gaps recovered, median frames to recover, and the share of
+    ids kept (over the gaps whose object was tracked before)."""
     def summary(items: list[Recovery]) -> dict:
         back = [r.frames_to_recover for r in items if r.frames_to_recover is not None]
         judged = [r.same_id for r in items if r.same_id is not None]
@@ -217,7 +221,10 @@ def recovery_summary(found: Sequence[Recovery], fps: float, up_to_seconds: float
     out = {"all": summary(list(found))}
     for kind, items in kinds.items():
         out[kind] = summary(items)
-        out[f"{kind}_up_to_{up_to_seconds:g}s"] = summary([r for r in items if r.gap.frames <= short])
+        out[f"staged_{kind}"] = summary([r for r in items if r.gap.staged])
+        brief = [r for r in items if r.gap.frames <= short]
+        out[f"{kind}_up_to_{up_to_seconds:g}s"] = summary(brief)
+        out[f"staged_{kind}_up_to_{up_to_seconds:g}s"] = summary([r for r in brief if r.gap.staged])
     return out
 
 

@@ -103,6 +103,18 @@ def test_a_gap_needs_a_seen_frame_on_both_sides():
     # frame 0 (before it is first seen) and frame 7 (the clip ends) are not gaps it comes back from
     assert qm.gaps(3, seen) == [qm.Gap(3, 3, 6, False)]
     assert qm.gaps(3, seen, outside=[False] * 4 + [True] + [False] * 3)[0].outside
+    assert qm.gaps(3, seen, staged=[False] * 5 + [True] * 3)[0].staged  # its scene hid it on purpose on frame 5
+
+
+def test_the_staged_occlusions_are_counted_apart_from_those_that_came_by_chance():
+    kept = qm.recoveries(one_object([7, 7, 7, None, None, None, None, 7, 7, 7]),
+                         qm.gaps(1, [t not in (3, 4, 5) for t in range(10)], staged=[t == 4 for t in range(10)]))
+    lost = qm.recoveries(one_object([7, 7, 7, None, None, None, 8, 8, 8, 8]),
+                         qm.gaps(1, [t not in (3, 4, 5) for t in range(10)]))
+    summary = qm.recovery_summary(kept + lost, fps=10)
+    assert (summary["occlusions_up_to_1s"]["same_id_kept"], summary["occlusions_up_to_1s"]["same_id_judged"]) == (1, 2)
+    staged = summary["staged_occlusions_up_to_1s"]
+    assert (staged["same_id_kept"], staged["same_id_judged"], staged["same_id_share"]) == (1, 1, 1.0)
 
 
 def one_object(predicted: list[int | None]) -> list[qm.FrameMatch]:
@@ -198,12 +210,10 @@ def test_the_centre_click_is_the_pixel_farthest_from_every_edge():
 
 @pytest.fixture(scope="module")
 def clip():
-    from dora_sam2.world import Format, frames, occlusion
+    from dora_sam2.world import Format, occlusion
 
-    scene = occlusion(seed=3, fmt=Format(160, 120, fps=10, frames=30), hidden_seconds=1.0, others=1, nuisance=False)
-    kept = [quality.TruthFrame(f.rgb, f.ids, tuple(o.track_id for o in f.objects), tuple(o.label for o in f.objects),
-                               tuple(o.silhouette is None for o in f.objects)) for f in frames(scene)]
-    return quality.Clip(scene.name, 10.0, kept, {}, min_area=16)
+    fmt = Format(160, 120, fps=10, frames=30)
+    return quality.clip_of(occlusion(seed=3, fmt=fmt, hidden_seconds=1.0, others=1, nuisance=False), fmt, None, 16)
 
 
 def score(clip, rename=lambda t, track_id: track_id):
@@ -250,6 +260,9 @@ def test_the_truth_under_a_new_id_after_the_occlusion_is_one_switch(clip):
     result = score(clip, rename=lambda t, track_id: 100 if track_id == 1 and t >= hidden.end else track_id)
     assert result["IDSW"] == 1
     assert result["recovery"]["occlusions"]["same_id_share"] == 0.0
+    # object 1's occlusion is the one its scene was built around; the wanderer's, if any, came by chance
+    staged = result["recovery"]["staged_occlusions"]
+    assert (staged["same_id_kept"], staged["same_id_judged"]) == (0, 1)
     assert result["IDF1"] < 1.0
 
 
