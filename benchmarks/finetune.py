@@ -15,7 +15,8 @@ where SAM 2 is wrong, fine-tune with `dora-sam2-train`, and measure whether the 
    `--fix-below` IoU with its object is replaced by the true mask, one that overlaps no object is
    deleted, and an object the detector saw (visibility 0.5 or more) that has no mask is added (its
    track id the node's for that object, when the node tracked it elsewhere). The counts are reported.
-4. Fine-tune: `dora-sam2-train OUT --from --model --data <each corrected dataset> --minutes --threads`.
+4. Fine-tune: `dora-sam2-train OUT --from --model --data <each corrected dataset> --minutes --threads`;
+   with `--keep-clips N`, also `--data` N clips of the world the fixture learnt from (what it knew).
 5. Measure, before (--model) and after (the fine-tuned model), with the trainer's own scorer
    (training/evaluate.py: each object's tight box, mask IoU with its truth): on the labelled frames, on
    the rest of the same clips (the same scenes later, never trained on: what a robot meets again), and
@@ -50,6 +51,7 @@ from support.dataflows import BIN, path_env, world_label_flow, write_dataflow  #
 SIZE = "320x240"  # the fixture's training data (scripts/make-fixture.sh)
 MIN_VISIBILITY = 0.5  # what world_detector.py sees by default: the objects a person labels
 TRACK_IDS_ADDED = 10_000  # plus the world's id: an object a person added that the node never tracked
+KEPT_SEED, KEPT_FRAMES = 0, 60  # the fixture's own training world (scripts/make-fixture.sh), for --keep-clips
 EVAL_FRAMES = 150  # frames spread through each evaluation set (training/evaluate.py's box_miou)
 
 
@@ -61,8 +63,8 @@ def main() -> None:
     model = work / "model"
     shutil.rmtree(model, ignore_errors=True)  # a rerun trains afresh, not from the last run's model
     train = [str(BIN / "dora-sam2-train"), str(model), "--from", args.model, "--minutes", str(args.minutes),
-             "--threads", str(args.threads), "--seed", "0", *[a for d in labelled for a in ("--data", str(d))],
-             *args.train_arg]
+             "--threads", str(args.threads), "--seed", "0",
+             *[a for d in labelled + kept_data(work, args.keep_clips) for a in ("--data", str(d))], *args.train_arg]
     trained = subprocess.run(train, cwd=ROOT, env=path_env(HF_HUB_OFFLINE="1"), capture_output=True, text=True)
     if trained.returncode != 0:
         raise SystemExit(f"dora-sam2-train failed:\n{trained.stderr[-3000:]}")
@@ -100,6 +102,17 @@ def labelled_data(work: Path, args) -> tuple[list[Path], dict]:
     done.write_text(json.dumps({"arguments": labelling_arguments(args), "datasets": [str(p) for p in labelled],
                                 "corrections": dict(corrections)}))
     return labelled, dict(corrections)
+
+
+def kept_data(work: Path, clips: int) -> list[Path]:
+    """--keep-clips: the first clips of the world the fixture was trained on (seed 0, 60 frames, as
+    scripts/make-fixture.sh draws them), trained on beside the new data: what the model knew, kept."""
+    if clips <= 0:
+        return []
+    kept = work / f"kept-{clips}"
+    if not (kept / "annotations.json").is_file():
+        world(kept, KEPT_SEED, clips, KEPT_FRAMES, video=False)
+    return [kept]
 
 
 def labelling_arguments(args) -> dict:
@@ -325,6 +338,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fix-below", type=float, default=0.8, help="a written mask under this IoU is corrected")
     p.add_argument("--minutes", type=float, default=5.0, help="dora-sam2-train's --minutes")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--keep-clips", type=int, default=0,
+                   help="train on this many clips of the fixture's own world beside the new data (default 0)")
     p.add_argument("--train-arg", action="append", default=[], help="more dora-sam2-train arguments (repeat)")
     p.add_argument("--reuse-labels", action="store_true",
                    help="train and measure on the datasets the last run in --work labelled (same arguments)")
