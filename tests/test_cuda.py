@@ -20,7 +20,7 @@ import torch
 from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from support.fake_cuda import HEIGHT, WIDTH, frame, on_cuda, prompt_track_and_prompt_again
+from support.fake_cuda import HEIGHT, WIDTH, decode_boxes_and_a_click, frame, on_cuda, prompt_track_and_prompt_again
 
 from dora_sam2.domain import Prompt
 from dora_sam2.loading import Checkpoint
@@ -79,13 +79,7 @@ def test_model_lives_on_cuda(cuda_model):
 def test_cuda_segment_encode_and_batched_decode(cuda_model):
     embedding = cuda_model.encode(frame())
     assert on_cuda(*embedding.features)
-    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110], [0, 0, 160, 120]]))
-    click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
-    for prompt in (boxes, click):
-        logits, scores, _ = cuda_model.decode(embedding, prompt)
-        masks = upsample(logits, WIDTH, HEIGHT)
-        assert on_cuda(logits, scores, masks)
-        assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
+    decode_boxes_and_a_click(cuda_model, embedding)
 
 
 def test_cuda_empty_detection(cuda_model):

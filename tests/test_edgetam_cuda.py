@@ -14,7 +14,6 @@ run on them: the tests stop just before it.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,10 +26,10 @@ except Exception as error:  # ImportError, or a torchvision built for another to
 from torch._subclasses import fake_tensor  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode  # noqa: E402
 
-from support.fake_cuda import HEIGHT, WIDTH, frame, on_cuda, prompt_track_and_prompt_again  # noqa: E402
+from support.fake_cuda import (  # noqa: E402
+    HEIGHT, WIDTH, decode_boxes_and_a_click, frame, on_cuda, prompt_track_and_prompt_again)
 
 from dora_sam2 import devices, loading, processing  # noqa: E402
-from dora_sam2.domain import Prompt  # noqa: E402
 from dora_sam2.model import Sam2Backend  # noqa: E402
 from dora_sam2.processing import upsample  # noqa: E402
 from dora_sam2.random_model import make_random_model  # noqa: E402
@@ -103,13 +102,7 @@ def test_cuda_edgetam_segment_encode_and_batched_decode(cuda_edgetam):
     assert cuda_edgetam.image_encoder is not None  # else this would check transformers' path, not ours
     embedding = cuda_edgetam.encode(frame())
     assert on_cuda(*embedding.features) and embedding.features[-1].shape == (1, 256, 64, 64)
-    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110], [0, 0, 160, 120]]))
-    click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
-    for prompt in (boxes, click):
-        logits, scores, _ = cuda_edgetam.decode(embedding, prompt)
-        masks = upsample(logits, WIDTH, HEIGHT)
-        assert on_cuda(logits, scores, masks)
-        assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
+    decode_boxes_and_a_click(cuda_edgetam, embedding)
 
 
 def test_cuda_edgetam_tracks_through_its_perceiver_memory(cuda_edgetam_video):

@@ -1,5 +1,5 @@
-"""What SAM 2's and EdgeTAM's GPU checks (tests/test_cuda.py, tests/test_edgetam_cuda.py) share: the
-streaming steps the node takes, driven on a model whose tensors are fake `cuda` ones."""
+"""What SAM 2's and EdgeTAM's GPU checks (tests/test_cuda.py, tests/test_edgetam_cuda.py) share: segment
+mode's decode and the streaming steps the node takes, driven on a model whose tensors are fake `cuda` ones."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from support.dataflows import random_frame
 
 from dora_sam2.domain import Frame, Prompt
+from dora_sam2.processing import upsample
 
 WIDTH, HEIGHT = 160, 120
 
@@ -20,6 +21,18 @@ def frame(seed: int = 0) -> Frame:
 
 def on_cuda(*tensors) -> bool:
     return all(t.device.type == "cuda" for t in tensors)
+
+
+def decode_boxes_and_a_click(backend, embedding) -> None:
+    """Segment mode's decode of three boxes, then of a click and a background click, on one encoded
+    frame: logits, scores and the masks upsampled to the frame stay on the device, one per object."""
+    boxes = Prompt.from_boxes("bbox", np.array([[10, 10, 60, 60], [50, 40, 150, 110], [0, 0, 160, 120]]))
+    click = Prompt.from_points("points", np.array([[80, 60], [10, 10]]), [1, 0])
+    for prompt in (boxes, click):
+        logits, scores, _ = backend.decode(embedding, prompt)
+        masks = upsample(logits, WIDTH, HEIGHT)
+        assert on_cuda(logits, scores, masks)
+        assert masks.shape == (prompt.num_objects, HEIGHT, WIDTH) and scores.shape == (prompt.num_objects,)
 
 
 def prompt_track_and_prompt_again(streaming, apart: bool = False) -> Iterator[tuple]:
